@@ -1,0 +1,32 @@
+/* bench/ctl_stats: read fluidmemd's totals over its control socket.
+ *
+ * The control socket speaks lines: send "v1 stats\n", get one JSON line
+ * {"v":1,"ok":true,"totals":{"faults":..,"evictions":..,"budget":..},...}.
+ * Only a few integers of "totals" are needed, so this is a key search inside
+ * that object, not a JSON parser. */
+#ifndef FM_BENCH_CTL_STATS_H
+#define FM_BENCH_CTL_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A value missing from the reply is -1. */
+struct ctl_totals {
+	int64_t faults;
+	int64_t evictions;
+	int64_t resident;
+	int64_t budget;
+};
+
+/* Query `path`. Returns 0, or -errno: ENOENT/ECONNREFUSED (no daemon),
+ * ETIMEDOUT (no reply within 2 s), EPROTO (a reply without "ok":true or
+ * without "totals"), EMSGSIZE (a reply longer than 1 MiB). On -EPROTO the
+ * reply's first bytes are copied into err. */
+int ctl_stats_query(const char *path, struct ctl_totals *out, char *err, size_t errlen);
+
+/* Pure: the integer `key` inside the object that follows `"obj":` in the
+ * JSON text `json` (nested objects are skipped). Returns 0, -ENOENT or
+ * -EPROTO. */
+int ctl_json_int(const char *json, const char *obj, const char *key, int64_t *out);
+
+#endif

@@ -1,0 +1,81 @@
+#include "base/log.h"
+#include "base/base.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+int fm_log_level = FM_LOG_INFO;
+static const char *log_prog = "fluidmem";
+static const char *const level_names[FM_LOG_LEVEL_NR] = { "error", "warn", "info", "debug" };
+
+void fm_log_set_prog(const char *prog)
+{
+	log_prog = prog;
+}
+
+const char *fm_log_level_name(int level)
+{
+	if (level < 0 || level >= FM_LOG_LEVEL_NR)
+		return "?";
+	return level_names[level];
+}
+
+int fm_log_level_parse(const char *name)
+{
+	for (int i = 0; i < FM_LOG_LEVEL_NR; i++)
+		if (strcmp(name, level_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+void fm_log_write(int level, const char *fmt, ...)
+{
+	char line[1024];
+	struct timespec ts;
+	struct tm tm;
+	int n;
+	va_list ap;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	localtime_r(&ts.tv_sec, &tm);
+	n = snprintf(line, sizeof(line), "%02d:%02d:%02d.%03ld %s %s: ", tm.tm_hour, tm.tm_min,
+		     tm.tm_sec, ts.tv_nsec / 1000000, log_prog, fm_log_level_name(level));
+	va_start(ap, fmt);
+	if (n > 0 && (size_t)n < sizeof(line))
+		n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof(line) - 1)
+		n = sizeof(line) - 2;
+	line[n++] = '\n';
+	/* One write() per line so lines from threads do not interleave. */
+	fwrite(line, 1, (size_t)n, stderr);
+}
+
+int fm_pin_self(int cpu)
+{
+	cpu_set_t set;
+
+	if (cpu < 0)
+		return 0;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return -pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+int fm_page_is_zero(const void *page)
+{
+	const uint64_t *w = page;
+
+	for (size_t i = 0; i < FM_PAGE_SIZE / 8; i += 8) {
+		if (w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7])
+			return 0;
+	}
+	return 1;
+}

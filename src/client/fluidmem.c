@@ -1,0 +1,307 @@
+/* libfluidmem: create regions whose pages fluidmemd serves. */
+#include "client/fluidmem.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "ctl/proto.h"
+
+#define FM_API __attribute__((visibility("default")))
+#define PAGE 4096u
+#define UFFD_FEATURES                                                                      \
+	(UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_EVENT_REMOVE | \
+	 UFFD_FEATURE_EVENT_UNMAP)
+
+struct fm_region {
+	struct fm_client *client;
+	struct fm_region *next;
+	void *addr;
+	size_t size;
+	uint64_t id;
+	int uffd;
+	int memfd;
+};
+
+struct fm_client {
+	int fd;
+	struct fm_region *regions;
+	char error[192];
+};
+
+static void set_error(struct fm_client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void set_error(struct fm_client *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->error, sizeof(c->error), fmt, ap);
+	va_end(ap);
+}
+
+FM_API const char *fm_client_error(const struct fm_client *c)
+{
+	return c ? c->error : "no client";
+}
+
+FM_API struct fm_client *fm_connect(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct fm_client *c;
+	int err;
+
+	if (!path)
+		path = getenv("FLUIDMEM_SOCKET");
+	if (!path || !*path)
+		path = FM_DEFAULT_REGISTER_SOCKET;
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		errno = ENAMETOOLONG;
+		return NULL;
+	}
+	strcpy(sa.sun_path, path);
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		err = errno;
+		if (c->fd >= 0)
+			close(c->fd);
+		free(c);
+		errno = err;
+		return NULL;
+	}
+	return c;
+}
+
+/* Send one request (with fds when nfds > 0) and wait for the reply. */
+static int transact(struct fm_client *c, struct fm_reg_req *q, const int *fds, int nfds,
+		    struct fm_reg_reply *rep)
+{
+	char cbuf[CMSG_SPACE(sizeof(int) * 2)];
+	struct iovec iov = { q, sizeof(*q) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	ssize_t n;
+
+	memset(cbuf, 0, sizeof(cbuf));
+	if (nfds > 0) {
+		struct cmsghdr *cm;
+
+		mh.msg_control = cbuf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
+	}
+	if (sendmsg(c->fd, &mh, MSG_NOSIGNAL) < 0) {
+		int err = errno;
+
+		/* A daemon that refused us at accept has queued its reason and
+		 * closed: read that rather than report a broken pipe. */
+		if ((err == EPIPE || err == ECONNRESET) &&
+		    recv(c->fd, rep, sizeof(*rep), MSG_DONTWAIT) == (ssize_t)sizeof(*rep) &&
+		    rep->magic == FM_PROTO_MAGIC && rep->status < 0) {
+			rep->reason[sizeof(rep->reason) - 1] = '\0';
+			set_error(c, "fluidmemd refused: %s", rep->reason);
+			return rep->status;
+		}
+		set_error(c, "cannot reach fluidmemd: %s", strerror(err));
+		return -err;
+	}
+	do
+		n = recv(c->fd, rep, sizeof(*rep), 0);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(*rep) || rep->magic != FM_PROTO_MAGIC) {
+		set_error(c, "fluidmemd closed the connection or sent a malformed reply");
+		return -EPROTO;
+	}
+	rep->reason[sizeof(rep->reason) - 1] = '\0';
+	if (rep->status < 0) {
+		set_error(c, "fluidmemd refused: %s", rep->reason[0] ? rep->reason : strerror(-rep->status));
+		return rep->status;
+	}
+	return 0;
+}
+
+static int open_uffd(void)
+{
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+
+	if (fd >= 0)
+		return fd;
+	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev < 0)
+		return -1;
+	fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+	close(dev);
+	return fd;
+}
+
+FM_API struct fm_region *fm_region_create(struct fm_client *c, size_t size, const char *name)
+{
+	struct fm_region *r;
+	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURES };
+	struct uffdio_register reg;
+	struct fm_reg_req q = { .magic = FM_PROTO_MAGIC, .version = FM_PROTO_VERSION,
+				.type = FM_REG_REGISTER, .length = sizeof(q), .page_size = PAGE };
+	struct fm_reg_reply rep;
+	int err, fds[2];
+
+	if (!c || size == 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	size = (size + PAGE - 1) & ~(size_t)(PAGE - 1);
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->client = c;
+	r->size = size;
+	r->uffd = r->memfd = -1;
+	r->addr = MAP_FAILED;
+	if (!name)
+		name = "fluidmem";
+	r->memfd = memfd_create(name, MFD_CLOEXEC);
+	if (r->memfd < 0 || ftruncate(r->memfd, (off_t)size) < 0) {
+		err = errno;
+		set_error(c, "memfd: %s", strerror(err));
+		goto fail;
+	}
+	r->addr = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, r->memfd, 0);
+	if (r->addr == MAP_FAILED) {
+		err = errno;
+		set_error(c, "mmap: %s", strerror(err));
+		goto fail;
+	}
+	/* A child sharing this memfd without our registration would fill
+	 * evicted pages with zeros that the parent then sees. */
+	madvise(r->addr, size, MADV_DONTFORK);
+	r->uffd = open_uffd();
+	if (r->uffd < 0) {
+		err = errno == EPERM || errno == EACCES ? errno : ENOSYS;
+		set_error(c, "userfaultfd: %s", strerror(errno));
+		goto fail;
+	}
+	if (ioctl(r->uffd, UFFDIO_API, &api) < 0 || (api.features & UFFD_FEATURES) != UFFD_FEATURES) {
+		err = ENOSYS;
+		set_error(c, "this kernel's userfaultfd lacks features 0x%llx",
+			  (unsigned long long)(UFFD_FEATURES & ~api.features));
+		goto fail;
+	}
+	reg = (struct uffdio_register){
+		.range = { (uint64_t)(uintptr_t)r->addr, size },
+		.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP,
+	};
+	if (ioctl(r->uffd, UFFDIO_REGISTER, &reg) < 0) {
+		err = errno;
+		set_error(c, "UFFDIO_REGISTER: %s", strerror(err));
+		goto fail;
+	}
+	q.addr = (uint64_t)(uintptr_t)r->addr;
+	q.size = size;
+	snprintf(q.name, sizeof(q.name), "%s", name);
+	fds[0] = r->uffd;
+	fds[1] = r->memfd;
+	err = -transact(c, &q, fds, 2, &rep);
+	if (err)
+		goto fail;
+	r->id = rep.region_id;
+	/* We keep our uffd open: if fluidmemd dies, faulting threads wait
+	 * rather than find holes and read zeros. */
+	r->next = c->regions;
+	c->regions = r;
+	return r;
+fail:
+	if (r->uffd >= 0)
+		close(r->uffd);
+	if (r->addr != MAP_FAILED)
+		munmap(r->addr, size);
+	if (r->memfd >= 0)
+		close(r->memfd);
+	free(r);
+	errno = err;
+	return NULL;
+}
+
+FM_API int fm_region_destroy(struct fm_region *r)
+{
+	struct fm_client *c;
+	struct fm_reg_req q = { .magic = FM_PROTO_MAGIC, .version = FM_PROTO_VERSION,
+				.type = FM_REG_UNREGISTER, .length = sizeof(q), .page_size = PAGE };
+	struct fm_reg_reply rep;
+	int rc;
+
+	if (!r)
+		return 0;
+	c = r->client;
+	q.region_id = r->id;
+	rc = transact(c, &q, NULL, 0, &rep);
+	/* The daemon has dropped its descriptors; closing ours unregisters the
+	 * range, so the munmap below raises no UNMAP event nobody reads. */
+	close(r->uffd);
+	munmap(r->addr, r->size);
+	close(r->memfd);
+	for (struct fm_region **p = &c->regions; *p; p = &(*p)->next) {
+		if (*p == r) {
+			*p = r->next;
+			break;
+		}
+	}
+	free(r);
+	return rc;
+}
+
+FM_API void fm_disconnect(struct fm_client *c)
+{
+	if (!c)
+		return;
+	while (c->regions)
+		fm_region_destroy(c->regions);
+	close(c->fd);
+	free(c);
+}
+
+FM_API int fm_region_discard(struct fm_region *r, size_t offset, size_t len)
+{
+	if (!r || offset % PAGE || len % PAGE || offset > r->size || len > r->size - offset)
+		return -EINVAL;
+	if (len == 0)
+		return 0;
+	/* Punch first: the pages are gone before anyone can write them again.
+	 * MADV_DONTNEED then zaps our page tables and raises the REMOVE event
+	 * that tells fluidmemd to drop its state and stored copies. */
+	if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
+		      (off_t)len) < 0)
+		return -errno;
+	if (madvise((char *)r->addr + offset, len, MADV_DONTNEED) < 0)
+		return -errno;
+	return 0;
+}
+
+FM_API void *fm_region_addr(const struct fm_region *r)
+{
+	return r->addr;
+}
+
+FM_API size_t fm_region_size(const struct fm_region *r)
+{
+	return r->size;
+}
+
+FM_API uint64_t fm_region_id(const struct fm_region *r)
+{
+	return r->id;
+}

@@ -1,0 +1,66 @@
+/* libfluidmem: put a process's memory on fluidmemd.
+ *
+ *   struct fm_client *c = fm_connect(NULL);          // FLUIDMEM_SOCKET or the default
+ *   struct fm_region *r = fm_region_create(c, 1 << 30, "heap");
+ *   char *p = fm_region_addr(r);                     // served page by page from now on
+ *   ...
+ *   fm_region_destroy(r);
+ *   fm_disconnect(c);
+ *
+ * A region is a memfd mapped MAP_SHARED and registered on a userfaultfd in
+ * MISSING|WP mode. Both descriptors are handed to the daemon, and
+ * fm_region_create returns only once the daemon has acknowledged, so nothing
+ * is touched before it is served. If the daemon dies, faulting threads wait
+ * rather than read zeros.
+ *
+ * Errors: constructors return NULL and set errno; other calls return 0 or
+ * -errno. fm_client_error() gives the daemon's reason for the last refusal.
+ * A client handle may be used by one thread at a time. */
+#ifndef FLUIDMEM_H
+#define FLUIDMEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FM_DEFAULT_REGISTER_SOCKET "/run/fluidmem/register.sock"
+
+struct fm_client;
+struct fm_region;
+
+/* Connect to the registration socket: `path`, else $FLUIDMEM_SOCKET, else
+ * FM_DEFAULT_REGISTER_SOCKET. errno: ENOENT/ECONNREFUSED (no daemon),
+ * EACCES, ENOMEM. */
+struct fm_client *fm_connect(const char *path);
+/* Destroy every region still open on this client and close it. NULL is a
+ * no-op. */
+void fm_disconnect(struct fm_client *c);
+
+/* Create a region of `size` bytes (rounded up to the page size). errno:
+ * EINVAL (size 0), EPERM/EPROTO/ENOSPC when the daemon refuses (see
+ * fm_client_error), ENOSYS when userfaultfd is unavailable. */
+struct fm_region *fm_region_create(struct fm_client *c, size_t size, const char *name);
+/* Tell the daemon to free the region and its stored pages, then unmap it.
+ * The memory must not be used afterwards. NULL is a no-op. */
+int fm_region_destroy(struct fm_region *r);
+
+/* Discard [offset, offset+len) (page aligned): its memory and stored copies
+ * are freed and it reads as zeros next time. Race-free: the memfd hole is
+ * punched here, in the client, before the daemon hears of it. 0 or -errno
+ * (EINVAL for an unaligned or out-of-range span). */
+int fm_region_discard(struct fm_region *r, size_t offset, size_t len);
+
+void *fm_region_addr(const struct fm_region *r);
+size_t fm_region_size(const struct fm_region *r);
+uint64_t fm_region_id(const struct fm_region *r);
+
+/* The daemon's reason for the last refusal, or a local description. */
+const char *fm_client_error(const struct fm_client *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,675 @@
+#include "ctl/config.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/base.h"
+#include "base/log.h"
+#include "ctl/toml.h"
+
+enum opt_type {
+	OPT_INT,          /* int64 range checked, stored in a 4- or 8-byte field */
+	OPT_UINT,
+	OPT_BOOL,
+	OPT_MODE,         /* a uint printed in octal */
+	OPT_STR,          /* char[]: length min..max, optionally one of `choices` */
+	OPT_ENUM,         /* a name from `choices`, stored as its int index */
+	OPT_INT_ARRAY,    /* items range checked like OPT_INT, count in a uint32_t */
+	OPT_UINT_ARRAY,
+};
+
+/* An enum's names, through a function so that log levels use log.c's table. */
+struct choices {
+	const char *(*name)(int v);   /* v in 0..nr-1 */
+	int nr;
+};
+
+/* One config key. Defaults, parsing, --set, validation, dump and help all
+ * read this row: a new key is one row plus one struct field. */
+struct opt {
+	const char *key;              /* "table.name" */
+	enum opt_type type;
+	size_t off, size;             /* the field; arrays: one item */
+	size_t n_off, cap;            /* arrays: the uint32_t count field, capacity */
+	int64_t min, max;             /* numbers and array items; strings: length */
+	const char *def;              /* TOML value syntax, bare strings allowed */
+	const struct choices *choices;
+	const char *help;             /* what it does and its unit */
+};
+
+#define MEMBER(f) (((struct fm_config *)0)->f)
+#define FIELD(f) .off = offsetof(struct fm_config, f), .size = sizeof(MEMBER(f))
+#define STRING(f) FIELD(f), .min = 1, .max = sizeof(MEMBER(f)) - 1
+#define ARRAY(f, n)                                                                        \
+	.off = offsetof(struct fm_config, f), .size = sizeof(MEMBER(f)[0]),                \
+	.n_off = offsetof(struct fm_config, n), .cap = FM_ARRAY_SIZE(MEMBER(f))
+
+_Static_assert(sizeof(uid_t) == sizeof(uint32_t), "allowed_uids are stored as 4-byte uints");
+
+static const char *const policy_names[] = { [FM_POLICY_FIFO] = "fifo",
+					     [FM_POLICY_S3FIFO] = "s3fifo" };
+/* A new store backend is one more name here. */
+static const char *const backend_names[] = { "local" };
+
+static const char *policy_name_of(int v)
+{
+	return policy_names[v];
+}
+
+static const char *backend_name_of(int v)
+{
+	return backend_names[v];
+}
+
+static const struct choices log_choices = { fm_log_level_name, FM_LOG_LEVEL_NR };
+static const struct choices policy_choices = { policy_name_of, FM_ARRAY_SIZE(policy_names) };
+static const struct choices backend_choices = { backend_name_of, FM_ARRAY_SIZE(backend_names) };
+
+/* Rows of one table must be adjacent: fm_config_dump prints one header per
+ * run of rows, and a second [header] for the same table would not load. */
+static const struct opt opts[] = {
+	{ .key = "daemon.log_level", .type = OPT_ENUM, FIELD(log_level), .def = "info",
+	  .choices = &log_choices, .help = "log verbosity" },
+	{ .key = "daemon.node_id", .type = OPT_UINT, FIELD(node_id), .min = 0, .max = 65535,
+	  .def = "1", .help = "this daemon's id, the high bits of its region ids" },
+
+	{ .key = "dispatcher.cpu", .type = OPT_INT, FIELD(dispatcher_cpu), .min = -1,
+	  .max = 1023, .def = "-1", .help = "CPU of the fault dispatcher thread, -1 = unpinned" },
+	{ .key = "dispatcher.batch", .type = OPT_UINT, FIELD(dispatcher_batch), .min = 1,
+	  .max = 1024, .def = "64", .help = "fault events read per wake-up" },
+
+	{ .key = "shards.count", .type = OPT_UINT, FIELD(shard_count), .min = 1,
+	  .max = FM_MAX_SHARDS, .def = "2", .help = "shard threads that own pages" },
+	{ .key = "shards.cpus", .type = OPT_INT_ARRAY, ARRAY(shard_cpus, shard_cpus_n),
+	  .min = -1, .max = 1023, .def = "[]",
+	  .help = "CPU of each shard (-1 = unpinned); [] = all unpinned, else one per shard" },
+	{ .key = "shards.ring_slots", .type = OPT_UINT, FIELD(ring_slots), .min = 64,
+	  .max = 65536, .def = "1024", .help = "messages per shard ring, a power of two" },
+	{ .key = "shards.spin_us", .type = OPT_UINT, FIELD(spin_us), .min = 0, .max = 100000,
+	  .def = "20", .help = "microseconds a shard busy-polls before it sleeps" },
+
+	{ .key = "memory.resident_pages", .type = OPT_UINT, FIELD(resident_pages), .min = 1,
+	  .max = 1ll << 40, .def = "16384",
+	  .help = "4 KiB pages kept resident across all shards, at least shards.count" },
+	{ .key = "memory.evict_batch", .type = OPT_UINT, FIELD(evict_batch), .min = 1,
+	  .max = 512, .def = "32", .help = "pages evicted per eviction round" },
+	{ .key = "memory.policy", .type = OPT_ENUM, FIELD(policy), .def = "s3fifo",
+	  .choices = &policy_choices, .help = "page replacement policy" },
+
+	{ .key = "register.path", .type = OPT_STR, STRING(register_path),
+	  .def = "/run/fluidmem/register.sock", .help = "Unix socket clients register on" },
+	{ .key = "register.mode", .type = OPT_MODE, FIELD(register_mode), .min = 0,
+	  .max = 0777, .def = "0o660", .help = "file mode of the register socket" },
+	{ .key = "register.allowed_uids", .type = OPT_UINT_ARRAY,
+	  ARRAY(allowed_uids, allowed_uids_n), .min = 0, .max = UINT32_MAX - 1, .def = "[]",
+	  .help = "uids that may register; [] = root and the daemon's own uid" },
+
+	{ .key = "control.path", .type = OPT_STR, STRING(control_path),
+	  .def = "/run/fluidmem/control.sock", .help = "Unix socket of fluidmemctl" },
+	{ .key = "control.mode", .type = OPT_MODE, FIELD(control_mode), .min = 0, .max = 0777,
+	  .def = "0o600", .help = "file mode of the control socket" },
+
+	{ .key = "store.backend", .type = OPT_STR, STRING(store_backend), .def = "local",
+	  .choices = &backend_choices, .help = "where evicted pages are kept" },
+	{ .key = "store.local.max_mib", .type = OPT_UINT, FIELD(local_max_mib), .min = 1,
+	  .max = 1 << 20, .def = "4096", .help = "MiB of evicted pages the local store holds" },
+};
+
+#define NOPTS FM_ARRAY_SIZE(opts)
+
+static const struct opt *find_opt(const char *key)
+{
+	for (size_t i = 0; i < NOPTS; i++)
+		if (!strcmp(opts[i].key, key))
+			return &opts[i];
+	return NULL;
+}
+
+/* A known table is a strict prefix of some key: "store" and "store.local". */
+static bool is_table(const char *path)
+{
+	size_t n = strlen(path);
+
+	for (size_t i = 0; i < NOPTS; i++)
+		if (!strncmp(opts[i].key, path, n) && opts[i].key[n] == '.')
+			return true;
+	return false;
+}
+
+static bool is_signed(enum opt_type t)
+{
+	return t == OPT_INT || t == OPT_INT_ARRAY;
+}
+
+/* Numeric fields are 4 or 8 bytes; values were range checked before. */
+static int64_t get_num(const void *f, size_t size, bool sign)
+{
+	uint64_t u64;
+	uint32_t u32;
+
+	if (size == sizeof(u64)) {
+		memcpy(&u64, f, sizeof(u64));
+		return sign || u64 <= INT64_MAX ? (int64_t)u64 : INT64_MAX;
+	}
+	memcpy(&u32, f, sizeof(u32));
+	return sign ? (int64_t)(int32_t)u32 : (int64_t)u32;
+}
+
+static void put_num(void *f, size_t size, int64_t v)
+{
+	uint64_t u64 = (uint64_t)v;
+	uint32_t u32 = (uint32_t)v;
+
+	if (size == sizeof(u64))
+		memcpy(f, &u64, sizeof(u64));
+	else
+		memcpy(f, &u32, sizeof(u32));
+}
+
+static void fmt_num(const struct opt *o, int64_t v, char buf[static 32])
+{
+	snprintf(buf, 32, o->type == OPT_MODE && v >= 0 ? "0o%llo" : "%lld", (long long)v);
+}
+
+static int check_range(const struct opt *o, int64_t v, char *why, size_t n)
+{
+	char val[32], lim[32];
+
+	if (v >= o->min && v <= o->max)
+		return 0;
+	fmt_num(o, v, val);
+	fmt_num(o, v < o->min ? o->min : o->max, lim);
+	snprintf(why, n, "%s is %s %s", val, v < o->min ? "below the minimum" : "above the maximum",
+		 lim);
+	return -EINVAL;
+}
+
+static int find_choice(const struct choices *ch, const char *s)
+{
+	for (int i = 0; i < ch->nr; i++)
+		if (!strcmp(ch->name(i), s))
+			return i;
+	return -1;
+}
+
+static int bad_choice(const struct choices *ch, const char *s, char *why, size_t n)
+{
+	char list[128] = "";
+	size_t len = 0;
+
+	for (int i = 0; i < ch->nr && len < sizeof(list); i++)
+		len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s", i ? "|" : "",
+					ch->name(i));
+	snprintf(why, n, "\"%s\" is not one of %s", s, list);
+	return -EINVAL;
+}
+
+static int check_string(const struct opt *o, const char *s, size_t len, char *why, size_t n)
+{
+	if (len < (size_t)o->min || len > (size_t)o->max) {
+		snprintf(why, n, "is %zu bytes long, the %s is %lld", len,
+			 len < (size_t)o->min ? "minimum" : "maximum",
+			 (long long)(len < (size_t)o->min ? o->min : o->max));
+		return -EINVAL;
+	}
+	if (o->choices && find_choice(o->choices, s) < 0)
+		return bad_choice(o->choices, s, why, n);
+	return 0;
+}
+
+static const char *expected(enum opt_type t)
+{
+	switch (t) {
+	case OPT_INT:
+	case OPT_UINT:
+	case OPT_MODE:
+		return "an integer";
+	case OPT_BOOL:
+		return "a boolean";
+	case OPT_STR:
+	case OPT_ENUM:
+		return "a string";
+	case OPT_INT_ARRAY:
+	case OPT_UINT_ARRAY:
+		return "an array of integers";
+	}
+	return "?";
+}
+
+static int wrong_type(enum opt_type want, enum toml_type got, char *why, size_t n)
+{
+	snprintf(why, n, "expected %s, got %s %s", expected(want),
+		 got == TOML_INT || got == TOML_ARRAY ? "an" : "a", toml_type_name(got));
+	return -EINVAL;
+}
+
+static int apply_array(struct fm_config *c, const struct opt *o, const struct toml_value *v,
+		       char *why, size_t n)
+{
+	char *f = (char *)c + o->off, inner[160];
+
+	if (v->type != TOML_ARRAY)
+		return wrong_type(o->type, v->type, why, n);
+	if (v->a.n > o->cap) {
+		snprintf(why, n, "has %zu items, the maximum is %zu", v->a.n, o->cap);
+		return -EINVAL;
+	}
+	/* Check every item before storing any: a failed --set changes nothing. */
+	for (size_t i = 0; i < v->a.n; i++) {
+		const struct toml_value *it = &v->a.items[i];
+
+		if (it->type != TOML_INT)
+			wrong_type(OPT_INT, it->type, inner, sizeof(inner));
+		else if (!check_range(o, it->i, inner, sizeof(inner)))
+			continue;
+		snprintf(why, n, "item %zu: %s", i + 1, inner);
+		return -EINVAL;
+	}
+	memset(f, 0, o->size * o->cap);
+	for (size_t i = 0; i < v->a.n; i++)
+		put_num(f + i * o->size, o->size, v->a.items[i].i);
+	put_num((char *)c + o->n_off, sizeof(uint32_t), (int64_t)v->a.n);
+	return 0;
+}
+
+/* Type- and range-check one value, then store it. */
+static int apply(struct fm_config *c, const struct opt *o, const struct toml_value *v, char *why,
+		 size_t n)
+{
+	char *f = (char *)c + o->off;
+	int rc, idx;
+
+	switch (o->type) {
+	case OPT_INT:
+	case OPT_UINT:
+	case OPT_MODE:
+		if (v->type != TOML_INT)
+			return wrong_type(o->type, v->type, why, n);
+		rc = check_range(o, v->i, why, n);
+		if (!rc)
+			put_num(f, o->size, v->i);
+		return rc;
+	case OPT_BOOL:
+		if (v->type != TOML_BOOL)
+			return wrong_type(o->type, v->type, why, n);
+		*(bool *)f = v->b;
+		return 0;
+	case OPT_STR:
+		if (v->type != TOML_STRING)
+			return wrong_type(o->type, v->type, why, n);
+		rc = check_string(o, v->s.ptr, v->s.len, why, n);
+		if (!rc) {
+			memset(f, 0, o->size);
+			memcpy(f, v->s.ptr, v->s.len);
+		}
+		return rc;
+	case OPT_ENUM:
+		if (v->type != TOML_STRING)
+			return wrong_type(o->type, v->type, why, n);
+		idx = find_choice(o->choices, v->s.ptr);
+		if (idx < 0)
+			return bad_choice(o->choices, v->s.ptr, why, n);
+		put_num(f, o->size, idx);
+		return 0;
+	case OPT_INT_ARRAY:
+	case OPT_UINT_ARRAY:
+		return apply_array(c, o, v, why, n);
+	}
+	return -EINVAL;
+}
+
+/* The same checks as apply, on a stored value (a struct may be built in code). */
+static int check_stored(const struct fm_config *c, const struct opt *o, char *why, size_t n)
+{
+	const char *f = (const char *)c + o->off;
+	int64_t v, count;
+	char inner[160];
+
+	switch (o->type) {
+	case OPT_INT:
+	case OPT_UINT:
+	case OPT_MODE:
+		return check_range(o, get_num(f, o->size, is_signed(o->type)), why, n);
+	case OPT_BOOL:
+		return 0;
+	case OPT_STR:
+		if (!memchr(f, '\0', o->size)) {
+			snprintf(why, n, "is not NUL-terminated");
+			return -EINVAL;
+		}
+		return check_string(o, f, strlen(f), why, n);
+	case OPT_ENUM:
+		v = get_num(f, o->size, true);
+		if (v >= 0 && v < o->choices->nr)
+			return 0;
+		snprintf(why, n, "%lld is not a valid value", (long long)v);
+		return -EINVAL;
+	case OPT_INT_ARRAY:
+	case OPT_UINT_ARRAY:
+		count = get_num((const char *)c + o->n_off, sizeof(uint32_t), false);
+		if ((uint64_t)count > o->cap) {
+			snprintf(why, n, "has %lld items, the maximum is %zu", (long long)count, o->cap);
+			return -EINVAL;
+		}
+		for (int64_t i = 0; i < count; i++) {
+			v = get_num(f + i * (int64_t)o->size, o->size, is_signed(o->type));
+			if (check_range(o, v, inner, sizeof(inner))) {
+				snprintf(why, n, "item %lld: %s", (long long)i + 1, inner);
+				return -EINVAL;
+			}
+		}
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* Rules beyond one key's range. Returns the key at fault, or NULL. */
+static const char *check_rules(const struct fm_config *c, char *why, size_t n)
+{
+	if (c->shard_cpus_n && c->shard_cpus_n != c->shard_count) {
+		snprintf(why, n, "has %u items but shards.count is %u ([] leaves all unpinned)",
+			 c->shard_cpus_n, c->shard_count);
+		return "shards.cpus";
+	}
+	/* The rings index slots with a mask. */
+	if (c->ring_slots & (c->ring_slots - 1)) {
+		snprintf(why, n, "%u is not a power of two", c->ring_slots);
+		return "shards.ring_slots";
+	}
+	/* Each shard gets a share of the budget and must hold at least one page. */
+	if (c->resident_pages < c->shard_count) {
+		snprintf(why, n, "%llu is below shards.count (%u): every shard needs a page",
+			 (unsigned long long)c->resident_pages, c->shard_count);
+		return "memory.resident_pages";
+	}
+	return NULL;
+}
+
+/* 0, or -EINVAL with the key at fault in *key and the reason in why. */
+static int validate(const struct fm_config *c, const char **key, char *why, size_t n)
+{
+	for (size_t i = 0; i < NOPTS; i++) {
+		if (check_stored(c, &opts[i], why, n)) {
+			*key = opts[i].key;
+			return -EINVAL;
+		}
+	}
+	*key = check_rules(c, why, n);
+	return *key ? -EINVAL : 0;
+}
+
+/* Parser context: the struct being filled and where each key was set. */
+struct load {
+	struct fm_config *c;
+	int line[NOPTS];   /* 0 = not set by this input */
+};
+
+static int on_table(void *ctx, const char *path, int line, char *why, size_t n)
+{
+	if (is_table(path))
+		return 0;
+	snprintf(why, n, "unknown table");
+	return -EINVAL;
+}
+
+static const char *not_a_key(const char *path)
+{
+	return is_table(path) ? "is a table, not a key" : "unknown key";
+}
+
+static int on_value(void *ctx, const char *path, const struct toml_value *v, char *why, size_t n)
+{
+	struct load *l = ctx;
+	const struct opt *o = find_opt(path);
+	int rc;
+
+	if (!o) {
+		snprintf(why, n, "%s", not_a_key(path));
+		return -EINVAL;
+	}
+	rc = apply(l->c, o, v, why, n);
+	if (!rc)
+		l->line[o - opts] = v->line;
+	return rc;
+}
+
+static const struct toml_handler handler = { .table = on_table, .value = on_value };
+
+static int load_text(struct fm_config *c, const char *name, const char *text, size_t len,
+		     char *err, size_t errlen)
+{
+	struct load l = { .c = c };
+	const char *key;
+	char why[256];
+	int rc, line;
+
+	rc = toml_parse(name, text, len, &handler, &l, err, errlen);
+	if (rc)
+		return rc;
+	rc = validate(c, &key, why, sizeof(why));
+	if (!rc)
+		return 0;
+	line = l.line[find_opt(key) - opts];
+	if (line)
+		snprintf(err, errlen, "%s:%d: %s: %s", name, line, key, why);
+	else
+		snprintf(err, errlen, "%s: %s: %s", name, key, why);
+	return rc;
+}
+
+int fm_config_load_string(struct fm_config *c, const char *name, const char *text, char *err,
+			  size_t errlen)
+{
+	return load_text(c, name, text, strlen(text), err, errlen);
+}
+
+/* A config is a few KiB; anything this big is the wrong file. */
+#define CONFIG_FILE_MAX (1u << 20)
+
+int fm_config_load_file(struct fm_config *c, const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "re");
+	size_t len = 0, cap = 0, got;
+	char *buf = NULL, *p;
+	int rc = 0;
+
+	if (!f) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(-rc));
+		return rc;
+	}
+	do {
+		if (len == cap) {
+			cap = cap ? 2 * cap : 4096;
+			p = cap > CONFIG_FILE_MAX ? NULL : realloc(buf, cap);
+			if (!p) {
+				rc = cap > CONFIG_FILE_MAX ? -EFBIG : -ENOMEM;
+				snprintf(err, errlen, "%s: %s", path,
+					 rc == -EFBIG ? "larger than 1 MiB" : strerror(ENOMEM));
+				goto out;
+			}
+			buf = p;
+		}
+		got = fread(buf + len, 1, cap - len, f);
+		len += got;
+	} while (got);
+	if (ferror(f)) {
+		rc = errno ? -errno : -EIO;
+		snprintf(err, errlen, "%s: %s", path, strerror(-rc));
+		goto out;
+	}
+	rc = load_text(c, path, buf, len, err, errlen);
+out:
+	free(buf);
+	fclose(f);
+	return rc;
+}
+
+/* A bare --set string as a TOML basic string, so it passes the same checks
+ * (control characters, UTF-8) as a quoted one. NULL on ENOMEM. */
+static char *quote(const char *s)
+{
+	char *q = malloc(2 * strlen(s) + 3), *o = q;
+
+	if (!q)
+		return NULL;
+	*o++ = '"';
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			*o++ = '\\';
+		*o++ = *s;
+	}
+	*o++ = '"';
+	*o = '\0';
+	return q;
+}
+
+int fm_config_set(struct fm_config *c, const char *dotted_key, const char *value, char *err,
+		  size_t errlen)
+{
+	const struct opt *o = find_opt(dotted_key);
+	struct load l = { .c = c };
+	char *quoted = NULL;
+	int rc;
+
+	/* Before parsing the value: "unknown key" is the more useful error. */
+	if (!o) {
+		snprintf(err, errlen, "--set: %s: %s", dotted_key, not_a_key(dotted_key));
+		return -EINVAL;
+	}
+	if ((o->type == OPT_STR || o->type == OPT_ENUM) && value[0] != '"' && value[0] != '\'') {
+		quoted = quote(value);
+		if (!quoted) {
+			snprintf(err, errlen, "--set: %s: %s", dotted_key, strerror(ENOMEM));
+			return -ENOMEM;
+		}
+		value = quoted;
+	}
+	rc = toml_parse_value("--set", dotted_key, value, &handler, &l, err, errlen);
+	free(quoted);
+	return rc;
+}
+
+void fm_config_defaults(struct fm_config *c)
+{
+	char err[256];
+
+	/* Zeroed first so that string tails and padding compare equal. */
+	memset(c, 0, sizeof(*c));
+	for (size_t i = 0; i < NOPTS; i++)
+		if (fm_config_set(c, opts[i].key, opts[i].def, err, sizeof(err)))
+			FM_ERR("config: bad built-in default: %s", err);   /* test_config fails */
+}
+
+int fm_config_validate(const struct fm_config *c, char *err, size_t errlen)
+{
+	const char *key;
+	char why[256];
+	int rc = validate(c, &key, why, sizeof(why));
+
+	if (rc)
+		snprintf(err, errlen, "%s: %s", key, why);
+	return rc;
+}
+
+/* A TOML basic string: escape what the parser would reject or misread. */
+static void dump_string(const char *s, FILE *out)
+{
+	fputc('"', out);
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			fprintf(out, "\\%c", ch);
+		else if (ch < 0x20 || ch == 0x7f)
+			fprintf(out, "\\u%04x", ch);
+		else
+			fputc(ch, out);
+	}
+	fputc('"', out);
+}
+
+static void dump_value(const struct fm_config *c, const struct opt *o, FILE *out)
+{
+	const char *f = (const char *)c + o->off;
+	char num[32];
+	int64_t v, count;
+
+	switch (o->type) {
+	case OPT_INT:
+	case OPT_UINT:
+	case OPT_MODE:
+		fmt_num(o, get_num(f, o->size, is_signed(o->type)), num);
+		fputs(num, out);
+		break;
+	case OPT_BOOL:
+		fputs(*(const bool *)f ? "true" : "false", out);
+		break;
+	case OPT_STR:
+		dump_string(f, out);
+		break;
+	case OPT_ENUM:
+		v = get_num(f, o->size, true);
+		dump_string(v >= 0 && v < o->choices->nr ? o->choices->name((int)v) : "?", out);
+		break;
+	case OPT_INT_ARRAY:
+	case OPT_UINT_ARRAY:
+		count = get_num((const char *)c + o->n_off, sizeof(uint32_t), false);
+		fputc('[', out);
+		for (int64_t i = 0; i < count && (uint64_t)i < o->cap; i++) {
+			fmt_num(o, get_num(f + i * (int64_t)o->size, o->size, is_signed(o->type)),
+				num);
+			fprintf(out, "%s%s", i ? ", " : "", num);
+		}
+		fputc(']', out);
+		break;
+	}
+}
+
+void fm_config_dump(const struct fm_config *c, FILE *out)
+{
+	const char *table = "";
+	size_t tlen = 0;
+
+	for (size_t i = 0; i < NOPTS; i++) {
+		const char *key = opts[i].key, *name = strrchr(key, '.') + 1;
+		size_t len = (size_t)(name - 1 - key);
+
+		if (len != tlen || strncmp(key, table, len)) {
+			fprintf(out, "%s[%.*s]\n", i ? "\n" : "", (int)len, key);
+			table = key;
+			tlen = len;
+		}
+		fprintf(out, "%s = ", name);
+		dump_value(c, &opts[i], out);
+		fputc('\n', out);
+	}
+}
+
+void fm_config_help(FILE *out)
+{
+	static const char *const type_names[] = {
+		[OPT_INT] = "int", [OPT_UINT] = "uint", [OPT_BOOL] = "bool", [OPT_MODE] = "mode",
+		[OPT_STR] = "string", [OPT_ENUM] = "enum", [OPT_INT_ARRAY] = "int array",
+		[OPT_UINT_ARRAY] = "uint array",
+	};
+
+	for (size_t i = 0; i < NOPTS; i++) {
+		const struct opt *o = &opts[i];
+		char lo[32], hi[32];
+
+		fprintf(out, "%s (%s", o->key, type_names[o->type]);
+		if (o->choices) {
+			for (int j = 0; j < o->choices->nr; j++)
+				fprintf(out, "%s%s", j ? "|" : " ", o->choices->name(j));
+		} else if (o->type != OPT_BOOL) {
+			fmt_num(o, o->min, lo);
+			fmt_num(o, o->max, hi);
+			fprintf(out, o->type == OPT_STR ? " of %s..%s bytes" : " %s..%s", lo, hi);
+		}
+		fprintf(out, ", default %s)\n    %s\n", o->def, o->help);
+	}
+}

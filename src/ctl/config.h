@@ -1,0 +1,76 @@
+/* ctl/config: fluidmemd's configuration, read from one TOML file against a
+ * table-driven schema (config.c). Every key is documented in
+ * configs/local.toml. An unknown key, a wrong type or an out-of-range value is
+ * an error that names file:line:key. */
+#ifndef FM_CONFIG_H
+#define FM_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#define FM_MAX_SHARDS 64
+#define FM_MAX_UIDS 32
+#define FM_SOCK_PATH_MAX 108   /* sizeof(sun_path) */
+
+enum fm_policy_kind { FM_POLICY_FIFO, FM_POLICY_S3FIFO };
+
+struct fm_config {
+	/* [daemon] */
+	int log_level;                     /* enum fm_log_level; key "log_level" = "info" */
+	uint32_t node_id;                  /* 0..65535: high bits of region ids */
+	/* [dispatcher] */
+	int dispatcher_cpu;                /* -1 = unpinned */
+	uint32_t dispatcher_batch;         /* events read per wake-up */
+	/* [shards] */
+	uint32_t shard_count;
+	int shard_cpus[FM_MAX_SHARDS];     /* -1 = unpinned */
+	uint32_t shard_cpus_n;             /* 0 = all unpinned, else == shard_count */
+	uint32_t ring_slots;               /* power of two */
+	uint32_t spin_us;                  /* busy-poll before sleeping */
+	/* [memory] */
+	uint64_t resident_pages;           /* budget across all shards */
+	uint32_t evict_batch;
+	int policy;                        /* enum fm_policy_kind; "s3fifo" | "fifo" */
+	/* [register] */
+	char register_path[FM_SOCK_PATH_MAX];
+	uint32_t register_mode;
+	uid_t allowed_uids[FM_MAX_UIDS];   /* empty: root and the daemon's own uid */
+	uint32_t allowed_uids_n;
+	/* [control] */
+	char control_path[FM_SOCK_PATH_MAX];
+	uint32_t control_mode;
+	/* [store] */
+	char store_backend[16];            /* "local" */
+	/* [store.local] */
+	uint64_t local_max_mib;
+};
+
+/* Fill every field with its documented default. */
+void fm_config_defaults(struct fm_config *c);
+
+/* Parse a file (or a string; `name` is used in messages) over the current
+ * values, then validate. On error returns -EINVAL (or -errno for I/O) and
+ * writes "file:line: key: reason" into err. The struct may be partly
+ * updated on error; callers discard it. */
+int fm_config_load_file(struct fm_config *c, const char *path, char *err, size_t errlen);
+int fm_config_load_string(struct fm_config *c, const char *name, const char *text, char *err,
+			  size_t errlen);
+
+/* Set one key from the command line: "shards.count", "32" (TOML value
+ * syntax: strings quoted or bare, arrays in brackets). Same errors, with
+ * "--set" as the file name. Does not validate cross-key rules. */
+int fm_config_set(struct fm_config *c, const char *dotted_key, const char *value, char *err,
+		  size_t errlen);
+
+/* Cross-key rules (shard cpus count, power-of-two ring, budget >= shards).
+ * 0 or -EINVAL with a message. */
+int fm_config_validate(const struct fm_config *c, char *err, size_t errlen);
+
+/* Write the effective config as TOML that fm_config_load_file accepts. */
+void fm_config_dump(const struct fm_config *c, FILE *out);
+
+/* Print every key with its type, range, default and meaning (for --help). */
+void fm_config_help(FILE *out);
+
+#endif

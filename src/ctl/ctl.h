@@ -1,0 +1,48 @@
+/* ctl: fluidmemd's control plane: configuration, the registration socket
+ * that clients hand their regions to, the control socket fluidmemctl talks
+ * to, and the wiring of shards and dispatcher. It runs on the daemon's main
+ * thread and reaches shards only through their rings.
+ *
+ * Control protocol, version 1 (SOCK_STREAM unix socket, many clients at once):
+ *   request: one line "v1 COMMAND [ARGS...]\n", at most CTL_MAX_REQUEST bytes
+ *   reply:   one line of JSON: {"v":1,"ok":true,...} or
+ *            {"v":1,"ok":false,"error":"..."}
+ *   Commands: see ctl_commands[] in commands.c (help lists them). */
+#ifndef FM_CTL_H
+#define FM_CTL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ctl/config.h"
+
+#define CTL_MAX_REQUEST 4096
+#define CTL_MAX_REPLY_BUFFER (4u << 20)  /* a reader slower than this is cut off */
+
+struct daemon;
+
+/* Build shards, dispatcher and sockets from cfg. NULL + errno; the reason
+ * was logged. */
+struct daemon *daemon_create(const struct fm_config *cfg);
+/* Serve until a signal (SIGINT/SIGTERM) or a shutdown command. 0 or -errno. */
+int daemon_run(struct daemon *d);
+/* Detach every region, stop every thread, remove the sockets. NULL no-op. */
+void daemon_destroy(struct daemon *d);
+
+/* A growable string for replies. */
+struct strbuf {
+	char *s;
+	size_t len, cap;
+	bool oom;
+};
+void sb_printf(struct strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sb_json_str(struct strbuf *b, const char *s);   /* a quoted, escaped JSON string */
+void sb_free(struct strbuf *b);
+
+/* Execute one control request line (without the newline) and append the
+ * JSON reply line. Pure with respect to sockets: tests call it directly on a
+ * daemon. Returns true when the daemon should shut down. */
+bool ctl_execute(struct daemon *d, const char *line, struct strbuf *out);
+
+#endif

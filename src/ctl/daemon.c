@@ -1,0 +1,886 @@
+/* fluidmemd's control plane: wiring, the registration socket and the control
+ * socket, all served from one epoll loop on the main thread. */
+#include "ctl/daemon_priv.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <urcu.h>
+
+#include "base/log.h"
+#include "ctl/proto.h"
+
+#define TAG_REG_LISTEN 1
+#define TAG_CTL_LISTEN 2
+#define TAG_SIGNAL 3
+#define TAG_REPLIES 4
+#define TAG_REG_CONN 5
+#define TAG_CTL_CONN 6
+#define TAG_BITS 3
+#define REQUEST_TIMEOUT_MS 2000
+#define MAX_REGION_BYTES (1ull << 46)   /* 64 TiB: page ids must fit 32 bits per shard */
+
+/* epoll data: a tag in the low bits, the object pointer above them. */
+static inline uint64_t tagged(int tag, void *p)
+{
+	return (uint64_t)(uintptr_t)p | (uint64_t)tag;
+}
+
+/* ---- strbuf ---- */
+
+void sb_printf(struct strbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (b->oom)
+		return;
+	for (;;) {
+		size_t room = b->cap - b->len;
+
+		va_start(ap, fmt);
+		n = vsnprintf(b->s ? b->s + b->len : NULL, room, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			b->oom = true;
+			return;
+		}
+		if ((size_t)n < room) {
+			b->len += (size_t)n;
+			return;
+		}
+		size_t cap = b->cap ? b->cap * 2 : 256;
+		while (cap - b->len <= (size_t)n)
+			cap *= 2;
+		char *s = realloc(b->s, cap);
+		if (!s) {
+			b->oom = true;
+			return;
+		}
+		b->s = s;
+		b->cap = cap;
+	}
+}
+
+void sb_json_str(struct strbuf *b, const char *s)
+{
+	sb_printf(b, "\"");
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			sb_printf(b, "\\%c", c);
+		else if (c < 0x20)
+			sb_printf(b, "\\u%04x", c);
+		else
+			sb_printf(b, "%c", c);
+	}
+	sb_printf(b, "\"");
+}
+
+void sb_free(struct strbuf *b)
+{
+	free(b->s);
+	memset(b, 0, sizeof(*b));
+}
+
+/* ---- shard requests and replies ---- */
+
+static struct {
+	uint64_t id;
+	unsigned remaining;
+	int64_t *results;
+	uint64_t *details;
+} pending;
+
+static void region_acked(struct daemon *d, struct region *r, int64_t result);
+
+static void handle_reply(struct daemon *d, const struct fm_msg *m)
+{
+	if (m->flags == FM_MSG_REGION_ADD || m->flags == FM_MSG_REGION_DEL) {
+		region_acked(d, (struct region *)(uintptr_t)m->b, (int64_t)m->a);
+		return;
+	}
+	if (pending.remaining && m->cookie == pending.id) {
+		pending.results[m->shard] = (int64_t)m->a;
+		pending.details[m->shard] = m->b;
+		pending.remaining--;
+	}
+	/* else: a late reply to a request that timed out; nothing waits */
+}
+
+static void drain_replies(struct daemon *d)
+{
+	uint64_t v;
+	struct fm_msg m;
+
+	if (read(d->reply_bell.efd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: replies may still be queued; drain anyway */
+	}
+	for (unsigned i = 0; i < d->nshards; i++)
+		while (fm_ring_pop(shard_reply_ring(d->shards[i]), &m))
+			handle_reply(d, &m);
+}
+
+int daemon_shard_request(struct daemon *d, uint16_t type, const uint64_t *a, int64_t *results,
+			 uint64_t *details)
+{
+	uint64_t deadline = fm_now_ns() + (uint64_t)REQUEST_TIMEOUT_MS * 1000000ull;
+
+	pending.id = ++d->next_request;
+	pending.remaining = 0;
+	pending.results = results;
+	pending.details = details;
+	for (unsigned i = 0; i < d->nshards; i++) {
+		struct fm_msg m = { .type = type, .shard = (uint16_t)i, .a = a ? a[i] : 0,
+				    .cookie = pending.id };
+
+		results[i] = -ETIMEDOUT;
+		details[i] = 0;
+		if (type == FM_MSG_STATS)
+			m.a = (uint64_t)(uintptr_t)&d->snap[i];
+		if (!fm_ring_push(shard_ctl_ring(d->shards[i]), &m)) {
+			results[i] = -EBUSY;
+			continue;
+		}
+		pending.remaining++;
+		fm_doorbell_ring(shard_doorbell(d->shards[i]));
+	}
+	while (pending.remaining) {
+		uint64_t now = fm_now_ns();
+		struct fm_doorbell *bell = &d->reply_bell;
+
+		if (now >= deadline) {
+			pending.remaining = 0;
+			return -ETIMEDOUT;
+		}
+		fm_doorbell_wait(bell, (int)((deadline - now) / 1000000ull) + 1);
+		drain_replies(d);
+	}
+	return 0;
+}
+
+/* ---- registration ---- */
+
+static bool uid_allowed(const struct daemon *d, uid_t uid)
+{
+	if (d->cfg.allowed_uids_n == 0)
+		return uid == 0 || uid == geteuid();
+	for (uint32_t i = 0; i < d->cfg.allowed_uids_n; i++)
+		if (d->cfg.allowed_uids[i] == uid)
+			return true;
+	return false;
+}
+
+static void reg_reply(int fd, int status, uint64_t id, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void reg_reply(int fd, int status, uint64_t id, const char *fmt, ...)
+{
+	struct fm_reg_reply rep = {
+		.magic = FM_PROTO_MAGIC, .version = FM_PROTO_VERSION, .type = FM_REG_REPLY,
+		.status = status, .region_id = id,
+	};
+	va_list ap;
+
+	if (fmt) {
+		va_start(ap, fmt);
+		vsnprintf(rep.reason, sizeof(rep.reason), fmt, ap);
+		va_end(ap);
+	}
+	if (fd >= 0 && send(fd, &rep, sizeof(rep), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		FM_DEBUG("reply to a registration client failed: %s", strerror(errno));
+}
+
+static bool fd_is_userfaultfd(int fd)
+{
+	char path[64], link[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return false;
+	link[n] = '\0';
+	return strcmp(link, "anon_inode:[userfaultfd]") == 0;
+}
+
+static int conn_add_region(struct reg_conn *c, struct region *r)
+{
+	if (c->nregions == c->cap) {
+		unsigned cap = c->cap ? c->cap * 2 : 4;
+		struct region **v = realloc(c->regions, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		c->regions = v;
+		c->cap = cap;
+	}
+	c->regions[c->nregions++] = r;
+	return 0;
+}
+
+static void conn_remove_region(struct reg_conn *c, struct region *r)
+{
+	for (unsigned i = 0; i < c->nregions; i++) {
+		if (c->regions[i] == r) {
+			c->regions[i] = c->regions[--c->nregions];
+			return;
+		}
+	}
+}
+
+static void reg_conn_free(struct reg_conn *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->regions);
+	free(c);
+}
+
+static void refuse(struct daemon *d, struct reg_conn *c, int status, const char *reason)
+{
+	d->refusals++;
+	FM_WARN("refused a registration from pid %d: %s", (int)c->pid, reason);
+	reg_reply(c->fd, status, 0, "%s", reason);
+}
+
+static void do_register(struct daemon *d, struct reg_conn *c, const struct fm_reg_req *q, int *fds,
+			int nfds)
+{
+	struct region *r;
+	struct stat st;
+	char why[160];
+	int rc;
+
+	if (nfds != 2) {
+		snprintf(why, sizeof(why), "REGISTER needs 2 descriptors (uffd, memfd), got %d", nfds);
+		refuse(d, c, -EPROTO, why);
+		return;
+	}
+	if (q->page_size != FM_PAGE_SIZE) {
+		snprintf(why, sizeof(why), "unsupported page size %u (only %u)", q->page_size,
+			 FM_PAGE_SIZE);
+		refuse(d, c, -EINVAL, why);
+		return;
+	}
+	if (q->size == 0 || q->size % FM_PAGE_SIZE || q->size > MAX_REGION_BYTES ||
+	    q->addr % FM_PAGE_SIZE || q->addr + q->size < q->addr) {
+		snprintf(why, sizeof(why), "bad region: addr 0x%llx size %llu", (unsigned long long)q->addr,
+			 (unsigned long long)q->size);
+		refuse(d, c, -EINVAL, why);
+		return;
+	}
+	if (memchr(q->name, '\0', sizeof(q->name)) == NULL || q->flags != 0) {
+		refuse(d, c, -EINVAL, "name not NUL-terminated or unknown flags");
+		return;
+	}
+	if (!fd_is_userfaultfd(fds[0])) {
+		refuse(d, c, -EBADF, "first descriptor is not a userfaultfd");
+		return;
+	}
+	if (fstat(fds[1], &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size < q->size) {
+		refuse(d, c, -EBADF, "second descriptor is not a memfd at least as large as the region");
+		return;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		refuse(d, c, -ENOMEM, "out of memory");
+		return;
+	}
+	r->uffd = fds[0];
+	r->memfd = fds[1];
+	fds[0] = fds[1] = -1;   /* the region owns them now */
+	/* The dispatcher reads without blocking; the flag is shared with the
+	 * client's descriptor, which never reads. */
+	fcntl(r->uffd, F_SETFL, fcntl(r->uffd, F_GETFL) | O_NONBLOCK);
+	r->base = q->addr;
+	r->npages = q->size / FM_PAGE_SIZE;
+	r->pid = c->pid;
+	r->uid = c->uid;
+	r->owner = c;
+	r->created_ns = fm_now_ns();
+	memcpy(r->name, q->name, sizeof(r->name));
+	r->id = ((uint64_t)d->cfg.node_id << 48) | ++d->next_region;
+	/* Read-only: we only ever read victims, and never through a hole. */
+	r->view = mmap(NULL, q->size, PROT_READ, MAP_SHARED, r->memfd, 0);
+	if (r->view == MAP_FAILED) {
+		snprintf(why, sizeof(why), "cannot map the memfd: %s", strerror(errno));
+		r->view = NULL;
+		region_release(r);
+		refuse(d, c, -ENOMEM, why);
+		return;
+	}
+	if ((rc = region_table_publish(r)) < 0 || conn_add_region(c, r) < 0) {
+		if (rc == 0)
+			region_table_unpublish(r);
+		region_release(r);
+		refuse(d, c, -ENOSPC, "too many regions");
+		return;
+	}
+	d->regions[r->slot] = r;
+	r->state = REGION_ATTACHING;
+	r->acks_pending = (int)d->nshards;
+	r->request = ++d->next_request;
+	while (dispatcher_attach(d->disp, r) == -EAGAIN)
+		usleep(100);
+	d->registrations++;
+	FM_INFO("region %llu \"%s\": %llu pages at 0x%llx from pid %d", (unsigned long long)r->id,
+		r->name, (unsigned long long)r->npages, (unsigned long long)r->base, (int)r->pid);
+}
+
+static void region_finish_detach(struct daemon *d, struct region *r)
+{
+	struct reg_conn *c = r->owner;
+
+	if (c) {
+		if (r->reply_on_detach)
+			reg_reply(c->fd, 0, r->id, NULL);
+		conn_remove_region(c, r);
+		if (c->closed && c->nregions == 0)
+			reg_conn_free(c);
+	}
+	d->regions[r->slot] = NULL;
+	region_table_unpublish(r);
+	synchronize_rcu();   /* the dispatcher may still hold it from a lookup */
+	FM_INFO("region %llu freed", (unsigned long long)r->id);
+	region_release(r);
+}
+
+void daemon_detach_region(struct daemon *d, struct region *r)
+{
+	if (r->state == REGION_DETACHING)
+		return;
+	if (r->state == REGION_ATTACHING) {
+		r->detach_when_live = true;
+		return;
+	}
+	r->state = REGION_DETACHING;
+	r->acks_pending = (int)d->nshards;
+	r->request = ++d->next_request;
+	while (dispatcher_detach(d->disp, r) == -EAGAIN)
+		usleep(100);
+}
+
+static void region_acked(struct daemon *d, struct region *r, int64_t result)
+{
+	if (result < 0 && r->attach_error == 0)
+		r->attach_error = (int)result;
+	if (--r->acks_pending > 0)
+		return;
+	if (r->state == REGION_DETACHING) {
+		region_finish_detach(d, r);
+		return;
+	}
+	/* attached */
+	r->state = REGION_LIVE;
+	if (r->attach_error) {
+		if (r->owner)
+			reg_reply(((struct reg_conn *)r->owner)->fd, r->attach_error, 0,
+				  "a shard could not take the region: %s", strerror(-r->attach_error));
+		daemon_detach_region(d, r);
+		return;
+	}
+	if (r->detach_when_live || !r->owner || ((struct reg_conn *)r->owner)->closed) {
+		daemon_detach_region(d, r);
+		return;
+	}
+	reg_reply(((struct reg_conn *)r->owner)->fd, 0, r->id, NULL);
+}
+
+static void reg_conn_closed(struct daemon *d, struct reg_conn *c)
+{
+	epoll_ctl(d->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	c->closed = true;
+	if (c->nregions == 0) {
+		reg_conn_free(c);
+		return;
+	}
+	FM_INFO("client pid %d left; freeing its %u region(s)", (int)c->pid, c->nregions);
+	for (unsigned i = 0; i < c->nregions; i++)
+		daemon_detach_region(d, c->regions[i]);
+}
+
+static void reg_conn_readable(struct daemon *d, struct reg_conn *c)
+{
+	union {
+		struct fm_reg_req q;
+		char raw[sizeof(struct fm_reg_req) + 1];
+	} buf;
+	char cbuf[CMSG_SPACE(sizeof(int) * 8)];
+	struct iovec iov = { &buf, sizeof(buf) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			     .msg_controllen = sizeof(cbuf) };
+	int fds[8], nfds = 0;
+	ssize_t n;
+
+	memset(&buf, 0, sizeof(buf));
+	n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		reg_conn_closed(d, c);
+		return;
+	}
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+			int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			for (int i = 0; i < k && nfds < 8; i++)
+				memcpy(&fds[nfds++], CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+		}
+	}
+	if (c->denied) {
+		char why[96];
+		snprintf(why, sizeof(why), "uid %d may not register memory here", (int)c->uid);
+		refuse(d, c, -EPERM, why);
+	} else if (mh.msg_flags & MSG_CTRUNC)
+		refuse(d, c, -EPROTO, "too many descriptors");
+	else if ((mh.msg_flags & MSG_TRUNC) || (size_t)n != sizeof(struct fm_reg_req))
+		refuse(d, c, -EPROTO, "request has the wrong length (truncated or oversized)");
+	else if (buf.q.magic != FM_PROTO_MAGIC)
+		refuse(d, c, -EPROTO, "bad magic: not a fluidmem client");
+	else if (buf.q.version != FM_PROTO_VERSION || buf.q.length != sizeof(struct fm_reg_req))
+		refuse(d, c, -EPROTONOSUPPORT, "unsupported protocol version (daemon speaks 1)");
+	else if (buf.q.type == FM_REG_REGISTER)
+		do_register(d, c, &buf.q, fds, nfds);
+	else if (buf.q.type == FM_REG_UNREGISTER) {
+		struct region *r = NULL;
+
+		for (unsigned i = 0; i < c->nregions; i++)
+			if (c->regions[i]->id == buf.q.region_id)
+				r = c->regions[i];
+		if (!r || r->state == REGION_DETACHING) {
+			refuse(d, c, -ENOENT, "no such region on this connection");
+		} else {
+			r->reply_on_detach = true;
+			daemon_detach_region(d, r);
+		}
+	} else {
+		refuse(d, c, -EPROTO, "unknown request type");
+	}
+	for (int i = 0; i < nfds; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
+/* Registration admits register.allowed_uids (default: root and our uid);
+ * the control socket admits only root and our own uid: it can stop us. */
+static bool peer_allowed(struct daemon *d, int fd, struct ucred *cred, bool control)
+{
+	socklen_t len = sizeof(*cred);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, &len) < 0)
+		return false;
+	if (control)
+		return cred->uid == 0 || cred->uid == geteuid();
+	return uid_allowed(d, cred->uid);
+}
+
+static void reg_accept(struct daemon *d)
+{
+	for (;;) {
+		int fd = accept4(d->reg_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		struct ucred cred;
+		struct reg_conn *c;
+		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP };
+
+		if (fd < 0)
+			return;
+		/* A refused peer keeps its connection and gets the reason as
+		 * the answer to its first request: replying and closing at once
+		 * would race with its send. */
+		bool denied = !peer_allowed(d, fd, &cred, false);
+		if (denied)
+			FM_WARN("client with uid %d (pid %d) is not allowed to register",
+				(int)cred.uid, (int)cred.pid);
+		c = calloc(1, sizeof(*c));
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		c->fd = fd;
+		c->pid = cred.pid;
+		c->uid = cred.uid;
+		c->denied = denied;
+		ev.data.u64 = tagged(TAG_REG_CONN, c);
+		if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+			reg_conn_free(c);
+	}
+}
+
+/* ---- control connections ---- */
+
+static void ctl_conn_free(struct daemon *d, struct ctl_conn *c)
+{
+	epoll_ctl(d->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
+	sb_free(&c->out);
+	free(c);
+}
+
+static void ctl_conn_flush(struct daemon *d, struct ctl_conn *c)
+{
+	while (c->out_off < c->out.len) {
+		ssize_t n = send(c->fd, c->out.s + c->out_off, c->out.len - c->out_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EAGAIN) {
+				struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT,
+							  .data.u64 = tagged(TAG_CTL_CONN, c) };
+				epoll_ctl(d->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+				return;
+			}
+			ctl_conn_free(d, c);
+			return;
+		}
+		c->out_off += (size_t)n;
+	}
+	c->out.len = c->out_off = 0;
+	if (c->closing) {
+		ctl_conn_free(d, c);
+		return;
+	}
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tagged(TAG_CTL_CONN, c) };
+	epoll_ctl(d->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+static void ctl_conn_readable(struct daemon *d, struct ctl_conn *c)
+{
+	ssize_t n = recv(c->fd, c->in + c->in_len, CTL_MAX_REQUEST - c->in_len, MSG_DONTWAIT);
+	char *nl;
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		ctl_conn_free(d, c);
+		return;
+	}
+	c->in_len += (size_t)n;
+	c->in[c->in_len] = '\0';
+	while ((nl = memchr(c->in, '\n', c->in_len)) != NULL) {
+		size_t used = (size_t)(nl - c->in) + 1;
+
+		*nl = '\0';
+		if (nl > c->in && nl[-1] == '\r')
+			nl[-1] = '\0';
+		if (ctl_execute(d, c->in, &c->out))
+			d->stopping = true;
+		memmove(c->in, c->in + used, c->in_len - used);
+		c->in_len -= used;
+		c->in[c->in_len] = '\0';
+	}
+	if (c->in_len == CTL_MAX_REQUEST) {
+		sb_printf(&c->out, "{\"v\":1,\"ok\":false,\"error\":\"request longer than %d bytes\"}\n",
+			  CTL_MAX_REQUEST);
+		c->closing = true;
+	}
+	if (c->out.len - c->out_off > CTL_MAX_REPLY_BUFFER || c->out.oom) {
+		/* A reader this slow would make us buffer without bound. */
+		FM_WARN("control client is not reading its replies; cut off");
+		ctl_conn_free(d, c);
+		return;
+	}
+	if (c->out.len > c->out_off)
+		ctl_conn_flush(d, c);
+}
+
+static void ctl_accept(struct daemon *d)
+{
+	for (;;) {
+		int fd = accept4(d->ctl_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		struct ucred cred;
+		struct ctl_conn *c;
+		struct epoll_event ev = { .events = EPOLLIN };
+
+		if (fd < 0)
+			return;
+		if (!peer_allowed(d, fd, &cred, true)) {
+			static const char msg[] = "{\"v\":1,\"ok\":false,\"error\":\"permission denied\"}\n";
+			if (send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+				/* the peer is refused either way */
+			}
+			close(fd);
+			continue;
+		}
+		c = calloc(1, sizeof(*c));
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		c->fd = fd;
+		ev.data.u64 = tagged(TAG_CTL_CONN, c);
+		if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			close(fd);
+			free(c);
+		}
+	}
+}
+
+/* ---- sockets ---- */
+
+static int make_dirs(const char *path)
+{
+	char dir[FM_SOCK_PATH_MAX];
+	char *slash;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return 0;
+	*slash = '\0';
+	for (char *p = dir + 1; *p; p++) {
+		if (*p == '/') {
+			*p = '\0';
+			mkdir(dir, 0755);
+			*p = '/';
+		}
+	}
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int listen_on(const char *path, int type, mode_t mode)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, probe, rc;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	if ((rc = make_dirs(path)) < 0)
+		return rc;
+	/* A live daemon on the path answers; a stale socket file does not. */
+	probe = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+	if (probe >= 0) {
+		if (connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			close(probe);
+			return -EADDRINUSE;
+		}
+		close(probe);
+	}
+	unlink(path);
+	fd = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, mode) < 0 ||
+	    listen(fd, 128) < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+/* ---- lifecycle ---- */
+
+struct daemon *daemon_create(const struct fm_config *cfg)
+{
+	struct daemon *d = calloc(1, sizeof(*d));
+	sigset_t sigs;
+	int rc;
+
+	if (!d)
+		return NULL;
+	d->cfg = *cfg;
+	d->epfd = d->reg_fd = d->ctl_fd = d->sig_fd = -1;
+	d->reply_bell.efd = -1;
+	d->nshards = cfg->shard_count;
+	d->started_ns = fm_now_ns();
+	rcu_register_thread();
+	if ((rc = fm_doorbell_init(&d->reply_bell)) < 0)
+		goto fail;
+	d->reply_bell.sleeping = 1;   /* the control plane always wants the wake */
+	d->snap = calloc(d->nshards, sizeof(*d->snap));
+	if (!d->snap) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	for (unsigned i = 0; i < d->nshards; i++) {
+		/* Spread the budget; the first shards take the remainder. */
+		uint64_t budget = cfg->resident_pages / d->nshards +
+				  (i < cfg->resident_pages % d->nshards ? 1 : 0);
+
+		d->shards[i] = shard_create(cfg, i, budget, &d->reply_bell);
+		if (!d->shards[i]) {
+			rc = -errno;
+			FM_ERR("cannot create shard %u: %s", i, strerror(errno));
+			goto fail;
+		}
+	}
+	d->disp = dispatcher_create(d->shards, d->nshards, cfg->dispatcher_cpu, cfg->dispatcher_batch);
+	if (!d->disp) {
+		rc = -errno;
+		goto fail;
+	}
+	d->reg_fd = listen_on(cfg->register_path, SOCK_SEQPACKET, cfg->register_mode);
+	if (d->reg_fd < 0) {
+		rc = d->reg_fd;
+		FM_ERR("cannot listen on %s: %s%s", cfg->register_path, strerror(-rc),
+		       rc == -EADDRINUSE ? " (another fluidmemd is serving it)" : "");
+		goto fail;
+	}
+	d->ctl_fd = listen_on(cfg->control_path, SOCK_STREAM, cfg->control_mode);
+	if (d->ctl_fd < 0) {
+		rc = d->ctl_fd;
+		FM_ERR("cannot listen on %s: %s", cfg->control_path, strerror(-rc));
+		goto fail;
+	}
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	/* Block before any thread starts so only the signalfd sees them. */
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	d->sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+	d->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (d->sig_fd < 0 || d->epfd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	struct {
+		int fd, tag;
+	} watch[] = { { d->reg_fd, TAG_REG_LISTEN }, { d->ctl_fd, TAG_CTL_LISTEN },
+		      { d->sig_fd, TAG_SIGNAL }, { d->reply_bell.efd, TAG_REPLIES } };
+	for (size_t i = 0; i < FM_ARRAY_SIZE(watch); i++) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)watch[i].tag };
+		if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, watch[i].fd, &ev) < 0) {
+			rc = -errno;
+			goto fail;
+		}
+	}
+	for (unsigned i = 0; i < d->nshards; i++) {
+		if ((rc = shard_start(d->shards[i])) < 0)
+			goto fail;
+	}
+	if ((rc = dispatcher_start(d->disp)) < 0)
+		goto fail;
+	return d;
+fail:
+	daemon_destroy(d);
+	errno = -rc;
+	return NULL;
+}
+
+int daemon_run(struct daemon *d)
+{
+	struct epoll_event evs[64];
+
+	FM_INFO("serving: register %s, control %s, %u shard(s), budget %llu pages, store %s",
+		d->cfg.register_path, d->cfg.control_path, d->nshards,
+		(unsigned long long)d->cfg.resident_pages, d->cfg.store_backend);
+	while (!d->stopping) {
+		int n = epoll_wait(d->epfd, evs, 64, 1000);
+
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		for (int i = 0; i < n && !d->stopping; i++) {
+			uint64_t data = evs[i].data.u64;
+			int tag = (int)(data & ((1u << TAG_BITS) - 1));
+			void *p = (void *)(uintptr_t)(data & ~(uint64_t)((1u << TAG_BITS) - 1));
+
+			switch (tag) {
+			case TAG_REG_LISTEN:
+				reg_accept(d);
+				break;
+			case TAG_CTL_LISTEN:
+				ctl_accept(d);
+				break;
+			case TAG_SIGNAL: {
+				struct signalfd_siginfo si;
+				if (read(d->sig_fd, &si, sizeof(si)) == sizeof(si))
+					FM_INFO("signal %u: shutting down", si.ssi_signo);
+				d->stopping = true;
+				break;
+			}
+			case TAG_REPLIES:
+				drain_replies(d);
+				break;
+			case TAG_REG_CONN:
+				reg_conn_readable(d, p);
+				break;
+			case TAG_CTL_CONN:
+				if (evs[i].events & EPOLLOUT)
+					ctl_conn_flush(d, p);
+				else
+					ctl_conn_readable(d, p);
+				break;
+			}
+		}
+	}
+	return 0;
+}
+
+void daemon_destroy(struct daemon *d)
+{
+	if (!d)
+		return;
+	/* Detach every region so stored pages are freed, then stop threads. */
+	if (d->disp) {
+		uint64_t deadline = fm_now_ns() + 5000000000ull;
+		unsigned live = 0;
+
+		for (unsigned i = 0; i < FM_MAX_REGIONS; i++) {
+			if (d->regions[i]) {
+				live++;
+				d->regions[i]->detach_when_live = true;
+				daemon_detach_region(d, d->regions[i]);
+			}
+		}
+		if (live)
+			FM_INFO("shutdown: detaching %u live region(s); their clients' next faults "
+				"will wait (not read zeros) until they exit",
+				live);
+		while (fm_now_ns() < deadline) {
+			bool any = false;
+			for (unsigned i = 0; i < FM_MAX_REGIONS && !any; i++)
+				any = d->regions[i] != NULL;
+			if (!any)
+				break;
+			fm_doorbell_wait(&d->reply_bell, 100);
+			drain_replies(d);
+		}
+	}
+	for (unsigned i = 0; i < d->nshards; i++) {
+		if (d->shards[i]) {
+			struct fm_msg m = { .type = FM_MSG_STOP };
+			while (!fm_ring_push(shard_ctl_ring(d->shards[i]), &m))
+				usleep(100);
+			fm_doorbell_ring(shard_doorbell(d->shards[i]));
+		}
+	}
+	/* The dispatcher goes first: it rings shard doorbells. */
+	dispatcher_destroy(d->disp);
+	for (unsigned i = 0; i < d->nshards; i++) {
+		/* a shard that never started has no thread to stop */
+		shard_destroy(d->shards[i]);
+	}
+	if (d->reg_fd >= 0) {
+		close(d->reg_fd);
+		unlink(d->cfg.register_path);
+	}
+	if (d->ctl_fd >= 0) {
+		close(d->ctl_fd);
+		unlink(d->cfg.control_path);
+	}
+	if (d->sig_fd >= 0)
+		close(d->sig_fd);
+	if (d->epfd >= 0)
+		close(d->epfd);
+	fm_doorbell_destroy(&d->reply_bell);
+	free(d->snap);
+	rcu_unregister_thread();
+	free(d);
+}

@@ -1,0 +1,65 @@
+/* ctl internals shared by daemon.c (sockets, registration, wiring) and
+ * commands.c (control commands). Not a public header. */
+#ifndef FM_DAEMON_PRIV_H
+#define FM_DAEMON_PRIV_H
+
+#include <sys/types.h>
+
+#include "ctl/ctl.h"
+#include "ring/ring.h"
+#include "shard/shard.h"
+#include "uffd/uffd.h"
+
+#define DAEMON_MAX_CONNS 1024
+
+/* A registration connection: one client process. */
+struct reg_conn {
+	int fd;
+	pid_t pid;
+	uid_t uid;
+	struct region **regions;   /* regions registered on this connection */
+	unsigned nregions, cap;
+	bool closed;               /* peer gone; free when nregions == 0 */
+	bool denied;               /* uid not allowed: every request is refused */
+};
+
+/* A control connection. */
+struct ctl_conn {
+	int fd;
+	char in[CTL_MAX_REQUEST + 1];
+	size_t in_len;
+	struct strbuf out;
+	size_t out_off;
+	bool closing;              /* close once out is flushed */
+};
+
+struct daemon {
+	struct fm_config cfg;
+	struct shard *shards[FM_MAX_SHARDS];
+	unsigned nshards;
+	struct dispatcher *disp;
+	struct fm_doorbell reply_bell;   /* shards ring it after each reply */
+	int epfd;
+	int reg_fd, ctl_fd, sig_fd;
+	uint64_t next_request;
+	uint64_t next_region;
+	uint64_t started_ns;
+	bool stopping;
+	/* every live region, for listing and teardown */
+	struct region *regions[FM_MAX_REGIONS];
+	/* per-shard snapshot buffers; only shards write them, on request */
+	struct shard_stats *snap;
+	uint64_t registrations, refusals;
+};
+
+/* Send one control message to every shard and wait for all replies (1 s
+ * per shard at most). a[i] is the argument for shard i (NULL: 0 for all);
+ * results[i]/details[i] receive the replies. 0, or -ETIMEDOUT. Other
+ * replies that arrive meanwhile (region acks) are handled as usual. */
+int daemon_shard_request(struct daemon *d, uint16_t type, const uint64_t *a, int64_t *results,
+			 uint64_t *details);
+
+/* Start detaching a region (client gone, unregister, detach command). */
+void daemon_detach_region(struct daemon *d, struct region *r);
+
+#endif

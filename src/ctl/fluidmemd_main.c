@@ -1,0 +1,126 @@
+/* fluidmemd: the fluidmem dataplane daemon. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "ctl/config.h"
+#include "ctl/ctl.h"
+#include "kv/kv.h"
+#include "shard/shard.h"
+#include "uffd/uffd.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: fluidmemd --config FILE [--set KEY=VALUE]... [--check]\n"
+		"\n"
+		"Serve memory page by page through userfaultfd: clients register regions on\n"
+		"the registration socket; fluidmemd keeps a bounded number of their pages\n"
+		"resident and the rest in the configured store.\n"
+		"\n"
+		"  -c, --config FILE   TOML configuration (every key: configs/local.toml)\n"
+		"  -s, --set KEY=VAL   override one key, e.g. --set memory.resident_pages=1024\n"
+		"                      (applied after the file, in order; TOML value syntax)\n"
+		"      --check         validate the configuration, print it, and exit\n"
+		"  -h, --help          this text\n"
+		"\n"
+		"Exit status: 0 clean stop, 1 runtime failure, 2 bad configuration or usage.\n"
+		"Stop it with SIGINT/SIGTERM or `fluidmemctl shutdown`.\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' }, { "set", required_argument, NULL, 's' },
+		{ "check", no_argument, NULL, 'C' },        { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *config = NULL;
+	const char *sets[64];
+	int nsets = 0, check = 0, opt, rc;
+	struct fm_config cfg;
+	char err[512];
+	struct daemon *d;
+
+	fm_log_set_prog("fluidmemd");
+	while ((opt = getopt_long(argc, argv, "c:s:h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			config = optarg;
+			break;
+		case 's':
+			if (nsets == (int)(sizeof(sets) / sizeof(sets[0]))) {
+				fprintf(stderr, "fluidmemd: too many --set options\n");
+				return 2;
+			}
+			sets[nsets++] = optarg;
+			break;
+		case 'C':
+			check = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "fluidmemd: unexpected argument \"%s\"\n", argv[optind]);
+		return 2;
+	}
+	if (!config) {
+		fprintf(stderr, "fluidmemd: --config FILE is required (see configs/local.toml)\n");
+		return 2;
+	}
+	fm_config_defaults(&cfg);
+	if (fm_config_load_file(&cfg, config, err, sizeof(err)) < 0) {
+		fprintf(stderr, "fluidmemd: %s\n", err);
+		return 2;
+	}
+	for (int i = 0; i < nsets; i++) {
+		char key[128];
+		const char *eq = strchr(sets[i], '=');
+
+		if (!eq || eq == sets[i] || (size_t)(eq - sets[i]) >= sizeof(key)) {
+			fprintf(stderr, "fluidmemd: --set wants KEY=VALUE, got \"%s\"\n", sets[i]);
+			return 2;
+		}
+		memcpy(key, sets[i], (size_t)(eq - sets[i]));
+		key[eq - sets[i]] = '\0';
+		if (fm_config_set(&cfg, key, eq + 1, err, sizeof(err)) < 0) {
+			fprintf(stderr, "fluidmemd: %s\n", err);
+			return 2;
+		}
+	}
+	if (fm_config_validate(&cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "fluidmemd: %s: %s\n", config, err);
+		return 2;
+	}
+	fm_log_level = cfg.log_level;
+	if (check) {
+		printf("# %s: valid\n", config);
+		fm_config_dump(&cfg, stdout);
+		return 0;
+	}
+	if (uffd_probe_and_report() < 0) {
+		FM_ERR("this kernel cannot run fluidmem (see above)");
+		return 1;
+	}
+	FM_INFO("effective configuration (%s):", config);
+	fm_config_dump(&cfg, stderr);
+	FM_INFO("metadata: %zu bytes per tracked page", shard_bytes_per_page());
+	d = daemon_create(&cfg);
+	if (!d) {
+		FM_ERR("cannot start: %s", strerror(errno));
+		return 1;
+	}
+	rc = daemon_run(d);
+	daemon_destroy(d);
+	FM_INFO("stopped");
+	return rc < 0 ? 1 : 0;
+}

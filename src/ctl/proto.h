@@ -1,0 +1,49 @@
+/* ctl/proto: the registration wire contract between libfluidmem and
+ * fluidmemd. A SOCK_SEQPACKET unix socket; each message is one packet.
+ *
+ * REGISTER  client -> daemon: struct fm_reg_req + SCM_RIGHTS [uffd, memfd]
+ * UNREGISTER client -> daemon: struct fm_reg_req with region_id
+ * reply     daemon -> client: struct fm_reg_reply (status 0 or -errno, and a
+ *           reason for refusals)
+ *
+ * The connection stays open for the client's lifetime: when it closes, the
+ * daemon frees every region registered on it. Bump FM_PROTO_VERSION on any
+ * change; the daemon refuses other versions with a reason. */
+#ifndef FM_PROTO_H
+#define FM_PROTO_H
+
+#include <stdint.h>
+
+#define FM_PROTO_MAGIC 0x464d5247u   /* "FMRG" */
+#define FM_PROTO_VERSION 1
+#define FM_REGION_NAME_MAX 64
+
+enum fm_reg_type { FM_REG_REGISTER = 1, FM_REG_UNREGISTER = 2, FM_REG_REPLY = 3 };
+
+struct fm_reg_req {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t type;
+	uint32_t length;       /* sizeof(struct fm_reg_req) as the sender knows it */
+	uint32_t page_size;
+	uint64_t addr;         /* where the region is mapped in the client */
+	uint64_t size;         /* bytes, a multiple of page_size */
+	uint64_t region_id;    /* UNREGISTER only */
+	uint32_t flags;        /* none defined yet; must be 0 */
+	uint32_t reserved;
+	char name[FM_REGION_NAME_MAX];   /* NUL-terminated */
+};
+_Static_assert(sizeof(struct fm_reg_req) == 112, "registration request layout is versioned");
+
+struct fm_reg_reply {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t type;
+	int32_t status;        /* 0 or -errno */
+	uint32_t reserved;
+	uint64_t region_id;
+	char reason[160];
+};
+_Static_assert(sizeof(struct fm_reg_reply) == 184, "registration reply layout is versioned");
+
+#endif

@@ -1,0 +1,128 @@
+/* kv: the page store interface. One handle per shard; a handle is used by
+ * one thread only and is never shared.
+ *
+ * Keys are fixed width: a cluster-unique region id plus the page index.
+ * Values are exactly one page (FM_PAGE_SIZE bytes).
+ *
+ * Error rules for every call: 0 on success or a negative errno:
+ *   -ENOENT  the key is not stored (get/del)
+ *   -ENOSPC  the store is full; nothing was written (put)
+ *   -EIO     the store failed or is unreachable; the caller may retry
+ *   -EINVAL  bad arguments
+ * Batched calls fill results[i] per item with the same codes and return 0
+ * when every item succeeded, else the first failing item's code. Items run
+ * in order, so a key repeated in one mput ends with its last page.
+ * An embedded backend that cannot grow its own memory (host ENOMEM) also
+ * answers -ENOSPC: nothing was written and the caller reacts the same way.
+ *
+ * Stats: the generic layer (kv.c) counts every request that reaches a
+ * backend, single or batched, in one place. Calls rejected with -EINVAL
+ * before the backend are not counted. errors counts results other than 0,
+ * -ENOENT (get_misses, or a del of an absent key) and -ENOSPC (put_full).
+ * bytes_stored and retries belong to the backend. */
+#ifndef FM_KV_H
+#define FM_KV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct fm_config;
+
+struct kv_key {
+	uint64_t region;
+	uint64_t page;
+};
+
+#define KV_STATS_FIELDS(X)                                             \
+	X(gets, "get requests")                                        \
+	X(get_misses, "gets that found no page")                       \
+	X(puts, "put requests")                                        \
+	X(put_full, "puts refused because the store is full")          \
+	X(dels, "delete requests")                                     \
+	X(errors, "store errors (I/O, protocol, unreachable)")         \
+	X(retries, "retried store requests")                           \
+	X(bytes_stored, "bytes currently held, where the backend knows")
+
+struct kv_stats {
+#define X(name, help) uint64_t name;
+	KV_STATS_FIELDS(X)
+#undef X
+};
+
+struct kv_store;
+
+/* Open the backend named in cfg (store.backend) for one shard.
+ * Returns NULL and sets errno (EINVAL unknown backend or bad options,
+ * ENOMEM, EIO could not connect).
+ * local: cfg->local_max_mib caps the page data of this one handle (shard);
+ * it must be 1..KV_LOCAL_MAX_MIB. */
+struct kv_store *kv_open(const struct fm_config *cfg, unsigned shard);
+/* Close and free; kv_close(NULL) is a no-op. Pages held only by an embedded
+ * backend are freed with it. */
+void kv_close(struct kv_store *kv);
+
+int kv_get(struct kv_store *kv, struct kv_key key, void *page_out);
+int kv_put(struct kv_store *kv, struct kv_key key, const void *page);
+int kv_del(struct kv_store *kv, struct kv_key key);
+int kv_mget(struct kv_store *kv, const struct kv_key *keys, void *const *pages, int *results,
+	    size_t n);
+int kv_mput(struct kv_store *kv, const struct kv_key *keys, const void *const *pages,
+	    int *results, size_t n);
+
+/* Backend name ("local", "memcached"). */
+const char *kv_name(const struct kv_store *kv);
+/* True when a copy stays cheap to keep after a get (remote stores): the shard
+ * then keeps it to skip rewriting clean pages. False for the embedded store,
+ * where a kept copy doubles memory, so the shard deletes after get. */
+bool kv_keeps_after_get(const struct kv_store *kv);
+/* Copy this handle's counters. Single-threaded like every other call. */
+void kv_get_stats(const struct kv_store *kv, struct kv_stats *out);
+
+/* Backend vtable; each backend fills one in its own file. */
+struct kv_ops {
+	const char *name;
+	bool keeps_after_get;
+	/* Returns a zeroed-stats handle, or NULL with errno set; kv_open
+	 * fills in ->ops. */
+	struct kv_store *(*open)(const struct fm_config *cfg, unsigned shard);
+	void (*close)(struct kv_store *kv);
+	int (*get)(struct kv_store *kv, struct kv_key key, void *page_out);
+	int (*put)(struct kv_store *kv, struct kv_key key, const void *page);
+	int (*del)(struct kv_store *kv, struct kv_key key);
+	/* Optional; the generic layer loops over get/put when NULL. */
+	int (*mget)(struct kv_store *kv, const struct kv_key *keys, void *const *pages,
+		    int *results, size_t n);
+	int (*mput)(struct kv_store *kv, const struct kv_key *keys, const void *const *pages,
+		    int *results, size_t n);
+};
+
+/* Every backend handle starts with this header. */
+struct kv_store {
+	const struct kv_ops *ops;
+	struct kv_stats stats;
+};
+
+extern const struct kv_ops kv_local_ops;
+
+/* local: the largest store.local.max_mib one handle accepts (4 TiB): slot
+ * numbers stay 32-bit and the hash table stays under 2^32 entries. */
+#define KV_LOCAL_MAX_MIB (1ull << 22)
+
+/* local: layout figures for tests and the control plane. */
+struct kv_local_info {
+	uint64_t pages;        /* pages held */
+	uint64_t max_pages;    /* cap, from local_max_mib */
+	uint64_t table_slots;  /* hash table entries allocated (power of two) */
+	uint64_t table_grows;  /* table doublings since open */
+	uint64_t chunks;       /* slab chunks mapped (never unmapped before close) */
+	uint64_t slots_carved; /* slab slots ever handed out; held + on the free list */
+	uint64_t meta_bytes;   /* handle + table + chunk index, no page data */
+};
+/* Fill *out for a local handle; -EINVAL for NULL or another backend. */
+int kv_local_info(const struct kv_store *kv, struct kv_local_info *out);
+/* local: the 32-bit key hash its table keeps. Exposed so tests can build
+ * keys that collide in it; nothing else should depend on it. */
+uint32_t kv_local_hash(struct kv_key key);
+
+#endif

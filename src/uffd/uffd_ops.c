@@ -1,0 +1,181 @@
+#include "uffd/uffd.h"
+#include "uffd/uffd_compat.h"
+#include "base/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* EAGAIN from a uffd ioctl means a non-fault event (REMOVE, UNMAP) is queued
+ * and unread; the fault will not be raised again, so we must retry once the
+ * dispatcher has read it. Yield first (the dispatcher may share our core),
+ * then back off to 50 µs sleeps. */
+static void eagain_pause(unsigned loop)
+{
+	if (loop < 64) {
+		sched_yield();
+	} else {
+		struct timespec ts = { 0, 50000 };
+		nanosleep(&ts, NULL);
+		if (loop == 20000)
+			fm_log_once(FM_LOG_WARN, "a uffd ioctl has seen EAGAIN for 1s; still retrying");
+	}
+}
+
+int uffd_zeropage(int uffd, uint64_t addr, uint64_t len, uint64_t *retries)
+{
+	for (unsigned loop = 0;; loop++) {
+		struct uffdio_zeropage z = { .range = { addr, len }, .mode = 0 };
+
+		if (ioctl(uffd, UFFDIO_ZEROPAGE, &z) == 0)
+			return 0;
+		if (errno != EAGAIN)
+			return -errno;
+		/* A partial zero-fill reports progress; redo the rest. */
+		if (z.zeropage > 0) {
+			addr += (uint64_t)z.zeropage;
+			len -= (uint64_t)z.zeropage;
+			if (len == 0)
+				return 0;
+		}
+		(*retries)++;
+		eagain_pause(loop);
+	}
+}
+
+int uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len, uint64_t *retries)
+{
+	for (unsigned loop = 0;; loop++) {
+		struct uffdio_copy c = { .dst = dst, .src = (uint64_t)(uintptr_t)src, .len = len };
+
+		if (ioctl(uffd, UFFDIO_COPY, &c) == 0)
+			return 0;
+		if (errno != EAGAIN)
+			return -errno;
+		if (c.copy > 0) {
+			dst += (uint64_t)c.copy;
+			src = (const uint8_t *)src + c.copy;
+			len -= (uint64_t)c.copy;
+			if (len == 0)
+				return 0;
+		}
+		(*retries)++;
+		eagain_pause(loop);
+	}
+}
+
+int uffd_wake(int uffd, uint64_t addr, uint64_t len)
+{
+	struct uffdio_range r = { addr, len };
+
+	return ioctl(uffd, UFFDIO_WAKE, &r) == 0 ? 0 : -errno;
+}
+
+int uffd_writeprotect(int uffd, uint64_t addr, uint64_t len, bool protect, uint64_t *retries)
+{
+	for (unsigned loop = 0;; loop++) {
+		struct uffdio_writeprotect w = {
+			.range = { addr, len },
+			.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+		};
+
+		if (ioctl(uffd, UFFDIO_WRITEPROTECT, &w) == 0)
+			return 0;
+		if (errno != EAGAIN)
+			return -errno;
+		(*retries)++;
+		eagain_pause(loop);
+	}
+}
+
+int uffd_poison(int uffd, uint64_t addr, uint64_t len, uint64_t *retries)
+{
+	for (unsigned loop = 0;; loop++) {
+		struct uffdio_poison p = { .range = { addr, len }, .mode = 0 };
+
+		if (ioctl(uffd, UFFDIO_POISON, &p) == 0)
+			return 0;
+		if (errno != EAGAIN)
+			return -errno;
+		(*retries)++;
+		eagain_pause(loop);
+	}
+}
+
+int uffd_open(void)
+{
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+
+	if (fd >= 0)
+		return fd;
+	/* Unprivileged callers may only have /dev/userfaultfd (5.11+). */
+	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev < 0)
+		return -errno;
+	fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+	int err = errno;
+	close(dev);
+	return fd >= 0 ? fd : -err;
+}
+
+int64_t uffd_kernel_features(void)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = 0 };
+	int fd = uffd_open();
+
+	if (fd < 0)
+		return fd;
+	if (ioctl(fd, UFFDIO_API, &api) < 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	close(fd);
+	return (int64_t)api.features;
+}
+
+int uffd_probe_and_report(void)
+{
+	static const struct {
+		uint64_t bit;
+		const char *name;
+		bool required;
+		const char *without;
+	} feats[] = {
+		{ UFFD_FEATURE_MISSING_SHMEM, "MISSING_SHMEM", true, "memfd regions cannot be served" },
+		{ UFFD_FEATURE_WP_HUGETLBFS_SHMEM, "WP_HUGETLBFS_SHMEM", true,
+		  "eviction cannot write-protect memfd pages, so it is not race-free" },
+		{ UFFD_FEATURE_EVENT_REMOVE, "EVENT_REMOVE", true, "discards (balloon) would go unseen" },
+		{ UFFD_FEATURE_EVENT_UNMAP, "EVENT_UNMAP", true, "munmap would go unseen" },
+		{ UFFD_FEATURE_POISON, "POISON", false,
+		  "a page the store lost cannot be poisoned; the fault is left waiting instead" },
+		{ UFFD_FEATURE_MOVE, "MOVE", false, "nothing (fluidmem does not use it)" },
+		{ UFFD_FEATURE_WP_ASYNC, "WP_ASYNC", false, "nothing (fluidmem does not use it)" },
+	};
+	int64_t have = uffd_kernel_features();
+	int ret = 0;
+
+	if (have < 0) {
+		FM_ERR("userfaultfd is unavailable: %s (need root, CAP_SYS_PTRACE or access to "
+		       "/dev/userfaultfd)",
+		       strerror((int)-have));
+		return -ENOTSUP;
+	}
+	for (size_t i = 0; i < FM_ARRAY_SIZE(feats); i++) {
+		if ((uint64_t)have & feats[i].bit)
+			continue;
+		if (feats[i].required) {
+			FM_ERR("kernel lacks UFFD_FEATURE_%s: %s", feats[i].name, feats[i].without);
+			ret = -ENOTSUP;
+		} else {
+			FM_WARN("kernel lacks UFFD_FEATURE_%s: %s", feats[i].name, feats[i].without);
+		}
+	}
+	FM_INFO("userfaultfd features 0x%llx%s", (unsigned long long)have,
+		ret ? "" : ": everything fluidmem needs is there");
+	return ret;
+}

@@ -1,0 +1,199 @@
+/* Test harness: start the real fluidmemd in a private directory, talk to its
+ * control socket, and stop it. Header-only so every test program can use it.
+ * FM_BUILD_DIR and FM_SOURCE_DIR come from tests/CMakeLists.txt. */
+#ifndef FM_TEST_HARNESS_H
+#define FM_TEST_HARNESS_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+struct td {
+	pid_t pid;
+	char dir[64];
+	char reg[108];
+	char ctl[108];
+	char log[128];
+};
+
+static inline void td_sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+/* Send one control request; returns the malloc'd reply line or NULL. */
+static inline char *td_ctl(const struct td *t, const char *fmt, ...)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char req[4200];
+	size_t cap = 1 << 16, len = 0;
+	char *out = malloc(cap);
+	va_list ap;
+	int fd, n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(req, sizeof(req) - 1, fmt, ap);
+	va_end(ap);
+	req[n++] = '\n';
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", t->ctl);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || write(fd, req, (size_t)n) != n) {
+		if (fd >= 0)
+			close(fd);
+		free(out);
+		return NULL;
+	}
+	for (;;) {
+		ssize_t r;
+		if (len + 1 >= cap)
+			out = realloc(out, cap *= 2);
+		r = read(fd, out + len, cap - len - 1);
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+		out[len] = '\0';
+		if (memchr(out, '\n', len))
+			break;
+	}
+	close(fd);
+	out[len] = '\0';
+	return out;
+}
+
+/* A number from the stats totals (first occurrence of "key":), or -1. */
+static inline int64_t td_stat(const struct td *t, const char *key)
+{
+	char *rep = td_ctl(t, "v1 stats"), pat[96], *p;
+	int64_t v = -1;
+
+	if (!rep)
+		return -1;
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	p = strstr(rep, pat);
+	if (p)
+		v = strtoll(p + strlen(pat), NULL, 10);
+	free(rep);
+	return v;
+}
+
+/* Start fluidmemd with configs/local.toml, private socket paths and the
+ * given NULL-terminated "key=value" overrides. 0 or -1. */
+static inline int td_start(struct td *t, const char *const *sets)
+{
+	const char *argv[64];
+	char regset[160], ctlset[160];
+	int argc = 0;
+
+	memset(t, 0, sizeof(*t));
+	snprintf(t->dir, sizeof(t->dir), "/tmp/fmtest.XXXXXX");
+	if (!mkdtemp(t->dir))
+		return -1;
+	snprintf(t->reg, sizeof(t->reg), "%s/reg.sock", t->dir);
+	snprintf(t->ctl, sizeof(t->ctl), "%s/ctl.sock", t->dir);
+	snprintf(t->log, sizeof(t->log), "%s/fluidmemd.log", t->dir);
+	snprintf(regset, sizeof(regset), "register.path=\"%s\"", t->reg);
+	snprintf(ctlset, sizeof(ctlset), "control.path=\"%s\"", t->ctl);
+	argv[argc++] = FM_BUILD_DIR "/bin/fluidmemd";
+	argv[argc++] = "--config";
+	argv[argc++] = FM_SOURCE_DIR "/configs/local.toml";
+	argv[argc++] = "--set";
+	argv[argc++] = regset;
+	argv[argc++] = "--set";
+	argv[argc++] = ctlset;
+	for (int i = 0; sets && sets[i] && argc < 60; i++) {
+		argv[argc++] = "--set";
+		argv[argc++] = sets[i];
+	}
+	argv[argc] = NULL;
+	t->pid = fork();
+	if (t->pid < 0)
+		return -1;
+	if (t->pid == 0) {
+		int fd = open(t->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	for (int i = 0; i < 500; i++) {
+		char *rep = td_ctl(t, "v1 ping");
+		if (rep) {
+			free(rep);
+			return 0;
+		}
+		if (waitpid(t->pid, NULL, WNOHANG) == t->pid) {
+			t->pid = 0;
+			return -1;
+		}
+		td_sleep_ms(10);
+	}
+	return -1;
+}
+
+/* True when the daemon process is still running. */
+static inline int td_alive(const struct td *t)
+{
+	return t->pid > 0 && kill(t->pid, 0) == 0 && waitpid(t->pid, NULL, WNOHANG) == 0;
+}
+
+/* Ask for a clean shutdown; returns the exit status (or -1 / 128+sig). */
+static inline int td_stop(struct td *t)
+{
+	int status = 0;
+	char cmd[200];
+	char *rep;
+
+	if (t->pid <= 0)
+		return -1;
+	rep = td_ctl(t, "v1 shutdown");
+	free(rep);
+	for (int i = 0; i < 1000; i++) {
+		if (waitpid(t->pid, &status, WNOHANG) == t->pid)
+			goto reaped;
+		td_sleep_ms(10);
+	}
+	fprintf(stderr, "fluidmemd did not stop on request; SIGTERM\n");
+	kill(t->pid, SIGTERM);
+	for (int i = 0; i < 500; i++) {
+		if (waitpid(t->pid, &status, WNOHANG) == t->pid)
+			goto reaped;
+		td_sleep_ms(10);
+	}
+	fprintf(stderr, "fluidmemd ignored SIGTERM; SIGKILL\n");
+	kill(t->pid, SIGKILL);
+	waitpid(t->pid, &status, 0);
+reaped:
+	t->pid = 0;
+	if (getenv("FM_TEST_KEEP_LOGS") == NULL) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t->dir);
+		if (system(cmd) != 0) {
+			/* a leftover temp dir is harmless */
+		}
+	}
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* Print the daemon's log (for failing tests). */
+static inline void td_dump_log(const struct td *t)
+{
+	char cmd[200];
+	snprintf(cmd, sizeof(cmd), "tail -n 40 '%s' >&2", t->log);
+	if (system(cmd) != 0) {
+		/* nothing more to show */
+	}
+}
+
+#endif

@@ -1,0 +1,298 @@
+/* Hostile clients: malformed registrations, refused uids, clients killed
+ * mid-run. The daemon must refuse with a reason and keep serving others. */
+#include <criterion/criterion.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
+#include "client/fluidmem.h"
+#include "ctl/proto.h"
+#include "harness.h"
+
+#define PAGE 4096u
+
+static struct td fmd;
+
+static void stop(void)
+{
+	int status = td_stop(&fmd);
+	if (status != 0)
+		td_dump_log(&fmd);
+	cr_expect_eq(status, 0, "fluidmemd exited with %d", status);
+}
+
+static int raw_connect(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", fmd.reg);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+/* Send a raw packet with optional fds; return the reply (status, reason). */
+static int send_raw(const void *buf, size_t len, const int *fds, int nfds, char *reason)
+{
+	char cbuf[CMSG_SPACE(sizeof(int) * 4)] = { 0 };
+	struct iovec iov = { (void *)buf, len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct fm_reg_reply rep = { 0 };
+	struct timeval tv = { 5, 0 };
+	int fd = raw_connect();
+
+	if (nfds) {
+		mh.msg_control = cbuf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
+	}
+	cr_assert_geq(sendmsg(fd, &mh, MSG_NOSIGNAL), 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	cr_assert_eq(recv(fd, &rep, sizeof(rep), 0), (ssize_t)sizeof(rep), "no reply to a bad request");
+	cr_assert_eq(rep.magic, FM_PROTO_MAGIC);
+	snprintf(reason, 160, "%s", rep.reason);
+	close(fd);
+	return rep.status;
+}
+
+static struct fm_reg_req good_req(void *addr, size_t size)
+{
+	struct fm_reg_req q = { .magic = FM_PROTO_MAGIC, .version = FM_PROTO_VERSION,
+				.type = FM_REG_REGISTER, .length = sizeof(q), .page_size = PAGE,
+				.addr = (uint64_t)(uintptr_t)addr, .size = size };
+	strcpy(q.name, "raw");
+	return q;
+}
+
+/* A region the test registers itself: memfd + uffd, like libfluidmem. */
+struct raw_region {
+	int uffd, memfd;
+	void *addr;
+	size_t size;
+};
+
+static struct raw_region raw_region(size_t size)
+{
+	struct raw_region r = { .size = size };
+	struct uffdio_api api = { .api = UFFD_API,
+				  .features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM };
+
+	r.memfd = memfd_create("raw", MFD_CLOEXEC);
+	cr_assert_eq(ftruncate(r.memfd, (off_t)size), 0);
+	r.addr = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, r.memfd, 0);
+	r.uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	cr_assert_geq(r.uffd, 0);
+	cr_assert_eq(ioctl(r.uffd, UFFDIO_API, &api), 0);
+	return r;
+}
+
+static void raw_free(struct raw_region *r)
+{
+	close(r->uffd);
+	munmap(r->addr, r->size);
+	close(r->memfd);
+}
+
+static void expect_refused(const void *buf, size_t len, const int *fds, int nfds, int status,
+			   const char *needle)
+{
+	char reason[160];
+	int rc = send_raw(buf, len, fds, nfds, reason);
+
+	cr_expect_eq(rc, status, "status %d, want %d (reason \"%s\")", rc, status, reason);
+	cr_expect(strstr(reason, needle) != NULL, "reason \"%s\" does not mention \"%s\"", reason,
+		  needle);
+}
+
+/* After every bad request, a well-behaved client is still served. */
+static void expect_still_serving(void)
+{
+	struct fm_client *c = fm_connect(fmd.reg);
+	struct fm_region *r;
+
+	cr_assert_not_null(c);
+	r = fm_region_create(c, 64 * PAGE, "ok");
+	cr_assert_not_null(r, "a good client was refused: %s", fm_client_error(c));
+	memset(fm_region_addr(r), 0x5a, 64 * PAGE);
+	cr_expect_eq(((uint8_t *)fm_region_addr(r))[63 * PAGE], 0x5a);
+	fm_region_destroy(r);
+	fm_disconnect(c);
+}
+
+Test(registration, malformed_requests_are_refused_with_a_reason, .timeout = 60)
+{
+	struct raw_region rr;
+	struct fm_reg_req q;
+	char big[sizeof(q) + 64];
+	int fds[2];
+
+	cr_assert_eq(td_start(&fmd, NULL), 0);
+	rr = raw_region(64 * PAGE);
+	fds[0] = rr.uffd;
+	fds[1] = rr.memfd;
+
+	q = good_req(rr.addr, rr.size);
+	expect_refused(&q, sizeof(q) - 8, fds, 2, -EPROTO, "length");          /* truncated */
+	memset(big, 0, sizeof(big));
+	memcpy(big, &q, sizeof(q));
+	expect_refused(big, sizeof(big), fds, 2, -EPROTO, "length");           /* oversized */
+	expect_refused("hello", 5, NULL, 0, -EPROTO, "length");                /* garbage */
+	q.magic = 0xdeadbeef;
+	expect_refused(&q, sizeof(q), fds, 2, -EPROTO, "magic");
+	q = good_req(rr.addr, rr.size);
+	q.version = 2;
+	expect_refused(&q, sizeof(q), fds, 2, -EPROTONOSUPPORT, "version");
+	q = good_req(rr.addr, rr.size);
+	q.page_size = 2u << 20;
+	expect_refused(&q, sizeof(q), fds, 2, -EINVAL, "page size");
+	q = good_req(rr.addr, rr.size);
+	q.size = 0;
+	expect_refused(&q, sizeof(q), fds, 2, -EINVAL, "bad region");
+	q = good_req(rr.addr, rr.size);
+	q.size = PAGE + 1;
+	expect_refused(&q, sizeof(q), fds, 2, -EINVAL, "bad region");
+	q = good_req(rr.addr, rr.size);
+	q.addr = UINT64_MAX - PAGE + 1;
+	expect_refused(&q, sizeof(q), fds, 2, -EINVAL, "bad region");
+	q = good_req(rr.addr, rr.size);
+	expect_refused(&q, sizeof(q), NULL, 0, -EPROTO, "descriptors");        /* no fds */
+	expect_refused(&q, sizeof(q), fds, 1, -EPROTO, "descriptors");         /* one fd */
+	int two_memfds[2] = { rr.memfd, rr.memfd };
+	expect_refused(&q, sizeof(q), two_memfds, 2, -EBADF, "userfaultfd");   /* not a uffd */
+	int swapped[2] = { rr.memfd, rr.uffd };
+	expect_refused(&q, sizeof(q), swapped, 2, -EBADF, "userfaultfd");
+	int uffd_twice[2] = { rr.uffd, rr.uffd };
+	expect_refused(&q, sizeof(q), uffd_twice, 2, -EBADF, "memfd");
+	q.size = 128 * PAGE;   /* larger than the memfd */
+	expect_refused(&q, sizeof(q), fds, 2, -EBADF, "memfd");
+	q = good_req(rr.addr, rr.size);
+	memset(q.name, 'x', sizeof(q.name));                                     /* no NUL */
+	expect_refused(&q, sizeof(q), fds, 2, -EINVAL, "name");
+	q = good_req(rr.addr, rr.size);
+	q.flags = 1;
+	expect_refused(&q, sizeof(q), fds, 2, -EINVAL, "flags");
+	q = good_req(rr.addr, rr.size);
+	q.type = 77;
+	expect_refused(&q, sizeof(q), fds, 2, -EPROTO, "type");
+	q.type = FM_REG_UNREGISTER;
+	q.region_id = 424242;
+	expect_refused(&q, sizeof(q), NULL, 0, -ENOENT, "no such region");
+
+	raw_free(&rr);
+	expect_still_serving();
+	cr_expect_eq(td_stat(&fmd, "regions"), 0, "a refused request left a region behind");
+	cr_expect_geq(td_stat(&fmd, "refusals"), 18);
+	stop();
+}
+
+Test(registration, uid_not_allowed_is_refused, .timeout = 60)
+{
+	const char *sets[] = { "register.allowed_uids=[4242]", NULL };
+	struct fm_client *c;
+
+	cr_assert_eq(td_start(&fmd, sets), 0);
+	c = fm_connect(fmd.reg);
+	cr_assert_not_null(c);
+	cr_expect_null(fm_region_create(c, 16 * PAGE, "denied"));
+	cr_expect_eq(errno, EPERM);
+	cr_expect(strstr(fm_client_error(c), "uid 0") != NULL, "reason: %s", fm_client_error(c));
+	fm_disconnect(c);
+	stop();
+}
+
+/* A child registers, fills its region well past the budget, and is killed
+ * with SIGKILL while writing. The daemon frees the region and every stored
+ * page, and serves the next client. */
+static void kill_child_mid_run(bool wait_until_full)
+{
+	int pipefd[2];
+	pid_t pid;
+	char b;
+
+	cr_assert_eq(pipe(pipefd), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct fm_client *c = fm_connect(fmd.reg);
+		struct fm_region *r = c ? fm_region_create(c, 4096 * PAGE, "victim") : NULL;
+		uint8_t *p;
+
+		if (!r)
+			_exit(1);
+		p = fm_region_addr(r);
+		if (!wait_until_full) {
+			if (write(pipefd[1], "s", 1) != 1)
+				_exit(1);
+		}
+		for (unsigned pass = 0;; pass++) {
+			for (size_t i = 0; i < 4096; i++)
+				p[i * PAGE + pass % PAGE] = (uint8_t)(i + pass + 1);
+			if (pass == 0 && wait_until_full && write(pipefd[1], "f", 1) != 1)
+				_exit(1);
+		}
+	}
+	close(pipefd[1]);
+	cr_assert_eq(read(pipefd[0], &b, 1), 1, "child did not start");
+	close(pipefd[0]);
+	if (!wait_until_full)
+		td_sleep_ms(50);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	for (int i = 0; i < 500 && td_stat(&fmd, "regions") != 0; i++)
+		td_sleep_ms(10);
+	cr_expect_eq(td_stat(&fmd, "regions"), 0, "the killed client's region was not freed");
+	cr_expect_eq(td_stat(&fmd, "store_bytes"), 0, "the killed client's pages stay in the store");
+	cr_expect_eq(td_stat(&fmd, "resident"), 0);
+	cr_expect_eq(td_stat(&fmd, "tracked"), 0);
+	cr_expect(td_alive(&fmd), "fluidmemd died with its client");
+}
+
+Test(registration, client_killed_mid_run_frees_everything, .timeout = 120)
+{
+	const char *sets[] = { "memory.resident_pages=256", NULL };
+
+	cr_assert_eq(td_start(&fmd, sets), 0);
+	kill_child_mid_run(true);
+	kill_child_mid_run(false);
+	for (int i = 0; i < 5; i++)
+		kill_child_mid_run(i % 2);
+	expect_still_serving();
+	stop();
+}
+
+Test(registration, client_exits_without_destroy, .timeout = 60)
+{
+	const char *sets[] = { "memory.resident_pages=64", NULL };
+	pid_t pid;
+	int status;
+
+	cr_assert_eq(td_start(&fmd, sets), 0);
+	pid = fork();
+	if (pid == 0) {
+		struct fm_client *c = fm_connect(fmd.reg);
+		struct fm_region *r = c ? fm_region_create(c, 1024 * PAGE, "leaky") : NULL;
+		if (!r)
+			_exit(1);
+		memset(fm_region_addr(r), 1, 1024 * PAGE);
+		_exit(0);   /* no destroy, no disconnect */
+	}
+	waitpid(pid, &status, 0);
+	cr_assert_eq(WEXITSTATUS(status), 0);
+	for (int i = 0; i < 500 && td_stat(&fmd, "regions") != 0; i++)
+		td_sleep_ms(10);
+	cr_expect_eq(td_stat(&fmd, "regions"), 0);
+	cr_expect_eq(td_stat(&fmd, "store_bytes"), 0);
+	stop();
+}
+
+Test(registration, no_daemon_fails_fast, .timeout = 10)
+{
+	errno = 0;
+	cr_expect_null(fm_connect("/tmp/fluidmem-no-such-daemon.sock"));
+	cr_expect_eq(errno, ENOENT);
+}
