@@ -9,6 +9,7 @@
 #include "raw_uffd.h"
 #include "storm.h"
 
+#include <sched.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -84,6 +85,10 @@ static void usage(FILE *f)
 "  --baseline-only raw    run only the raw handler; no daemon needed\n"
 "  --budget PAGES         resident budget of the raw handler (default: the daemon's\n"
 "                         budget from its control socket, else %d)\n"
+"  --cpus LIST            pin workload thread i to CPU LIST[i %% n], e.g. 1 or 0,1\n"
+"                         (default: unpinned)\n"
+"  --raw-cpu N            pin the raw handler thread to CPU N (default: unpinned;\n"
+"                         with --cpus N it measures the same-core floor)\n"
 "  --help                 this text\n"
 "\n"
 "Latencies come from " TIMER_NAME " around each access.\n"
@@ -139,7 +144,7 @@ static void parse_baseline(const char *opt, const char *arg)
 enum {
 	OPT_SOCKET = 256, OPT_CONTROL, OPT_PAGES, OPT_THREADS, OPT_PATTERN, OPT_ZIPF_S,
 	OPT_PASSES, OPT_WRITE_RATIO, OPT_SEED, OPT_VERIFY, OPT_JSON, OPT_THRESHOLD, OPT_QUIET,
-	OPT_BASELINE, OPT_BASELINE_ONLY, OPT_BUDGET, OPT_HELP,
+	OPT_BASELINE, OPT_BASELINE_ONLY, OPT_BUDGET, OPT_CPUS, OPT_RAW_CPU, OPT_HELP,
 };
 
 static void parse_args(int argc, char **argv, struct storm_opts *o)
@@ -161,6 +166,8 @@ static void parse_args(int argc, char **argv, struct storm_opts *o)
 		{ "baseline", required_argument, NULL, OPT_BASELINE },
 		{ "baseline-only", required_argument, NULL, OPT_BASELINE_ONLY },
 		{ "budget", required_argument, NULL, OPT_BUDGET },
+		{ "cpus", required_argument, NULL, OPT_CPUS },
+		{ "raw-cpu", required_argument, NULL, OPT_RAW_CPU },
 		{ "help", no_argument, NULL, OPT_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -179,6 +186,7 @@ static void parse_args(int argc, char **argv, struct storm_opts *o)
 		.seed = DEFAULT_SEED,
 		.fault_threshold_us = DEFAULT_THRESHOLD_US,
 		.budget = -1,
+		.raw_cpu = -1,
 	};
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
@@ -235,6 +243,23 @@ static void parse_args(int argc, char **argv, struct storm_opts *o)
 			break;
 		case OPT_BUDGET:
 			o->budget = (int64_t)parse_u64("--budget", optarg, 1, MAX_PAGES - 1);
+			break;
+		case OPT_CPUS: {
+			char *list = strdup(optarg), *save = NULL;
+
+			o->ncpus = 0;
+			for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+				if (o->ncpus == STORM_MAX_THREADS)
+					bad_arg("--cpus: at most %d CPUs", STORM_MAX_THREADS);
+				o->cpus[o->ncpus++] = (int)parse_u64("--cpus", tok, 0, CPU_SETSIZE - 1);
+			}
+			free(list);
+			if (o->ncpus == 0)
+				bad_arg("--cpus wants a list like 0,1");
+			break;
+		}
+		case OPT_RAW_CPU:
+			o->raw_cpu = (int)parse_u64("--raw-cpu", optarg, 0, CPU_SETSIZE - 1);
 			break;
 		case OPT_HELP:
 			usage(stdout);
@@ -370,14 +395,14 @@ static int run_raw(const struct storm_opts *o, uint64_t budget, struct run_repor
 	rep->mode = "raw";
 	rep->raw = true;
 	rep->budget = (int64_t)budget;
-	snap.h = raw_uffd_create(o->pages, budget, err, sizeof(err));
+	snap.h = raw_uffd_create(o->pages, budget, o->raw_cpu, err, sizeof(err));
 	if (!snap.h) {
 		fprintf(stderr, "fault-storm: raw baseline: %s\n", err);
 		snprintf(rep->error, sizeof(rep->error), "%s", err);
 		return EXIT_FAILURE_OTHER;
 	}
-	NOTE(o, "raw baseline: %" PRIu64 " pages, budget %" PRIu64 ", one unpinned handler thread",
-	     o->pages, budget);
+	NOTE(o, "raw baseline: %" PRIu64 " pages, budget %" PRIu64 ", one handler thread (%s)",
+	     o->pages, budget, o->raw_cpu >= 0 ? "pinned" : "unpinned");
 	rc = storm_run(o, raw_uffd_addr(snap.h), &rep->res, raw_passes_done, &snap);
 	if (*raw_uffd_error(snap.h))
 		snprintf(rep->error, sizeof(rep->error), "%s", raw_uffd_error(snap.h));
@@ -470,10 +495,10 @@ static void summary(FILE *f, const struct storm_opts *o, const struct run_report
 		fprintf(f, "  evictions    unknown (%s)\n", r->evictions_source);
 	if (r->raw)
 		fprintf(f,
-			"  handler      raw, unpinned: %" PRIu64 " MISSING (%" PRIu64 " zeropage, %" PRIu64
+			"  handler      raw, cpu %d: %" PRIu64 " MISSING (%" PRIu64 " zeropage, %" PRIu64
 			" copy, %" PRIu64 " wake), %" PRIu64 " WP, %" PRIu64 " EEXIST, %" PRIu64 " EAGAIN\n",
-			r->raw_st.faults, r->raw_st.zeropages, r->raw_st.copies, r->raw_st.wakes,
-			r->raw_st.wp_faults, r->raw_st.eexist, r->raw_st.eagain);
+			o->raw_cpu, r->raw_st.faults, r->raw_st.zeropages, r->raw_st.copies,
+			r->raw_st.wakes, r->raw_st.wp_faults, r->raw_st.eexist, r->raw_st.eagain);
 	else if (r->handler_faults >= 0)
 		fprintf(f, "  daemon       %" PRId64 " faults counted by fluidmemd\n", r->handler_faults);
 	if (o->verify)
@@ -543,11 +568,11 @@ static void json_run(FILE *f, const struct storm_opts *o, const struct run_repor
 		   ",\"wall_s\":%.6f,\"final_check_s\":%.6f,\"timer\":\"%s\"",
 		r->handler_faults, s->verify_errors, s->wall_s, s->final_check_s, TIMER_NAME);
 	if (r->raw)
-		fprintf(f, ",\"handler\":{\"pinned\":false,\"faults\":%" PRIu64 ",\"wp_faults\":%" PRIu64
+		fprintf(f, ",\"handler\":{\"cpu\":%d,\"faults\":%" PRIu64 ",\"wp_faults\":%" PRIu64
 			   ",\"zeropages\":%" PRIu64 ",\"copies\":%" PRIu64 ",\"wakes\":%" PRIu64
 			   ",\"eexist\":%" PRIu64 ",\"eagain\":%" PRIu64 ",\"other_events\":%" PRIu64
 			   ",\"evictions\":%" PRIu64 "}",
-			r->raw_st.faults, r->raw_st.wp_faults, r->raw_st.zeropages, r->raw_st.copies,
+			o->raw_cpu, r->raw_st.faults, r->raw_st.wp_faults, r->raw_st.zeropages, r->raw_st.copies,
 			r->raw_st.wakes, r->raw_st.eexist, r->raw_st.eagain, r->raw_st.other_events,
 			r->raw_st.evictions);
 	if (*r->error) {

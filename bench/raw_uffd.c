@@ -353,7 +353,8 @@ static void *handler_main(void *arg)
 	}
 }
 
-struct raw_uffd *raw_uffd_create(uint64_t pages, uint64_t budget, char *err, size_t errlen)
+struct raw_uffd *raw_uffd_create(uint64_t pages, uint64_t budget, int cpu, char *err,
+				 size_t errlen)
 {
 	struct raw_uffd *r;
 	size_t len = pages * FM_PAGE_SIZE;
@@ -424,6 +425,13 @@ struct raw_uffd *raw_uffd_create(uint64_t pages, uint64_t budget, char *err, siz
 		goto fail;
 	}
 	e = pthread_create(&r->tid, NULL, handler_main, r);
+	if (e == 0 && cpu >= 0) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET(cpu, &set);
+		pthread_setaffinity_np(r->tid, sizeof(set), &set);
+	}
 	if (e) {
 		snprintf(err, errlen, "starting the handler thread: %s", strerror(e));
 		goto fail;

@@ -3,7 +3,7 @@
  * MISSING|WP, eviction by write-protect + copy + punch-hole + unprotect), but
  * in-process and single-threaded: one handler thread, no dispatcher, ring,
  * shard hop or store round trip. Evicted pages go to a preallocated array
- * indexed by page. The handler thread is not pinned. */
+ * indexed by page. The handler thread is pinned only when asked. */
 #ifndef FM_BENCH_RAW_UFFD_H
 #define FM_BENCH_RAW_UFFD_H
 
@@ -29,7 +29,9 @@ struct raw_uffd_stats {
 /* Map a memfd of `pages` pages, register it and start the handler, keeping
  * at most `budget` pages resident. NULL with errno set on failure, and a
  * reason in err (for a missing kernel feature: which one). */
-struct raw_uffd *raw_uffd_create(uint64_t pages, uint64_t budget, char *err, size_t errlen);
+/* cpu: the handler thread's CPU, or -1 to leave it unpinned. */
+struct raw_uffd *raw_uffd_create(uint64_t pages, uint64_t budget, int cpu, char *err,
+				 size_t errlen);
 /* The region the workload uses. */
 void *raw_uffd_addr(const struct raw_uffd *r);
 /* Wait until the handler has served every event it has read and is about to

@@ -36,6 +36,9 @@ struct storm_opts {
 	uint64_t seed;
 	double fault_threshold_us;
 	int64_t budget;            /* --budget; -1 when not given */
+	int cpus[STORM_MAX_THREADS];   /* --cpus: thread i runs on cpus[i % ncpus] */
+	unsigned ncpus;            /* 0: workload threads unpinned */
+	int raw_cpu;               /* --raw-cpu: the raw handler's CPU, -1 unpinned */
 	bool verify;
 	bool json;
 	bool quiet;

@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -290,6 +291,13 @@ static void *storm_thread_main(void *arg)
 	struct storm_thread *t = arg;
 	const struct storm_opts *o = t->sh->o;
 
+	if (o->ncpus) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET(o->cpus[t->id % o->ncpus], &set);
+		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	}
 	if (!gate_wait(&t->sh->start))
 		return NULL;
 	for (t->pass = 0; t->pass < o->passes; t->pass++) {

@@ -80,6 +80,8 @@ static const struct opt opts[] = {
 	  .max = 1023, .def = "-1", .help = "CPU of the fault dispatcher thread, -1 = unpinned" },
 	{ .key = "dispatcher.batch", .type = OPT_UINT, FIELD(dispatcher_batch), .min = 1,
 	  .max = 1024, .def = "64", .help = "fault events read per wake-up" },
+	{ .key = "dispatcher.spin_us", .type = OPT_UINT, FIELD(dispatcher_spin_us), .min = 0,
+	  .max = 100000, .def = "50", .help = "microseconds the idle dispatcher polls before sleeping" },
 
 	{ .key = "shards.count", .type = OPT_UINT, FIELD(shard_count), .min = 1,
 	  .max = FM_MAX_SHARDS, .def = "2", .help = "shard threads that own pages" },
@@ -89,7 +91,7 @@ static const struct opt opts[] = {
 	{ .key = "shards.ring_slots", .type = OPT_UINT, FIELD(ring_slots), .min = 64,
 	  .max = 65536, .def = "1024", .help = "messages per shard ring, a power of two" },
 	{ .key = "shards.spin_us", .type = OPT_UINT, FIELD(spin_us), .min = 0, .max = 100000,
-	  .def = "20", .help = "microseconds a shard busy-polls before it sleeps" },
+	  .def = "50", .help = "microseconds a shard busy-polls before it sleeps" },
 
 	{ .key = "memory.resident_pages", .type = OPT_UINT, FIELD(resident_pages), .min = 1,
 	  .max = 1ll << 40, .def = "16384",
@@ -115,7 +117,7 @@ static const struct opt opts[] = {
 	{ .key = "store.backend", .type = OPT_STR, STRING(store_backend), .def = "local",
 	  .choices = &backend_choices, .help = "where evicted pages are kept" },
 	{ .key = "store.local.max_mib", .type = OPT_UINT, FIELD(local_max_mib), .min = 1,
-	  .max = 1 << 20, .def = "4096", .help = "MiB of evicted pages the local store holds" },
+	  .max = 1 << 20, .def = "4096", .help = "MiB of evicted pages the local store holds in total (split over shards)" },
 };
 
 #define NOPTS FM_ARRAY_SIZE(opts)
@@ -144,7 +146,7 @@ static bool is_signed(enum opt_type t)
 	return t == OPT_INT || t == OPT_INT_ARRAY;
 }
 
-/* Numeric fields are 4 or 8 bytes; values were range checked before. */
+/* Numeric fields are 4 or 8 bytes wide; signedness comes from the row type. */
 static int64_t get_num(const void *f, size_t size, bool sign)
 {
 	uint64_t u64;
@@ -351,7 +353,8 @@ static int check_stored(const struct fm_config *c, const struct opt *o, char *wh
 	case OPT_UINT_ARRAY:
 		count = get_num((const char *)c + o->n_off, sizeof(uint32_t), false);
 		if ((uint64_t)count > o->cap) {
-			snprintf(why, n, "has %lld items, the maximum is %zu", (long long)count, o->cap);
+			snprintf(why, n, "has %lld items, the maximum is %zu", (long long)count,
+				 o->cap);
 			return -EINVAL;
 		}
 		for (int64_t i = 0; i < count; i++) {

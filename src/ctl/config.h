@@ -22,6 +22,7 @@ struct fm_config {
 	/* [dispatcher] */
 	int dispatcher_cpu;                /* -1 = unpinned */
 	uint32_t dispatcher_batch;         /* events read per wake-up */
+	uint32_t dispatcher_spin_us;       /* poll this long before sleeping */
 	/* [shards] */
 	uint32_t shard_count;
 	int shard_cpus[FM_MAX_SHARDS];     /* -1 = unpinned */

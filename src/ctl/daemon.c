@@ -720,7 +720,8 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 			goto fail;
 		}
 	}
-	d->disp = dispatcher_create(d->shards, d->nshards, cfg->dispatcher_cpu, cfg->dispatcher_batch);
+	d->disp = dispatcher_create(d->shards, d->nshards, cfg->dispatcher_cpu, cfg->dispatcher_batch,
+				   cfg->dispatcher_spin_us);
 	if (!d->disp) {
 		rc = -errno;
 		goto fail;

@@ -266,7 +266,8 @@ static int escape(struct parser *P)
 		return unicode_escape(P, c == 'u' ? 4 : 8);
 	}
 	if (!e)
-		return fail(P, P->line, "invalid escape: backslash followed by %s", show(P, 1, buf));
+		return fail(P, P->line, "invalid escape: backslash followed by %s",
+			    show(P, 1, buf));
 	P->p += 2;
 	return put_bytes(P, &to[e - from], 1);
 }
@@ -342,7 +343,8 @@ static int parse_integer(struct parser *P, const char *s, const char *e, int64_t
 			continue;
 		}
 		if (d < 0 || d >= base)
-			return fail(P, P->line, "invalid digit '%c' in a base-%d integer", *q, base);
+			return fail(P, P->line, "invalid digit '%c' in a base-%d integer", *q,
+				    base);
 		if (mag > (limit - (uint64_t)d) / (uint64_t)base)
 			return fail(P, P->line, "%.*s does not fit in a 64-bit integer",
 				    (int)FM_MIN(e - s, 40), s);
@@ -399,8 +401,8 @@ static int parse_bare(struct parser *P, struct toml_value *v)
 	} else if (looks_float(num, e)) {
 		return fail(P, P->line, "floats are not supported");
 	} else if (num < e && ((*num >= 'a' && *num <= 'z') || (*num >= 'A' && *num <= 'Z'))) {
-		return fail(P, P->line, "unquoted string %.*s: strings need quotes", FM_MIN(len, 40),
-			    s);
+		return fail(P, P->line, "unquoted string %.*s: strings need quotes",
+			    FM_MIN(len, 40), s);
 	} else if (num < e && is_digit(*num) && (has(num, e, ':') || has(num, e, '-'))) {
 		return fail(P, P->line, "dates and times are not supported");
 	} else {
@@ -558,7 +560,8 @@ static int parse_key(struct parser *P, char *path)
 	if (!len)
 		return fail(P, P->line, "expected a key, found %s", show(P, 0, buf));
 	if (len > TOML_KEY_MAX)
-		return fail(P, P->line, "keys longer than %d bytes are not supported", TOML_KEY_MAX);
+		return fail(P, P->line, "keys longer than %d bytes are not supported",
+			    TOML_KEY_MAX);
 	if (plen + !!plen + len >= TOML_PATH_MAX)
 		return fail(P, P->line, "dotted paths longer than %d bytes are not supported",
 			    TOML_PATH_MAX - 1);

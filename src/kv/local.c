@@ -322,7 +322,11 @@ static struct kv_store *local_open(const struct fm_config *cfg, unsigned shard)
 	ls->mask = LOCAL_TABLE_MIN - 1;
 	ls->grow_at = grow_threshold(LOCAL_TABLE_MIN);
 	ls->free_head = LOCAL_NONE;
-	ls->max_slots = (uint32_t)(cfg->local_max_mib << (20 - FM_PAGE_SHIFT));
+	/* The cap is the daemon's total; each shard's handle holds an equal
+	 * share (pages of one shard never land in another's store). */
+	uint64_t total = cfg->local_max_mib << (20 - FM_PAGE_SHIFT);
+	uint64_t shards = cfg->shard_count ? cfg->shard_count : 1;
+	ls->max_slots = (uint32_t)((total + shards - 1) / shards);
 	ls->shard = shard;
 	return &ls->base;
 }

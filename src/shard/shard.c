@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -576,7 +577,9 @@ static void *shard_main(void *arg)
 		if (idle_since == 0)
 			idle_since = now;
 		if (now - idle_since < (uint64_t)s->spin_us * 1000) {
-			__builtin_ia32_pause();
+			/* Yield rather than pause: with 2 cores a shard shares
+			 * its core with the dispatcher or the client. */
+			sched_yield();
 			continue;
 		}
 		/* Announce, re-check, sleep: a producer that pushed before our

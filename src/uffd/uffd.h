@@ -104,7 +104,7 @@ struct shard;
 /* Create the dispatcher over `nshards` shards (their data rings and
  * doorbells). NULL + errno on failure. */
 struct dispatcher *dispatcher_create(struct shard **shards, unsigned nshards, int cpu,
-				     unsigned batch);
+				     unsigned batch, unsigned spin_us);
 int dispatcher_start(struct dispatcher *d);
 /* Stop the thread and free. Regions must have been detached. NULL no-op. */
 void dispatcher_destroy(struct dispatcher *d);

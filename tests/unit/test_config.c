@@ -84,7 +84,8 @@ Test(config, defaults_are_documented_values_and_valid)
 	cr_assert_eq(c.shard_count, 2);
 	cr_assert_eq(c.shard_cpus_n, 0);
 	cr_assert_eq(c.ring_slots, 1024);
-	cr_assert_eq(c.spin_us, 20);
+	cr_assert_eq(c.spin_us, 50);
+	cr_assert_eq(c.dispatcher_spin_us, 50);
 	cr_assert_eq(c.resident_pages, 16384);
 	cr_assert_eq(c.evict_batch, 32);
 	cr_assert_eq(c.policy, FM_POLICY_S3FIFO);
@@ -461,12 +462,13 @@ Test(config, dump_format)
 			       "[dispatcher]\n"
 			       "cpu = -1\n"
 			       "batch = 64\n"
+			       "spin_us = 50\n"
 			       "\n"
 			       "[shards]\n"
 			       "count = 2\n"
 			       "cpus = []\n"
 			       "ring_slots = 1024\n"
-			       "spin_us = 20\n"
+			       "spin_us = 50\n"
 			       "\n"
 			       "[memory]\n"
 			       "resident_pages = 16384\n"
@@ -549,7 +551,7 @@ Test(config, local_toml_loads_and_sets_every_key)
 	cr_assert_eq(fm_config_validate(&c, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(c.shard_count, 2);
 	cr_assert_eq(c.shard_cpus_n, 2);
-	cr_assert_eq(c.shard_cpus[0], 0);
+	cr_assert_eq(c.shard_cpus[0], 1);
 	cr_assert_eq(c.shard_cpus[1], 1);
 	cr_assert_eq(c.dispatcher_cpu, 0);
 	cr_assert_eq(c.resident_pages, 4096);

@@ -1,0 +1,49 @@
+# Shared by scripts/demo and scripts/test: install what is missing and build.
+# Sourced, not run.
+
+FM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# Debian packages the build and the tests need.
+FM_PACKAGES=(build-essential cmake pkg-config liburcu-dev libck-dev libcriterion-dev)
+
+fm_say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+fm_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+fm_as_root() {
+	if [ "$(id -u)" -eq 0 ]; then "$@"
+	elif command -v sudo >/dev/null; then sudo "$@"
+	else fm_die "need root for: $*"; fi
+}
+
+# Install only the packages that are not there yet (apt-get update first).
+fm_install() {
+	local missing=() p
+	for p in "${FM_PACKAGES[@]}" "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+			missing+=("$p")
+	done
+	if [ ${#missing[@]} -eq 0 ]; then
+		fm_say "packages: all present"
+		return
+	fi
+	fm_say "installing: ${missing[*]}"
+	fm_as_root apt-get update -qq
+	fm_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		"${missing[@]}" >/dev/null
+}
+
+# fm_build DIR [cmake args...]: configure and build into DIR (warnings are errors).
+fm_build() {
+	local dir="$1"; shift
+	fm_say "building $dir $*"
+	cmake -S "$FM_ROOT" -B "$FM_ROOT/$dir" "$@" >/dev/null
+	cmake --build "$FM_ROOT/$dir" -j"$(nproc)" -- --no-print-directory 2>&1 | grep -v '^\[' || true
+	[ -x "$FM_ROOT/$dir/bin/fluidmemd" ] || fm_die "build of $dir failed"
+}
+
+# Userfaultfd is needed by everything; say so plainly when it is missing.
+fm_check_uffd() {
+	[ "$(id -u)" -eq 0 ] || [ -r /dev/userfaultfd ] ||
+		[ "$(cat /proc/sys/vm/unprivileged_userfaultfd 2>/dev/null)" = 1 ] ||
+		fm_die "userfaultfd needs root, /dev/userfaultfd access or vm.unprivileged_userfaultfd=1"
+}
