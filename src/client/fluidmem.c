@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@ struct fm_region {
 	uint64_t id;
 	int uffd;
 	int memfd;
+	bool owned;    /* we mapped it (fm_region_create) and unmap it */
 };
 
 struct fm_client {
@@ -150,15 +152,71 @@ static int open_uffd(void)
 	return fd;
 }
 
-FM_API struct fm_region *fm_region_create(struct fm_client *c, size_t size, const char *name)
+/* Register r->addr/r->size (mapped from r->memfd) on a new uffd and hand
+ * both descriptors to the daemon. 0 or an errno value (with c->error set). */
+static int register_region(struct fm_client *c, struct fm_region *r, const char *name)
 {
-	struct fm_region *r;
 	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURES };
 	struct uffdio_register reg;
 	struct fm_reg_req q = { .magic = FM_PROTO_MAGIC, .version = FM_PROTO_VERSION,
 				.type = FM_REG_REGISTER, .length = sizeof(q), .page_size = PAGE };
 	struct fm_reg_reply rep;
 	int err, fds[2];
+
+	r->uffd = open_uffd();
+	if (r->uffd < 0) {
+		err = errno == EPERM || errno == EACCES ? errno : ENOSYS;
+		set_error(c, "userfaultfd: %s", strerror(errno));
+		return err;
+	}
+	if (ioctl(r->uffd, UFFDIO_API, &api) < 0 || (api.features & UFFD_FEATURES) != UFFD_FEATURES) {
+		set_error(c, "this kernel's userfaultfd lacks features 0x%llx",
+			  (unsigned long long)(UFFD_FEATURES & ~api.features));
+		return ENOSYS;
+	}
+	reg = (struct uffdio_register){
+		.range = { (uint64_t)(uintptr_t)r->addr, r->size },
+		.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP,
+	};
+	if (ioctl(r->uffd, UFFDIO_REGISTER, &reg) < 0) {
+		err = errno;
+		set_error(c, "UFFDIO_REGISTER: %s", strerror(err));
+		return err;
+	}
+	q.addr = (uint64_t)(uintptr_t)r->addr;
+	q.size = r->size;
+	snprintf(q.name, sizeof(q.name), "%s", name);
+	fds[0] = r->uffd;
+	fds[1] = r->memfd;
+	err = -transact(c, &q, fds, 2, &rep);
+	if (err)
+		return err;
+	r->id = rep.region_id;
+	/* We keep our uffd open: if fluidmemd dies, faulting threads wait
+	 * rather than find holes and read zeros. */
+	r->next = c->regions;
+	c->regions = r;
+	return 0;
+}
+
+static void region_free(struct fm_region *r)
+{
+	int err = errno;
+
+	if (r->uffd >= 0)
+		close(r->uffd);
+	if (r->owned && r->addr != MAP_FAILED)
+		munmap(r->addr, r->size);
+	if (r->memfd >= 0)
+		close(r->memfd);
+	free(r);
+	errno = err;
+}
+
+FM_API struct fm_region *fm_region_create(struct fm_client *c, size_t size, const char *name)
+{
+	struct fm_region *r;
+	int err;
 
 	if (!c || size == 0) {
 		errno = EINVAL;
@@ -172,6 +230,7 @@ FM_API struct fm_region *fm_region_create(struct fm_client *c, size_t size, cons
 	r->size = size;
 	r->uffd = r->memfd = -1;
 	r->addr = MAP_FAILED;
+	r->owned = true;
 	if (!name)
 		name = "fluidmem";
 	r->memfd = memfd_create(name, MFD_CLOEXEC);
@@ -189,51 +248,48 @@ FM_API struct fm_region *fm_region_create(struct fm_client *c, size_t size, cons
 	/* A child sharing this memfd without our registration would fill
 	 * evicted pages with zeros that the parent then sees. */
 	madvise(r->addr, size, MADV_DONTFORK);
-	r->uffd = open_uffd();
-	if (r->uffd < 0) {
-		err = errno == EPERM || errno == EACCES ? errno : ENOSYS;
-		set_error(c, "userfaultfd: %s", strerror(errno));
-		goto fail;
-	}
-	if (ioctl(r->uffd, UFFDIO_API, &api) < 0 || (api.features & UFFD_FEATURES) != UFFD_FEATURES) {
-		err = ENOSYS;
-		set_error(c, "this kernel's userfaultfd lacks features 0x%llx",
-			  (unsigned long long)(UFFD_FEATURES & ~api.features));
-		goto fail;
-	}
-	reg = (struct uffdio_register){
-		.range = { (uint64_t)(uintptr_t)r->addr, size },
-		.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP,
-	};
-	if (ioctl(r->uffd, UFFDIO_REGISTER, &reg) < 0) {
-		err = errno;
-		set_error(c, "UFFDIO_REGISTER: %s", strerror(err));
-		goto fail;
-	}
-	q.addr = (uint64_t)(uintptr_t)r->addr;
-	q.size = size;
-	snprintf(q.name, sizeof(q.name), "%s", name);
-	fds[0] = r->uffd;
-	fds[1] = r->memfd;
-	err = -transact(c, &q, fds, 2, &rep);
+	err = register_region(c, r, name);
 	if (err)
 		goto fail;
-	r->id = rep.region_id;
-	/* We keep our uffd open: if fluidmemd dies, faulting threads wait
-	 * rather than find holes and read zeros. */
-	r->next = c->regions;
-	c->regions = r;
 	return r;
 fail:
-	if (r->uffd >= 0)
-		close(r->uffd);
-	if (r->addr != MAP_FAILED)
-		munmap(r->addr, size);
-	if (r->memfd >= 0)
-		close(r->memfd);
-	free(r);
 	errno = err;
+	region_free(r);
 	return NULL;
+}
+
+FM_API struct fm_region *fm_region_register(struct fm_client *c, void *addr, size_t size,
+					    int memfd, const char *name)
+{
+	struct fm_region *r;
+	int err;
+
+	if (!c || size == 0 || size % PAGE || (uintptr_t)addr % PAGE || memfd < 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->client = c;
+	r->size = size;
+	r->addr = addr;
+	r->uffd = -1;
+	r->memfd = fcntl(memfd, F_DUPFD_CLOEXEC, 0);
+	if (r->memfd < 0) {
+		err = errno;
+		set_error(c, "memfd: %s", strerror(err));
+		free(r);
+		errno = err;
+		return NULL;
+	}
+	err = register_region(c, r, name ? name : "fluidmem");
+	if (err) {
+		errno = err;
+		region_free(r);
+		return NULL;
+	}
+	return r;
 }
 
 FM_API int fm_region_destroy(struct fm_region *r)
@@ -249,18 +305,16 @@ FM_API int fm_region_destroy(struct fm_region *r)
 	c = r->client;
 	q.region_id = r->id;
 	rc = transact(c, &q, NULL, 0, &rep);
-	/* The daemon has dropped its descriptors; closing ours unregisters the
-	 * range, so the munmap below raises no UNMAP event nobody reads. */
-	close(r->uffd);
-	munmap(r->addr, r->size);
-	close(r->memfd);
 	for (struct fm_region **p = &c->regions; *p; p = &(*p)->next) {
 		if (*p == r) {
 			*p = r->next;
 			break;
 		}
 	}
-	free(r);
+	/* The daemon has dropped its descriptors; closing ours (first, in
+	 * region_free) unregisters the range, so the munmap raises no UNMAP
+	 * event that nobody would read. */
+	region_free(r);
 	return rc;
 }
 

@@ -43,8 +43,19 @@ void fm_disconnect(struct fm_client *c);
  * EINVAL (size 0), EPERM/EPROTO/ENOSPC when the daemon refuses (see
  * fm_client_error), ENOSYS when userfaultfd is unavailable. */
 struct fm_region *fm_region_create(struct fm_client *c, size_t size, const char *name);
-/* Tell the daemon to free the region and its stored pages, then unmap it.
- * The memory must not be used afterwards. NULL is a no-op. */
+/* Register memory the caller already mapped: `addr` (page aligned) maps
+ * `size` bytes of `memfd` from offset 0, MAP_SHARED. fluidmem takes a
+ * duplicate of memfd; the caller keeps its own. This is how the preload shim
+ * hands over QEMU's guest RAM. Pages already present in the memfd are served
+ * as they are (the daemon counts them when it first sees them fault).
+ * Same errors as fm_region_create, plus EBADF for a bad memfd. */
+struct fm_region *fm_region_register(struct fm_client *c, void *addr, size_t size, int memfd,
+				     const char *name);
+
+/* Tell the daemon to free the region and its stored pages, then unmap it
+ * (regions from fm_region_register are unregistered but stay mapped: the
+ * caller owns that mapping). The memory must not be used afterwards unless
+ * the caller mapped it. NULL is a no-op. */
 int fm_region_destroy(struct fm_region *r);
 
 /* Discard [offset, offset+len) (page aligned): its memory and stored copies

@@ -333,3 +333,37 @@ Test(dataplane, many_regions_and_clients, .timeout = 120)
 	cr_expect_eq(td_stat(&fmd, "store_bytes"), 0);
 	stop();
 }
+
+Test(dataplane, register_existing_mapping, .timeout = 60)
+{
+	const char *sets[] = { "memory.resident_pages=64", NULL };
+	struct fm_client *c;
+	struct fm_region *r;
+	int memfd = memfd_create("external", MFD_CLOEXEC);
+	uint8_t *p;
+
+	start(sets);
+	cr_assert_eq(ftruncate(memfd, 512 * PAGE), 0);
+	p = mmap(NULL, 512 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	cr_assert_neq(p, MAP_FAILED);
+	c = fm_connect(fmd.reg);
+	cr_assert_not_null(c);
+	cr_expect_null(fm_region_register(c, p + 1, 512 * PAGE, memfd, "bad"));
+	cr_expect_eq(errno, EINVAL);
+	r = fm_region_register(c, p, 512 * PAGE, memfd, "external");
+	cr_assert_not_null(r, "%s", fm_client_error(c));
+	cr_expect_eq(fm_region_addr(r), p);
+	for (size_t i = 0; i < 512; i++)
+		stamp(p + i * PAGE, i, 3);
+	for (size_t i = 0; i < 512; i++)
+		cr_expect(check(p + i * PAGE, i, 3), "page %zu", i);
+	cr_expect_gt(td_stat(&fmd, "evictions"), 400);
+	cr_assert_eq(fm_region_destroy(r), 0);
+	/* The caller's mapping stays; it is no longer served by fluidmem. */
+	p[0] = 1;
+	cr_expect_eq(p[0], 1);
+	munmap(p, 512 * PAGE);
+	close(memfd);
+	fm_disconnect(c);
+	stop();
+}
