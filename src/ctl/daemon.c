@@ -38,6 +38,25 @@ static inline uint64_t tagged(int tag, void *p)
 	return (uint64_t)(uintptr_t)p | (uint64_t)tag;
 }
 
+/* Intrusive doubly linked lists of connections. */
+#define LIST_PUSH(head, x)                 \
+	do {                               \
+		(x)->prev = NULL;          \
+		(x)->next = (head);        \
+		if (head)                  \
+			(head)->prev = (x); \
+		(head) = (x);              \
+	} while (0)
+#define LIST_DEL(head, x)                              \
+	do {                                           \
+		if ((x)->prev)                         \
+			(x)->prev->next = (x)->next;   \
+		else                                   \
+			(head) = (x)->next;            \
+		if ((x)->next)                         \
+			(x)->next->prev = (x)->prev;   \
+	} while (0)
+
 /* ---- strbuf ---- */
 
 void sb_printf(struct strbuf *b, const char *fmt, ...)
@@ -242,8 +261,9 @@ static void conn_remove_region(struct reg_conn *c, struct region *r)
 	}
 }
 
-static void reg_conn_free(struct reg_conn *c)
+static void reg_conn_free(struct daemon *d, struct reg_conn *c)
 {
+	LIST_DEL(d->reg_conns, c);
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c->regions);
@@ -350,7 +370,7 @@ static void region_finish_detach(struct daemon *d, struct region *r)
 			reg_reply(c->fd, 0, r->id, NULL);
 		conn_remove_region(c, r);
 		if (c->closed && c->nregions == 0)
-			reg_conn_free(c);
+			reg_conn_free(d, c);
 	}
 	d->regions[r->slot] = NULL;
 	region_table_unpublish(r);
@@ -405,7 +425,7 @@ static void reg_conn_closed(struct daemon *d, struct reg_conn *c)
 	epoll_ctl(d->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	c->closed = true;
 	if (c->nregions == 0) {
-		reg_conn_free(c);
+		reg_conn_free(d, c);
 		return;
 	}
 	FM_INFO("client pid %d left; freeing its %u region(s)", (int)c->pid, c->nregions);
@@ -514,9 +534,10 @@ static void reg_accept(struct daemon *d)
 		c->pid = cred.pid;
 		c->uid = cred.uid;
 		c->denied = denied;
+		LIST_PUSH(d->reg_conns, c);
 		ev.data.u64 = tagged(TAG_REG_CONN, c);
 		if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-			reg_conn_free(c);
+			reg_conn_free(d, c);
 	}
 }
 
@@ -524,6 +545,7 @@ static void reg_accept(struct daemon *d)
 
 static void ctl_conn_free(struct daemon *d, struct ctl_conn *c)
 {
+	LIST_DEL(d->ctl_conns, c);
 	epoll_ctl(d->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	sb_free(&c->out);
@@ -620,11 +642,10 @@ static void ctl_accept(struct daemon *d)
 			continue;
 		}
 		c->fd = fd;
+		LIST_PUSH(d->ctl_conns, c);
 		ev.data.u64 = tagged(TAG_CTL_CONN, c);
-		if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-			close(fd);
-			free(c);
-		}
+		if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+			ctl_conn_free(d, c);
 	}
 }
 
@@ -868,6 +889,12 @@ void daemon_destroy(struct daemon *d)
 		/* a shard that never started has no thread to stop */
 		shard_destroy(d->shards[i]);
 	}
+	/* Connections still open at shutdown: control replies already went
+	 * out; registration clients see their socket close. */
+	while (d->ctl_conns)
+		ctl_conn_free(d, d->ctl_conns);
+	while (d->reg_conns)
+		reg_conn_free(d, d->reg_conns);
 	if (d->reg_fd >= 0) {
 		close(d->reg_fd);
 		unlink(d->cfg.register_path);

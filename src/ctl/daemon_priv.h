@@ -14,6 +14,7 @@
 
 /* A registration connection: one client process. */
 struct reg_conn {
+	struct reg_conn *prev, *next;   /* every connection, freed at shutdown */
 	int fd;
 	pid_t pid;
 	uid_t uid;
@@ -25,6 +26,7 @@ struct reg_conn {
 
 /* A control connection. */
 struct ctl_conn {
+	struct ctl_conn *prev, *next;
 	int fd;
 	char in[CTL_MAX_REQUEST + 1];
 	size_t in_len;
@@ -47,6 +49,8 @@ struct daemon {
 	bool stopping;
 	/* every live region, for listing and teardown */
 	struct region *regions[FM_MAX_REGIONS];
+	struct reg_conn *reg_conns;
+	struct ctl_conn *ctl_conns;
 	/* per-shard snapshot buffers; only shards write them, on request */
 	struct shard_stats *snap;
 	uint64_t registrations, refusals;
