@@ -119,15 +119,37 @@ int ctl_json_int(const char *json, const char *obj, const char *key, int64_t *ou
 	return 0;
 }
 
+int ctl_json_double(const char *json, const char *obj, const char *key, double *out)
+{
+	const char *o = member(skip_ws(json), obj), *v;
+	char *end;
+	double d;
+
+	if (!o)
+		return -ENOENT;
+	if (*o != '{')
+		return -EPROTO;
+	v = member(o, key);
+	if (!v)
+		return -ENOENT;
+	errno = 0;
+	d = strtod(v, &end);
+	if (end == v || errno)
+		return -EPROTO;
+	*out = d;
+	return 0;
+}
+
 static void copy_excerpt(char *err, size_t errlen, const char *s)
 {
 	if (errlen)
 		snprintf(err, errlen, "%.120s", s);
 }
 
-int ctl_stats_query(const char *path, struct ctl_totals *out, char *err, size_t errlen)
+/* Send one request line, read one reply line into *reply (malloc'd; also on
+ * -EPROTO, else NULL). 0 or -errno as ctl_stats_query. */
+static int ctl_request(const char *path, const char *req, char **reply, char *err, size_t errlen)
 {
-	static const char req[] = "v1 stats\n";
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct timeval tv = { .tv_sec = CTL_TIMEOUT_S };
 	size_t len = 0, cap = 4096;
@@ -146,7 +168,7 @@ int ctl_stats_query(const char *path, struct ctl_totals *out, char *err, size_t 
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof(req) - 1)) {
+	    send(fd, req, strlen(req), MSG_NOSIGNAL) != (ssize_t)strlen(req)) {
 		rc = -errno;
 		goto out;
 	}
@@ -191,8 +213,24 @@ int ctl_stats_query(const char *path, struct ctl_totals *out, char *err, size_t 
 	if (!ok || strncmp(ok, "true", 4) != 0) {
 		rc = -EPROTO;
 		copy_excerpt(err, errlen, buf);
-		goto out;
 	}
+out:
+	if (rc < 0 && rc != -EPROTO) {
+		free(buf);
+		buf = NULL;
+	}
+	*reply = buf;
+	close(fd);
+	return rc;
+}
+
+int ctl_stats_query(const char *path, struct ctl_totals *out, char *err, size_t errlen)
+{
+	char *buf = NULL;
+	int rc = ctl_request(path, "v1 stats\n", &buf, err, errlen);
+
+	if (rc < 0)
+		goto out;
 	out->faults = out->evictions = out->resident = out->budget = -1;
 	if (ctl_json_int(buf, "totals", "faults", &out->faults) == -EPROTO ||
 	    ctl_json_int(buf, "totals", "evictions", &out->evictions) == -EPROTO ||
@@ -202,8 +240,37 @@ int ctl_stats_query(const char *path, struct ctl_totals *out, char *err, size_t 
 		rc = -EPROTO;
 		copy_excerpt(err, errlen, buf);
 	}
+	/* Optional: older daemons lack some. */
+	out->store_puts = out->evict_clean = out->evict_zero = -1;
+	ctl_json_int(buf, "totals", "store_puts", &out->store_puts);
+	ctl_json_int(buf, "totals", "evict_clean", &out->evict_clean);
+	ctl_json_int(buf, "totals", "evict_zero", &out->evict_zero);
 out:
 	free(buf);
-	close(fd);
+	return rc;
+}
+
+int ctl_fetch_latency(const char *path, double *p50_us, double *p99_us, int64_t *count)
+{
+	char *buf = NULL;
+	const char *t, *f, *v;
+	int rc = ctl_request(path, "v1 latency\n", &buf, NULL, 0);
+
+	if (rc < 0)
+		goto out;
+	rc = -ENOENT;
+	t = member(skip_ws(buf), "totals");
+	f = t && *t == '{' ? member(t, "fetch_ns") : NULL;
+	if (!f || *f != '{')
+		goto out;
+	if ((v = member(f, "p50_us")))
+		*p50_us = strtod(v, NULL);
+	if ((v = member(f, "p99_us")))
+		*p99_us = strtod(v, NULL);
+	if ((v = member(f, "count")))
+		*count = strtoll(v, NULL, 10);
+	rc = v ? 0 : -ENOENT;
+out:
+	free(buf);
 	return rc;
 }

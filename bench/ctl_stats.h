@@ -16,7 +16,15 @@ struct ctl_totals {
 	int64_t evictions;
 	int64_t resident;
 	int64_t budget;
+	/* store traffic (all -1 when the daemon does not report them) */
+	int64_t store_puts;
+	int64_t evict_clean;
+	int64_t evict_zero;
 };
+
+/* The daemon's store-get latency (its fetch_ns histogram, since start or the
+ * last reset) from "v1 latency". 0, -ENOENT or as ctl_stats_query. */
+int ctl_fetch_latency(const char *path, double *p50_us, double *p99_us, int64_t *count);
 
 /* Query `path`. Returns 0, or -errno: ENOENT/ECONNREFUSED (no daemon),
  * ETIMEDOUT (no reply within 2 s), EPROTO (a reply without "ok":true or
@@ -28,5 +36,7 @@ int ctl_stats_query(const char *path, struct ctl_totals *out, char *err, size_t 
  * JSON text `json` (nested objects are skipped). Returns 0, -ENOENT or
  * -EPROTO. */
 int ctl_json_int(const char *json, const char *obj, const char *key, int64_t *out);
+/* The same for a number that may have a fraction. */
+int ctl_json_double(const char *json, const char *obj, const char *key, double *out);
 
 #endif

@@ -9,6 +9,7 @@
 #include "raw_uffd.h"
 #include "storm.h"
 
+#include <libmemcached/memcached.h>
 #include <sched.h>
 #include <errno.h>
 #include <getopt.h>
@@ -30,6 +31,7 @@
 #define DEFAULT_RAW_BUDGET 4096
 #define MAX_PAGES (1ull << 32)   /* raw baseline FIFO keeps u32 page numbers */
 #define TIMER_NAME "clock_gettime(CLOCK_MONOTONIC) (vDSO)"
+#define MC_PROBE_GETS 4000       /* direct memcached gets timed by --memcached */
 
 enum exit_code {
 	EXIT_OK = 0,
@@ -50,7 +52,17 @@ struct run_report {
 	bool raw;
 	bool ran;                    /* the workload completed; res is valid */
 	struct raw_uffd_stats raw_st;
+	/* fluidmemd: the store traffic of the run (daemon totals; -1 unknown) */
+	int64_t store_puts, evict_clean, evict_zero;
+	double fetch_p50_us, fetch_p99_us;   /* the daemon's store gets; < 0 unknown */
 	char error[256];             /* non-empty: the run is not trustworthy */
+};
+
+/* --memcached: the same 4 KiB get the daemon makes, timed from here. */
+struct mc_probe {
+	bool ran;
+	struct fm_hist get;
+	char error[200];
 };
 
 static void usage(FILE *f)
@@ -89,13 +101,17 @@ static void usage(FILE *f)
 "                         (default: unpinned)\n"
 "  --raw-cpu N            pin the raw handler thread to CPU N (default: unpinned;\n"
 "                         with --cpus N it measures the same-core floor)\n"
+"  --memcached SERVER     before the runs, time %d direct 4 KiB gets (libmemcached,\n"
+"                         binary protocol, as fluidmemd does) on SERVER, host:port\n"
+"                         or a unix socket path; reported as store_get_*\n"
 "  --help                 this text\n"
 "\n"
 "Latencies come from " TIMER_NAME " around each access.\n"
 "Exit status: 0 ok, 1 verify errors, 2 bad arguments, 3 fluidmemd unreachable,\n"
 "4 another failure (region refused, raw handler failed).\n",
 		DEFAULT_PAGES, STORM_MAX_THREADS, DEFAULT_THREADS, DEFAULT_ZIPF_S, DEFAULT_PASSES,
-		DEFAULT_WRITE_RATIO, DEFAULT_SEED, DEFAULT_THRESHOLD_US, DEFAULT_RAW_BUDGET);
+		DEFAULT_WRITE_RATIO, DEFAULT_SEED, DEFAULT_THRESHOLD_US, DEFAULT_RAW_BUDGET,
+		MC_PROBE_GETS);
 }
 
 static void __attribute__((noreturn, format(printf, 1, 2))) bad_arg(const char *fmt, ...)
@@ -144,7 +160,7 @@ static void parse_baseline(const char *opt, const char *arg)
 enum {
 	OPT_SOCKET = 256, OPT_CONTROL, OPT_PAGES, OPT_THREADS, OPT_PATTERN, OPT_ZIPF_S,
 	OPT_PASSES, OPT_WRITE_RATIO, OPT_SEED, OPT_VERIFY, OPT_JSON, OPT_THRESHOLD, OPT_QUIET,
-	OPT_BASELINE, OPT_BASELINE_ONLY, OPT_BUDGET, OPT_CPUS, OPT_RAW_CPU, OPT_HELP,
+	OPT_BASELINE, OPT_BASELINE_ONLY, OPT_BUDGET, OPT_CPUS, OPT_RAW_CPU, OPT_MEMCACHED, OPT_HELP,
 };
 
 static void parse_args(int argc, char **argv, struct storm_opts *o)
@@ -168,6 +184,7 @@ static void parse_args(int argc, char **argv, struct storm_opts *o)
 		{ "budget", required_argument, NULL, OPT_BUDGET },
 		{ "cpus", required_argument, NULL, OPT_CPUS },
 		{ "raw-cpu", required_argument, NULL, OPT_RAW_CPU },
+		{ "memcached", required_argument, NULL, OPT_MEMCACHED },
 		{ "help", no_argument, NULL, OPT_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -261,6 +278,9 @@ static void parse_args(int argc, char **argv, struct storm_opts *o)
 		case OPT_RAW_CPU:
 			o->raw_cpu = (int)parse_u64("--raw-cpu", optarg, 0, CPU_SETSIZE - 1);
 			break;
+		case OPT_MEMCACHED:
+			o->memcached = optarg;
+			break;
 		case OPT_HELP:
 			usage(stdout);
 			exit(EXIT_OK);
@@ -307,7 +327,7 @@ static void daemon_passes_done(void *arg)
 static int run_daemon(const struct storm_opts *o, struct run_report *rep)
 {
 	struct daemon_snap snap = { .control = o->control_path, .rc = -ENODATA };
-	struct ctl_totals before = { -1, -1, -1, -1 };
+	struct ctl_totals before = { -1, -1, -1, -1, -1, -1, -1 };
 	struct fm_client *c;
 	struct fm_region *r;
 	char err[160];
@@ -315,6 +335,8 @@ static int run_daemon(const struct storm_opts *o, struct run_report *rep)
 
 	rep->mode = "fluidmemd";
 	rep->budget = rep->evictions = rep->handler_faults = -1;
+	rep->store_puts = rep->evict_clean = rep->evict_zero = -1;
+	rep->fetch_p50_us = rep->fetch_p99_us = -1;
 	c = fm_connect(o->socket_path);
 	if (!c) {
 		e = errno;
@@ -365,6 +387,19 @@ static int run_daemon(const struct storm_opts *o, struct run_report *rep)
 	}
 	if (before.faults >= 0 && snap.rc == 0 && snap.after.faults >= 0)
 		rep->handler_faults = snap.after.faults - before.faults;
+	if (snap.rc == 0 && before.store_puts >= 0 && snap.after.store_puts >= 0)
+		rep->store_puts = snap.after.store_puts - before.store_puts;
+	if (snap.rc == 0 && before.evict_clean >= 0 && snap.after.evict_clean >= 0)
+		rep->evict_clean = snap.after.evict_clean - before.evict_clean;
+	if (snap.rc == 0 && before.evict_zero >= 0 && snap.after.evict_zero >= 0)
+		rep->evict_zero = snap.after.evict_zero - before.evict_zero;
+	{
+		int64_t n = 0;
+
+		if (ctl_fetch_latency(o->control_path, &rep->fetch_p50_us, &rep->fetch_p99_us, &n) < 0 ||
+		    n == 0)
+			rep->fetch_p50_us = rep->fetch_p99_us = -1;
+	}
 	return EXIT_OK;
 }
 
@@ -418,6 +453,67 @@ static int run_raw(const struct storm_opts *o, uint64_t budget, struct run_repor
 	rep->handler_faults = (int64_t)snap.st.faults;
 	rep->evictions_source = "raw handler";
 	return *rep->error ? EXIT_FAILURE_OTHER : EXIT_OK;
+}
+
+/* ---- direct memcached gets (--memcached) ---- */
+
+static void probe_memcached(const char *server, struct mc_probe *pr)
+{
+	static const char key[] = "fault-storm:probe";
+	static char page[FM_PAGE_SIZE];
+	const char *keys[1] = { key };
+	size_t lens[1] = { sizeof(key) - 1 };
+	memcached_result_st result;
+	memcached_return_t rc;
+	memcached_st *mc = memcached_create(NULL);
+	char host[256];
+	const char *colon = strrchr(server, ':');
+
+	if (!mc) {
+		snprintf(pr->error, sizeof(pr->error), "out of memory");
+		return;
+	}
+	if (server[0] == '/') {
+		rc = memcached_server_add_unix_socket(mc, server);
+	} else {
+		snprintf(host, sizeof(host), "%.*s", colon ? (int)(colon - server) : (int)strlen(server),
+			 server);
+		rc = memcached_server_add(mc, host, colon ? (in_port_t)atoi(colon + 1) : 11211);
+	}
+	/* The daemon's settings: binary protocol, TCP_NODELAY, and a get is an
+	 * mget of one key into a reused result (kv/memcached.c). */
+	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, 1);
+	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_NO_BLOCK, 1);
+	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
+	memset(page, 0x5a, sizeof(page));
+	if (rc == MEMCACHED_SUCCESS)
+		rc = memcached_set(mc, key, sizeof(key) - 1, page, sizeof(page), 0, 0);
+	if (rc != MEMCACHED_SUCCESS || !memcached_result_create(mc, &result)) {
+		snprintf(pr->error, sizeof(pr->error), "%s: %s", server, memcached_strerror(mc, rc));
+		memcached_free(mc);
+		return;
+	}
+	for (int i = 0; i < MC_PROBE_GETS; i++) {
+		uint64_t t0 = fm_now_ns();
+		memcached_result_st *res;
+
+		rc = memcached_mget(mc, keys, lens, 1);
+		res = rc == MEMCACHED_SUCCESS ? memcached_fetch_result(mc, &result, &rc) : NULL;
+		if (res)
+			memcpy(page, memcached_result_value(res), sizeof(page));
+		while (res && memcached_fetch_result(mc, &result, &rc))
+			;
+		if (!res) {
+			snprintf(pr->error, sizeof(pr->error), "%s: get: %s", server,
+				 memcached_strerror(mc, rc));
+			break;
+		}
+		fm_hist_add(&pr->get, fm_now_ns() - t0);
+	}
+	memcached_delete(mc, key, sizeof(key) - 1, 0);
+	memcached_result_free(&result);
+	memcached_free(mc);
+	pr->ran = pr->get.count > 0;
 }
 
 /* ---- output ---- */
@@ -501,6 +597,14 @@ static void summary(FILE *f, const struct storm_opts *o, const struct run_report
 			r->raw_st.wakes, r->raw_st.wp_faults, r->raw_st.eexist, r->raw_st.eagain);
 	else if (r->handler_faults >= 0)
 		fprintf(f, "  daemon       %" PRId64 " faults counted by fluidmemd\n", r->handler_faults);
+	if (!r->raw && r->store_puts >= 0 && r->evictions > 0)
+		fprintf(f, "  store        %" PRId64 " page writes (%.3f per eviction), %" PRId64
+			   " clean and %" PRId64 " zero evictions without a write\n",
+			r->store_puts, (double)r->store_puts / (double)r->evictions, r->evict_clean,
+			r->evict_zero);
+	if (!r->raw && r->fetch_p50_us >= 0)
+		fprintf(f, "  store get    p50 %7.1f  p99 %7.1f us (fluidmemd's own timing)\n",
+			r->fetch_p50_us, r->fetch_p99_us);
 	if (o->verify)
 		fprintf(f, "  verify       %" PRIu64 " errors (final check of every page took %.3f s)\n",
 			s->verify_errors, s->final_check_s);
@@ -567,6 +671,14 @@ static void json_run(FILE *f, const struct storm_opts *o, const struct run_repor
 	fprintf(f, ",\"handler_faults\":%" PRId64 ",\"verify_errors\":%" PRIu64
 		   ",\"wall_s\":%.6f,\"final_check_s\":%.6f,\"timer\":\"%s\"",
 		r->handler_faults, s->verify_errors, s->wall_s, s->final_check_s, TIMER_NAME);
+	if (!r->raw)
+		fprintf(f, ",\"store_puts\":%" PRId64 ",\"evict_clean\":%" PRId64
+			   ",\"evict_zero\":%" PRId64 ",\"writes_per_eviction\":%.4f"
+			   ",\"daemon_fetch_p50_us\":%.2f,\"daemon_fetch_p99_us\":%.2f",
+			r->store_puts, r->evict_clean, r->evict_zero,
+			r->store_puts >= 0 && r->evictions > 0
+				? (double)r->store_puts / (double)r->evictions : -1.0,
+			r->fetch_p50_us, r->fetch_p99_us);
 	if (r->raw)
 		fprintf(f, ",\"handler\":{\"cpu\":%d,\"faults\":%" PRIu64 ",\"wp_faults\":%" PRIu64
 			   ",\"zeropages\":%" PRIu64 ",\"copies\":%" PRIu64 ",\"wakes\":%" PRIu64
@@ -597,6 +709,7 @@ static int verdict(const struct run_report *r)
 int main(int argc, char **argv)
 {
 	static struct run_report main_rep, base_rep;
+	static struct mc_probe probe;
 	struct storm_opts o;
 	struct ctl_totals tot;
 	uint64_t raw_budget = DEFAULT_RAW_BUDGET;
@@ -618,6 +731,11 @@ int main(int argc, char **argv)
 			     raw_budget, o.control_path);
 		}
 	}
+	if (o.memcached) {
+		probe_memcached(o.memcached, &probe);
+		if (*probe.error)
+			fprintf(stderr, "fault-storm: --memcached %s\n", probe.error);
+	}
 	if (!o.baseline_only) {
 		rc = run_daemon(&o, &main_rep);
 		if (rc != EXIT_OK)
@@ -636,6 +754,9 @@ int main(int argc, char **argv)
 			summary(f, &o, &main_rep);
 		if (run_base)
 			summary(f, &o, &base_rep);
+		if (probe.ran)
+			fprintf(f, "memcached direct get (%s, %" PRIu64 " gets): p50 %.1f  p99 %.1f us\n",
+				o.memcached, probe.get.count, q_us(&probe.get, 0.5), q_us(&probe.get, 0.99));
 	}
 	if (o.json) {
 		const struct run_report *top = o.baseline_only ? &base_rep : &main_rep;
@@ -646,6 +767,14 @@ int main(int argc, char **argv)
 			fprintf(stdout, ",\"baseline\":{");
 			json_run(stdout, &o, &base_rep);
 			fputc('}', stdout);
+		}
+		if (probe.ran)
+			fprintf(stdout, ",\"store_get_p50_us\":%.2f,\"store_get_p99_us\":%.2f"
+					",\"store_get_samples\":%" PRIu64,
+				q_us(&probe.get, 0.5), q_us(&probe.get, 0.99), probe.get.count);
+		else if (o.memcached) {
+			fprintf(stdout, ",\"store_get_error\":");
+			json_str(stdout, probe.error);
 		}
 		fputs("}\n", stdout);
 	}

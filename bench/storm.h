@@ -27,6 +27,7 @@ int storm_pattern_parse(const char *name);
 struct storm_opts {
 	const char *socket_path;
 	const char *control_path;
+	const char *memcached;     /* --memcached: server for the direct-get probe, or NULL */
 	uint64_t pages;
 	unsigned threads;
 	unsigned passes;

@@ -1,18 +1,21 @@
-/* Control commands: request line in, one JSON line out. */
+/* Control commands: one request line in, one JSON line out. Handlers talk to
+ * shards only through daemon_shard_request() (messages on their rings). */
 #include "ctl/daemon_priv.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <unistd.h>
-#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "kv/kv.h"
 
 #define MAX_ARGS 8
+#define DETACH_TIMEOUT_MS 30000   /* a restoring detach copies a whole region */
 
 struct ctl_command {
 	const char *name;
@@ -41,51 +44,143 @@ static bool parse_u64(const char *s, uint64_t *v)
 {
 	char *end;
 
-	if (!s || !*s || *s == '-')
+	if (!s || !*s || *s == '-' || *s == '+')
 		return false;
 	errno = 0;
 	*v = strtoull(s, &end, 10);
 	return errno == 0 && *end == '\0';
 }
 
+/* Remove a flag from argv; true when it was there. */
+static bool take_flag(int *argc, char **argv, const char *flag)
+{
+	for (int i = 1; i < *argc; i++) {
+		if (strcmp(argv[i], flag) == 0) {
+			memmove(&argv[i], &argv[i + 1], (size_t)(*argc - i) * sizeof(*argv));
+			(*argc)--;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Reject any leftover option-looking argument. */
+static bool no_unknown_flags(int argc, char **argv, struct strbuf *out)
+{
+	for (int i = 1; i < argc; i++) {
+		if (argv[i][0] == '-' && argv[i][1] == '-') {
+			fail(out, "%s: unknown option %s", argv[0], argv[i]);
+			return false;
+		}
+	}
+	return true;
+}
+
+static struct region *find_region(struct daemon *d, const char *arg, struct strbuf *out)
+{
+	uint64_t id;
+
+	if (!parse_u64(arg, &id)) {
+		fail(out, "region id must be a whole number, got \"%.64s\"", arg);
+		return NULL;
+	}
+	for (unsigned i = 0; i < FM_MAX_REGIONS; i++)
+		if (d->regions[i] && d->regions[i]->id == id)
+			return d->regions[i];
+	fail(out, "no region %" PRIu64 " (see `fluidmemctl regions`)", id);
+	return NULL;
+}
+
+static bool client_alive(const struct region *r)
+{
+	const struct reg_conn *c = r->owner;
+
+	if (!c || c->closed)
+		return false;
+	return kill(r->pid, 0) == 0 || errno == EPERM;
+}
+
+static double hit_rate(const struct shard_stats *s)
+{
+	uint64_t hits = s->zero_fills + s->dup_faults + s->wp_faults;
+	uint64_t served = hits + s->fetches;
+
+	return served ? (double)hits / (double)served : 0.0;
+}
+
+/* ---- gathering ---- */
+
+static int gather_stats(struct daemon *d, struct shard_stats *tot)
+{
+	int64_t res[FM_MAX_SHARDS];
+	uint64_t det[FM_MAX_SHARDS];
+
+	if (daemon_shard_request(d, FM_MSG_STATS, NULL, NULL, res, det) < 0)
+		return -ETIMEDOUT;
+	memset(tot, 0, sizeof(*tot));
+	for (unsigned i = 0; i < d->nshards; i++) {
+		const struct shard_stats *s = &d->snap[i];
+#define X(name, help) tot->name += s->name;
+		SHARD_COUNTER_FIELDS(X)
+		SHARD_GAUGE_FIELDS(X)
+#undef X
+#define X(name, help) fm_hist_merge(&tot->name, &s->name);
+		SHARD_HIST_FIELDS(X)
+#undef X
+	}
+	return 0;
+}
+
+static int reset(struct daemon *d, uint64_t what)
+{
+	uint64_t a[FM_MAX_SHARDS], det[FM_MAX_SHARDS];
+	int64_t res[FM_MAX_SHARDS];
+
+	for (unsigned i = 0; i < d->nshards; i++)
+		a[i] = what;
+	if (what & FM_RESET_COUNTERS)
+		dispatcher_reset_stats(d->disp);
+	return daemon_shard_request(d, FM_MSG_RESET, a, NULL, res, det);
+}
+
+/* ---- stats ---- */
+
 static void stats_fields(struct strbuf *out, const struct shard_stats *s)
 {
 #define X(name, help) sb_printf(out, "\"" #name "\":%" PRIu64 ",", s->name);
-	SHARD_STATS_FIELDS(X)
+	SHARD_COUNTER_FIELDS(X)
+	SHARD_GAUGE_FIELDS(X)
 #undef X
-	sb_printf(out, "\"ring_depth\":%" PRIu64 ",", s->ring_depth);
-	sb_printf(out, "\"fault_p50_us\":%.1f,\"fault_p99_us\":%.1f,\"fault_p999_us\":%.1f,",
+	sb_printf(out, "\"cache_hits\":%" PRIu64 ",\"cache_misses\":%" PRIu64 ",\"hit_rate\":%.4f,",
+		  s->zero_fills + s->dup_faults + s->wp_faults, s->fetches, hit_rate(s));
+	sb_printf(out, "\"writes_avoided\":%" PRIu64 ",", s->evict_zero + s->evict_clean);
+	sb_printf(out, "\"fault_p50_us\":%.1f,\"fault_p99_us\":%.1f,\"fault_p999_us\":%.1f",
 		  fm_hist_quantile(&s->fault_ns, 0.5) / 1e3, fm_hist_quantile(&s->fault_ns, 0.99) / 1e3,
 		  fm_hist_quantile(&s->fault_ns, 0.999) / 1e3);
-	sb_printf(out, "\"fetch_p50_us\":%.1f,\"evict_p50_us\":%.1f",
-		  fm_hist_quantile(&s->fetch_ns, 0.5) / 1e3, fm_hist_quantile(&s->evict_ns, 0.5) / 1e3);
 }
 
 static bool cmd_stats(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
-	int64_t res[FM_MAX_SHARDS];
-	uint64_t det[FM_MAX_SHARDS];
-	struct shard_stats *tot = calloc(1, sizeof(*tot));
+	bool do_reset = take_flag(&argc, argv, "--reset");
+	struct shard_stats *tot;
 	struct dispatch_stats ds;
+	double up = (double)(fm_now_ns() - d->started_ns) / 1e9;
 
+	if (!no_unknown_flags(argc, argv, out))
+		return false;
+	if (argc > 1) {
+		fail(out, "usage: stats [--reset]");
+		return false;
+	}
+	tot = calloc(1, sizeof(*tot));
 	if (!tot) {
 		fail(out, "out of memory");
 		return false;
 	}
-	if (daemon_shard_request(d, FM_MSG_STATS, NULL, res, det) < 0) {
+	if (gather_stats(d, tot) < 0) {
 		fail(out, "a shard did not answer within the timeout");
 		free(tot);
 		return false;
-	}
-	for (unsigned i = 0; i < d->nshards; i++) {
-		const struct shard_stats *s = &d->snap[i];
-#define X(name, help) tot->name += s->name;
-		SHARD_STATS_FIELDS(X)
-#undef X
-		tot->ring_depth += s->ring_depth;
-		fm_hist_merge(&tot->fault_ns, &s->fault_ns);
-		fm_hist_merge(&tot->fetch_ns, &s->fetch_ns);
-		fm_hist_merge(&tot->evict_ns, &s->evict_ns);
 	}
 	dispatcher_get_stats(d->disp, &ds);
 	sb_printf(out, "{\"v\":1,\"ok\":true,\"totals\":{");
@@ -94,68 +189,213 @@ static bool cmd_stats(struct daemon *d, int argc, char **argv, struct strbuf *ou
 	DISPATCH_STATS_FIELDS(X)
 #undef X
 	sb_printf(out, ",\"regions\":%u,\"registrations\":%" PRIu64 ",\"refusals\":%" PRIu64
-		       ",\"uptime_s\":%.1f,\"store\":",
-		  region_table_count(), d->registrations, d->refusals,
-		  (double)(fm_now_ns() - d->started_ns) / 1e9);
+		       ",\"uptime_s\":%.1f,\"fault_rate\":%.1f,\"store\":",
+		  region_table_count(), d->registrations, d->refusals, up,
+		  up > 0 ? (double)tot->faults / up : 0.0);
 	sb_json_str(out, d->cfg.store_backend);
 	sb_printf(out, "},\"shards\":[");
 	for (unsigned i = 0; i < d->nshards; i++) {
 		sb_printf(out, "%s{\"shard\":%u,", i ? "," : "", i);
 		stats_fields(out, &d->snap[i]);
-		sb_printf(out, "}");
+		sb_printf(out, ",\"ring_full\":%" PRIu64 "}", dispatcher_ring_full(d->disp, i));
 	}
-	sb_printf(out, "]}\n");
+	sb_printf(out, "],\"reset\":%s}\n", do_reset ? "true" : "false");
 	free(tot);
+	if (do_reset && reset(d, FM_RESET_COUNTERS) < 0)
+		FM_WARN("stats --reset: a shard did not answer; its counters were not cleared");
 	return false;
 }
 
-static bool cmd_regions(struct daemon *d, int argc, char **argv, struct strbuf *out)
+/* ---- latency ---- */
+
+static void hist_json(struct strbuf *out, const char *name, const struct fm_hist *h)
 {
 	bool first = true;
 
+	sb_printf(out, "\"%s\":{\"count\":%" PRIu64 ",\"mean_us\":%.2f,\"p50_us\":%.2f,\"p90_us\":%.2f,"
+		       "\"p99_us\":%.2f,\"p999_us\":%.2f,\"max_us\":%.2f,\"buckets\":[",
+		  name, h->count, h->count ? (double)h->sum / (double)h->count / 1e3 : 0.0,
+		  fm_hist_quantile(h, 0.5) / 1e3, fm_hist_quantile(h, 0.9) / 1e3,
+		  fm_hist_quantile(h, 0.99) / 1e3, fm_hist_quantile(h, 0.999) / 1e3, h->max / 1e3);
+	/* Sparse [low_ns, count] pairs: enough for a client to diff two
+	 * snapshots and compute interval percentiles (fluidmemctl top). */
+	for (unsigned i = 0; i < FM_HIST_BUCKETS; i++) {
+		if (!h->bucket[i])
+			continue;
+		sb_printf(out, "%s[%" PRIu64 ",%" PRIu64 "]", first ? "" : ",", fm_hist_bucket_low(i),
+			  h->bucket[i]);
+		first = false;
+	}
+	sb_printf(out, "]}");
+}
+
+static void hists_json(struct strbuf *out, const struct shard_stats *s)
+{
+	const char *sep = "";
+#define X(name, help)                          \
+	sb_printf(out, "%s", sep);             \
+	hist_json(out, #name, &s->name);       \
+	sep = ",";
+	SHARD_HIST_FIELDS(X)
+#undef X
+}
+
+static bool cmd_latency(struct daemon *d, int argc, char **argv, struct strbuf *out)
+{
+	bool do_reset = take_flag(&argc, argv, "--reset");
+	struct shard_stats *tot;
+
+	if (!no_unknown_flags(argc, argv, out))
+		return false;
+	if (argc > 1) {
+		fail(out, "usage: latency [--reset]");
+		return false;
+	}
+	tot = calloc(1, sizeof(*tot));
+	if (!tot || gather_stats(d, tot) < 0) {
+		fail(out, tot ? "a shard did not answer within the timeout" : "out of memory");
+		free(tot);
+		return false;
+	}
+	sb_printf(out, "{\"v\":1,\"ok\":true,\"totals\":{");
+	hists_json(out, tot);
+	sb_printf(out, "},\"shards\":[");
+	for (unsigned i = 0; i < d->nshards; i++) {
+		sb_printf(out, "%s{\"shard\":%u,", i ? "," : "", i);
+		hists_json(out, &d->snap[i]);
+		sb_printf(out, "}");
+	}
+	sb_printf(out, "],\"reset\":%s}\n", do_reset ? "true" : "false");
+	free(tot);
+	if (do_reset && reset(d, FM_RESET_LATENCY) < 0)
+		FM_WARN("latency --reset: a shard did not answer; its histograms were not cleared");
+	return false;
+}
+
+/* ---- regions ---- */
+
+static bool cmd_regions(struct daemon *d, int argc, char **argv, struct strbuf *out)
+{
+	static const char *const states[] = { "attaching", "live", "detaching" };
+	int64_t res[FM_MAX_SHARDS];
+	uint64_t det[FM_MAX_SHARDS], a[FM_MAX_SHARDS];
+	bool first = true;
+
+	memset(d->region_snap, 0, (size_t)d->nshards * FM_MAX_REGIONS * sizeof(*d->region_snap));
+	for (unsigned i = 0; i < d->nshards; i++)
+		a[i] = (uint64_t)(uintptr_t)&d->region_snap[(size_t)i * FM_MAX_REGIONS];
+	if (daemon_shard_request(d, FM_MSG_REGION_STATS, a, NULL, res, det) < 0) {
+		fail(out, "a shard did not answer within the timeout");
+		return false;
+	}
 	sb_printf(out, "{\"v\":1,\"ok\":true,\"regions\":[");
-	for (unsigned i = 0; i < FM_MAX_REGIONS; i++) {
-		const struct region *r = d->regions[i];
-		static const char *const states[] = { "attaching", "live", "detaching" };
+	for (unsigned slot = 0; slot < FM_MAX_REGIONS; slot++) {
+		const struct region *r = d->regions[slot];
+		struct shard_region_stats sum = { 0 };
+		bool capped = false;
 
 		if (!r)
 			continue;
+		for (unsigned i = 0; i < d->nshards; i++) {
+			const struct shard_region_stats *x = &d->region_snap[(size_t)i * FM_MAX_REGIONS + slot];
+
+			sum.resident += x->resident;
+			sum.stored += x->stored;
+			sum.zero += x->zero;
+			sum.faults += x->faults;
+			if (x->present && x->budget != UINT64_MAX) {
+				capped = true;
+				sum.budget += x->budget;
+			}
+		}
 		sb_printf(out, "%s{\"id\":%" PRIu64 ",\"pid\":%d,\"name\":", first ? "" : ",", r->id,
 			  (int)r->pid);
 		sb_json_str(out, r->name);
-		sb_printf(out, ",\"pages\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"state\":\"%s\"}",
-			  r->npages, r->npages << FM_PAGE_SHIFT, states[r->state]);
+		sb_printf(out, ",\"pages\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"state\":\"%s\""
+			       ",\"client_alive\":%s,\"resident\":%" PRIu64 ",\"in_store\":%" PRIu64
+			       ",\"zero\":%" PRIu64 ",\"faults\":%" PRIu64,
+			  r->npages, r->npages << FM_PAGE_SHIFT, states[r->state],
+			  client_alive(r) ? "true" : "false", sum.resident, sum.stored, sum.zero,
+			  sum.faults);
+		if (capped)
+			sb_printf(out, ",\"budget\":%" PRIu64 "}", sum.budget);
+		else
+			sb_printf(out, ",\"budget\":null}");
 		first = false;
 	}
 	sb_printf(out, "]}\n");
 	return false;
 }
 
+/* ---- resize, evict ---- */
+
 static bool set_budget(struct daemon *d, uint64_t pages, struct strbuf *out)
 {
 	uint64_t a[FM_MAX_SHARDS], det[FM_MAX_SHARDS], resident = 0;
 	int64_t res[FM_MAX_SHARDS];
-	int worst = 0;
+	bool within = true;
 
-	if (pages < d->nshards) {
-		fail(out, "the budget must be at least one page per shard (%u)", d->nshards);
+	if (pages == 0) {
+		fail(out, "the budget must be at least 1 page");
 		return false;
 	}
+	/* Every shard keeps at least one page, so a faulting thread always
+	 * gets to use the page it faulted in before it can be evicted again. */
 	for (unsigned i = 0; i < d->nshards; i++)
-		a[i] = pages / d->nshards + (i < pages % d->nshards ? 1 : 0);
-	if (daemon_shard_request(d, FM_MSG_SET_BUDGET, a, res, det) < 0) {
+		a[i] = FM_MAX(1, pages / d->nshards + (i < pages % d->nshards ? 1 : 0));
+	if (daemon_shard_request(d, FM_MSG_SET_BUDGET, a, NULL, res, det) < 0) {
 		fail(out, "a shard did not answer within the timeout");
 		return false;
 	}
 	for (unsigned i = 0; i < d->nshards; i++) {
 		resident += det[i];
-		if (res[i] < 0)
-			worst = (int)res[i];
+		within = within && res[i] == 0;
 	}
 	d->cfg.resident_pages = pages;
+	FM_INFO("resident budget set to %" PRIu64 " pages; %" PRIu64 " resident", pages, resident);
 	sb_printf(out, "{\"v\":1,\"ok\":true,\"budget\":%" PRIu64 ",\"resident\":%" PRIu64
 		       ",\"within_budget\":%s}\n",
-		  pages, resident, worst ? "false" : "true");
+		  pages, resident, within ? "true" : "false");
+	return false;
+}
+
+static bool set_region_budget(struct daemon *d, struct region *r, const char *arg, struct strbuf *out)
+{
+	uint64_t pages, a[FM_MAX_SHARDS], det[FM_MAX_SHARDS], resident = 0;
+	int64_t res[FM_MAX_SHARDS];
+	bool unlimited = strcmp(arg, "unlimited") == 0, within = true;
+
+	if (!unlimited && !parse_u64(arg, &pages)) {
+		fail(out, "resize: PAGES must be a whole number or \"unlimited\", got \"%.64s\"", arg);
+		return false;
+	}
+	if (!unlimited && pages == 0) {
+		fail(out, "a region budget must be at least 1 page");
+		return false;
+	}
+	uint64_t b[FM_MAX_SHARDS];
+
+	/* One REGION_BUDGET per shard on its ctl ring: a = region, b = pages. */
+	for (unsigned i = 0; i < d->nshards; i++) {
+		a[i] = (uint64_t)(uintptr_t)r;
+		b[i] = unlimited ? UINT64_MAX
+				 : FM_MAX(1, pages / d->nshards + (i < pages % d->nshards ? 1 : 0));
+	}
+	if (daemon_shard_request(d, FM_MSG_REGION_BUDGET, a, b, res, det) < 0) {
+		fail(out, "a shard did not answer within the timeout");
+		return false;
+	}
+	for (unsigned i = 0; i < d->nshards; i++) {
+		resident += det[i];
+		within = within && res[i] == 0;
+	}
+	sb_printf(out, "{\"v\":1,\"ok\":true,\"region\":%" PRIu64 ",\"budget\":", r->id);
+	if (unlimited)
+		sb_printf(out, "null");
+	else
+		sb_printf(out, "%" PRIu64, pages);
+	sb_printf(out, ",\"resident\":%" PRIu64 ",\"within_budget\":%s}\n", resident,
+		  within ? "true" : "false");
 	return false;
 }
 
@@ -163,8 +403,17 @@ static bool cmd_resize(struct daemon *d, int argc, char **argv, struct strbuf *o
 {
 	uint64_t pages;
 
+	if (argc == 4 && strcmp(argv[1], "--region") == 0) {
+		struct region *r = find_region(d, argv[2], out);
+		return r ? set_region_budget(d, r, argv[3], out) : false;
+	}
+	if (argc != 2 || !no_unknown_flags(argc, argv, out)) {
+		if (!out->len)
+			fail(out, "usage: resize PAGES | resize --region ID PAGES|unlimited");
+		return false;
+	}
 	if (!parse_u64(argv[1], &pages)) {
-		fail(out, "resize: PAGES must be a whole number, got \"%s\"", argv[1]);
+		fail(out, "resize: PAGES must be a whole number, got \"%.64s\"", argv[1]);
 		return false;
 	}
 	return set_budget(d, pages, out);
@@ -176,12 +425,12 @@ static bool cmd_evict(struct daemon *d, int argc, char **argv, struct strbuf *ou
 	int64_t res[FM_MAX_SHARDS];
 
 	if (!parse_u64(argv[1], &n)) {
-		fail(out, "evict: N must be a whole number, got \"%s\"", argv[1]);
+		fail(out, "evict: N must be a whole number, got \"%.64s\"", argv[1]);
 		return false;
 	}
 	for (unsigned i = 0; i < d->nshards; i++)
 		a[i] = n / d->nshards + (i < n % d->nshards ? 1 : 0);
-	if (daemon_shard_request(d, FM_MSG_EVICT, a, res, det) < 0) {
+	if (daemon_shard_request(d, FM_MSG_EVICT, a, NULL, res, det) < 0) {
 		fail(out, "a shard did not answer within the timeout");
 		return false;
 	}
@@ -189,6 +438,81 @@ static bool cmd_evict(struct daemon *d, int argc, char **argv, struct strbuf *ou
 		done += det[i];
 	sb_printf(out, "{\"v\":1,\"ok\":true,\"requested\":%" PRIu64 ",\"evicted\":%" PRIu64 "}\n", n,
 		  done);
+	return false;
+}
+
+/* ---- detach ---- */
+
+static bool cmd_detach(struct daemon *d, int argc, char **argv, struct strbuf *out)
+{
+	bool force = take_flag(&argc, argv, "--force");
+	struct region *r;
+	bool alive;
+	uint64_t id;
+
+	if (!no_unknown_flags(argc, argv, out))
+		return false;
+	if (argc != 2) {
+		fail(out, "usage: detach ID [--force]");
+		return false;
+	}
+	if (!(r = find_region(d, argv[1], out)))
+		return false;
+	if (r->state == REGION_DETACHING) {
+		fail(out, "region %" PRIu64 " is already being detached", r->id);
+		return false;
+	}
+	alive = client_alive(r);
+	if (alive && !force) {
+		fail(out, "region %" PRIu64 " belongs to live pid %d; --force detaches it anyway "
+			  "(its pages are handed back to it first)", r->id, (int)r->pid);
+		return false;
+	}
+	id = r->id;
+	/* A live client keeps running on memory we hand back; a dead one's
+	 * pages are simply freed. */
+	daemon_detach_region(d, r, alive);
+	if (daemon_wait_region_gone(d, r, DETACH_TIMEOUT_MS) < 0) {
+		fail(out, "region %" PRIu64 " is still detaching after %d s", id,
+		     DETACH_TIMEOUT_MS / 1000);
+		return false;
+	}
+	FM_INFO("region %" PRIu64 " detached by the operator%s", id, alive ? " (pages handed back)" : "");
+	sb_printf(out, "{\"v\":1,\"ok\":true,\"detached\":%" PRIu64 ",\"pages_restored\":%s}\n", id,
+		  alive ? "true" : "false");
+	return false;
+}
+
+/* ---- misc ---- */
+
+static bool cmd_log_level(struct daemon *d, int argc, char **argv, struct strbuf *out)
+{
+	int level = fm_log_level_parse(argv[1]);
+
+	if (level < 0) {
+		fail(out, "log-level: want error, warn, info or debug, got \"%.32s\"", argv[1]);
+		return false;
+	}
+	__atomic_store_n(&fm_log_level, level, __ATOMIC_RELAXED);
+	d->cfg.log_level = level;
+	FM_INFO("log level set to %s", fm_log_level_name(level));
+	sb_printf(out, "{\"v\":1,\"ok\":true,\"log_level\":\"%s\"}\n", fm_log_level_name(level));
+	return false;
+}
+
+static bool cmd_metrics(struct daemon *d, int argc, char **argv, struct strbuf *out)
+{
+	struct strbuf text = { 0 };
+
+	if (ctl_metrics_text(d, &text) < 0 || text.oom) {
+		sb_free(&text);
+		fail(out, "a shard did not answer within the timeout");
+		return false;
+	}
+	sb_printf(out, "{\"v\":1,\"ok\":true,\"content_type\":\"text/plain; version=0.0.4\",\"text\":");
+	sb_json_str(out, text.s ? text.s : "");
+	sb_printf(out, "}\n");
+	sb_free(&text);
 	return false;
 }
 
@@ -200,9 +524,20 @@ static bool cmd_ping(struct daemon *d, int argc, char **argv, struct strbuf *out
 
 static bool cmd_shutdown(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
+	bool drop = take_flag(&argc, argv, "--drop");
+
+	if (!no_unknown_flags(argc, argv, out))
+		return false;
+	if (argc > 1) {
+		fail(out, "usage: shutdown [--drop]");
+		return false;
+	}
+	d->restore_on_shutdown = !drop;
 	sb_printf(out, "{\"v\":1,\"ok\":true,\"live_regions\":%u,\"note\":", region_table_count());
-	sb_json_str(out, "live regions are detached and their stored pages freed; their clients' "
-			 "next faults wait instead of reading zeros");
+	sb_json_str(out, drop ? "live regions are dropped with their stored pages; their clients' next "
+				"faults on evicted pages wait forever (never read zeros)"
+			      : "every page of a live region is handed back to its client, which "
+				"keeps running on plain memory; then the daemon stops");
 	sb_printf(out, "}\n");
 	return true;
 }
@@ -212,12 +547,26 @@ static bool cmd_help(struct daemon *d, int argc, char **argv, struct strbuf *out
 static const struct ctl_command commands[] = {
 	{ "help", "help", "list commands", 0, 0, cmd_help },
 	{ "ping", "ping", "check the daemon answers", 0, 0, cmd_ping },
-	{ "stats", "stats", "counters, totals and per shard", 0, 0, cmd_stats },
-	{ "regions", "regions", "list regions", 0, 0, cmd_regions },
-	{ "resize", "resize PAGES", "set the resident budget; a shrink evicts before replying", 1, 1,
+	{ "stats", "stats [--reset]", "counters: totals and per shard; --reset clears them after reading",
+	  0, 1, cmd_stats },
+	{ "latency", "latency [--reset]",
+	  "histograms of fault service, store get/put and eviction (p50/p90/p99/p99.9)", 0, 1,
+	  cmd_latency },
+	{ "regions", "regions", "list regions with their resident, stored and zero pages", 0, 0,
+	  cmd_regions },
+	{ "resize", "resize PAGES | resize --region ID PAGES|unlimited",
+	  "set the resident budget (all, or one region's cap); a shrink evicts before replying", 1, 3,
 	  cmd_resize },
 	{ "evict", "evict N", "evict N pages now", 1, 1, cmd_evict },
-	{ "shutdown", "shutdown", "stop the daemon cleanly", 0, 0, cmd_shutdown },
+	{ "detach", "detach ID [--force]",
+	  "free a dead client's region and its stored pages; --force hands a live client its pages "
+	  "back and stops serving it",
+	  1, 2, cmd_detach },
+	{ "log-level", "log-level error|warn|info|debug", "change the log level", 1, 1, cmd_log_level },
+	{ "metrics", "metrics", "everything in Prometheus text format (in the reply's \"text\")", 0, 0,
+	  cmd_metrics },
+	{ "shutdown", "shutdown [--drop]",
+	  "stop cleanly; live clients get their pages back unless --drop", 0, 1, cmd_shutdown },
 };
 
 static bool cmd_help(struct daemon *d, int argc, char **argv, struct strbuf *out)
@@ -236,7 +585,7 @@ static bool cmd_help(struct daemon *d, int argc, char **argv, struct strbuf *out
 
 bool ctl_execute(struct daemon *d, const char *line, struct strbuf *out)
 {
-	char buf[CTL_MAX_REQUEST + 1], *argv[MAX_ARGS + 1], *save = NULL, *tok;
+	char buf[CTL_MAX_REQUEST + 1], *argv[MAX_ARGS + 2], *save = NULL, *tok;
 	int argc = 0;
 
 	if (strlen(line) > CTL_MAX_REQUEST) {
@@ -251,6 +600,7 @@ bool ctl_execute(struct daemon *d, const char *line, struct strbuf *out)
 		}
 		argv[argc++] = tok;
 	}
+	argv[argc] = NULL;
 	if (argc == 0 || strcmp(argv[0], "v1") != 0) {
 		fail(out, "unsupported protocol: requests start with \"v1\"");
 		return false;

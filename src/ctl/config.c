@@ -1,5 +1,6 @@
 #include "ctl/config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -52,7 +53,9 @@ _Static_assert(sizeof(uid_t) == sizeof(uint32_t), "allowed_uids are stored as 4-
 static const char *const policy_names[] = { [FM_POLICY_FIFO] = "fifo",
 					     [FM_POLICY_S3FIFO] = "s3fifo" };
 /* A new store backend is one more name here. */
-static const char *const backend_names[] = { "local" };
+static const char *const backend_names[] = { "local", "memcached" };
+static const char *const mc_distribution_names[] = { [FM_MC_KETAMA] = "ketama",
+						     [FM_MC_MODULA] = "modula" };
 
 static const char *policy_name_of(int v)
 {
@@ -64,9 +67,16 @@ static const char *backend_name_of(int v)
 	return backend_names[v];
 }
 
+static const char *mc_distribution_name_of(int v)
+{
+	return mc_distribution_names[v];
+}
+
 static const struct choices log_choices = { fm_log_level_name, FM_LOG_LEVEL_NR };
 static const struct choices policy_choices = { policy_name_of, FM_ARRAY_SIZE(policy_names) };
 static const struct choices backend_choices = { backend_name_of, FM_ARRAY_SIZE(backend_names) };
+static const struct choices mc_distribution_choices = { mc_distribution_name_of,
+							 FM_ARRAY_SIZE(mc_distribution_names) };
 
 /* Rows of one table must be adjacent: fm_config_dump prints one header per
  * run of rows, and a second [header] for the same table would not load. */
@@ -113,11 +123,39 @@ static const struct opt opts[] = {
 	  .def = "/run/fluidmem/control.sock", .help = "Unix socket of fluidmemctl" },
 	{ .key = "control.mode", .type = OPT_MODE, FIELD(control_mode), .min = 0, .max = 0777,
 	  .def = "0o600", .help = "file mode of the control socket" },
+	{ .key = "control.metrics_listen", .type = OPT_STR, FIELD(metrics_listen), .min = 0,
+	  .max = sizeof(MEMBER(metrics_listen)) - 1, .def = "",
+	  .help = "loopback HOST:PORT serving Prometheus metrics over HTTP; empty = off" },
 
 	{ .key = "store.backend", .type = OPT_STR, STRING(store_backend), .def = "local",
 	  .choices = &backend_choices, .help = "where evicted pages are kept" },
 	{ .key = "store.local.max_mib", .type = OPT_UINT, FIELD(local_max_mib), .min = 1,
 	  .max = 1 << 20, .def = "4096", .help = "MiB of evicted pages the local store holds in total (split over shards)" },
+
+	{ .key = "store.memcached.servers", .type = OPT_STR, STRING(mc_servers),
+	  .def = "127.0.0.1:11211",
+	  .help = "comma-separated memcached servers: host:port or /unix/socket/path (at most 32)" },
+	{ .key = "store.memcached.distribution", .type = OPT_ENUM, FIELD(mc_distribution),
+	  .def = "ketama", .choices = &mc_distribution_choices,
+	  .help = "how keys map to servers: ketama (consistent hashing) or modula" },
+	{ .key = "store.memcached.replicas", .type = OPT_UINT, FIELD(mc_replicas), .min = 0,
+	  .max = 7, .def = "0", .help = "extra copies of each page; must be below the server count" },
+	{ .key = "store.memcached.binary_protocol", .type = OPT_BOOL, FIELD(mc_binary),
+	  .def = "true", .help = "binary protocol (true) or ASCII (false)" },
+	{ .key = "store.memcached.connect_timeout_ms", .type = OPT_UINT,
+	  FIELD(mc_connect_timeout_ms), .min = 1, .max = 60000, .def = "500",
+	  .help = "milliseconds a connection attempt may take" },
+	{ .key = "store.memcached.io_timeout_ms", .type = OPT_UINT, FIELD(mc_io_timeout_ms),
+	  .min = 1, .max = 60000, .def = "1000",
+	  .help = "milliseconds a request may wait without progress before the server counts as down" },
+	{ .key = "store.memcached.batch", .type = OPT_UINT, FIELD(mc_batch), .min = 1, .max = 512,
+	  .def = "64", .help = "page writes sent per pipelined flush" },
+	{ .key = "store.memcached.retries", .type = OPT_UINT, FIELD(mc_retries), .min = 0,
+	  .max = 10, .def = "3",
+	  .help = "extra attempts of a read that met an unreachable server, before the page is poisoned" },
+	{ .key = "store.memcached.retry_delay_ms", .type = OPT_UINT, FIELD(mc_retry_delay_ms),
+	  .min = 1, .max = 10000, .def = "10",
+	  .help = "first retry delay and down window of a failed server, doubled each time (capped at 1 s)" },
 };
 
 #define NOPTS FM_ARRAY_SIZE(opts)
@@ -388,7 +426,68 @@ static const char *check_rules(const struct fm_config *c, char *why, size_t n)
 			 (unsigned long long)c->resident_pages, c->shard_count);
 		return "memory.resident_pages";
 	}
+	if (c->metrics_listen[0]) {
+		struct sockaddr_storage ss;
+		socklen_t len;
+		int rc = fm_config_metrics_addr(c, &ss, &len);
+
+		if (rc == -EADDRNOTAVAIL) {
+			snprintf(why, n, "\"%s\" is not a loopback address (127.0.0.0/8 or [::1])",
+				 c->metrics_listen);
+			return "control.metrics_listen";
+		}
+		if (rc < 0) {
+			snprintf(why, n, "\"%s\" is not HOST:PORT (e.g. \"127.0.0.1:9464\")",
+				 c->metrics_listen);
+			return "control.metrics_listen";
+		}
+	}
 	return NULL;
+}
+
+int fm_config_metrics_addr(const struct fm_config *c, struct sockaddr_storage *ss, socklen_t *len)
+{
+	char host[64];
+	const char *colon = strrchr(c->metrics_listen, ':');
+	char *end;
+	unsigned long port;
+
+	if (!c->metrics_listen[0])
+		return -ENOENT;
+	if (!colon || colon == c->metrics_listen || (size_t)(colon - c->metrics_listen) >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, c->metrics_listen, (size_t)(colon - c->metrics_listen));
+	host[colon - c->metrics_listen] = '\0';
+	errno = 0;
+	port = strtoul(colon + 1, &end, 10);
+	if (errno || *end || colon[1] == '\0' || port == 0 || port > 65535)
+		return -EINVAL;
+	memset(ss, 0, sizeof(*ss));
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+
+		host[strlen(host) - 1] = '\0';
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons((uint16_t)port);
+		if (inet_pton(AF_INET6, host + 1, &a->sin6_addr) != 1)
+			return -EINVAL;
+		if (!IN6_IS_ADDR_LOOPBACK(&a->sin6_addr))
+			return -EADDRNOTAVAIL;
+		*len = sizeof(*a);
+		return 0;
+	}
+	struct sockaddr_in *a = (struct sockaddr_in *)ss;
+
+	a->sin_family = AF_INET;
+	a->sin_port = htons((uint16_t)port);
+	if (strcmp(host, "localhost") == 0)
+		strcpy(host, "127.0.0.1");
+	if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
+		return -EINVAL;
+	if ((ntohl(a->sin_addr.s_addr) >> 24) != 127)
+		return -EADDRNOTAVAIL;
+	*len = sizeof(*a);
+	return 0;
 }
 
 /* 0, or -EINVAL with the key at fault in *key and the reason in why. */

@@ -5,8 +5,10 @@
 #ifndef FM_CONFIG_H
 #define FM_CONFIG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #define FM_MAX_SHARDS 64
@@ -14,6 +16,9 @@
 #define FM_SOCK_PATH_MAX 108   /* sizeof(sun_path) */
 
 enum fm_policy_kind { FM_POLICY_FIFO, FM_POLICY_S3FIFO };
+/* store.memcached.distribution */
+enum fm_mc_distribution { FM_MC_KETAMA, FM_MC_MODULA };
+#define FM_MC_SERVERS_MAX 1024   /* bytes of store.memcached.servers, NUL included */
 
 struct fm_config {
 	/* [daemon] */
@@ -41,10 +46,21 @@ struct fm_config {
 	/* [control] */
 	char control_path[FM_SOCK_PATH_MAX];
 	uint32_t control_mode;
+	char metrics_listen[64];           /* "127.0.0.1:9464", "" = off */
 	/* [store] */
-	char store_backend[16];            /* "local" */
+	char store_backend[16];            /* "local" | "memcached" */
 	/* [store.local] */
 	uint64_t local_max_mib;
+	/* [store.memcached] (src/kv/memcached.c; documented in configs/memcached.toml) */
+	char mc_servers[FM_MC_SERVERS_MAX]; /* "host:port,/unix/socket,..." */
+	int mc_distribution;               /* enum fm_mc_distribution */
+	uint32_t mc_replicas;              /* extra copies: each page on replicas+1 servers */
+	bool mc_binary;                    /* binary protocol (else ASCII) */
+	uint32_t mc_connect_timeout_ms;
+	uint32_t mc_io_timeout_ms;
+	uint32_t mc_batch;                 /* requests per pipelined flush */
+	uint32_t mc_retries;               /* extra attempts of a get that met an unreachable server */
+	uint32_t mc_retry_delay_ms;        /* first retry delay and down window, doubled each time */
 };
 
 /* Fill every field with its documented default. */
@@ -67,6 +83,13 @@ int fm_config_set(struct fm_config *c, const char *dotted_key, const char *value
 /* Cross-key rules (shard cpus count, power-of-two ring, budget >= shards).
  * 0 or -EINVAL with a message. */
 int fm_config_validate(const struct fm_config *c, char *err, size_t errlen);
+
+/* The loopback address control.metrics_listen names. 0, -ENOENT (empty:
+ * metrics over HTTP are off), -EINVAL (not HOST:PORT) or -EADDRNOTAVAIL
+ * (not a loopback address). */
+struct sockaddr_storage;
+int fm_config_metrics_addr(const struct fm_config *c, struct sockaddr_storage *ss,
+			   socklen_t *len);
 
 /* Write the effective config as TOML that fm_config_load_file accepts. */
 void fm_config_dump(const struct fm_config *c, FILE *out);

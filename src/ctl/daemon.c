@@ -28,6 +28,7 @@
 #define TAG_REPLIES 4
 #define TAG_REG_CONN 5
 #define TAG_CTL_CONN 6
+#define TAG_METRICS_LISTEN 7
 #define TAG_BITS 3
 #define REQUEST_TIMEOUT_MS 2000
 #define MAX_REGION_BYTES (1ull << 46)   /* 64 TiB: page ids must fit 32 bits per shard */
@@ -101,6 +102,10 @@ void sb_json_str(struct strbuf *b, const char *s)
 
 		if (c == '"' || c == '\\')
 			sb_printf(b, "\\%c", c);
+		else if (c == '\n')
+			sb_printf(b, "\\n");
+		else if (c == '\t')
+			sb_printf(b, "\\t");
 		else if (c < 0x20)
 			sb_printf(b, "\\u%04x", c);
 		else
@@ -153,8 +158,8 @@ static void drain_replies(struct daemon *d)
 			handle_reply(d, &m);
 }
 
-int daemon_shard_request(struct daemon *d, uint16_t type, const uint64_t *a, int64_t *results,
-			 uint64_t *details)
+int daemon_shard_request(struct daemon *d, uint16_t type, const uint64_t *a, const uint64_t *b,
+			 int64_t *results, uint64_t *details)
 {
 	uint64_t deadline = fm_now_ns() + (uint64_t)REQUEST_TIMEOUT_MS * 1000000ull;
 
@@ -164,7 +169,7 @@ int daemon_shard_request(struct daemon *d, uint16_t type, const uint64_t *a, int
 	pending.details = details;
 	for (unsigned i = 0; i < d->nshards; i++) {
 		struct fm_msg m = { .type = type, .shard = (uint16_t)i, .a = a ? a[i] : 0,
-				    .cookie = pending.id };
+				    .b = b ? b[i] : 0, .cookie = pending.id };
 
 		results[i] = -ETIMEDOUT;
 		details[i] = 0;
@@ -379,10 +384,11 @@ static void region_finish_detach(struct daemon *d, struct region *r)
 	region_release(r);
 }
 
-void daemon_detach_region(struct daemon *d, struct region *r)
+void daemon_detach_region(struct daemon *d, struct region *r, bool restore)
 {
 	if (r->state == REGION_DETACHING)
 		return;
+	r->restore = restore;
 	if (r->state == REGION_ATTACHING) {
 		r->detach_when_live = true;
 		return;
@@ -390,8 +396,23 @@ void daemon_detach_region(struct daemon *d, struct region *r)
 	r->state = REGION_DETACHING;
 	r->acks_pending = (int)d->nshards;
 	r->request = ++d->next_request;
-	while (dispatcher_detach(d->disp, r) == -EAGAIN)
+	while (dispatcher_detach(d->disp, r, r->restore) == -EAGAIN)
 		usleep(100);
+}
+
+int daemon_wait_region_gone(struct daemon *d, struct region *r, int timeout_ms)
+{
+	uint64_t deadline = fm_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	uint32_t slot = r->slot;
+
+	/* r may be freed while we wait: only compare the pointer. */
+	while (d->regions[slot] == r) {
+		if (fm_now_ns() >= deadline)
+			return -ETIMEDOUT;
+		fm_doorbell_wait(&d->reply_bell, 10);
+		drain_replies(d);
+	}
+	return 0;
 }
 
 static void region_acked(struct daemon *d, struct region *r, int64_t result)
@@ -410,11 +431,11 @@ static void region_acked(struct daemon *d, struct region *r, int64_t result)
 		if (r->owner)
 			reg_reply(((struct reg_conn *)r->owner)->fd, r->attach_error, 0,
 				  "a shard could not take the region: %s", strerror(-r->attach_error));
-		daemon_detach_region(d, r);
+		daemon_detach_region(d, r, false);
 		return;
 	}
 	if (r->detach_when_live || !r->owner || ((struct reg_conn *)r->owner)->closed) {
-		daemon_detach_region(d, r);
+		daemon_detach_region(d, r, r->restore && !(r->owner && ((struct reg_conn *)r->owner)->closed));
 		return;
 	}
 	reg_reply(((struct reg_conn *)r->owner)->fd, 0, r->id, NULL);
@@ -430,7 +451,7 @@ static void reg_conn_closed(struct daemon *d, struct reg_conn *c)
 	}
 	FM_INFO("client pid %d left; freeing its %u region(s)", (int)c->pid, c->nregions);
 	for (unsigned i = 0; i < c->nregions; i++)
-		daemon_detach_region(d, c->regions[i]);
+		daemon_detach_region(d, c->regions[i], false);
 }
 
 static void reg_conn_readable(struct daemon *d, struct reg_conn *c)
@@ -485,7 +506,7 @@ static void reg_conn_readable(struct daemon *d, struct reg_conn *c)
 			refuse(d, c, -ENOENT, "no such region on this connection");
 		} else {
 			r->reply_on_detach = true;
-			daemon_detach_region(d, r);
+			daemon_detach_region(d, r, false);
 		}
 	} else {
 		refuse(d, c, -EPROTO, "unknown request type");
@@ -578,6 +599,29 @@ static void ctl_conn_flush(struct daemon *d, struct ctl_conn *c)
 	epoll_ctl(d->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
+/* One HTTP/1.0-style exchange: GET /metrics, then close. */
+static void http_request(struct daemon *d, struct ctl_conn *c)
+{
+	struct strbuf body = { 0 };
+	const char *status = "200 OK", *ctype = "text/plain; version=0.0.4; charset=utf-8";
+
+	if (strncmp(c->in, "GET /metrics ", 13) != 0 && strncmp(c->in, "GET / ", 6) != 0) {
+		status = "404 Not Found";
+		ctype = "text/plain";
+		sb_printf(&body, "fluidmemd serves GET /metrics\n");
+	} else if (ctl_metrics_text(d, &body) < 0 || body.oom) {
+		sb_free(&body);
+		status = "503 Service Unavailable";
+		ctype = "text/plain";
+		sb_printf(&body, "a shard did not answer\n");
+	}
+	sb_printf(&c->out, "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+			   "Connection: close\r\n\r\n%s",
+		  status, ctype, body.len, body.s ? body.s : "");
+	sb_free(&body);
+	c->closing = true;
+}
+
 static void ctl_conn_readable(struct daemon *d, struct ctl_conn *c)
 {
 	ssize_t n = recv(c->fd, c->in + c->in_len, CTL_MAX_REQUEST - c->in_len, MSG_DONTWAIT);
@@ -591,6 +635,17 @@ static void ctl_conn_readable(struct daemon *d, struct ctl_conn *c)
 	}
 	c->in_len += (size_t)n;
 	c->in[c->in_len] = '\0';
+	if (c->http) {
+		if (!c->closing && strstr(c->in, "\r\n\r\n"))
+			http_request(d, c);
+		else if (c->in_len == CTL_MAX_REQUEST)
+			ctl_conn_free(d, c);   /* no request fits: not a scraper */
+		else
+			return;
+		if (c->out.len > c->out_off)
+			ctl_conn_flush(d, c);
+		return;
+	}
 	while ((nl = memchr(c->in, '\n', c->in_len)) != NULL) {
 		size_t used = (size_t)(nl - c->in) + 1;
 
@@ -618,17 +673,20 @@ static void ctl_conn_readable(struct daemon *d, struct ctl_conn *c)
 		ctl_conn_flush(d, c);
 }
 
-static void ctl_accept(struct daemon *d)
+static void ctl_accept(struct daemon *d, bool http)
 {
 	for (;;) {
-		int fd = accept4(d->ctl_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		int fd = accept4(http ? d->metrics_fd : d->ctl_fd, NULL, NULL,
+				 SOCK_CLOEXEC | SOCK_NONBLOCK);
 		struct ucred cred;
 		struct ctl_conn *c;
 		struct epoll_event ev = { .events = EPOLLIN };
 
 		if (fd < 0)
 			return;
-		if (!peer_allowed(d, fd, &cred, true)) {
+		/* Metrics are read-only and bound to loopback; the control
+		 * socket can stop us, so its peer is checked. */
+		if (!http && !peer_allowed(d, fd, &cred, true)) {
 			static const char msg[] = "{\"v\":1,\"ok\":false,\"error\":\"permission denied\"}\n";
 			if (send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
 				/* the peer is refused either way */
@@ -642,6 +700,7 @@ static void ctl_accept(struct daemon *d)
 			continue;
 		}
 		c->fd = fd;
+		c->http = http;
 		LIST_PUSH(d->ctl_conns, c);
 		ev.data.u64 = tagged(TAG_CTL_CONN, c);
 		if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
@@ -716,7 +775,7 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 	if (!d)
 		return NULL;
 	d->cfg = *cfg;
-	d->epfd = d->reg_fd = d->ctl_fd = d->sig_fd = -1;
+	d->epfd = d->reg_fd = d->ctl_fd = d->sig_fd = d->metrics_fd = -1;
 	d->reply_bell.efd = -1;
 	d->nshards = cfg->shard_count;
 	d->started_ns = fm_now_ns();
@@ -725,7 +784,9 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 		goto fail;
 	d->reply_bell.sleeping = 1;   /* the control plane always wants the wake */
 	d->snap = calloc(d->nshards, sizeof(*d->snap));
-	if (!d->snap) {
+	d->region_snap = calloc((size_t)d->nshards * FM_MAX_REGIONS, sizeof(*d->region_snap));
+	d->restore_on_shutdown = true;
+	if (!d->snap || !d->region_snap) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -760,6 +821,24 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 		FM_ERR("cannot listen on %s: %s", cfg->control_path, strerror(-rc));
 		goto fail;
 	}
+	if (cfg->metrics_listen[0]) {
+		struct sockaddr_storage ss;
+		socklen_t len;
+		int one = 1;
+
+		rc = fm_config_metrics_addr(cfg, &ss, &len);
+		if (rc == 0) {
+			d->metrics_fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+			setsockopt(d->metrics_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+			if (d->metrics_fd < 0 || bind(d->metrics_fd, (struct sockaddr *)&ss, len) < 0 ||
+			    listen(d->metrics_fd, 16) < 0)
+				rc = -errno;
+		}
+		if (rc < 0) {
+			FM_ERR("cannot serve metrics on %s: %s", cfg->metrics_listen, strerror(-rc));
+			goto fail;
+		}
+	}
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
@@ -775,8 +854,11 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 	struct {
 		int fd, tag;
 	} watch[] = { { d->reg_fd, TAG_REG_LISTEN }, { d->ctl_fd, TAG_CTL_LISTEN },
-		      { d->sig_fd, TAG_SIGNAL }, { d->reply_bell.efd, TAG_REPLIES } };
+		      { d->sig_fd, TAG_SIGNAL }, { d->reply_bell.efd, TAG_REPLIES },
+		      { d->metrics_fd, TAG_METRICS_LISTEN } };
 	for (size_t i = 0; i < FM_ARRAY_SIZE(watch); i++) {
+		if (watch[i].fd < 0)
+			continue;
 		struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)watch[i].tag };
 		if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, watch[i].fd, &ev) < 0) {
 			rc = -errno;
@@ -800,9 +882,11 @@ int daemon_run(struct daemon *d)
 {
 	struct epoll_event evs[64];
 
-	FM_INFO("serving: register %s, control %s, %u shard(s), budget %llu pages, store %s",
+	FM_INFO("serving: register %s, control %s, %u shard(s), budget %llu pages, store %s%s%s",
 		d->cfg.register_path, d->cfg.control_path, d->nshards,
-		(unsigned long long)d->cfg.resident_pages, d->cfg.store_backend);
+		(unsigned long long)d->cfg.resident_pages, d->cfg.store_backend,
+		d->metrics_fd >= 0 ? ", metrics on http://" : "",
+		d->metrics_fd >= 0 ? d->cfg.metrics_listen : "");
 	while (!d->stopping) {
 		int n = epoll_wait(d->epfd, evs, 64, 1000);
 
@@ -818,7 +902,10 @@ int daemon_run(struct daemon *d)
 				reg_accept(d);
 				break;
 			case TAG_CTL_LISTEN:
-				ctl_accept(d);
+				ctl_accept(d, false);
+				break;
+			case TAG_METRICS_LISTEN:
+				ctl_accept(d, true);
 				break;
 			case TAG_SIGNAL: {
 				struct signalfd_siginfo si;
@@ -857,14 +944,19 @@ void daemon_destroy(struct daemon *d)
 		for (unsigned i = 0; i < FM_MAX_REGIONS; i++) {
 			if (d->regions[i]) {
 				live++;
-				d->regions[i]->detach_when_live = true;
-				daemon_detach_region(d, d->regions[i]);
+				struct region *r = d->regions[i];
+				bool alive = r->owner && !((struct reg_conn *)r->owner)->closed;
+
+				r->detach_when_live = true;
+				r->restore = alive && d->restore_on_shutdown;
+				daemon_detach_region(d, r, r->restore);
 			}
 		}
 		if (live)
-			FM_INFO("shutdown: detaching %u live region(s); their clients' next faults "
-				"will wait (not read zeros) until they exit",
-				live);
+			FM_INFO("shutdown: detaching %u region(s); %s", live,
+				d->restore_on_shutdown
+					? "live clients get their pages back and keep running unserved"
+					: "their clients' next faults will wait (never read zeros) until they exit");
 		while (fm_now_ns() < deadline) {
 			bool any = false;
 			for (unsigned i = 0; i < FM_MAX_REGIONS && !any; i++)
@@ -905,10 +997,13 @@ void daemon_destroy(struct daemon *d)
 	}
 	if (d->sig_fd >= 0)
 		close(d->sig_fd);
+	if (d->metrics_fd >= 0)
+		close(d->metrics_fd);
 	if (d->epfd >= 0)
 		close(d->epfd);
 	fm_doorbell_destroy(&d->reply_bell);
 	free(d->snap);
+	free(d->region_snap);
 	rcu_unregister_thread();
 	free(d);
 }

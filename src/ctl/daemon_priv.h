@@ -33,6 +33,7 @@ struct ctl_conn {
 	struct strbuf out;
 	size_t out_off;
 	bool closing;              /* close once out is flushed */
+	bool http;                 /* a metrics scrape, not the control protocol */
 };
 
 struct daemon {
@@ -53,17 +54,27 @@ struct daemon {
 	struct ctl_conn *ctl_conns;
 	/* per-shard snapshot buffers; only shards write them, on request */
 	struct shard_stats *snap;
+	struct shard_region_stats *region_snap;   /* nshards * FM_MAX_REGIONS */
+	int metrics_fd;                  /* HTTP listener, -1 when off */
+	bool restore_on_shutdown;
 	uint64_t registrations, refusals;
 };
 
-/* Send one control message to every shard and wait for all replies (1 s
- * per shard at most). a[i] is the argument for shard i (NULL: 0 for all);
+/* Send one control message to every shard and wait for all replies (2 s
+ * at most). a[i], b[i] are the arguments for shard i (NULL: 0 for all);
  * results[i]/details[i] receive the replies. 0, or -ETIMEDOUT. Other
  * replies that arrive meanwhile (region acks) are handled as usual. */
-int daemon_shard_request(struct daemon *d, uint16_t type, const uint64_t *a, int64_t *results,
-			 uint64_t *details);
+int daemon_shard_request(struct daemon *d, uint16_t type, const uint64_t *a, const uint64_t *b,
+			 int64_t *results, uint64_t *details);
 
-/* Start detaching a region (client gone, unregister, detach command). */
-void daemon_detach_region(struct daemon *d, struct region *r);
+/* The Prometheus text exposition of every counter, gauge and histogram
+ * (metrics.c). 0 or -ETIMEDOUT. */
+int ctl_metrics_text(struct daemon *d, struct strbuf *out);
+
+/* Start detaching a region (client gone, unregister, detach command).
+ * restore: shards hand every page back to the still-running client first. */
+void daemon_detach_region(struct daemon *d, struct region *r, bool restore);
+/* Handle shard replies until `r` is freed or timeout_ms passes. 0 or -ETIMEDOUT. */
+int daemon_wait_region_gone(struct daemon *d, struct region *r, int timeout_ms);
 
 #endif

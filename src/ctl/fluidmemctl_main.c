@@ -1,123 +1,466 @@
-/* fluidmemctl: control and observe a running fluidmemd. */
+/* fluidmemctl: control and observe a running fluidmemd over its control
+ * socket. Each command sends one "v1 ..." line and renders the JSON reply. */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DEFAULT_CONTROL "/run/fluidmem/control.sock"
+#define EXIT_REFUSED 1
+#define EXIT_USAGE 2
+#define EXIT_NO_DAEMON 3
+
+struct command {
+	const char *name;
+	const char *args;
+	const char *help;
+};
+
+static const struct command commands[] = {
+	{ "stats", "[--reset]", "counters: totals and one row per shard; --reset clears them after reading" },
+	{ "top", "[--interval SECONDS] [--count N]", "live view: fault rate, hit rate, p50/p99, resident per shard" },
+	{ "latency", "[--reset]", "histograms: fault service, store get/put, eviction (p50/p90/p99/p99.9)" },
+	{ "regions", "", "registered regions: id, pid, name, size, resident/stored/zero pages, faults" },
+	{ "resize", "PAGES | --region ID PAGES|unlimited", "set the resident budget; a shrink evicts before it replies" },
+	{ "evict", "N", "evict N pages now" },
+	{ "detach", "ID [--force]", "free a dead client's region; --force hands a live client its pages back" },
+	{ "metrics", "", "everything in Prometheus text format" },
+	{ "log-level", "error|warn|info|debug", "change the daemon's log level" },
+	{ "ping", "", "check that the daemon answers" },
+	{ "shutdown", "[--drop]", "stop cleanly; live clients get their pages back unless --drop" },
+};
+
+static const char *sock_path;
+static bool json;
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: fluidmemctl [--socket PATH] [--json] COMMAND [ARGS]\n"
-		"\n"
-		"Commands:\n"
-		"  stats          counters: totals and one row per shard\n"
-		"  regions        list registered regions\n"
-		"  resize PAGES   set the resident budget (a shrink evicts before replying)\n"
-		"  evict N        evict N pages now\n"
-		"  ping           check that the daemon answers\n"
-		"  shutdown       stop the daemon cleanly (live regions are detached)\n"
-		"  help           the daemon's own list of commands\n"
-		"\n"
-		"Options:\n"
-		"  -s, --socket PATH  control socket (default $FLUIDMEM_CONTROL or " DEFAULT_CONTROL ")\n"
-		"  -j, --json         print the daemon's JSON reply as is\n"
-		"  -h, --help         this text\n"
-		"\n"
-		"Exit status: 0 ok, 1 the daemon refused the command, 2 usage, 3 no daemon.\n");
+	fprintf(f, "usage: fluidmemctl [--socket PATH] [--json] COMMAND [ARGS]\n\nCommands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %-10s %-36s %s\n", commands[i].name, commands[i].args, commands[i].help);
+	fprintf(f, "\nOptions:\n"
+		   "  -s, --socket PATH  control socket (default $FLUIDMEM_CONTROL or " DEFAULT_CONTROL ")\n"
+		   "  -j, --json         print the daemon's JSON reply as is (any command)\n"
+		   "  -h, --help         this text; `fluidmemctl COMMAND --help` for one command\n"
+		   "\nOnly root and fluidmemd's own user may use the control socket.\n"
+		   "Exit status: 0 ok, 1 the daemon refused the command, 2 usage, 3 no daemon.\n");
 }
 
-/* Find "key": in a JSON text and return a pointer to its value, or NULL.
- * Enough for the flat objects fluidmemd replies with. */
-static const char *json_find(const char *json, const char *key)
+static const struct command *find_command(const char *name)
 {
-	char pat[96];
-	const char *p;
-
-	snprintf(pat, sizeof(pat), "\"%s\":", key);
-	p = strstr(json, pat);
-	return p ? p + strlen(pat) : NULL;
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (strcmp(commands[i].name, name) == 0)
+			return &commands[i];
+	return NULL;
 }
 
-/* Print the flat members of the object starting at `obj` as aligned lines. */
-static void print_object(const char *obj, const char *indent)
+/* ---- talking to the daemon ---- */
+
+static int ctl_connect(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(sock_path) >= sizeof(sa.sun_path)) {
+		fprintf(stderr, "fluidmemctl: socket path too long\n");
+		exit(EXIT_USAGE);
+	}
+	strcpy(sa.sun_path, sock_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		fprintf(stderr, "fluidmemctl: cannot reach fluidmemd at %s: %s (is it running? start it "
+				"with `fluidmemd --config configs/local.toml`)\n",
+			sock_path, strerror(errno));
+		exit(EXIT_NO_DAEMON);
+	}
+	return fd;
+}
+
+/* Send one request line; return the malloc'd reply line (NUL-terminated). */
+static char *request(int fd, const char *line)
+{
+	size_t len = 0, cap = 65536, n = strlen(line);
+	char *reply = malloc(cap);
+
+	if (!reply || write(fd, line, n) != (ssize_t)n || write(fd, "\n", 1) != 1) {
+		fprintf(stderr, "fluidmemctl: write: %s\n", strerror(errno));
+		exit(EXIT_NO_DAEMON);
+	}
+	for (;;) {
+		ssize_t r;
+
+		if (len + 1 >= cap && !(reply = realloc(reply, cap *= 2)))
+			exit(EXIT_REFUSED);
+		r = read(fd, reply + len, cap - len - 1);
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+		reply[len] = '\0';
+		if (reply[len - 1] == '\n')
+			break;
+	}
+	if (len == 0) {
+		fprintf(stderr, "fluidmemctl: fluidmemd closed the connection without a reply\n");
+		exit(EXIT_NO_DAEMON);
+	}
+	reply[len] = '\0';
+	return reply;
+}
+
+/* ---- a little JSON reading, enough for fluidmemd's flat replies ---- */
+
+/* Pointer to the value of "key" at the top level of the object at obj. */
+static const char *json_get(const char *obj, const char *key)
+{
+	size_t klen = strlen(key);
+	int depth = 0;
+	bool in_str = false;
+
+	for (const char *p = obj; *p; p++) {
+		if (in_str) {
+			if (*p == '\\' && p[1])
+				p++;
+			else if (*p == '"')
+				in_str = false;
+			continue;
+		}
+		if (*p == '{' || *p == '[') {
+			depth++;
+		} else if (*p == '}' || *p == ']') {
+			if (--depth == 0)
+				return NULL;
+		} else if (*p == '"') {
+			if (depth == 1 && strncmp(p + 1, key, klen) == 0 && p[1 + klen] == '"' &&
+			    p[2 + klen] == ':')
+				return p + 3 + klen;
+			in_str = true;
+		}
+	}
+	return NULL;
+}
+
+static double json_num(const char *obj, const char *key)
+{
+	const char *v = json_get(obj, key);
+	return v ? strtod(v, NULL) : 0.0;
+}
+
+/* End of the JSON value starting at v. */
+static const char *json_skip(const char *v)
+{
+	int depth = 0;
+	bool in_str = false;
+
+	for (const char *p = v; *p; p++) {
+		if (in_str) {
+			if (*p == '\\' && p[1])
+				p++;
+			else if (*p == '"')
+				in_str = false;
+			continue;
+		}
+		if (*p == '"')
+			in_str = true;
+		else if (*p == '{' || *p == '[')
+			depth++;
+		else if (*p == '}' || *p == ']') {
+			if (depth == 0)
+				return p;
+			if (--depth == 0)
+				return p + 1;
+		} else if (*p == ',' && depth == 0)
+			return p;
+	}
+	return v + strlen(v);
+}
+
+/* Copy a JSON string value (unescaped) into a malloc'd buffer. */
+static char *json_str(const char *v)
+{
+	char *out, *o;
+
+	if (!v || *v != '"')
+		return strdup("");
+	out = o = malloc(strlen(v) + 1);
+	for (v++; *v && *v != '"'; v++) {
+		if (*v != '\\') {
+			*o++ = *v;
+			continue;
+		}
+		v++;
+		switch (*v) {
+		case 'n': *o++ = '\n'; break;
+		case 't': *o++ = '\t'; break;
+		case 'r': *o++ = '\r'; break;
+		case 'u': {
+			unsigned c = 0;
+			if (sscanf(v + 1, "%4x", &c) == 1)
+				*o++ = (char)c;
+			v += 4;
+			break;
+		}
+		default: *o++ = *v;
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
+/* Iterate the objects of the array at `arr`: returns the next "{", or NULL. */
+static const char *json_next_obj(const char *arr, const char **cursor)
+{
+	const char *p = *cursor ? *cursor : arr + 1;
+
+	while (*p == ',' || *p == ' ')
+		p++;
+	if (*p != '{')
+		return NULL;
+	*cursor = json_skip(p);
+	return p;
+}
+
+/* Print every scalar member of an object, one per line. */
+static void print_flat(const char *obj, const char *indent)
 {
 	const char *p = obj + 1;
 
 	while (*p && *p != '}') {
-		const char *k = strchr(p, '"'), *ke, *v, *ve;
-		int depth = 0;
-		bool in_str = false;
+		const char *k = p, *ke = strchr(k + 1, '"'), *v, *ve;
 
-		if (!k)
-			return;
-		ke = strchr(k + 1, '"');
-		if (!ke || ke[1] != ':')
+		if (*k != '"' || !ke || ke[1] != ':')
 			return;
 		v = ke + 2;
-		for (ve = v; *ve; ve++) {
-			if (in_str) {
-				if (*ve == '\\' && ve[1])
-					ve++;
-				else if (*ve == '"')
-					in_str = false;
-				continue;
-			}
-			if (*ve == '"')
-				in_str = true;
-			else if (*ve == '{' || *ve == '[')
-				depth++;
-			else if (*ve == '}' || *ve == ']') {
-				if (depth == 0)
-					break;
-				depth--;
-			} else if (*ve == ',' && depth == 0)
-				break;
-		}
+		ve = json_skip(v);
 		if (*v != '{' && *v != '[')
-			printf("%s%-22.*s %.*s\n", indent, (int)(ke - k - 1), k + 1, (int)(ve - v), v);
+			printf("%s%-24.*s %.*s\n", indent, (int)(ke - k - 1), k + 1, (int)(ve - v), v);
 		p = *ve == ',' ? ve + 1 : ve;
 	}
 }
 
-static void print_stats(const char *reply)
-{
-	static const char *const cols[] = { "faults", "zero_fills", "fetches", "evictions",
-					    "resident", "budget", "fault_p50_us", "fault_p99_us" };
-	const char *totals = json_find(reply, "totals"), *shards = json_find(reply, "shards");
+/* ---- renderers ---- */
 
-	if (totals) {
-		printf("totals:\n");
-		print_object(totals, "  ");
+static void render_stats(const char *rep)
+{
+	static const char *const cols[] = { "faults", "zero_fills", "fetches", "dup_faults",
+		"evictions", "writes_avoided", "poisoned", "ring_full", "ring_depth", "resident",
+		"budget", "store_errors", "store_retries", "hit_rate", "fault_p50_us", "fault_p99_us" };
+	const char *tot = json_get(rep, "totals"), *shards = json_get(rep, "shards"), *cur = NULL, *o;
+	size_t ncols = sizeof(cols) / sizeof(cols[0]);
+
+	if (tot) {
+		printf("totals\n");
+		print_flat(tot, "  ");
 	}
 	if (!shards)
 		return;
-	printf("\n%-6s", "shard");
-	for (size_t i = 0; i < sizeof(cols) / sizeof(cols[0]); i++)
-		printf(" %13s", cols[i]);
+	printf("\n%-5s", "shard");
+	for (size_t i = 0; i < ncols; i++)
+		printf(" %*s", (int)(strlen(cols[i]) > 9 ? strlen(cols[i]) : 9), cols[i]);
 	printf("\n");
-	for (const char *o = strchr(shards, '{'); o; o = strchr(o + 1, '{')) {
-		const char *sh = json_find(o, "shard");
-		printf("%-6ld", sh ? strtol(sh, NULL, 10) : -1L);
-		for (size_t i = 0; i < sizeof(cols) / sizeof(cols[0]); i++) {
-			const char *v = json_find(o, cols[i]);
-			char num[32] = "-";
-
-			if (v) {
-				size_t n = strcspn(v, ",}");
-				snprintf(num, sizeof(num), "%.*s", (int)(n < 31 ? n : 31), v);
-			}
-			printf(" %13s", num);
+	while ((o = json_next_obj(shards, &cur))) {
+		printf("%-5.0f", json_num(o, "shard"));
+		for (size_t i = 0; i < ncols; i++) {
+			int w = (int)(strlen(cols[i]) > 9 ? strlen(cols[i]) : 9);
+			const char *v = json_get(o, cols[i]);
+			printf(" %*.*s", w, v ? (int)(json_skip(v) - v) : 1, v ? v : "-");
 		}
 		printf("\n");
 	}
 }
+
+static void render_latency(const char *rep)
+{
+	static const char *const hists[] = { "fault_ns", "fetch_ns", "put_ns", "evict_ns" };
+	static const char *const names[] = { "fault service", "store get", "store put (per page)",
+					     "eviction (per page)" };
+	const char *tot = json_get(rep, "totals");
+
+	printf("%-22s %10s %9s %9s %9s %9s %9s %9s   (µs)\n", "", "count", "mean", "p50", "p90", "p99",
+	       "p99.9", "max");
+	for (size_t i = 0; tot && i < 4; i++) {
+		const char *h = json_get(tot, hists[i]);
+		if (!h)
+			continue;
+		printf("%-22s %10.0f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f\n", names[i], json_num(h, "count"),
+		       json_num(h, "mean_us"), json_num(h, "p50_us"), json_num(h, "p90_us"),
+		       json_num(h, "p99_us"), json_num(h, "p999_us"), json_num(h, "max_us"));
+	}
+}
+
+static void render_regions(const char *rep)
+{
+	const char *arr = json_get(rep, "regions"), *cur = NULL, *o;
+
+	printf("%-18s %7s %-16s %10s %9s %9s %9s %10s %8s %s\n", "id", "pid", "name", "size_mib",
+	       "resident", "in_store", "zero", "faults", "budget", "state");
+	while (arr && (o = json_next_obj(arr, &cur))) {
+		char *name = json_str(json_get(o, "name"));
+		char *state = json_str(json_get(o, "state"));
+		const char *b = json_get(o, "budget");
+		char budget[24] = "-";
+
+		if (b && *b != 'n')
+			snprintf(budget, sizeof(budget), "%.0f", strtod(b, NULL));
+		printf("%-18.0f %7.0f %-16.16s %10.1f %9.0f %9.0f %9.0f %10.0f %8s %s%s\n",
+		       json_num(o, "id"), json_num(o, "pid"), name, json_num(o, "bytes") / 1048576.0,
+		       json_num(o, "resident"), json_num(o, "in_store"), json_num(o, "zero"),
+		       json_num(o, "faults"), budget, state,
+		       strncmp(json_get(o, "client_alive") ? json_get(o, "client_alive") : "f", "true", 4)
+			       ? " (client gone)"
+			       : "");
+		free(name);
+		free(state);
+	}
+}
+
+/* ---- top ---- */
+
+#define MAX_SHARDS 64
+#define BUCKETS 4096
+
+struct snap {
+	unsigned n;
+	double faults[MAX_SHARDS], hits[MAX_SHARDS], fetches[MAX_SHARDS], resident[MAX_SHARDS];
+	double budget[MAX_SHARDS];
+	/* fault_ns histogram per shard as (low_ns, count) pairs */
+	double low[MAX_SHARDS][BUCKETS], cnt[MAX_SHARDS][BUCKETS];
+	unsigned nb[MAX_SHARDS];
+};
+
+static void take_snap(int fd, struct snap *s)
+{
+	char *st = request(fd, "v1 stats"), *lat = request(fd, "v1 latency");
+	const char *arr = json_get(st, "shards"), *cur = NULL, *o;
+
+	s->n = 0;
+	while (arr && (o = json_next_obj(arr, &cur)) && s->n < MAX_SHARDS) {
+		s->faults[s->n] = json_num(o, "faults");
+		s->hits[s->n] = json_num(o, "cache_hits");
+		s->fetches[s->n] = json_num(o, "cache_misses");
+		s->resident[s->n] = json_num(o, "resident");
+		s->budget[s->n] = json_num(o, "budget");
+		s->n++;
+	}
+	arr = json_get(lat, "shards");
+	cur = NULL;
+	for (unsigned i = 0; arr && (o = json_next_obj(arr, &cur)) && i < MAX_SHARDS; i++) {
+		const char *h = json_get(o, "fault_ns"), *b = h ? json_get(h, "buckets") : NULL;
+
+		s->nb[i] = 0;
+		for (const char *p = b ? b + 1 : NULL; p && *p == '[' && s->nb[i] < BUCKETS;) {
+			double lo, c;
+			if (sscanf(p, "[%lf,%lf]", &lo, &c) != 2)
+				break;
+			s->low[i][s->nb[i]] = lo;
+			s->cnt[i][s->nb[i]++] = c;
+			p = strchr(p, ']');
+			p = p ? p + 1 : NULL;
+			if (p && *p == ',')
+				p++;
+		}
+	}
+	free(st);
+	free(lat);
+}
+
+/* Interval quantile from two cumulative histograms (bucket lows in ns). */
+static double interval_q(const struct snap *a, const struct snap *b, unsigned sh, double q)
+{
+	double total = 0, seen = 0, d[BUCKETS];
+
+	for (unsigned i = 0; i < b->nb[sh]; i++) {
+		double prev = 0;
+		for (unsigned k = 0; k < a->nb[sh]; k++)
+			if (a->low[sh][k] == b->low[sh][i])
+				prev = a->cnt[sh][k];
+		d[i] = b->cnt[sh][i] - prev;
+		total += d[i];
+	}
+	if (total <= 0)
+		return 0;
+	for (unsigned i = 0; i < b->nb[sh]; i++) {
+		seen += d[i];
+		if (seen >= q * total)
+			return b->low[sh][i] / 1e3;
+	}
+	return b->low[sh][b->nb[sh] - 1] / 1e3;
+}
+
+static volatile sig_atomic_t stop_top;
+static void on_sigint(int sig)
+{
+	(void)sig;
+	stop_top = 1;
+}
+
+static int run_top(int argc, char **argv)
+{
+	double interval = 1.0;
+	long count = -1;
+	static struct snap a, b;
+	bool tty = isatty(1);
+	int fd;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--interval") == 0 && i + 1 < argc) {
+			interval = strtod(argv[++i], NULL);
+		} else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc) {
+			count = strtol(argv[++i], NULL, 10);
+		} else {
+			fprintf(stderr, "fluidmemctl top: unknown argument \"%s\"\n", argv[i]);
+			return EXIT_USAGE;
+		}
+	}
+	if (interval < 0.1 || interval > 3600) {
+		fprintf(stderr, "fluidmemctl top: --interval must be 0.1..3600 seconds\n");
+		return EXIT_USAGE;
+	}
+	signal(SIGINT, on_sigint);
+	fd = ctl_connect();
+	take_snap(fd, &a);
+	for (long iter = 0; !stop_top && (count < 0 || iter < count); iter++) {
+		struct timespec ts = { (time_t)interval, (long)((interval - (time_t)interval) * 1e9) };
+		double tf = 0, th = 0, tm = 0, tr = 0, tb = 0;
+
+		nanosleep(&ts, NULL);
+		take_snap(fd, &b);
+		if (tty)
+			printf("\033[H\033[2J");
+		printf("fluidmemd on %s, every %.1f s (Ctrl-C to quit)\n\n", sock_path, interval);
+		printf("%-5s %12s %9s %10s %10s %10s %10s\n", "shard", "faults/s", "hit_rate", "p50_us",
+		       "p99_us", "resident", "budget");
+		for (unsigned i = 0; i < b.n; i++) {
+			double f = b.faults[i] - (i < a.n ? a.faults[i] : 0);
+			double h = b.hits[i] - (i < a.n ? a.hits[i] : 0);
+			double m = b.fetches[i] - (i < a.n ? a.fetches[i] : 0);
+
+			printf("%-5u %12.0f %8.1f%% %10.1f %10.1f %10.0f %10.0f\n", i, f / interval,
+			       h + m > 0 ? 100.0 * h / (h + m) : 0.0, interval_q(&a, &b, i, 0.5),
+			       interval_q(&a, &b, i, 0.99), b.resident[i], b.budget[i]);
+			tf += f;
+			th += h;
+			tm += m;
+			tr += b.resident[i];
+			tb += b.budget[i];
+		}
+		printf("%-5s %12.0f %8.1f%% %10s %10s %10.0f %10.0f\n", "all", tf / interval,
+		       th + tm > 0 ? 100.0 * th / (th + tm) : 0.0, "", "", tr, tb);
+		fflush(stdout);
+		a = b;
+	}
+	close(fd);
+	return 0;
+}
+
+/* ---- main ---- */
 
 int main(int argc, char **argv)
 {
@@ -125,17 +468,19 @@ int main(int argc, char **argv)
 		{ "socket", required_argument, NULL, 's' }, { "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },         { NULL, 0, NULL, 0 },
 	};
-	const char *path = getenv("FLUIDMEM_CONTROL");
-	bool json = false;
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	char req[4096], *reply = NULL;
-	size_t len = 0, cap = 0;
-	int opt, fd, n;
+	const struct command *cmd;
+	char req[4096];
+	char *reply;
+	size_t n;
+	int opt, fd, cargc = 0;
+	char *cargv[64];
+	bool ok;
 
+	sock_path = getenv("FLUIDMEM_CONTROL");
 	while ((opt = getopt_long(argc, argv, "+s:jh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 's':
-			path = optarg;
+			sock_path = optarg;
 			break;
 		case 'j':
 			json = true;
@@ -145,84 +490,66 @@ int main(int argc, char **argv)
 			return 0;
 		default:
 			usage(stderr);
-			return 2;
+			return EXIT_USAGE;
 		}
 	}
+	if (!sock_path || !*sock_path)
+		sock_path = DEFAULT_CONTROL;
 	if (optind >= argc) {
 		usage(stderr);
-		return 2;
+		return EXIT_USAGE;
 	}
-	if (!path || !*path)
-		path = DEFAULT_CONTROL;
-	n = snprintf(req, sizeof(req), "v1");
-	for (int i = optind; i < argc; i++) {
+	if (!(cmd = find_command(argv[optind]))) {
+		fprintf(stderr, "fluidmemctl: unknown command \"%s\" (see fluidmemctl --help)\n",
+			argv[optind]);
+		return EXIT_USAGE;
+	}
+	/* Global flags may also follow the command. */
+	for (int i = optind; i < argc && cargc < 63; i++) {
 		if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0) {
 			json = true;
-			continue;
+		} else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			printf("usage: fluidmemctl [--socket PATH] [--json] %s %s\n  %s\n", cmd->name,
+			       cmd->args, cmd->help);
+			return 0;
+		} else {
+			cargv[cargc++] = argv[i];
 		}
-		n += snprintf(req + n, sizeof(req) - (size_t)n, " %s", argv[i]);
-		if ((size_t)n >= sizeof(req) - 2) {
+	}
+	if (strcmp(cmd->name, "top") == 0)
+		return run_top(cargc, cargv);
+
+	n = (size_t)snprintf(req, sizeof(req), "v1");
+	for (int i = 0; i < cargc; i++) {
+		n += (size_t)snprintf(req + n, sizeof(req) - n, " %s", cargv[i]);
+		if (n >= sizeof(req) - 1) {
 			fprintf(stderr, "fluidmemctl: command too long\n");
-			return 2;
+			return EXIT_USAGE;
 		}
 	}
-	req[n++] = '\n';
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		fprintf(stderr, "fluidmemctl: socket path too long\n");
-		return 2;
-	}
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		fprintf(stderr, "fluidmemctl: cannot reach fluidmemd at %s: %s (is it running? start it "
-				"with `fluidmemd --config configs/local.toml`)\n",
-			path, strerror(errno));
-		return 3;
-	}
-	if (write(fd, req, (size_t)n) != n) {
-		fprintf(stderr, "fluidmemctl: write: %s\n", strerror(errno));
-		return 3;
-	}
-	for (;;) {
-		if (len + 4096 + 1 > cap) {
-			cap = cap ? cap * 2 : 65536;
-			reply = realloc(reply, cap);
-			if (!reply)
-				return 1;
-		}
-		ssize_t r = read(fd, reply + len, cap - len - 1);
-		if (r <= 0)
-			break;
-		len += (size_t)r;
-		reply[len] = '\0';
-		if (memchr(reply, '\n', len))
-			break;
-	}
+	fd = ctl_connect();
+	reply = request(fd, req);
 	close(fd);
-	if (!reply || len == 0) {
-		fprintf(stderr, "fluidmemctl: fluidmemd closed the connection without a reply\n");
-		return 3;
-	}
-	reply[len] = '\0';
-	bool ok = strstr(reply, "\"ok\":true") != NULL;
+	ok = strstr(reply, "\"ok\":true") != NULL;
 	if (json) {
 		fputs(reply, stdout);
 	} else if (!ok) {
-		const char *e = json_find(reply, "error");
-		fprintf(stderr, "fluidmemctl: %s", e ? e : reply);
-	} else if (strcmp(argv[optind], "stats") == 0) {
-		print_stats(reply);
+		char *e = json_str(json_get(reply, "error"));
+		fprintf(stderr, "fluidmemctl: %s\n", *e ? e : reply);
+		free(e);
+	} else if (strcmp(cmd->name, "stats") == 0) {
+		render_stats(reply);
+	} else if (strcmp(cmd->name, "latency") == 0) {
+		render_latency(reply);
+	} else if (strcmp(cmd->name, "regions") == 0) {
+		render_regions(reply);
+	} else if (strcmp(cmd->name, "metrics") == 0) {
+		char *text = json_str(json_get(reply, "text"));
+		fputs(text, stdout);
+		free(text);
 	} else {
-		const char *regions = json_find(reply, "regions");
-		if (strcmp(argv[optind], "regions") == 0 && regions) {
-			for (const char *o = strchr(regions, '{'); o; o = strchr(o + 1, '{')) {
-				print_object(o, "");
-				printf("\n");
-			}
-		} else {
-			print_object(reply, "");
-		}
+		print_flat(reply, "");
 	}
 	free(reply);
-	return ok ? 0 : 1;
+	return ok ? 0 : EXIT_REFUSED;
 }

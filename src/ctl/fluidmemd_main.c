@@ -113,7 +113,9 @@ int main(int argc, char **argv)
 	}
 	FM_INFO("effective configuration (%s):", config);
 	fm_config_dump(&cfg, stderr);
-	FM_INFO("metadata: %zu bytes per tracked page", shard_bytes_per_page());
+	FM_INFO("metadata: %zu bytes per tracked page%s", shard_bytes_per_page(),
+		strcmp(cfg.store_backend, "local") ? " (+8.25 where a page was stored: clean-page hashes)"
+						   : "");
 	d = daemon_create(&cfg);
 	if (!d) {
 		FM_ERR("cannot start: %s", strerror(errno));

@@ -13,6 +13,7 @@
 /* A new backend is one row here plus its kv_ops in its own file. */
 static const struct kv_ops *const kv_backends[] = {
 	&kv_local_ops,
+	&kv_memcached_ops,
 };
 
 struct kv_store *kv_open(const struct fm_config *cfg, unsigned shard)
@@ -101,6 +102,26 @@ int kv_get(struct kv_store *kv, struct kv_key key, void *page_out)
 	return do_get(kv, key, page_out);
 }
 
+int kv_get_checked(struct kv_store *kv, struct kv_key key, void *page_out, kv_check_fn *check,
+		   void *arg)
+{
+	int rc;
+
+	if (unlikely(!kv || !page_out || !check))
+		return -EINVAL;
+	if (kv->ops->get_checked) {
+		rc = kv->ops->get_checked(kv, key, page_out, check, arg);
+	} else {
+		rc = kv->ops->get(kv, key, page_out);
+		if (rc == 0 && !check(page_out, arg)) {
+			kv->stats.stale++;
+			rc = -ENOENT;
+		}
+	}
+	count_get(kv, rc);
+	return rc;
+}
+
 int kv_put(struct kv_store *kv, struct kv_key key, const void *page)
 {
 	if (unlikely(!kv || !page))
@@ -164,6 +185,24 @@ int kv_mput(struct kv_store *kv, const struct kv_key *keys, const void *const *p
 	} else {
 		for (size_t i = 0; i < n; i++)
 			results[i] = pages[i] ? do_put(kv, keys[i], pages[i]) : -EINVAL;
+	}
+	return first_failure(results, n);
+}
+
+int kv_mtouch(struct kv_store *kv, const struct kv_key *keys, int *results, size_t n)
+{
+	if (unlikely(!kv || (n && (!keys || !results))))
+		return -EINVAL;
+	if (kv->ops->mtouch) {
+		kv->ops->mtouch(kv, keys, results, n);
+		for (size_t i = 0; i < n; i++) {
+			kv->stats.touches++;
+			if (results[i] && results[i] != -ENOENT)
+				kv->stats.errors++;
+		}
+	} else {
+		for (size_t i = 0; i < n; i++)
+			results[i] = -ENOENT;
 	}
 	return first_failure(results, n);
 }

@@ -42,6 +42,8 @@ struct kv_key {
 	X(dels, "delete requests")                                     \
 	X(errors, "store errors (I/O, protocol, unreachable)")         \
 	X(retries, "retried store requests")                           \
+	X(stale, "copies rejected by a get's content check")            \
+	X(touches, "keys confirmed present without a write (kv_mtouch)") \
 	X(bytes_stored, "bytes currently held, where the backend knows")
 
 struct kv_stats {
@@ -63,12 +65,31 @@ struct kv_store *kv_open(const struct fm_config *cfg, unsigned shard);
 void kv_close(struct kv_store *kv);
 
 int kv_get(struct kv_store *kv, struct kv_key key, void *page_out);
+/* A get that accepts a copy only when check(page, arg) is true: the caller
+ * knows what it stored (a content hash) and a stale or corrupt copy must not
+ * pass for the page. A replicating backend then tries the next replica.
+ * -ENOENT when every reachable copy was absent or rejected, -EIO when none
+ * passed and some server was unreachable. page_out may hold a rejected copy
+ * on error. Rejected copies count in stats.stale. */
+typedef bool kv_check_fn(const void *page, void *arg);
+int kv_get_checked(struct kv_store *kv, struct kv_key key, void *page_out, kv_check_fn *check,
+		   void *arg);
 int kv_put(struct kv_store *kv, struct kv_key key, const void *page);
 int kv_del(struct kv_store *kv, struct kv_key key);
 int kv_mget(struct kv_store *kv, const struct kv_key *keys, void *const *pages, int *results,
 	    size_t n);
 int kv_mput(struct kv_store *kv, const struct kv_key *keys, const void *const *pages,
 	    int *results, size_t n);
+
+/* Confirm that the store still holds each key, without sending its page:
+ * results[i] = 0 when every server that should hold key i answered that it
+ * does (servers that are down are skipped), -ENOENT when one said it does
+ * not (the copy must be rewritten: a server restarted empty), -EIO when
+ * none answered. Returns 0 or the first failure, like kv_mput. A caller
+ * that skips rewriting an unchanged page asks this first, so a lost copy is
+ * rewritten instead of trusted. Backends without the op answer -ENOENT for
+ * every key (always rewrite). */
+int kv_mtouch(struct kv_store *kv, const struct kv_key *keys, int *results, size_t n);
 
 /* Backend name ("local", "memcached"). */
 const char *kv_name(const struct kv_store *kv);
@@ -88,6 +109,9 @@ struct kv_ops {
 	struct kv_store *(*open)(const struct fm_config *cfg, unsigned shard);
 	void (*close)(struct kv_store *kv);
 	int (*get)(struct kv_store *kv, struct kv_key key, void *page_out);
+	/* Optional; the generic layer runs get then check when NULL. */
+	int (*get_checked)(struct kv_store *kv, struct kv_key key, void *page_out,
+			   kv_check_fn *check, void *arg);
 	int (*put)(struct kv_store *kv, struct kv_key key, const void *page);
 	int (*del)(struct kv_store *kv, struct kv_key key);
 	/* Optional; the generic layer loops over get/put when NULL. */
@@ -95,6 +119,8 @@ struct kv_ops {
 		    int *results, size_t n);
 	int (*mput)(struct kv_store *kv, const struct kv_key *keys, const void *const *pages,
 		    int *results, size_t n);
+	/* Optional: see kv_mtouch. */
+	int (*mtouch)(struct kv_store *kv, const struct kv_key *keys, int *results, size_t n);
 };
 
 /* Every backend handle starts with this header. */
@@ -104,6 +130,7 @@ struct kv_store {
 };
 
 extern const struct kv_ops kv_local_ops;
+extern const struct kv_ops kv_memcached_ops;
 
 /* local: the largest store.local.max_mib one handle accepts (4 TiB): slot
  * numbers stay 32-bit and the hash table stays under 2^32 entries. */
@@ -124,5 +151,30 @@ int kv_local_info(const struct kv_store *kv, struct kv_local_info *out);
 /* local: the 32-bit key hash its table keeps. Exposed so tests can build
  * keys that collide in it; nothing else should depend on it. */
 uint32_t kv_local_hash(struct kv_key key);
+
+/* memcached: the key of a page, fixed width: "fm1:" + 16 hex digits of the
+ * region id + ":" + 16 hex digits of the page index (lower case). Region ids
+ * are cluster-unique (node_id << 48 | counter), so daemons sharing servers
+ * never collide while their node_ids differ. */
+#define KV_MEMCACHED_KEY_LEN 37
+void kv_memcached_key(struct kv_key key, char out[KV_MEMCACHED_KEY_LEN + 1]);
+
+/* memcached: figures for tests and the control plane. */
+struct kv_memcached_info {
+	unsigned servers;          /* in store.memcached.servers */
+	unsigned replicas;
+	unsigned servers_down;     /* inside their down window now */
+	uint64_t server_failures;  /* times a server was found unreachable */
+	uint64_t server_recoveries;/* times a down server answered again */
+	uint64_t failover_reads;   /* gets served by a copy other than the first one tried */
+	uint64_t degraded_writes;  /* pages stored on fewer than replicas+1 servers */
+	uint64_t flushes;          /* pipelined write flushes (one per server per batch) */
+	uint64_t writes_sent;      /* page writes sent, replicas included */
+};
+/* Fill *out for a memcached handle; -EINVAL for NULL or another backend. */
+int kv_memcached_info(const struct kv_store *kv, struct kv_memcached_info *out);
+/* Index in store.memcached.servers of the i-th server (i = 0 primary, then
+ * replicas) that holds key; -EINVAL for another backend or i > replicas. */
+int kv_memcached_server_of(const struct kv_store *kv, struct kv_key key, unsigned i);
 
 #endif

@@ -25,16 +25,27 @@ enum fm_msg_type {
 	FM_MSG_REMOVE,      /* a=region*, b=first page, cookie=page count: range is now zero */
 	FM_MSG_UNMAP,       /* a=region*, b=first page, cookie=page count: range is gone */
 	FM_MSG_REGION_ADD,  /* a=region*; reply DONE with cookie = region id */
-	FM_MSG_REGION_DEL,  /* a=region*; reply DONE: the shard holds no reference */
+	FM_MSG_REGION_DEL,  /* a=region*, flags=FM_DEL_RESTORE?; reply DONE: no reference kept */
 	/* ctl ring, from the control plane */
 	FM_MSG_STATS,       /* a=struct shard_stats * to fill, cookie=request id */
 	FM_MSG_SET_BUDGET,  /* a=resident pages for this shard, cookie=request id */
 	FM_MSG_EVICT,       /* a=pages to evict now, cookie=request id */
+	FM_MSG_RESET,       /* a=FM_RESET_* bits, cookie=request id */
+	FM_MSG_REGION_STATS,/* a=struct shard_region_stats[FM_MAX_REGIONS] to fill, by slot */
+	FM_MSG_REGION_BUDGET,/* a=region*, b=resident pages for this shard's part */
 	FM_MSG_STOP,        /* shard thread exits after replying */
 	/* reply ring, to the control plane */
 	FM_MSG_DONE,        /* a=result (0 or -errno), b=detail, cookie=request id */
 	FM_MSG_NR
 };
+
+/* REGION_DEL flag: hand every page back to the client before forgetting
+ * the region (stored pages copied in, the rest zero-filled), so a client
+ * that outlives its registration keeps its data and never waits. */
+#define FM_DEL_RESTORE 0x1u
+/* RESET bits */
+#define FM_RESET_COUNTERS 0x1u
+#define FM_RESET_LATENCY 0x2u
 
 /* Fault flags, copied from the uffd event. */
 #define FM_FAULT_WRITE 0x1u

@@ -12,13 +12,16 @@
 #include "base/log.h"
 #include "ctl/config.h"
 #include "kv/kv.h"
+#include "shard/page_hash.h"
 #include "shard/pagetable.h"
 #include "shard/policy.h"
+#include "shard/storecopy.h"
 #include "uffd/uffd.h"
 
 #define SHARD_BURST 32          /* messages taken from a ring per turn */
 #define SHARD_SLEEP_MS 100      /* a sleeping shard still wakes this often */
-#define EVICT_BACKOFF_NS 10000000ull   /* after a refused eviction, wait 10 ms */
+#define EVICT_BACKOFF_NS 10000000ull   /* after a refused eviction, wait 10 ms, */
+#define EVICT_BACKOFF_MAX_NS 1000000000ull   /* doubling while refusals go on, up to 1 s */
 
 #define PS_MASK 0x0f
 
@@ -27,8 +30,13 @@ struct shard_region {
 	struct pt_region pt;    /* first: pt_page_of() results cast back */
 	struct region *r;
 	uint64_t base;          /* client address of page 0 */
-	uint64_t resident;
+	uint64_t resident;      /* pages of this region in each state (this shard) */
+	uint64_t stored;
+	uint64_t zero;
 	uint64_t faults;
+	uint64_t budget;        /* this shard's cap for the region; UINT64_MAX = none */
+	uint64_t hand;          /* next local page index the per-region scan looks at */
+	struct page_hash_key hkey;   /* content hashes of this region's pages (storecopy.h) */
 };
 
 struct shard {
@@ -46,6 +54,9 @@ struct shard {
 	bool kv_keeps;
 	void *bounce;                   /* one page for store gets */
 	uint64_t evict_backoff_until;
+	uint64_t evict_backoff_ns;      /* the next backoff: doubles per refused round */
+	struct storecopy sc;            /* what a keeping store holds per page */
+	unsigned capped_regions;        /* regions with a budget of their own */
 	struct shard_stats st;
 
 	/* cold */
@@ -58,6 +69,9 @@ struct shard {
 	int *ev_results;
 	int *ev_put_results;
 	uint32_t *ev_ids;
+	uint64_t *ev_hash;              /* per evicted page: its content hash */
+	int *ev_rc;                     /* per evicted page: the store's answer */
+	uint32_t *ev_idx;
 	uint32_t spin_us;
 	int cpu;
 	int policy_kind;
@@ -107,6 +121,53 @@ static inline struct shard_region *id_to_page(const struct shard *s, uint32_t id
 
 /* ---- region lifecycle ---- */
 
+/* Every state change goes through here so the per-shard and per-region
+ * counts stay exact. The policy is told separately. */
+static void set_state(struct shard *s, struct shard_region *sr, uint32_t id, uint8_t to)
+{
+	uint8_t from = s->pt.state[id] & PS_MASK;
+
+	if (from == to)
+		return;
+	if (from == PS_RESIDENT) {
+		s->resident--;
+		sr->resident--;
+	} else if (from == PS_STORED) {
+		sr->stored--;
+	} else if (from == PS_ZERO) {
+		sr->zero--;
+	}
+	if (to == PS_RESIDENT) {
+		s->resident++;
+		sr->resident++;
+	} else if (to == PS_STORED) {
+		sr->stored++;
+	} else if (to == PS_ZERO) {
+		sr->zero++;
+	}
+	s->pt.state[id] = to;
+}
+
+/* Delete what the store holds for a page that leaves its care (discarded,
+ * found zero, region gone): a PS_STORED page's copy, or the copy a keeping
+ * store still has of a resident one. A failed delete stays recorded, so a
+ * later drop retries it. */
+static void drop_copy(struct shard *s, struct shard_region *sr, uint32_t id, uint64_t page,
+		      uint8_t st)
+{
+	int rc;
+
+	if (st != PS_STORED && !sc_has(&s->sc, id))
+		return;
+	rc = kv_del(s->kv, (struct kv_key){ sr->r->id, page });
+	if (rc < 0 && rc != -ENOENT) {
+		s->st.store_errors++;
+		sc_set_unsynced(&s->sc, id);
+		return;
+	}
+	sc_clear(&s->sc, id);
+}
+
 /* Drop every page of the region: stored copies deleted, policy forgotten. */
 static void region_free_pages(struct shard *s, struct shard_region *sr)
 {
@@ -118,18 +179,12 @@ static void region_free_pages(struct shard *s, struct shard_region *sr)
 			uint32_t id = (c << FM_STRIPE_SHIFT) | off;
 			uint8_t st = s->pt.state[id] & PS_MASK;
 
-			if (st == PS_RESIDENT)
-				s->resident--;
-			if (st == PS_STORED) {
-				struct kv_key k = { sr->r->id, first + off };
-				int rc = kv_del(s->kv, k);
-				if (rc < 0 && rc != -ENOENT)
-					s->st.store_errors++;
-			}
+			drop_copy(s, sr, id, first + off, st);
 			if (st != PS_NONE)
 				policy_drop(s->policy, id);
-			s->pt.state[id] = PS_NONE;
+			set_state(s, sr, id, PS_NONE);
 		}
+		sc_drop_chunk(&s->sc, c);
 	}
 	pt_region_del(&s->pt, &sr->pt);
 }
@@ -146,8 +201,11 @@ static int region_add(struct shard *s, struct region *r)
 		return -ENOMEM;
 	sr->r = r;
 	sr->base = r->base;
+	sr->budget = UINT64_MAX;
+	page_hash_key_init(&sr->hkey);
 	rc = pt_region_add(&s->pt, &sr->pt, r->slot, r->npages);
-	if (rc == 0 && policy_grow(s->policy, pt_capacity(&s->pt)) < 0) {
+	if (rc == 0 && (policy_grow(s->policy, pt_capacity(&s->pt)) < 0 ||
+			sc_reserve(&s->sc, s->pt.cap) < 0)) {
 		pt_region_del(&s->pt, &sr->pt);
 		rc = -ENOMEM;
 	}
@@ -159,12 +217,18 @@ static int region_add(struct shard *s, struct region *r)
 	return 0;
 }
 
-static void region_del(struct shard *s, struct region *r)
+static void restore_region(struct shard *s, struct shard_region *sr);
+
+static void region_del(struct shard *s, struct region *r, bool restore)
 {
 	struct shard_region *sr = r->slot < FM_MAX_REGIONS ? s->regions[r->slot] : NULL;
 
 	if (!sr || sr->r != r)
 		return;
+	if (restore)
+		restore_region(s, sr);
+	if (sr->budget != UINT64_MAX)
+		s->capped_regions--;
 	region_free_pages(s, sr);
 	s->regions[r->slot] = NULL;
 	free(sr);
@@ -172,57 +236,85 @@ static void region_del(struct shard *s, struct region *r)
 
 /* ---- faults ---- */
 
+/* Log an ioctl failure once per call site; ESRCH (the client's mm is gone)
+ * is expected while a dead client's region waits to be torn down. */
 static void note_ioctl_error(struct shard *s, struct shard_region *sr, const char *what, int rc,
 			     uint64_t page)
 {
-	if (rc == -ESRCH) {
-		/* The client's mm is gone; its connection closing tears the
-		 * region down. Nothing is waiting on this fault any more. */
-		s->st.client_gone++;
+	if (rc == -ESRCH)
 		return;
-	}
 	fm_log_once(FM_LOG_ERROR, "shard %u: %s on region %llu page %llu failed: %s", s->idx, what,
 		    (unsigned long long)sr->r->id, (unsigned long long)page, strerror(-rc));
 }
 
 static void make_resident(struct shard *s, struct shard_region *sr, uint32_t id)
 {
-	s->pt.state[id] = PS_RESIDENT;
-	s->resident++;
-	sr->resident++;
+	set_state(s, sr, id, PS_RESIDENT);
 	policy_admit(s->policy, id);
 }
 
-static void handle_fault(struct shard *s, const struct fm_msg *m)
+struct fetch_check {
+	const struct page_hash_key *key;
+	uint64_t want;
+};
+
+static bool fetch_ok(const void *page, void *arg)
 {
-	struct region *r = (struct region *)(uintptr_t)m->a;
-	struct shard_region *sr = s->regions[r->slot];
-	uint64_t page = m->b, addr;
-	uint32_t id;
+	const struct fetch_check *c = arg;
+
+	return page_hash(c->key, page) == c->want;
+}
+
+/* Fetch a stored page into the bounce buffer, timing it. 0 or -errno. A
+ * keeping store's copy must hash as recorded: a stale replica or a corrupt
+ * value is refused, never installed. */
+static int fetch(struct shard *s, struct shard_region *sr, uint64_t page)
+{
+	struct kv_key k = { sr->r->id, page };
+	struct fetch_check chk = { &sr->hkey, 0 };
+	uint64_t t0 = fm_now_ns();
+	int rc = sc_synced_hash(&s->sc, page_id(s, sr, page), &chk.want)
+			 ? kv_get_checked(s->kv, k, s->bounce, fetch_ok, &chk)
+			 : kv_get(s->kv, k, s->bounce);
+
+	fm_hist_add(&s->st.fetch_ns, fm_now_ns() - t0);
+	return rc;
+}
+
+/* Never a silent zero: a page we stored and cannot get back is an error
+ * the client must see, as SIGBUS on every touch. */
+static int poison(struct shard *s, struct shard_region *sr, uint32_t id, uint64_t page, int why)
+{
+	s->st.store_errors++;
+	s->st.poisoned++;
+	set_state(s, sr, id, PS_POISONED);
+	FM_ERR("shard %u: region %llu page %llu lost by the store (%s): poisoned", s->idx,
+	       (unsigned long long)sr->r->id, (unsigned long long)page, strerror(-why));
+	return uffd_poison(sr->r->uffd, sr->base + (page << FM_PAGE_SHIFT), FM_PAGE_SIZE,
+			   &s->st.eagain_retries);
+}
+
+/* Serve one fault. Returns the outcome counter to bump; every fault ends in
+ * exactly one (see the invariant in shard.h). */
+static uint64_t *serve_fault(struct shard *s, struct shard_region *sr, uint64_t page, uint32_t flags)
+{
+	struct region *r = sr->r;
+	uint32_t id = page_id(s, sr, page);
+	uint64_t addr = sr->base + (page << FM_PAGE_SHIFT);
 	int rc;
 
-	if (unlikely(!sr || sr->r != r || page >= r->npages)) {
-		s->st.stale_faults++;
-		return;
-	}
-	s->st.faults++;
-	sr->faults++;
-	id = page_id(s, sr, page);
-	addr = sr->base + (page << FM_PAGE_SHIFT);
-
-	if (m->flags & FM_FAULT_WP) {
+	if (flags & FM_FAULT_WP) {
 		/* A writer met an eviction's write-protect window. If the
 		 * eviction finished, the page is gone and waking sends the
 		 * writer to a MISSING fault; if it was refused, the page stayed
 		 * and un-protecting it wakes the writer. */
-		s->st.wp_faults++;
 		if ((s->pt.state[id] & PS_MASK) == PS_RESIDENT)
 			rc = uffd_writeprotect(r->uffd, addr, FM_PAGE_SIZE, false, &s->st.eagain_retries);
 		else
 			rc = uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
 		if (rc < 0)
-			note_ioctl_error(s, sr, "wp-fault wake", rc, page);
-		return;
+			goto fail;
+		return &s->st.wp_faults;
 	}
 
 	switch (s->pt.state[id] & PS_MASK) {
@@ -233,70 +325,70 @@ static void handle_fault(struct shard *s, const struct fm_msg *m)
 		 * what it asked for. */
 		rc = uffd_zeropage(r->uffd, addr, FM_PAGE_SIZE, &s->st.eagain_retries);
 		if (rc == -EEXIST) {
-			s->st.dup_faults++;
 			rc = uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
-		} else if (rc == 0) {
-			s->st.zero_fills++;
+			if (rc < 0)
+				goto fail;
+			return &s->st.dup_faults;
 		}
 		if (rc < 0)
-			note_ioctl_error(s, sr, "wake", rc, page);
-		break;
+			goto fail;
+		return &s->st.zero_fills;
 	case PS_NONE:
 	case PS_ZERO:
 		rc = uffd_zeropage(r->uffd, addr, FM_PAGE_SIZE, &s->st.eagain_retries);
-		if (rc == 0 || rc == -EEXIST) {
-			if (rc == -EEXIST)
-				uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
-			s->st.zero_fills++;
-			make_resident(s, sr, id);
-		} else {
-			note_ioctl_error(s, sr, "zero-fill", rc, page);
-		}
-		break;
-	case PS_STORED: {
-		struct kv_key k = { r->id, page };
-		uint64_t t0 = fm_now_ns();
-
-		rc = kv_get(s->kv, k, s->bounce);
-		fm_hist_add(&s->st.fetch_ns, fm_now_ns() - t0);
+		if (rc == -EEXIST)   /* present already (registered with contents) */
+			rc = uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
+		if (rc < 0)
+			goto fail;
+		make_resident(s, sr, id);
+		return &s->st.zero_fills;
+	case PS_STORED:
+		rc = fetch(s, sr, page);
 		if (rc < 0) {
-			/* Never a silent zero: a page we stored and cannot get
-			 * back is an error the client must see. */
-			s->st.store_errors++;
-			s->st.poisoned++;
-			s->pt.state[id] = PS_POISONED;
-			FM_ERR("shard %u: region %llu page %llu lost by the store (%s): poisoned",
-			       s->idx, (unsigned long long)r->id, (unsigned long long)page,
-			       strerror(-rc));
-			rc = uffd_poison(r->uffd, addr, FM_PAGE_SIZE, &s->st.eagain_retries);
+			rc = poison(s, sr, id, page, rc);
 			if (rc < 0 && rc != -EEXIST)
-				note_ioctl_error(s, sr, "poison", rc, page);
-			break;
+				goto fail;
+			return &s->st.poison_faults;
 		}
 		rc = uffd_copy(r->uffd, addr, s->bounce, FM_PAGE_SIZE, &s->st.eagain_retries);
-		if (rc == 0 || rc == -EEXIST) {
-			if (rc == -EEXIST)
-				uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
-			s->st.fetches++;
-			make_resident(s, sr, id);
-			if (!s->kv_keeps) {
-				rc = kv_del(s->kv, k);
-				if (rc < 0)
-					s->st.store_errors++;
-			}
-		} else {
-			note_ioctl_error(s, sr, "copy", rc, page);
+		if (rc == -EEXIST)
+			rc = uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
+		if (rc < 0)
+			goto fail;
+		make_resident(s, sr, id);
+		if (!s->kv_keeps) {
+			struct kv_key k = { r->id, page };
+
+			if (kv_del(s->kv, k) < 0)
+				s->st.store_errors++;
 		}
-		break;
-	}
+		return &s->st.fetches;
 	case PS_POISONED:
 		rc = uffd_poison(r->uffd, addr, FM_PAGE_SIZE, &s->st.eagain_retries);
 		if (rc == -EEXIST)
 			rc = uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
 		if (rc < 0)
-			note_ioctl_error(s, sr, "poison", rc, page);
-		break;
+			goto fail;
+		return &s->st.poison_faults;
 	}
+	rc = -EINVAL;
+fail:
+	note_ioctl_error(s, sr, "serving a fault", rc, page);
+	return &s->st.fault_errors;
+}
+
+static void handle_fault(struct shard *s, const struct fm_msg *m)
+{
+	struct region *r = (struct region *)(uintptr_t)m->a;
+	struct shard_region *sr = s->regions[r->slot];
+
+	if (unlikely(!sr || sr->r != r || m->b >= r->npages)) {
+		s->st.stale_faults++;
+		return;
+	}
+	s->st.faults++;
+	sr->faults++;
+	(*serve_fault(s, sr, m->b, m->flags))++;
 	fm_hist_add(&s->st.fault_ns, fm_now_ns() - m->cookie);
 }
 
@@ -339,29 +431,122 @@ static void handle_range(struct shard *s, const struct fm_msg *m)
 				fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 					  (off_t)(page << FM_PAGE_SHIFT), FM_PAGE_SIZE);
 			}
-			s->resident--;
-			sr->resident--;
-		} else if (st == PS_STORED) {
-			struct kv_key k = { r->id, page };
-
-			if (kv_del(s->kv, k) < 0)
-				s->st.store_errors++;
 		} else if (st == PS_NONE) {
 			continue;
 		}
+		drop_copy(s, sr, id, page, st);
 		policy_drop(s->policy, id);
-		s->pt.state[id] = PS_NONE;
+		set_state(s, sr, id, PS_NONE);
 		s->st.discarded++;
 	}
 }
 
 /* ---- eviction ---- */
 
-/* Evict up to `want` pages. The race-free method (DESIGN.md): write-protect
- * so writers wait, read through our own mapping, store, punch the page out of
- * the memfd (which unmaps it everywhere), then clear the protection, which
- * wakes waiting writers into a MISSING fault that fetches what we stored. */
-static uint64_t evict(struct shard *s, uint64_t want)
+/* Next resident page of one region in this shard, scanning with a hand so
+ * repeated calls walk the whole region; it is taken out of the policy.
+ * POLICY_NONE when the region has no resident page here. */
+static uint32_t region_victim(struct shard *s, struct shard_region *sr)
+{
+	uint64_t n = sr->pt.nstripes << FM_STRIPE_SHIFT;
+
+	if (sr->resident == 0)
+		return POLICY_NONE;
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t local = sr->hand++ % n;
+		uint32_t id = (sr->pt.chunk[local >> FM_STRIPE_SHIFT] << FM_STRIPE_SHIFT) |
+			      (uint32_t)(local & (FM_STRIPE_PAGES - 1));
+
+		if ((s->pt.state[id] & PS_MASK) == PS_RESIDENT) {
+			policy_drop(s->policy, id);
+			return id;
+		}
+	}
+	return POLICY_NONE;
+}
+
+/* ---- clean pages (a store that keeps copies; storecopy.h) ---- */
+
+enum { EV_PUT, EV_ZERO, EV_CLEAN, EV_KEEP };
+
+/* A non-zero page under eviction: write it (EV_PUT), skip the write because
+ * the store's copy is this very content (EV_CLEAN), or keep it resident
+ * because there is no memory to track its copy (EV_KEEP). The hash is taken
+ * after the write-protect, so the content cannot change under it. */
+static int classify(struct shard *s, struct shard_region *sr, uint32_t id, const void *src,
+		    uint64_t *hash)
+{
+	uint64_t was;
+
+	if (!s->kv_keeps)
+		return EV_PUT;
+	*hash = page_hash(&sr->hkey, src);
+	if (sc_synced_hash(&s->sc, id, &was) && was == *hash)
+		return EV_CLEAN;
+	return sc_prepare(&s->sc, id) < 0 ? EV_KEEP : EV_PUT;
+}
+
+/* A clean page is skipped only if every server still holds its copy: one
+ * that restarted empty would otherwise turn the skip into a lost page. One
+ * touch per clean page rides one pipelined flush; pages a server lost are
+ * written after all (and count as puts). Fills ev_rc for EV_CLEAN items. */
+static void confirm_clean(struct shard *s, uint32_t n)
+{
+	uint32_t m = 0, w = 0;
+	int *res = s->ev_put_results;
+
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t page;
+		struct shard_region *sr;
+
+		if (s->ev_results[i] != EV_CLEAN)
+			continue;
+		sr = id_to_page(s, s->ev_ids[i], &page);
+		s->ev_idx[m] = i;
+		s->ev_keys[m++] = (struct kv_key){ sr->r->id, page };
+	}
+	if (m == 0)
+		return;
+	kv_mtouch(s->kv, s->ev_keys, res, m);
+	for (uint32_t k = 0; k < m; k++) {
+		uint32_t i = s->ev_idx[k];
+		struct shard_region *sr;
+		uint64_t page;
+
+		s->ev_rc[i] = res[k];
+		if (res[k] != -ENOENT)
+			continue;
+		sr = id_to_page(s, s->ev_ids[i], &page);
+		s->ev_results[i] = EV_PUT;
+		s->ev_idx[w] = i;
+		s->ev_keys[w] = (struct kv_key){ sr->r->id, page };
+		s->ev_pages[w++] = sr->r->view + (page << FM_PAGE_SHIFT);
+	}
+	if (w == 0)
+		return;
+	kv_mput(s->kv, s->ev_keys, (const void *const *)s->ev_pages, res, w);
+	for (uint32_t k = 0; k < w; k++)
+		s->ev_rc[s->ev_idx[k]] = res[k];
+}
+
+/* A remote store pays a round trip per flush: once over budget, evict a
+ * whole batch (at most half the budget) so a flush carries evict_batch
+ * pages, not the one page each fault pushed over. */
+static uint64_t evict_want(const struct shard *s, uint64_t over)
+{
+	uint64_t batch = FM_MIN((uint64_t)s->evict_batch, s->budget / 2 + 1);
+
+	if (!s->kv_keeps)
+		return over;
+	return FM_MAX(over, FM_MIN(batch, s->resident));
+}
+
+/* Evict up to `want` pages: the policy's victims, or only `only`'s pages.
+ * The race-free method (DESIGN.md): write-protect so writers wait, read
+ * through our own mapping, store, punch the page out of the memfd (which
+ * unmaps it everywhere), then clear the protection, which wakes waiting
+ * writers into a MISSING fault that fetches what we stored. */
+static uint64_t evict(struct shard *s, uint64_t want, struct shard_region *only)
 {
 	uint64_t done = 0;
 
@@ -370,7 +555,7 @@ static uint64_t evict(struct shard *s, uint64_t want)
 		uint64_t t0 = fm_now_ns();
 
 		while (n < s->evict_batch && done + n < want) {
-			uint32_t id = policy_victim(s->policy);
+			uint32_t id = only ? region_victim(s, only) : policy_victim(s->policy);
 			struct shard_region *sr;
 			uint64_t page;
 			int rc;
@@ -384,9 +569,7 @@ static uint64_t evict(struct shard *s, uint64_t want)
 				/* The client is gone or the range vanished under
 				 * us: forget the page rather than store garbage. */
 				note_ioctl_error(s, sr, "write-protect", rc, page);
-				s->pt.state[id] = PS_NONE;
-				s->resident--;
-				sr->resident--;
+				set_state(s, sr, id, PS_NONE);
 				continue;
 			}
 			s->ev_ids[n] = id;
@@ -395,7 +578,8 @@ static uint64_t evict(struct shard *s, uint64_t want)
 		if (n == 0)
 			break;
 
-		/* Zero pages are remembered, not stored. */
+		/* Zero pages are remembered, not stored; clean ones are only
+		 * confirmed (confirm_clean). */
 		for (uint32_t i = 0; i < n; i++) {
 			struct shard_region *sr;
 			uint64_t page;
@@ -404,29 +588,38 @@ static uint64_t evict(struct shard *s, uint64_t want)
 			sr = id_to_page(s, s->ev_ids[i], &page);
 			src = sr->r->view + (page << FM_PAGE_SHIFT);
 			if (fm_page_is_zero(src)) {
-				s->ev_results[i] = 1;
+				s->ev_results[i] = EV_ZERO;
 				continue;
 			}
-			s->ev_results[i] = 0;
+			s->ev_results[i] = classify(s, sr, s->ev_ids[i], src, &s->ev_hash[i]);
+			s->ev_rc[i] = -ENOSPC;   /* EV_KEEP: no room to track its copy */
+			if (s->ev_results[i] != EV_PUT)
+				continue;
+			s->ev_idx[nput] = i;
 			s->ev_keys[nput] = (struct kv_key){ sr->r->id, page };
 			s->ev_pages[nput] = src;
 			nput++;
 		}
 		int *put_results = s->ev_put_results;
-		if (nput > 0)
+		if (nput > 0) {
+			uint64_t tp = fm_now_ns();
+
 			kv_mput(s->kv, s->ev_keys, (const void *const *)s->ev_pages, put_results, nput);
+			fm_hist_add(&s->st.put_ns, (fm_now_ns() - tp) / nput);
+		}
+		for (uint32_t j = 0; j < nput; j++)
+			s->ev_rc[s->ev_idx[j]] = put_results[j];
+		confirm_clean(s, n);
 
 		bool refused = false;
-		for (uint32_t i = 0, j = 0; i < n; i++) {
+		for (uint32_t i = 0; i < n; i++) {
 			uint32_t id = s->ev_ids[i];
 			struct shard_region *sr;
 			uint64_t page, addr;
-			int rc = 0;
+			int rc = s->ev_results[i] == EV_ZERO ? 0 : s->ev_rc[i];
 
 			sr = id_to_page(s, id, &page);
 			addr = sr->base + (page << FM_PAGE_SHIFT);
-			if (s->ev_results[i] == 0)
-				rc = put_results[j++];
 			if (rc < 0) {
 				/* Full or failing store: the page stays, nothing
 				 * is lost, and we back off before trying again. */
@@ -434,47 +627,148 @@ static uint64_t evict(struct shard *s, uint64_t want)
 				if (rc != -ENOSPC)
 					s->st.store_errors++;
 				refused = true;
-				policy_reinsert(s->policy, id);
+				/* A write that failed somewhere may have landed
+				 * elsewhere: the copy no longer matches a hash. */
+				sc_set_unsynced(&s->sc, id);
+				if (only)
+					policy_admit(s->policy, id);
+				else
+					policy_reinsert(s->policy, id);
 				uffd_writeprotect(sr->r->uffd, addr, FM_PAGE_SIZE, false,
 						  &s->st.eagain_retries);
 				continue;
 			}
-			if (s->ev_results[i] == 1) {
+			if (s->ev_results[i] == EV_ZERO) {
 				s->st.evict_zero++;
-				s->pt.state[id] = PS_ZERO;
+				drop_copy(s, sr, id, page, PS_RESIDENT);
+				set_state(s, sr, id, PS_ZERO);
+			} else if (s->ev_results[i] == EV_CLEAN) {
+				s->st.evict_clean++;
+				set_state(s, sr, id, PS_STORED);
 			} else {
 				s->st.store_puts++;
-				s->pt.state[id] = PS_STORED;
+				sc_set_synced(&s->sc, id, s->ev_hash[i]);   /* prepared: cannot fail */
+				set_state(s, sr, id, PS_STORED);
 			}
 			fallocate(sr->r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 				  (off_t)(page << FM_PAGE_SHIFT), FM_PAGE_SIZE);
 			rc = uffd_writeprotect(sr->r->uffd, addr, FM_PAGE_SIZE, false,
 					       &s->st.eagain_retries);
-			if (rc < 0 && rc != -ESRCH)
+			if (rc < 0)
 				note_ioctl_error(s, sr, "un-protect", rc, page);
-			s->resident--;
-			sr->resident--;
 			s->st.evictions++;
 			done++;
 		}
-		uint64_t dt = fm_now_ns() - t0;
-		fm_hist_add(&s->st.evict_ns, dt / n);
+		fm_hist_add(&s->st.evict_ns, (fm_now_ns() - t0) / n);
 		if (refused) {
-			s->evict_backoff_until = fm_now_ns() + EVICT_BACKOFF_NS;
+			s->evict_backoff_until = fm_now_ns() + s->evict_backoff_ns;
+			s->evict_backoff_ns = FM_MIN(s->evict_backoff_ns * 2, EVICT_BACKOFF_MAX_NS);
 			break;
 		}
+		s->evict_backoff_ns = EVICT_BACKOFF_NS;
 	}
 	return done;
 }
 
+static bool backing_off(struct shard *s)
+{
+	if (!s->evict_backoff_until)
+		return false;
+	if (fm_now_ns() < s->evict_backoff_until)
+		return true;
+	s->evict_backoff_until = 0;
+	return false;
+}
+
+/* The shard's budget, then any region over its own cap. */
 static void enforce_budget(struct shard *s)
 {
-	if (s->resident <= s->budget)
+	if (s->resident > s->budget && !backing_off(s))
+		evict(s, evict_want(s, s->resident - s->budget), NULL);
+	if (s->capped_regions == 0)
 		return;
-	if (s->evict_backoff_until && fm_now_ns() < s->evict_backoff_until)
+	for (unsigned i = 0; i < FM_MAX_REGIONS; i++) {
+		struct shard_region *sr = s->regions[i];
+
+		if (sr && sr->resident > sr->budget && !backing_off(s))
+			evict(s, sr->resident - sr->budget, sr);
+	}
+}
+
+/* Hand every page of a region back to its client: stored pages are copied
+ * in, zero and untouched ones zero-filled. Used before forgetting a region
+ * that a live client still maps, so it neither loses data nor waits. */
+static void restore_region(struct shard *s, struct shard_region *sr)
+{
+	for (uint64_t ls = 0; ls < sr->pt.nstripes; ls++) {
+		uint32_t c = sr->pt.chunk[ls];
+		uint64_t first = s->pt.owner[c].first_page;
+
+		for (uint32_t off = 0; off < FM_STRIPE_PAGES && first + off < sr->pt.npages; off++) {
+			uint32_t id = (c << FM_STRIPE_SHIFT) | off;
+			uint64_t page = first + off, addr = sr->base + (page << FM_PAGE_SHIFT);
+			uint8_t st = s->pt.state[id] & PS_MASK;
+			int rc;
+
+			if (st == PS_RESIDENT || st == PS_POISONED)
+				continue;
+			if (st == PS_STORED) {
+				rc = fetch(s, sr, page);
+				rc = rc < 0 ? poison(s, sr, id, page, rc)
+					    : uffd_copy(sr->r->uffd, addr, s->bounce, FM_PAGE_SIZE,
+							&s->st.eagain_retries);
+			} else {
+				rc = uffd_zeropage(sr->r->uffd, addr, FM_PAGE_SIZE, &s->st.eagain_retries);
+			}
+			if (rc == -ESRCH)
+				return;   /* the client is gone: nothing to hand back */
+			if (rc == 0)
+				s->st.restored++;
+		}
+	}
+}
+
+static void set_region_budget(struct shard *s, struct region *r, uint64_t pages)
+{
+	struct shard_region *sr = r->slot < FM_MAX_REGIONS ? s->regions[r->slot] : NULL;
+
+	if (!sr || sr->r != r)
 		return;
+	if (sr->budget == UINT64_MAX && pages != UINT64_MAX)
+		s->capped_regions++;
+	else if (sr->budget != UINT64_MAX && pages == UINT64_MAX)
+		s->capped_regions--;
+	sr->budget = pages;
 	s->evict_backoff_until = 0;
-	evict(s, s->resident - s->budget);
+	enforce_budget(s);
+}
+
+static void fill_region_stats(struct shard *s, struct shard_region_stats *out)
+{
+	for (unsigned i = 0; i < FM_MAX_REGIONS; i++) {
+		const struct shard_region *sr = s->regions[i];
+
+		if (!sr)
+			continue;
+		out[i] = (struct shard_region_stats){
+			.present = 1, .resident = sr->resident, .stored = sr->stored,
+			.zero = sr->zero, .faults = sr->faults, .budget = sr->budget,
+		};
+	}
+}
+
+static void reset_stats(struct shard *s, uint64_t what)
+{
+	if (what & FM_RESET_COUNTERS) {
+#define X(name, help) s->st.name = 0;
+		SHARD_COUNTER_FIELDS(X)
+#undef X
+	}
+	if (what & FM_RESET_LATENCY) {
+#define X(name, help) fm_hist_reset(&s->st.name);
+		SHARD_HIST_FIELDS(X)
+#undef X
+	}
 }
 
 /* ---- the loop ---- */
@@ -488,6 +782,7 @@ static void fill_stats(struct shard *s, struct shard_stats *out)
 	kv_get_stats(s->kv, &ks);
 	s->st.store_bytes = ks.bytes_stored;
 	s->st.ring_depth = fm_ring_depth(&s->data);
+	s->st.store_retries = ks.retries;
 	memcpy(out, &s->st, sizeof(*out));
 }
 
@@ -506,8 +801,25 @@ static void handle_ctl(struct shard *s, const struct fm_msg *m)
 		reply(s, m->type, s->resident <= s->budget ? 0 : -ENOSPC, s->resident, m->cookie);
 		break;
 	case FM_MSG_EVICT:
-		reply(s, m->type, 0, evict(s, m->a), m->cookie);
+		reply(s, m->type, 0, evict(s, m->a, NULL), m->cookie);
 		break;
+	case FM_MSG_RESET:
+		reset_stats(s, m->a);
+		reply(s, m->type, 0, 0, m->cookie);
+		break;
+	case FM_MSG_REGION_STATS:
+		fill_region_stats(s, (struct shard_region_stats *)(uintptr_t)m->a);
+		reply(s, m->type, 0, 0, m->cookie);
+		break;
+	case FM_MSG_REGION_BUDGET: {
+		struct region *r = (struct region *)(uintptr_t)m->a;
+		struct shard_region *sr = r->slot < FM_MAX_REGIONS ? s->regions[r->slot] : NULL;
+
+		set_region_budget(s, r, m->b);
+		reply(s, m->type, sr && sr->resident > sr->budget ? -ENOSPC : 0,
+		      sr ? sr->resident : 0, m->cookie);
+		break;
+	}
 	case FM_MSG_STOP:
 		s->stop = true;
 		reply(s, m->type, 0, 0, m->cookie);
@@ -535,7 +847,7 @@ static void handle_data(struct shard *s, const struct fm_msg *m)
 		reply(s, m->type, rc, (uint64_t)(uintptr_t)r, m->cookie);
 		break;
 	case FM_MSG_REGION_DEL:
-		region_del(s, r);
+		region_del(s, r, m->flags & FM_DEL_RESTORE);
 		reply(s, m->type, 0, (uint64_t)(uintptr_t)r, m->cookie);
 		break;
 	default:
@@ -632,8 +944,12 @@ struct shard *shard_create(const struct fm_config *cfg, unsigned idx, uint64_t b
 	s->ev_results = calloc(s->evict_batch, sizeof(*s->ev_results));
 	s->ev_put_results = calloc(s->evict_batch, sizeof(*s->ev_put_results));
 	s->ev_ids = calloc(s->evict_batch, sizeof(*s->ev_ids));
+	s->ev_hash = calloc(s->evict_batch, sizeof(*s->ev_hash));
+	s->ev_rc = calloc(s->evict_batch, sizeof(*s->ev_rc));
+	s->ev_idx = calloc(s->evict_batch, sizeof(*s->ev_idx));
+	s->evict_backoff_ns = EVICT_BACKOFF_NS;
 	if (!s->policy || !s->bounce || !s->ev_keys || !s->ev_pages || !s->ev_results || !s->ev_put_results ||
-	    !s->ev_ids)
+	    !s->ev_ids || !s->ev_hash || !s->ev_rc || !s->ev_idx)
 		goto fail;
 	s->kv = kv_open(cfg, idx);
 	if (!s->kv) {
@@ -641,6 +957,7 @@ struct shard *shard_create(const struct fm_config *cfg, unsigned idx, uint64_t b
 		goto fail;
 	}
 	s->kv_keeps = kv_keeps_after_get(s->kv);
+	sc_init(&s->sc, s->kv_keeps);
 	return s;
 fail:
 	shard_destroy(s);
@@ -670,6 +987,7 @@ void shard_destroy(struct shard *s)
 			free(s->regions[i]);
 		}
 	}
+	sc_destroy(&s->sc);
 	kv_close(s->kv);
 	policy_destroy(s->policy);
 	fm_ring_destroy(&s->data);
@@ -683,5 +1001,8 @@ void shard_destroy(struct shard *s)
 	free(s->ev_results);
 	free(s->ev_put_results);
 	free(s->ev_ids);
+	free(s->ev_hash);
+	free(s->ev_rc);
+	free(s->ev_idx);
 	free(s);
 }

@@ -17,38 +17,68 @@
 struct fm_config;
 struct region;
 
-/* One X-macro list makes the counters, their names, the JSON and the
- * aggregation. Counters are written by the shard thread only. */
-#define SHARD_STATS_FIELDS(X)                                                         \
+/* One X-macro list per kind makes the fields, their names, the JSON, the
+ * Prometheus text and the aggregation. Everything is written by the shard
+ * thread only and copied out on request (FM_MSG_STATS).
+ *
+ * Every fault message ends in exactly one outcome, so
+ *   faults = zero_fills + fetches + dup_faults + wp_faults + poison_faults + fault_errors
+ * "Cache hits" are faults served without a store round trip (zero fills,
+ * duplicates, write-protect wakes); "misses" are store fetches. */
+#define SHARD_COUNTER_FIELDS(X)                                                       \
 	X(faults, "page-fault messages served")                                       \
-	X(zero_fills, "first touches (or known-zero pages) filled with zeros")       \
-	X(fetches, "pages fetched from the store")                                    \
+	X(zero_fills, "faults served with a zero page (first touch or known zero)")   \
+	X(fetches, "faults served by fetching the page from the store")               \
 	X(dup_faults, "faults on pages already resident (woken)")                    \
-	X(wp_faults, "write-protect faults (writers that met an eviction)")          \
+	X(wp_faults, "write-protect faults: writers that met an eviction")           \
+	X(poison_faults, "faults answered with SIGBUS: the store lost the page")     \
+	X(fault_errors, "faults that could not be served (client gone, ioctl error)")\
 	X(evictions, "pages evicted")                                                 \
 	X(evict_zero, "evicted pages found all zero: no store write")                \
+	X(evict_clean, "evicted pages unchanged since stored: no store write")       \
 	X(evict_refused, "evictions refused by the store (full or failing): page kept")\
 	X(store_puts, "pages written to the store")                                   \
 	X(store_errors, "store errors")                                               \
+	X(store_retries, "store requests retried")                                    \
 	X(poisoned, "pages the store could not return: poisoned, never zero-filled") \
 	X(discarded, "pages dropped by REMOVE/UNMAP events")                         \
+	X(restored, "pages handed back to clients by a restoring detach")            \
 	X(stale_faults, "faults for regions this shard no longer serves")            \
-	X(client_gone, "ioctls that found the client gone (ESRCH)")                  \
 	X(eagain_retries, "ioctl retries after EAGAIN")                              \
-	X(sleeps, "times the shard slept on its doorbell")                           \
-	X(resident, "resident pages now (gauge)")                                    \
-	X(budget, "resident budget of this shard (gauge)")                           \
-	X(tracked, "pages with state in this shard (gauge)")                        \
-	X(store_bytes, "bytes the store holds for this shard, where known (gauge)")
+	X(sleeps, "times the shard slept on its doorbell")
+
+#define SHARD_GAUGE_FIELDS(X)                                                         \
+	X(resident, "resident pages now")                                             \
+	X(budget, "resident budget of this shard")                                    \
+	X(tracked, "pages with state in this shard")                                  \
+	X(store_bytes, "bytes the store holds for this shard, where known")          \
+	X(ring_depth, "messages waiting in the shard's data ring")
+
+#define SHARD_HIST_FIELDS(X)                                                          \
+	X(fault_ns, "fault service: dispatcher read to fault resolved")              \
+	X(fetch_ns, "store get, per page")                                            \
+	X(put_ns, "store put, per page of a batch")                                   \
+	X(evict_ns, "eviction, per page: write-protect to wake")
 
 struct shard_stats {
 #define X(name, help) uint64_t name;
-	SHARD_STATS_FIELDS(X)
+	SHARD_COUNTER_FIELDS(X)
+	SHARD_GAUGE_FIELDS(X)
 #undef X
-	uint64_t ring_depth;        /* data ring depth when the snapshot was taken */
-	struct fm_hist fault_ns;    /* dispatcher read -> fault resolved */
-	struct fm_hist fetch_ns;    /* store get */
-	struct fm_hist evict_ns;    /* per evicted page, WP to wake */
+#define X(name, help) struct fm_hist name;
+	SHARD_HIST_FIELDS(X)
+#undef X
+};
+
+/* One region's pages in one shard (FM_MSG_REGION_STATS fills one per slot;
+ * `present` is 0 for slots this shard does not serve). */
+struct shard_region_stats {
+	uint64_t present;
+	uint64_t resident;
+	uint64_t stored;
+	uint64_t zero;
+	uint64_t faults;
+	uint64_t budget;       /* UINT64_MAX when the region has no cap of its own */
 };
 
 struct shard;
@@ -67,7 +97,9 @@ struct fm_ring *shard_reply_ring(struct shard *s);    /* shard -> control */
 struct fm_doorbell *shard_doorbell(struct shard *s);
 unsigned shard_index(const struct shard *s);
 
-/* Metadata bytes this shard spends per tracked page (state + policy). */
+/* Metadata bytes this shard spends per tracked page (state + policy). A
+ * store that keeps copies (memcached) adds 8.25 bytes per page in chunks
+ * that have had a page stored (shard/storecopy.h). */
 size_t shard_bytes_per_page(void);
 
 #endif

@@ -40,11 +40,13 @@ struct dispatcher {
 	struct parked *parked;       /* per shard */
 	size_t parked_total;
 	bool *kick;                  /* shards that got messages this turn */
+	uint64_t *ring_full;         /* per shard: times its ring was full */
 	struct uffd_msg *msgs;
 	struct dispatch_stats st;
 	pthread_t thread;
 	bool started;
 	volatile bool stop;
+	bool reset_requested;        /* set by the control plane, done by the thread */
 };
 
 static int parked_push(struct parked *p, const struct fm_msg *m)
@@ -76,8 +78,10 @@ static void route(struct dispatcher *d, unsigned shard, const struct fm_msg *m)
 	 * them), so once anything is parked everything behind it parks too. */
 	if (p->n == 0 && fm_ring_push(shard_data_ring(d->shards[shard]), m))
 		return;
-	if (p->n == 0)
+	if (p->n == 0) {
 		d->st.ring_full++;
+		d->ring_full[shard]++;
+	}
 	while (parked_push(p, m) < 0) {
 		fm_log_once(FM_LOG_ERROR, "dispatcher: out of memory parking a fault; retrying");
 		usleep(1000);
@@ -192,7 +196,7 @@ static void handle_commands(struct dispatcher *d)
 	}
 	while (fm_ring_pop(&d->cmd, &c)) {
 		struct region *r = (struct region *)(uintptr_t)c.a;
-		struct fm_msg m = { .type = c.type, .a = c.a, .cookie = c.cookie };
+		struct fm_msg m = { .type = c.type, .flags = c.flags, .a = c.a, .cookie = c.cookie };
 		struct epoll_event ev = { .events = EPOLLIN, .data.u64 = r->slot };
 
 		if (c.type == FM_MSG_REGION_ADD) {
@@ -234,6 +238,11 @@ static void *dispatcher_main(void *arg)
 
 		if (n > 0)
 			last_event = fm_now_ns();
+		/* Counters are single-writer: the thread clears its own. */
+		if (__atomic_exchange_n(&d->reset_requested, false, __ATOMIC_ACQUIRE)) {
+			memset(&d->st, 0, sizeof(d->st));
+			memset(d->ring_full, 0, d->nshards * sizeof(*d->ring_full));
+		}
 		else if (spin && !d->parked_total)
 			__builtin_ia32_pause();
 
@@ -281,8 +290,9 @@ struct dispatcher *dispatcher_create(struct shard **shards, unsigned nshards, in
 	d->spin_ns = (uint64_t)spin_us * 1000;
 	d->parked = calloc(nshards, sizeof(*d->parked));
 	d->kick = calloc(nshards, sizeof(*d->kick));
+	d->ring_full = calloc(nshards, sizeof(*d->ring_full));
 	d->msgs = calloc(d->batch, sizeof(*d->msgs));
-	if (!d->parked || !d->kick || !d->msgs)
+	if (!d->parked || !d->kick || !d->msgs || !d->ring_full)
 		goto fail;
 	if ((rc = fm_ring_init(&d->cmd, 256)) < 0)
 		goto fail;
@@ -309,9 +319,10 @@ int dispatcher_start(struct dispatcher *d)
 	return 0;
 }
 
-static int command(struct dispatcher *d, uint16_t type, struct region *r)
+static int command(struct dispatcher *d, uint16_t type, struct region *r, uint32_t flags)
 {
-	struct fm_msg m = { .type = type, .a = (uint64_t)(uintptr_t)r, .cookie = r->request };
+	struct fm_msg m = { .type = type, .flags = flags, .a = (uint64_t)(uintptr_t)r,
+			    .cookie = r->request };
 	uint64_t one = 1;
 
 	if (!fm_ring_push(&d->cmd, &m))
@@ -323,17 +334,33 @@ static int command(struct dispatcher *d, uint16_t type, struct region *r)
 
 int dispatcher_attach(struct dispatcher *d, struct region *r)
 {
-	return command(d, FM_MSG_REGION_ADD, r);
+	return command(d, FM_MSG_REGION_ADD, r, 0);
 }
 
-int dispatcher_detach(struct dispatcher *d, struct region *r)
+int dispatcher_detach(struct dispatcher *d, struct region *r, bool restore)
 {
-	return command(d, FM_MSG_REGION_DEL, r);
+	return command(d, FM_MSG_REGION_DEL, r, restore ? FM_DEL_RESTORE : 0);
 }
 
 void dispatcher_get_stats(const struct dispatcher *d, struct dispatch_stats *out)
 {
 	memcpy(out, &d->st, sizeof(*out));
+}
+
+uint64_t dispatcher_ring_full(const struct dispatcher *d, unsigned shard)
+{
+	return shard < d->nshards ? __atomic_load_n(&d->ring_full[shard], __ATOMIC_RELAXED) : 0;
+}
+
+void dispatcher_reset_stats(struct dispatcher *d)
+{
+	uint64_t one = 1;
+
+	__atomic_store_n(&d->reset_requested, true, __ATOMIC_RELEASE);
+	/* Wake it so the reset is done before our reply goes out. */
+	if (write(d->cmd_efd, &one, sizeof(one)) < 0) {
+		/* EAGAIN: a wake is already pending */
+	}
 }
 
 void dispatcher_destroy(struct dispatcher *d)
@@ -359,6 +386,7 @@ void dispatcher_destroy(struct dispatcher *d)
 			free(d->parked[i].v);
 	free(d->parked);
 	free(d->kick);
+	free(d->ring_full);
 	free(d->msgs);
 	free(d);
 }

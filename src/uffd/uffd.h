@@ -48,6 +48,7 @@ struct region {
 	int attach_error;       /* first shard refusal of REGION_ADD */
 	bool reply_on_detach;   /* the client asked to unregister: answer it */
 	bool detach_when_live;  /* the client left while we were attaching */
+	bool restore;           /* hand the pages back to the client on detach */
 };
 
 enum region_state { REGION_ATTACHING, REGION_LIVE, REGION_DETACHING };
@@ -96,6 +97,8 @@ int64_t uffd_kernel_features(void);
  * without them. Returns 0 when every required feature is there, else
  * -ENOTSUP. */
 int uffd_probe_and_report(void);
+/* The same report for a given feature mask (or -errno from the probe). */
+int uffd_report_features(int64_t have);
 
 /* ---- the dispatcher thread ---- */
 struct dispatcher;
@@ -112,10 +115,11 @@ void dispatcher_destroy(struct dispatcher *d);
 /* Control plane -> dispatcher. Both only queue a command and return; the
  * shards acknowledge REGION_ADD / REGION_DEL on their reply rings.
  * attach: push REGION_ADD to every shard, then start reading the uffd.
- * detach: stop reading the uffd, then push REGION_DEL to every shard.
+ * detach: stop reading the uffd, then push REGION_DEL to every shard; with
+ *         restore, shards first hand every page back to the client.
  * Returns 0 or -EAGAIN when the command queue is full (retry later). */
 int dispatcher_attach(struct dispatcher *d, struct region *r);
-int dispatcher_detach(struct dispatcher *d, struct region *r);
+int dispatcher_detach(struct dispatcher *d, struct region *r, bool restore);
 
 #define DISPATCH_STATS_FIELDS(X)                                          \
 	X(events, "uffd messages read")                                   \
@@ -135,5 +139,9 @@ struct dispatch_stats {
 };
 /* A racy snapshot (counters are single-writer, read without locks). */
 void dispatcher_get_stats(const struct dispatcher *d, struct dispatch_stats *out);
+/* Times shard's ring was found full (racy read). */
+uint64_t dispatcher_ring_full(const struct dispatcher *d, unsigned shard);
+/* Ask the dispatcher thread to zero its counters (done on its next turn). */
+void dispatcher_reset_stats(struct dispatcher *d);
 
 #endif

@@ -138,7 +138,7 @@ int64_t uffd_kernel_features(void)
 	return (int64_t)api.features;
 }
 
-int uffd_probe_and_report(void)
+int uffd_report_features(int64_t have)
 {
 	static const struct {
 		uint64_t bit;
@@ -156,7 +156,6 @@ int uffd_probe_and_report(void)
 		{ UFFD_FEATURE_MOVE, "MOVE", false, "nothing (fluidmem does not use it)" },
 		{ UFFD_FEATURE_WP_ASYNC, "WP_ASYNC", false, "nothing (fluidmem does not use it)" },
 	};
-	int64_t have = uffd_kernel_features();
 	int ret = 0;
 
 	if (have < 0) {
@@ -178,4 +177,9 @@ int uffd_probe_and_report(void)
 	FM_INFO("userfaultfd features 0x%llx%s", (unsigned long long)have,
 		ret ? "" : ": everything fluidmem needs is there");
 	return ret;
+}
+
+int uffd_probe_and_report(void)
+{
+	return uffd_report_features(uffd_kernel_features());
 }

@@ -2,7 +2,7 @@
 # Malformed configs and bad command lines: exit 2 and a message naming
 # file:line:key; --check validates; --help everywhere.
 BUILD="$1" SRC="$2"
-source "$SRC/tests/blackbox/lib.sh"
+source "$SRC/tests/blackbox/lib.bash"
 
 expect_config_error() { # file-content expected-substring
 	printf '%b' "$1" >"$RUN/bad.toml"
@@ -54,11 +54,11 @@ check "second daemon on the same socket refused" test $rc -eq 1 -a -n "$(grep -F
 check "first daemon still answers" "$BIN/fluidmemctl" --socket "$CTL" ping
 # Bad control commands get an error, and the daemon keeps going.
 rc=0; "$BIN/fluidmemctl" --socket "$CTL" frobnicate 2>/dev/null || rc=$?
-check "unknown control command: exit 1" test $rc -eq 1
+check "unknown control command: exit 2 (fluidmemctl knows its commands)" test $rc -eq 2
 rc=0; "$BIN/fluidmemctl" --socket "$CTL" resize lots 2>/dev/null || rc=$?
 check "resize with a non-number: exit 1" test $rc -eq 1
 rc=0; "$BIN/fluidmemctl" --socket "$CTL" resize 0 2>/dev/null || rc=$?
-check "resize below one page per shard: exit 1" test $rc -eq 1
+check "resize to zero pages: exit 1" test $rc -eq 1
 oversized() {
 	python3 - "$CTL" <<'PY'
 import socket, sys

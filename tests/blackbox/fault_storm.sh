@@ -3,7 +3,7 @@
 # with several writer threads, and the replacement policy beating FIFO on a
 # skewed workload (counted by the daemon, not timed).
 BUILD="$1" SRC="$2"
-source "$SRC/tests/blackbox/lib.sh"
+source "$SRC/tests/blackbox/lib.bash"
 
 storm() { # storm OUT.json [fault-storm args...]
 	local out="$1"; shift

@@ -245,8 +245,8 @@ Test(config, enums_strings_and_array_lengths)
 		   "x.toml:2: daemon.log_level: \"verbose\" is not one of error|warn|info|debug");
 	load_fails("[memory]\npolicy = \"lru\"\n",
 		   "x.toml:2: memory.policy: \"lru\" is not one of fifo|s3fifo");
-	load_fails("[store]\nbackend = \"memcached\"\n",
-		   "x.toml:2: store.backend: \"memcached\" is not one of local");
+	load_fails("[store]\nbackend = \"tape\"\n",
+		   "x.toml:2: store.backend: \"tape\" is not one of local|memcached");
 	load_fails("[register]\npath = \"\"\n",
 		   "x.toml:2: register.path: is 0 bytes long, the minimum is 1");
 
@@ -323,7 +323,7 @@ Test(config, validate_checks_structs_built_in_code)
 	fm_config_defaults(&c);
 	strcpy(c.store_backend, "tape");
 	cr_assert_eq(fm_config_validate(&c, err, sizeof(err)), -EINVAL);
-	cr_assert_str_eq(err, "store.backend: \"tape\" is not one of local");
+	cr_assert_str_eq(err, "store.backend: \"tape\" is not one of local|memcached");
 
 	fm_config_defaults(&c);
 	c.allowed_uids_n = FM_MAX_UIDS + 1;
@@ -483,12 +483,24 @@ Test(config, dump_format)
 			       "[control]\n"
 			       "path = \"/run/fluidmem/control.sock\"\n"
 			       "mode = 0o600\n"
+			       "metrics_listen = \"\"\n"
 			       "\n"
 			       "[store]\n"
 			       "backend = \"local\"\n"
 			       "\n"
 			       "[store.local]\n"
-			       "max_mib = 4096\n");
+			       "max_mib = 4096\n"
+			       "\n"
+			       "[store.memcached]\n"
+			       "servers = \"127.0.0.1:11211\"\n"
+			       "distribution = \"ketama\"\n"
+			       "replicas = 0\n"
+			       "binary_protocol = true\n"
+			       "connect_timeout_ms = 500\n"
+			       "io_timeout_ms = 1000\n"
+			       "batch = 64\n"
+			       "retries = 3\n"
+			       "retry_delay_ms = 10\n");
 	free(text);
 }
 
@@ -685,4 +697,31 @@ Test(config, fuzz_mutated_local_toml, .timeout = 240)
 	cr_assert_gt(bad, 1000, "ok %d bad %d", ok, bad);
 	free(buf);
 	free(orig);
+}
+
+Test(config, metrics_listen_must_be_loopback)
+{
+	struct fm_config c;
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	fm_config_defaults(&c);
+	cr_expect_eq(fm_config_metrics_addr(&c, &ss, &len), -ENOENT);
+	load_ok(&c, "[control]\nmetrics_listen = \"127.0.0.1:9464\"\n");
+	cr_expect_eq(fm_config_metrics_addr(&c, &ss, &len), 0);
+	load_ok(&c, "[control]\nmetrics_listen = \"[::1]:9464\"\n");
+	cr_expect_eq(fm_config_metrics_addr(&c, &ss, &len), 0);
+	load_ok(&c, "[control]\nmetrics_listen = \"localhost:80\"\n");
+	cr_expect_eq(fm_config_metrics_addr(&c, &ss, &len), 0);
+	fm_config_defaults(&c);
+	cr_expect_eq(fm_config_load_string(&c, "m.toml", "[control]\nmetrics_listen = \"0.0.0.0:9464\"\n",
+					   err, sizeof(err)), -EINVAL);
+	cr_expect(strstr(err, "control.metrics_listen") && strstr(err, "loopback"), "%s", err);
+	fm_config_defaults(&c);
+	cr_expect_eq(fm_config_load_string(&c, "m.toml", "[control]\nmetrics_listen = \"127.0.0.1\"\n",
+					   err, sizeof(err)), -EINVAL);
+	cr_expect(strstr(err, "HOST:PORT"), "%s", err);
+	fm_config_defaults(&c);
+	cr_expect_eq(fm_config_load_string(&c, "m.toml", "[control]\nmetrics_listen = \"127.0.0.1:99999\"\n",
+					   err, sizeof(err)), -EINVAL);
 }

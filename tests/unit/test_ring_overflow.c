@@ -99,7 +99,7 @@ Test(ring_overflow, parked_faults_are_all_served, .timeout = 60)
 	}
 
 	/* Tear down in the daemon's order: detach, wait for both acks, stop. */
-	cr_assert_eq(dispatcher_detach(d, r), 0);
+	cr_assert_eq(dispatcher_detach(d, r, false), 0);
 	unsigned acks = 0;
 	for (int i = 0; i < 2000 && acks < 4; i++) {   /* 2 REGION_ADD + 2 REGION_DEL */
 		struct fm_msg m;

@@ -1,0 +1,1131 @@
+/* kv/memcached: pages on a memcached cluster. One handle per shard, used by
+ * that shard's thread only; nothing here locks.
+ *
+ * Layout. Every page is one item under a fixed-width key (kv.h:
+ * "fm1:<region 16 hex>:<page 16 hex>", 37 bytes) holding exactly the 4 KiB
+ * page, flags 0, no expiry. The server of a key comes from libmemcached's
+ * distribution over the configured list (ketama consistent hashing by
+ * default); with replicas = N the page is also kept on the N servers that
+ * follow it in the list (the convention libmemcached uses itself).
+ *
+ * Why part of the I/O is our own. libmemcached serves reads and deletes
+ * here: one memcached_st per server per shard (plus one that only routes
+ * keys), with the configured protocol and timeouts. It cannot serve page
+ * writes, because both of its ways to write many items without a round trip
+ * each drop errors:
+ *   - buffered requests (MEMCACHED_BEHAVIOR_BUFFER_REQUESTS): the answers are
+ *     read later by memcached_purge(), which discards their status, so a
+ *     "SERVER_ERROR out of memory" under -M is never seen;
+ *   - its replication (MEMCACHED_BEHAVIOR_NUMBER_OF_REPLICAS) writes the
+ *     copies with SETQ (noreply) and ignores the result.
+ * Either would lose pages silently on a full server. So eviction writes go
+ * out on a connection of our own per server, pipelined: one flush sends every
+ * SET of a batch to all servers at once (binary SET with the request index as
+ * opaque, or ASCII "set"), then every answer is read and matched to its
+ * item. Never noreply, never a quiet opcode. kv_mtouch uses the same
+ * pipeline with TOUCH (exptime 0, as stored): it confirms that every
+ * replica still holds a page the shard is about to skip rewriting, so a
+ * server that restarted empty gets the page written again.
+ *
+ * Results. A put succeeds when at least one replica stored the page and no
+ * reachable replica said it is full; "out of memory" anywhere is -ENOSPC
+ * (memcached run with -M refuses instead of evicting), nothing stored
+ * anywhere is -EIO. A get tries the primary, then each replica; a copy must
+ * pass the caller's content check (kv_get_checked) or it is rejected as
+ * stale. -ENOENT means every server answered and none had a good copy;
+ * when some server did not answer the get is retried (store.memcached.retries,
+ * delays doubling from retry_delay_ms) and then fails with -EIO.
+ *
+ * Failures. A server that fails a request (refused, reset, timed out,
+ * protocol error) is "down" for a window that starts at retry_delay_ms and
+ * doubles on each failure up to MC_DOWN_MAX_MS; requests skip it meanwhile
+ * (writes go to the surviving replicas and count as degraded; reads go to
+ * the next replica), and the first request after the window tries it again
+ * on fresh connections.
+ *
+ * Limits, on purpose or not yet done:
+ *   - no re-replication: a page written while one of its servers was down
+ *     stays short of a copy until it is evicted again after a refault, and a
+ *     server that comes back empty is not refilled. A returning server that
+ *     kept an older copy is harmless for reads that carry a content check
+ *     (the copy is rejected and the next replica is read).
+ *   - the server list is fixed at start (no watch, no rebalancing); ketama
+ *     keeps most keys in place when an operator changes the list, but pages
+ *     stored before the change are looked for on the new owners only.
+ *   - bytes_stored is not known (memcached does not say per client).
+ *   - deletes are one synchronous request per replica.
+ *   - a server run without -M evicts pages when full; the first shard warns
+ *     at start. Those pages then fail their get and are poisoned, never
+ *     zero-filled. */
+#include "kv/kv.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <libmemcached/memcached.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/base.h"
+#include "base/log.h"
+#include "ctl/config.h"
+
+#define MC_MAX_SERVERS 32
+#define MC_NAME_MAX 272         /* host:port, or a unix socket path (< 108) */
+#define MC_DOWN_MAX_MS 1000u    /* longest down window and retry delay */
+#define MC_HDR_MAX 80           /* one request's header bytes; ASCII needs 52 */
+#define MC_RBUF 4096            /* answers are 24 bytes (binary) or a line */
+#define MC_LINE_MAX 512         /* longest ASCII answer line we accept */
+#define MC_DEFAULT_PORT 11211
+
+/* memcached binary protocol (protocol_binary.h in memcached's tree). */
+#define BIN_REQ 0x80
+#define BIN_RES 0x81
+#define BIN_OP_SET 0x01
+#define BIN_OP_TOUCH 0x1c
+#define BIN_HDR 24
+#define BIN_EXTRAS_SET 8
+#define BIN_EXTRAS_TOUCH 4
+#define BIN_ST_OK 0x0000
+#define BIN_ST_ENOENT 0x0001
+#define BIN_ST_ENOMEM 0x0082
+
+_Static_assert(BIN_HDR + BIN_EXTRAS_SET + KV_MEMCACHED_KEY_LEN <= MC_HDR_MAX, "header room");
+
+struct mc_server {
+	char name[MC_NAME_MAX];         /* as configured, for messages */
+	char host[MC_NAME_MAX];         /* host name, address or socket path */
+	unsigned port;                  /* 0 for a unix socket */
+	struct sockaddr_storage addr;   /* for our own write connection */
+	socklen_t addrlen;
+	memcached_st *mc;               /* reads and deletes; NULL until needed */
+	memcached_result_st result;     /* reused: a get allocates nothing */
+	bool mc_reset;                  /* failed: rebuild mc before the next use */
+	int wfd;                        /* pipelined write connection, -1 closed */
+	uint64_t down_until;            /* ns; the server is skipped before this */
+	uint32_t delay_ms;              /* length of the next down window */
+	bool down;                      /* failed and not answered since (logged) */
+
+	/* the write job of the current flush */
+	uint32_t nreq, nresp;
+	uint32_t niov, iov_pos;
+	bool active;
+	struct iovec *iov;              /* 3 per request */
+	uint8_t *hdr;                   /* MC_HDR_MAX per request */
+	uint32_t *req_item;             /* request -> item of the flush */
+	uint8_t *req_touch;             /* request is a TOUCH (else a SET) */
+	uint8_t *req_done;              /* binary: answered (by opaque) */
+	uint8_t rbuf[MC_RBUF];
+	size_t rlen;
+	size_t skip;                    /* binary: body bytes still to drop */
+};
+
+struct mc_store {
+	struct kv_store base;           /* first: kv.c sees only this */
+	memcached_st *router;           /* all servers: maps a key to its primary */
+	struct mc_server *sv;
+	unsigned nsv, replicas, batch, retries, retry_ms, connect_ms, io_ms;
+	bool binary;
+	unsigned shard;
+	/* one flush: per item tallies and keys */
+	uint8_t *it_ok, *it_full, *it_err, *it_miss;
+	char (*keys)[KV_MEMCACHED_KEY_LEN + 1];
+	struct pollfd *pfd;
+	uint32_t *pfd_sv;
+	struct kv_memcached_info info;
+};
+
+static const char crlf[2] = { '\r', '\n' };
+
+static inline struct mc_store *to_mc(struct kv_store *kv)
+{
+	return (struct mc_store *)kv;
+}
+
+void kv_memcached_key(struct kv_key key, char out[KV_MEMCACHED_KEY_LEN + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+
+	memcpy(out, "fm1:", 4);
+	for (int i = 0; i < 16; i++)
+		out[4 + i] = hex[(key.region >> (60 - 4 * i)) & 0xf];
+	out[20] = ':';
+	for (int i = 0; i < 16; i++)
+		out[21 + i] = hex[(key.page >> (60 - 4 * i)) & 0xf];
+	out[KV_MEMCACHED_KEY_LEN] = '\0';
+}
+
+/* The i-th server of a key: its primary, then the ones after it. */
+static inline unsigned route(const struct mc_store *ms, const char *key, unsigned i)
+{
+	uint32_t p = memcached_generate_hash(ms->router, key, KV_MEMCACHED_KEY_LEN);
+
+	return (p + i) % ms->nsv;
+}
+
+/* ---- server state ---- */
+
+static void sv_close_write(struct mc_server *sv)
+{
+	if (sv->wfd >= 0)
+		close(sv->wfd);
+	sv->wfd = -1;
+	sv->rlen = 0;
+	sv->skip = 0;
+}
+
+static void sv_handle_free(struct mc_server *sv)
+{
+	if (!sv->mc)
+		return;
+	memcached_result_free(&sv->result);
+	memcached_free(sv->mc);
+	sv->mc = NULL;
+}
+
+static int sv_handle_new(struct mc_store *ms, struct mc_server *sv)
+{
+	memcached_st *mc = memcached_create(NULL);
+	memcached_return_t rc;
+
+	if (!mc)
+		return -ENOMEM;
+	rc = sv->port ? memcached_server_add(mc, sv->host, (in_port_t)sv->port)
+		      : memcached_server_add_unix_socket(mc, sv->host);
+	/* NO_BLOCK makes the connect timeout apply. Noreply stays off: every
+	 * request waits for its answer. libmemcached's own dead-server timer
+	 * counts whole seconds, so a failed handle is rebuilt instead and the
+	 * down window (ours) decides when to try again. */
+	if (rc == MEMCACHED_SUCCESS)
+		rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, ms->binary);
+	if (rc == MEMCACHED_SUCCESS)
+		rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_NO_BLOCK, 1);
+	if (rc == MEMCACHED_SUCCESS)
+		rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
+	if (rc == MEMCACHED_SUCCESS)
+		rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, ms->connect_ms);
+	if (rc == MEMCACHED_SUCCESS)
+		rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, ms->io_ms);
+	if (rc == MEMCACHED_SUCCESS)
+		rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 0);
+	if (rc != MEMCACHED_SUCCESS || !memcached_result_create(mc, &sv->result)) {
+		FM_ERR("kv/memcached: shard %u: cannot set up a handle for %s: %s", ms->shard,
+		       sv->name, memcached_strerror(mc, rc));
+		memcached_free(mc);
+		return -EIO;
+	}
+	sv->mc = mc;
+	sv->mc_reset = false;
+	return 0;
+}
+
+/* Ready the libmemcached handle of a server; 0 or -EIO. */
+static int sv_prepare(struct mc_store *ms, struct mc_server *sv)
+{
+	if (sv->mc && !sv->mc_reset)
+		return 0;
+	sv_handle_free(sv);
+	return sv_handle_new(ms, sv) < 0 ? -EIO : 0;
+}
+
+static inline bool sv_usable(const struct mc_server *sv, uint64_t now)
+{
+	return now >= sv->down_until;
+}
+
+static void sv_failed(struct mc_store *ms, struct mc_server *sv, const char *what,
+		      const char *why)
+{
+	ms->info.server_failures++;
+	if (!sv->down)
+		FM_WARN("kv/memcached: shard %u: server %s failed (%s: %s); skipped for %u ms, "
+			"then retried with doubling delays", ms->shard, sv->name, what, why,
+			sv->delay_ms);
+	sv->down = true;
+	sv->down_until = fm_now_ns() + (uint64_t)sv->delay_ms * 1000000ull;
+	sv->delay_ms = FM_MIN(sv->delay_ms * 2, FM_MAX(MC_DOWN_MAX_MS, ms->retry_ms));
+	sv->mc_reset = true;
+	sv_close_write(sv);
+}
+
+static void sv_answered(struct mc_store *ms, struct mc_server *sv)
+{
+	if (sv->down) {
+		FM_INFO("kv/memcached: shard %u: server %s answers again", ms->shard, sv->name);
+		ms->info.server_recoveries++;
+	}
+	sv->down = false;
+	sv->down_until = 0;
+	sv->delay_ms = ms->retry_ms;
+}
+
+/* libmemcached answers that mean the server did not (reliably) answer. */
+static int sv_lm_error(struct mc_store *ms, struct mc_server *sv, const char *what,
+		       memcached_return_t rc)
+{
+	sv_failed(ms, sv, what, memcached_strerror(sv->mc, rc));
+	return -EIO;
+}
+
+/* ---- reads and deletes (libmemcached) ---- */
+
+/* One server's copy: 0 (page_out filled), -ENOENT, -EBADMSG (a value that is
+ * not a page) or -EIO (the server is now down). */
+static int sv_get(struct mc_store *ms, struct mc_server *sv, const char *key, void *page_out)
+{
+	const char *keys[1] = { key };
+	size_t lens[1] = { KV_MEMCACHED_KEY_LEN };
+	memcached_result_st *res;
+	memcached_return_t rc;
+	int ret;
+
+	if (sv_prepare(ms, sv) < 0) {
+		sv_failed(ms, sv, "get", "no handle");
+		return -EIO;
+	}
+	rc = memcached_mget(sv->mc, keys, lens, 1);
+	if (rc != MEMCACHED_SUCCESS)
+		return sv_lm_error(ms, sv, "get", rc);
+	res = memcached_fetch_result(sv->mc, &sv->result, &rc);
+	if (!res) {
+		if (rc == MEMCACHED_END || rc == MEMCACHED_NOTFOUND) {
+			sv_answered(ms, sv);
+			return -ENOENT;
+		}
+		return sv_lm_error(ms, sv, "get", rc);
+	}
+	if (memcached_result_length(res) == FM_PAGE_SIZE) {
+		memcpy(page_out, memcached_result_value(res), FM_PAGE_SIZE);
+		ret = 0;
+	} else {
+		fm_log_once(FM_LOG_ERROR, "kv/memcached: %s holds %zu bytes under %s, not a page",
+			    sv->name, memcached_result_length(res), key);
+		ret = -EBADMSG;
+	}
+	/* Read the end marker, so the next request starts on a clean stream. */
+	while (memcached_fetch_result(sv->mc, &sv->result, &rc))
+		;
+	if (rc != MEMCACHED_END && rc != MEMCACHED_NOTFOUND)
+		sv->mc_reset = true;
+	sv_answered(ms, sv);
+	return ret;
+}
+
+static int mc_get_checked(struct kv_store *kv, struct kv_key key, void *page_out,
+			  kv_check_fn *check, void *arg)
+{
+	struct mc_store *ms = to_mc(kv);
+	char k[KV_MEMCACHED_KEY_LEN + 1];
+	unsigned delay = ms->retry_ms;
+
+	kv_memcached_key(key, k);
+	for (unsigned attempt = 0;; attempt++) {
+		uint64_t now = fm_now_ns();
+		unsigned unreachable = 0, tried = 0;
+
+		for (unsigned i = 0; i <= ms->replicas; i++) {
+			struct mc_server *sv = &ms->sv[route(ms, k, i)];
+			int rc;
+
+			/* The first pass trusts the down windows; retries
+			 * ask every server, the page may be on the down one. */
+			if (attempt == 0 && !sv_usable(sv, now)) {
+				unreachable++;
+				continue;
+			}
+			rc = sv_get(ms, sv, k, page_out);
+			tried++;
+			if (rc == 0 && (!check || check(page_out, arg))) {
+				if (i > 0 || tried > 1)
+					ms->info.failover_reads++;
+				return 0;
+			}
+			if (rc == 0 || rc == -EBADMSG)
+				kv->stats.stale++;
+			else if (rc == -EIO)
+				unreachable++;
+		}
+		if (unreachable == 0)
+			return -ENOENT;
+		if (attempt >= ms->retries)
+			return -EIO;
+		kv->stats.retries++;
+		nanosleep(&(struct timespec){ delay / 1000, (long)(delay % 1000) * 1000000L }, NULL);
+		delay = FM_MIN(delay * 2, FM_MAX(MC_DOWN_MAX_MS, ms->retry_ms));
+	}
+}
+
+static int mc_get(struct kv_store *kv, struct kv_key key, void *page_out)
+{
+	return mc_get_checked(kv, key, page_out, NULL, NULL);
+}
+
+static int mc_del(struct kv_store *kv, struct kv_key key)
+{
+	struct mc_store *ms = to_mc(kv);
+	char k[KV_MEMCACHED_KEY_LEN + 1];
+	unsigned deleted = 0, unreachable = 0;
+	uint64_t now = fm_now_ns();
+
+	kv_memcached_key(key, k);
+	for (unsigned i = 0; i <= ms->replicas; i++) {
+		struct mc_server *sv = &ms->sv[route(ms, k, i)];
+		memcached_return_t rc;
+
+		if (!sv_usable(sv, now) || sv_prepare(ms, sv) < 0) {
+			unreachable++;
+			continue;
+		}
+		rc = memcached_delete(sv->mc, k, KV_MEMCACHED_KEY_LEN, 0);
+		if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND) {
+			deleted += rc == MEMCACHED_SUCCESS;
+			sv_answered(ms, sv);
+		} else {
+			sv_lm_error(ms, sv, "delete", rc);
+			unreachable++;
+		}
+	}
+	/* A copy may remain on a server that did not answer. */
+	if (unreachable)
+		return -EIO;
+	return deleted ? 0 : -ENOENT;
+}
+
+/* ---- pipelined writes (our own connection per server) ---- */
+
+static int sv_connect_write(struct mc_store *ms, struct mc_server *sv)
+{
+	int fd, one = 1, err = 0;
+	socklen_t len = sizeof(err);
+
+	fd = socket(sv->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (sv->port)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, (struct sockaddr *)&sv->addr, sv->addrlen) < 0) {
+		struct pollfd p = { .fd = fd, .events = POLLOUT };
+		int n;
+
+		/* A unix socket's EAGAIN is a full backlog, not progress. */
+		if (errno != EINPROGRESS) {
+			err = errno;
+			close(fd);
+			return -err;
+		}
+		n = poll(&p, 1, (int)ms->connect_ms);
+		if (n <= 0) {
+			err = n == 0 ? ETIMEDOUT : errno;
+			close(fd);
+			return -err;
+		}
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
+			err = err ? err : errno;
+			close(fd);
+			return -err;
+		}
+	}
+	sv->wfd = fd;
+	sv->rlen = 0;
+	sv->skip = 0;
+	return 0;
+}
+
+/* Queue request q of this server's job: a SET of `page` for item `item`, or
+ * with page NULL a TOUCH (exptime 0, as stored) that only asks whether the
+ * server still holds the key. */
+static void job_add(struct mc_store *ms, struct mc_server *sv, uint32_t item, const void *page)
+{
+	uint32_t q = sv->nreq++;
+	uint8_t *h = sv->hdr + (size_t)q * MC_HDR_MAX;
+	size_t hlen;
+
+	sv->req_item[q] = item;
+	sv->req_done[q] = 0;
+	sv->req_touch[q] = !page;
+	if (!page && ms->binary) {
+		uint32_t body = BIN_EXTRAS_TOUCH + KV_MEMCACHED_KEY_LEN;
+
+		memset(h, 0, BIN_HDR + BIN_EXTRAS_TOUCH);
+		h[0] = BIN_REQ;
+		h[1] = BIN_OP_TOUCH;
+		h[3] = KV_MEMCACHED_KEY_LEN;
+		h[4] = BIN_EXTRAS_TOUCH;
+		h[11] = (uint8_t)body;
+		memcpy(h + 12, &q, sizeof(q));
+		memcpy(h + BIN_HDR + BIN_EXTRAS_TOUCH, ms->keys[item], KV_MEMCACHED_KEY_LEN);
+		sv->iov[sv->niov++] = (struct iovec){ h, BIN_HDR + BIN_EXTRAS_TOUCH + KV_MEMCACHED_KEY_LEN };
+		return;
+	}
+	if (!page) {
+		hlen = (size_t)snprintf((char *)h, MC_HDR_MAX, "touch %s 0\r\n", ms->keys[item]);
+		sv->iov[sv->niov++] = (struct iovec){ h, hlen };
+		return;
+	}
+	if (ms->binary) {
+		uint32_t body = BIN_EXTRAS_SET + KV_MEMCACHED_KEY_LEN + FM_PAGE_SIZE;
+
+		memset(h, 0, BIN_HDR + BIN_EXTRAS_SET);
+		h[0] = BIN_REQ;
+		h[1] = BIN_OP_SET;
+		h[2] = 0;
+		h[3] = KV_MEMCACHED_KEY_LEN;
+		h[4] = BIN_EXTRAS_SET;
+		h[8] = (uint8_t)(body >> 24);
+		h[9] = (uint8_t)(body >> 16);
+		h[10] = (uint8_t)(body >> 8);
+		h[11] = (uint8_t)body;
+		memcpy(h + 12, &q, sizeof(q)); /* opaque: echoed back as sent */
+		/* extras: flags 0, expiry 0 (never) */
+		memcpy(h + BIN_HDR + BIN_EXTRAS_SET, ms->keys[item], KV_MEMCACHED_KEY_LEN);
+		hlen = BIN_HDR + BIN_EXTRAS_SET + KV_MEMCACHED_KEY_LEN;
+	} else {
+		hlen = (size_t)snprintf((char *)h, MC_HDR_MAX, "set %s 0 0 %u\r\n", ms->keys[item],
+					FM_PAGE_SIZE);
+	}
+	sv->iov[sv->niov++] = (struct iovec){ h, hlen };
+	sv->iov[sv->niov++] = (struct iovec){ (void *)page, FM_PAGE_SIZE };
+	if (!ms->binary)
+		sv->iov[sv->niov++] = (struct iovec){ (void *)crlf, sizeof(crlf) };
+}
+
+/* The job is over: every request that has no answer counts as unreachable. */
+static void job_fail(struct mc_store *ms, struct mc_server *sv, const char *why)
+{
+	for (uint32_t q = 0; q < sv->nreq; q++) {
+		if (!sv->req_done[q]) {
+			ms->it_err[sv->req_item[q]]++;
+			sv->req_done[q] = 1;
+		}
+	}
+	sv->active = false;
+	sv_failed(ms, sv, "write", why);
+}
+
+static void job_answer(struct mc_store *ms, struct mc_server *sv, uint32_t q, int res)
+{
+	uint32_t item = sv->req_item[q];
+
+	if (res == 0)
+		ms->it_ok[item]++;
+	else if (res == -ENOSPC)
+		ms->it_full[item]++;
+	else if (res == -ENOENT)
+		ms->it_miss[item]++;
+	else
+		ms->it_err[item]++;
+	sv->req_done[q] = 1;
+	sv->nresp++;
+}
+
+/* Parse what sv->rbuf holds. Returns 0, or -EPROTO on an answer that does
+ * not belong to this job. */
+static int job_parse(struct mc_store *ms, struct mc_server *sv)
+{
+	size_t pos = 0;
+
+	for (;;) {
+		if (sv->skip) {
+			size_t n = FM_MIN(sv->skip, sv->rlen - pos);
+
+			pos += n;
+			sv->skip -= n;
+			if (sv->skip)
+				break;
+		}
+		if (sv->nresp == sv->nreq)
+			break;
+		if (ms->binary) {
+			const uint8_t *h = sv->rbuf + pos;
+			uint32_t q, body;
+			uint16_t status;
+			int res;
+
+			if (sv->rlen - pos < BIN_HDR)
+				break;
+			memcpy(&q, h + 12, sizeof(q));
+			status = (uint16_t)(h[6] << 8 | h[7]);
+			body = (uint32_t)h[8] << 24 | (uint32_t)h[9] << 16 | (uint32_t)h[10] << 8 | h[11];
+			if (h[0] != BIN_RES || q >= sv->nreq || sv->req_done[q] ||
+			    h[1] != (sv->req_touch[q] ? BIN_OP_TOUCH : BIN_OP_SET))
+				return -EPROTO;
+			res = status == BIN_ST_OK ? 0 : -EIO;
+			if (status == BIN_ST_ENOMEM && !sv->req_touch[q])
+				res = -ENOSPC;
+			else if (status == BIN_ST_ENOENT && sv->req_touch[q])
+				res = -ENOENT;
+			else if (res)
+				fm_log_once(FM_LOG_ERROR, "kv/memcached: %s refused a %s with status "
+					    "0x%04x", sv->name, sv->req_touch[q] ? "touch" : "page write",
+					    status);
+			job_answer(ms, sv, q, res);
+			pos += BIN_HDR;
+			sv->skip = body;
+		} else {
+			const char *line = (const char *)sv->rbuf + pos;
+			const char *nl = memchr(line, '\n', sv->rlen - pos);
+			size_t len;
+			int res;
+
+			if (!nl) {
+				if (sv->rlen - pos > MC_LINE_MAX)
+					return -EPROTO;
+				break;
+			}
+			len = (size_t)(nl - line) + 1;
+			if (sv->req_touch[sv->nresp]) {
+				if (len >= 9 && !memcmp(line, "TOUCHED\r\n", 9))
+					res = 0;
+				else if (len >= 11 && !memcmp(line, "NOT_FOUND\r\n", 11))
+					res = -ENOENT;
+				else if (len >= 5 && (!memcmp(line, "ERROR", 5) ||
+						      !memcmp(line, "SERVER_ERROR", FM_MIN(len, 12)) ||
+						      !memcmp(line, "CLIENT_ERROR", FM_MIN(len, 12))))
+					res = -EIO;
+				else
+					return -EPROTO;
+			} else if (len >= 8 && !memcmp(line, "STORED\r\n", 8)) {
+				res = 0;
+			} else if (len >= 12 && !memcmp(line, "SERVER_ERROR", 12)) {
+				res = memmem(line, len, "out of memory", 13) ? -ENOSPC : -EIO;
+			} else if ((len >= 10 && !memcmp(line, "NOT_STORED", 10)) ||
+				   (len >= 12 && !memcmp(line, "CLIENT_ERROR", 12)) ||
+				   (len >= 5 && !memcmp(line, "ERROR", 5))) {
+				res = -EIO;
+			} else {
+				return -EPROTO;
+			}
+			if (res == -EIO)
+				fm_log_once(FM_LOG_ERROR, "kv/memcached: %s refused a request: %.*s",
+					    sv->name, (int)(len > 2 ? len - 2 : len), line);
+			job_answer(ms, sv, sv->nresp, res);
+			pos += len;
+		}
+	}
+	memmove(sv->rbuf, sv->rbuf + pos, sv->rlen - pos);
+	sv->rlen -= pos;
+	return 0;
+}
+
+static int job_send(struct mc_server *sv)
+{
+	while (sv->iov_pos < sv->niov) {
+		struct msghdr msg = {
+			.msg_iov = &sv->iov[sv->iov_pos],
+			.msg_iovlen = FM_MIN(sv->niov - sv->iov_pos, (uint32_t)IOV_MAX),
+		};
+		ssize_t n = sendmsg(sv->wfd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0)
+			return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+		while (n > 0) {
+			struct iovec *v = &sv->iov[sv->iov_pos];
+
+			if ((size_t)n >= v->iov_len) {
+				n -= (ssize_t)v->iov_len;
+				sv->iov_pos++;
+			} else {
+				v->iov_base = (uint8_t *)v->iov_base + n;
+				v->iov_len -= (size_t)n;
+				n = 0;
+			}
+		}
+	}
+	return 0;
+}
+
+/* 1 when the job has every answer, 0 when it waits for more, -errno. */
+static int job_recv(struct mc_store *ms, struct mc_server *sv)
+{
+	for (;;) {
+		ssize_t n = recv(sv->wfd, sv->rbuf + sv->rlen, MC_RBUF - sv->rlen, MSG_DONTWAIT);
+
+		if (n == 0)
+			return -ECONNRESET;
+		if (n < 0)
+			return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+		sv->rlen += (size_t)n;
+		if (job_parse(ms, sv) < 0)
+			return -EPROTO;
+		if (sv->nresp == sv->nreq)
+			return 1;
+	}
+}
+
+/* Run every server's job of this flush to its end: all requests written and
+ * all answers read, or the server failed. */
+static void flush_jobs(struct mc_store *ms)
+{
+	for (unsigned s = 0; s < ms->nsv; s++) {
+		struct mc_server *sv = &ms->sv[s];
+		int rc;
+
+		if (!sv->nreq)
+			continue;
+		ms->info.flushes++;
+		ms->info.writes_sent += sv->nreq;
+		sv->active = true;
+		if (sv->wfd < 0 && (rc = sv_connect_write(ms, sv)) < 0)
+			job_fail(ms, sv, strerror(-rc));
+	}
+	for (;;) {
+		unsigned n = 0;
+		int ready;
+
+		for (unsigned s = 0; s < ms->nsv; s++) {
+			struct mc_server *sv = &ms->sv[s];
+
+			if (!sv->active)
+				continue;
+			ms->pfd[n] = (struct pollfd){
+				.fd = sv->wfd,
+				.events = (short)(POLLIN | (sv->iov_pos < sv->niov ? POLLOUT : 0)),
+			};
+			ms->pfd_sv[n++] = s;
+		}
+		if (n == 0)
+			return;
+		ready = poll(ms->pfd, n, (int)ms->io_ms);
+		if (ready < 0 && errno == EINTR)
+			continue;
+		for (unsigned i = 0; i < n; i++) {
+			struct mc_server *sv = &ms->sv[ms->pfd_sv[i]];
+			short ev = ms->pfd[i].revents;
+			int rc = 0;
+
+			if (ready <= 0) {
+				job_fail(ms, sv, ready == 0 ? "timed out" : strerror(errno));
+				continue;
+			}
+			if (ev & POLLOUT)
+				rc = job_send(sv);
+			if (rc == 0 && (ev & (POLLIN | POLLHUP | POLLERR | POLLNVAL)))
+				rc = job_recv(ms, sv);
+			if (rc < 0) {
+				job_fail(ms, sv, rc == -EPROTO ? "protocol error" : strerror(-rc));
+			} else if (sv->nresp == sv->nreq) {
+				sv->active = false;
+				/* An answer nobody asked for: the stream is
+				 * out of step, start the next flush afresh. */
+				if (sv->rlen || sv->skip)
+					sv_close_write(sv);
+				sv_answered(ms, sv);
+			}
+		}
+	}
+}
+
+/* One flush of at most ms->batch items: SETs of pages, or TOUCHes when
+ * pages is NULL. */
+static void flush_chunk(struct mc_store *ms, const struct kv_key *keys, const void *const *pages,
+			int *results, size_t n)
+{
+	uint64_t now = fm_now_ns();
+
+	for (unsigned s = 0; s < ms->nsv; s++) {
+		struct mc_server *sv = &ms->sv[s];
+
+		sv->nreq = sv->nresp = sv->niov = sv->iov_pos = 0;
+		sv->active = false;
+	}
+	for (size_t i = 0; i < n; i++) {
+		kv_memcached_key(keys[i], ms->keys[i]);
+		ms->it_ok[i] = ms->it_full[i] = ms->it_err[i] = ms->it_miss[i] = 0;
+		for (unsigned r = 0; r <= ms->replicas; r++) {
+			struct mc_server *sv = &ms->sv[route(ms, ms->keys[i], r)];
+
+			if (sv_usable(sv, now))
+				job_add(ms, sv, (uint32_t)i, pages ? pages[i] : NULL);
+			else
+				ms->it_err[i]++;
+		}
+	}
+	flush_jobs(ms);
+	for (size_t i = 0; i < n; i++) {
+		if (!pages) {   /* a copy missing anywhere must be rewritten */
+			results[i] = ms->it_miss[i] ? -ENOENT : ms->it_ok[i] ? 0 : -EIO;
+		} else if (ms->it_full[i]) {
+			results[i] = -ENOSPC;
+		} else if (ms->it_ok[i]) {
+			results[i] = 0;
+			if (ms->it_ok[i] <= ms->replicas)
+				ms->info.degraded_writes++;
+		} else {
+			results[i] = -EIO;
+		}
+	}
+}
+
+static int mc_mput(struct kv_store *kv, const struct kv_key *keys, const void *const *pages,
+		   int *results, size_t n)
+{
+	struct mc_store *ms = to_mc(kv);
+
+	for (size_t done = 0; done < n; done += ms->batch)
+		flush_chunk(ms, keys + done, pages + done, results + done,
+			    FM_MIN((size_t)ms->batch, n - done));
+	for (size_t i = 0; i < n; i++)
+		if (results[i])
+			return results[i];
+	return 0;
+}
+
+static int mc_mtouch(struct kv_store *kv, const struct kv_key *keys, int *results, size_t n)
+{
+	struct mc_store *ms = to_mc(kv);
+
+	for (size_t done = 0; done < n; done += ms->batch)
+		flush_chunk(ms, keys + done, NULL, results + done,
+			    FM_MIN((size_t)ms->batch, n - done));
+	for (size_t i = 0; i < n; i++)
+		if (results[i])
+			return results[i];
+	return 0;
+}
+
+static int mc_put(struct kv_store *kv, struct kv_key key, const void *page)
+{
+	int result;
+
+	mc_mput(kv, &key, &page, &result, 1);
+	return result;
+}
+
+/* ---- open and close ---- */
+
+static int parse_server(struct mc_server *sv, const char *entry, char *why, size_t whylen)
+{
+	char host[MC_NAME_MAX], port[16];
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai;
+	const char *colon;
+	int rc;
+
+	snprintf(sv->name, sizeof(sv->name), "%s", entry);
+	if (entry[0] == '/') {
+		struct sockaddr_un *un = (struct sockaddr_un *)&sv->addr;
+
+		if (strlen(entry) >= sizeof(un->sun_path)) {
+			snprintf(why, whylen, "socket path \"%s\" is longer than %zu bytes", entry,
+				 sizeof(un->sun_path) - 1);
+			return -EINVAL;
+		}
+		un->sun_family = AF_UNIX;
+		strcpy(un->sun_path, entry);
+		sv->addrlen = sizeof(*un);
+		snprintf(sv->host, sizeof(sv->host), "%s", entry);
+		sv->port = 0;
+		return 0;
+	}
+	if (entry[0] == '[') { /* [v6 address]:port */
+		const char *end = strchr(entry, ']');
+
+		if (!end || (end[1] && end[1] != ':')) {
+			snprintf(why, whylen, "\"%s\" is not [address]:port", entry);
+			return -EINVAL;
+		}
+		snprintf(host, sizeof(host), "%.*s", (int)(end - entry - 1), entry + 1);
+		colon = end[1] ? end + 1 : NULL;
+	} else {
+		colon = strrchr(entry, ':');
+		if (colon && strchr(entry, ':') != colon) {
+			snprintf(why, whylen, "\"%s\": write an IPv6 address as [address]:port", entry);
+			return -EINVAL;
+		}
+		snprintf(host, sizeof(host), "%.*s",
+			 (int)(colon ? (size_t)(colon - entry) : strlen(entry)), entry);
+	}
+	if (colon) {
+		char *end;
+		unsigned long p = strtoul(colon + 1, &end, 10);
+
+		if (!colon[1] || *end || p == 0 || p > 65535) {
+			snprintf(why, whylen, "\"%s\": the port must be 1..65535", entry);
+			return -EINVAL;
+		}
+		sv->port = (unsigned)p;
+	} else {
+		sv->port = MC_DEFAULT_PORT;
+	}
+	if (!host[0]) {
+		snprintf(why, whylen, "\"%s\" has no host", entry);
+		return -EINVAL;
+	}
+	snprintf(sv->host, sizeof(sv->host), "%s", host);
+	snprintf(port, sizeof(port), "%u", sv->port);
+	rc = getaddrinfo(host, port, &hints, &ai);
+	if (rc) {
+		snprintf(why, whylen, "\"%s\": %s", entry, gai_strerror(rc));
+		return -EINVAL;
+	}
+	memcpy(&sv->addr, ai->ai_addr, ai->ai_addrlen);
+	sv->addrlen = ai->ai_addrlen;
+	freeaddrinfo(ai);
+	return 0;
+}
+
+static int parse_servers(struct mc_store *ms, const char *list)
+{
+	char *copy = strdup(list), *save = NULL, why[MC_NAME_MAX + 96];
+	int rc = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *end;
+
+		while (*tok == ' ' || *tok == '\t')
+			tok++;
+		end = tok + strlen(tok);
+		while (end > tok && (end[-1] == ' ' || end[-1] == '\t'))
+			*--end = '\0';
+		if (!*tok)
+			continue;
+		if (ms->nsv == MC_MAX_SERVERS) {
+			snprintf(why, sizeof(why), "more than %d servers", MC_MAX_SERVERS);
+			rc = -EINVAL;
+			break;
+		}
+		rc = parse_server(&ms->sv[ms->nsv], tok, why, sizeof(why));
+		if (rc)
+			break;
+		ms->nsv++;
+	}
+	if (!rc && ms->nsv == 0) {
+		snprintf(why, sizeof(why), "no server in \"%s\"", list);
+		rc = -EINVAL;
+	}
+	if (rc)
+		FM_ERR("kv/memcached: store.memcached.servers: %s", why);
+	free(copy);
+	return rc;
+}
+
+static int router_new(struct mc_store *ms, int distribution)
+{
+	memcached_return_t rc = MEMCACHED_SUCCESS;
+
+	ms->router = memcached_create(NULL);
+	if (!ms->router)
+		return -ENOMEM;
+	for (unsigned i = 0; i < ms->nsv && rc == MEMCACHED_SUCCESS; i++) {
+		const struct mc_server *sv = &ms->sv[i];
+
+		rc = sv->port ? memcached_server_add(ms->router, sv->host, (in_port_t)sv->port)
+			      : memcached_server_add_unix_socket(ms->router, sv->host);
+	}
+	if (rc == MEMCACHED_SUCCESS) {
+		if (distribution == FM_MC_KETAMA)
+			rc = memcached_behavior_set(ms->router, MEMCACHED_BEHAVIOR_KETAMA, 1);
+		else
+			rc = memcached_behavior_set_distribution(ms->router,
+								 MEMCACHED_DISTRIBUTION_MODULA);
+	}
+	if (rc != MEMCACHED_SUCCESS) {
+		FM_ERR("kv/memcached: cannot build the server list: %s",
+		       memcached_strerror(ms->router, rc));
+		return -EINVAL;
+	}
+	/* route() indexes ms->sv with libmemcached's server positions. */
+	for (unsigned i = 0; i < ms->nsv; i++) {
+		const memcached_instance_st *in = memcached_server_instance_by_position(ms->router, i);
+
+		if (!in || strcmp(memcached_server_name(in), ms->sv[i].host) ||
+		    (ms->sv[i].port && memcached_server_port(in) != ms->sv[i].port)) {
+			FM_ERR("kv/memcached: libmemcached reordered the server list");
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* memcached without -M evicts old items when full: pages would vanish. */
+static memcached_return_t settings_cb(const memcached_instance_st *in, const char *key,
+				      size_t klen, const char *value, size_t vlen, void *ctx)
+{
+	bool *evicting = ctx;
+
+	if (klen == 9 && !memcmp(key, "evictions", 9) && vlen >= 2 && !memcmp(value, "on", 2))
+		*evicting = true;
+	return MEMCACHED_SUCCESS;
+}
+
+static void check_no_evictions(struct mc_store *ms, struct mc_server *sv)
+{
+	bool evicting = false;
+
+	if (sv_prepare(ms, sv) < 0)
+		return;
+	if (memcached_stat_execute(sv->mc, "settings", settings_cb, &evicting) != MEMCACHED_SUCCESS) {
+		sv->mc_reset = true;
+		return;
+	}
+	if (evicting)
+		FM_ERR("kv/memcached: server %s runs without -M: when full it drops pages, which "
+		       "fluidmemd then poisons (SIGBUS). Start it with -M so a full server refuses "
+		       "writes instead", sv->name);
+}
+
+static void mc_close(struct kv_store *kv)
+{
+	struct mc_store *ms = to_mc(kv);
+
+	for (unsigned i = 0; ms->sv && i < ms->nsv; i++) {
+		struct mc_server *sv = &ms->sv[i];
+
+		sv_close_write(sv);
+		sv_handle_free(sv);
+		free(sv->iov);
+		free(sv->hdr);
+		free(sv->req_item);
+		free(sv->req_done);
+		free(sv->req_touch);
+	}
+	if (ms->router)
+		memcached_free(ms->router);
+	free(ms->sv);
+	free(ms->it_ok);
+	free(ms->it_full);
+	free(ms->it_err);
+	free(ms->it_miss);
+	free(ms->keys);
+	free(ms->pfd);
+	free(ms->pfd_sv);
+	free(ms);
+}
+
+static struct kv_store *mc_open(const struct fm_config *cfg, unsigned shard)
+{
+	struct mc_store *ms = calloc(1, sizeof(*ms));
+	unsigned reachable = 0;
+	int rc;
+
+	if (!ms)
+		return NULL;
+	ms->shard = shard;
+	ms->replicas = cfg->mc_replicas;
+	ms->batch = cfg->mc_batch ? cfg->mc_batch : 1;
+	ms->retries = cfg->mc_retries;
+	ms->retry_ms = cfg->mc_retry_delay_ms ? cfg->mc_retry_delay_ms : 1;
+	ms->connect_ms = cfg->mc_connect_timeout_ms ? cfg->mc_connect_timeout_ms : 1;
+	ms->io_ms = cfg->mc_io_timeout_ms ? cfg->mc_io_timeout_ms : 1;
+	ms->binary = cfg->mc_binary;
+	ms->sv = calloc(MC_MAX_SERVERS, sizeof(*ms->sv));
+	rc = ms->sv ? 0 : -ENOMEM;
+	if (!rc && !memchr(cfg->mc_servers, '\0', sizeof(cfg->mc_servers)))
+		rc = -EINVAL;
+	if (!rc)
+		rc = parse_servers(ms, cfg->mc_servers);
+	if (!rc && ms->replicas >= ms->nsv) {
+		FM_ERR("kv/memcached: store.memcached.replicas = %u needs at least %u servers, "
+		       "store.memcached.servers has %u", ms->replicas, ms->replicas + 1, ms->nsv);
+		rc = -EINVAL;
+	}
+	if (!rc)
+		rc = router_new(ms, cfg->mc_distribution);
+	if (rc)
+		goto fail;
+	rc = -ENOMEM;
+	ms->it_ok = calloc(ms->batch, 1);
+	ms->it_full = calloc(ms->batch, 1);
+	ms->it_err = calloc(ms->batch, 1);
+	ms->it_miss = calloc(ms->batch, 1);
+	ms->keys = calloc(ms->batch, sizeof(*ms->keys));
+	ms->pfd = calloc(ms->nsv, sizeof(*ms->pfd));
+	ms->pfd_sv = calloc(ms->nsv, sizeof(*ms->pfd_sv));
+	if (!ms->it_ok || !ms->it_full || !ms->it_err || !ms->it_miss || !ms->keys || !ms->pfd ||
+	    !ms->pfd_sv)
+		goto fail;
+	for (unsigned i = 0; i < ms->nsv; i++) {
+		struct mc_server *sv = &ms->sv[i];
+
+		sv->wfd = -1;
+		sv->delay_ms = ms->retry_ms;
+		sv->iov = calloc((size_t)ms->batch * 3, sizeof(*sv->iov));
+		sv->hdr = malloc((size_t)ms->batch * MC_HDR_MAX);
+		sv->req_item = calloc(ms->batch, sizeof(*sv->req_item));
+		sv->req_done = calloc(ms->batch, 1);
+		sv->req_touch = calloc(ms->batch, 1);
+		if (!sv->iov || !sv->hdr || !sv->req_item || !sv->req_done || !sv->req_touch)
+			goto fail;
+	}
+	/* Start if any server answers: the others count as down and are
+	 * retried. None at all is most likely a wrong list. */
+	for (unsigned i = 0; i < ms->nsv; i++) {
+		struct mc_server *sv = &ms->sv[i];
+
+		rc = sv_connect_write(ms, sv);
+		if (rc < 0) {
+			sv_failed(ms, sv, "connect", strerror(-rc));
+			continue;
+		}
+		reachable++;
+		if (shard == 0)
+			check_no_evictions(ms, sv);
+	}
+	if (!reachable) {
+		FM_ERR("kv/memcached: shard %u: no server of \"%s\" answers", shard, cfg->mc_servers);
+		rc = -EIO;
+		goto fail;
+	}
+	ms->info.servers = ms->nsv;
+	ms->info.replicas = ms->replicas;
+	return &ms->base;
+fail:
+	mc_close(&ms->base);
+	errno = -rc;
+	return NULL;
+}
+
+int kv_memcached_info(const struct kv_store *kv, struct kv_memcached_info *out)
+{
+	const struct mc_store *ms;
+	uint64_t now = fm_now_ns();
+
+	if (!kv || !out || kv->ops != &kv_memcached_ops)
+		return -EINVAL;
+	ms = (const struct mc_store *)kv;
+	*out = ms->info;
+	out->servers_down = 0;
+	for (unsigned i = 0; i < ms->nsv; i++)
+		out->servers_down += !sv_usable(&ms->sv[i], now);
+	return 0;
+}
+
+int kv_memcached_server_of(const struct kv_store *kv, struct kv_key key, unsigned i)
+{
+	const struct mc_store *ms;
+	char k[KV_MEMCACHED_KEY_LEN + 1];
+
+	if (!kv || kv->ops != &kv_memcached_ops)
+		return -EINVAL;
+	ms = (const struct mc_store *)kv;
+	if (i > ms->replicas)
+		return -EINVAL;
+	kv_memcached_key(key, k);
+	return (int)route(ms, k, i);
+}
+
+/* No native mget yet: the shard reads one page per fault, and the generic
+ * loop (one get each, replicas tried in turn) is correct for batches. A
+ * prefetcher should add one memcached_mget per server here. */
+const struct kv_ops kv_memcached_ops = {
+	.name = "memcached",
+	.keeps_after_get = true,
+	.open = mc_open,
+	.close = mc_close,
+	.get = mc_get,
+	.get_checked = mc_get_checked,
+	.put = mc_put,
+	.del = mc_del,
+	.mput = mc_mput,
+	.mtouch = mc_mtouch,
+};
