@@ -30,7 +30,11 @@
 #define TAG_CTL_CONN 6
 #define TAG_METRICS_LISTEN 7
 #define TAG_BITS 3
-#define REQUEST_TIMEOUT_MS 2000
+/* Replies a shard owes the control plane. A query is answered between two
+ * fault bursts; a shrink or an evict answers after its evictions, which can
+ * take seconds for a large budget change under load. */
+#define QUERY_TIMEOUT_MS 5000
+#define EVICTING_TIMEOUT_MS 120000
 #define MAX_REGION_BYTES (1ull << 46)   /* 64 TiB: page ids must fit 32 bits per shard */
 
 /* epoll data: a tag in the low bits, the object pointer above them. */
@@ -161,7 +165,10 @@ static void drain_replies(struct daemon *d)
 int daemon_shard_request(struct daemon *d, uint16_t type, const uint64_t *a, const uint64_t *b,
 			 int64_t *results, uint64_t *details)
 {
-	uint64_t deadline = fm_now_ns() + (uint64_t)REQUEST_TIMEOUT_MS * 1000000ull;
+	bool evicting = type == FM_MSG_SET_BUDGET || type == FM_MSG_EVICT ||
+			type == FM_MSG_REGION_BUDGET;
+	uint64_t deadline = fm_now_ns() +
+			    (uint64_t)(evicting ? EVICTING_TIMEOUT_MS : QUERY_TIMEOUT_MS) * 1000000ull;
 
 	pending.id = ++d->next_request;
 	pending.remaining = 0;

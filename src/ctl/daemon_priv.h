@@ -60,8 +60,8 @@ struct daemon {
 	uint64_t registrations, refusals;
 };
 
-/* Send one control message to every shard and wait for all replies (2 s
- * at most). a[i], b[i] are the arguments for shard i (NULL: 0 for all);
+/* Send one control message to every shard and wait for all replies (5 s
+ * for queries, 2 min for requests that evict). a[i], b[i] are the arguments for shard i (NULL: 0 for all);
  * results[i]/details[i] receive the replies. 0, or -ETIMEDOUT. Other
  * replies that arrive meanwhile (region acks) are handled as usual. */
 int daemon_shard_request(struct daemon *d, uint16_t type, const uint64_t *a, const uint64_t *b,

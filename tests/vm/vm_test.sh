@@ -6,7 +6,7 @@
 #     a pattern over most of its RAM; two DIMMs are hot-plugged
 #     (scripts/attach-memory, one memory-backend-memfd, one -ram) and
 #     verified; virtio-balloon inflates and deflates while a pattern is held;
-#  3. the same guest on plain RAM, for the numbers (docs/vm.md "Measured").
+#  3. the same guest on plain RAM, for the numbers (bench/README.md, "Virtual machines").
 # Uses KVM when a Linux guest runs under it here, else TCG, and says which.
 # Exit 0 pass, 1 fail, 77 skip (with the reason). Results: BUILD_DIR/vm/results.txt
 # Environment: FM_VM_ACCEL=tcg|kvm forces the accelerator;
@@ -40,7 +40,11 @@ reg="$run/register.sock" ctl="$run/control.sock" qmp="$run/qmp.sock"
 daemon_pid= qpid= failed=1
 cleanup() {
 	local rc=$?
-	[ -n "$qpid" ] && kill -9 "$qpid" 2>/dev/null && wait "$qpid" 2>/dev/null
+	set +e   # a failing step here must not skip the rest (the daemon would linger)
+	if [ -n "$qpid" ]; then
+		kill -9 "$qpid" 2>/dev/null
+		wait "$qpid" 2>/dev/null
+	fi
 	if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
 		"$bin/fluidmemctl" -s "$ctl" shutdown >/dev/null 2>&1 || kill "$daemon_pid"
 		wait "$daemon_pid" 2>/dev/null || true
@@ -89,22 +93,21 @@ start_daemon() {
 # wait_serial LOG TEXT SECONDS: until the guest prints TEXT; fail early if
 # it reports a failure or QEMU is gone.
 wait_serial() {
-	local log=$1 text=$2 left=$(($3 * 5))
+	local log=$1 text=$2 deadline=$((SECONDS + $3))
 	while ! grep -qF "$text" "$log" 2>/dev/null; do
 		grep -q 'FMTEST: FAIL' "$log" 2>/dev/null && die "guest: $(grep -m1 'FMTEST: FAIL' "$log")"
-		[ -n "$qpid" ] && ! kill -0 "$qpid" 2>/dev/null && die "QEMU exited before \"$text\""
-		left=$((left - 1))
-		[ $left -gt 0 ] || die "no \"$text\" from the guest within $3 s"
+		qemu_alive || die "QEMU exited before \"$text\""
+		[ $SECONDS -lt $deadline ] || die "no \"$text\" from the guest within $3 s"
 		sleep 0.2
 	done
 }
+qemu_alive() { [ -z "$qpid" ] || kill -0 "$qpid" 2>/dev/null; }
 
 # wait_stat KEY OP VALUE SECONDS
 wait_stat() {
-	local v left=$(($4 * 10))
+	local v deadline=$((SECONDS + $4))
 	while v=$(dstat "$1"); ! [ "$v" "$2" "$3" ]; do
-		left=$((left - 1))
-		[ $left -gt 0 ] || die "daemon stat $1 is $v, expected $2 $3 within $4 s"
+		[ $SECONDS -lt $deadline ] || die "daemon stat $1 is $v, expected $2 $3 within $4 s"
 		sleep 0.1
 	done
 }
@@ -160,7 +163,12 @@ ctljson resize 2048 >/dev/null   # 8 MiB, so the boot already evicts to the stor
 	-machine memory-backend=mem0 -append "$append_base fmtest.mode=idle" \
 	-serial "file:$run/kill.log" 2>"$run/qemu-kill.log" &
 qpid=$!
-wait_stat evictions -gt 500 60
+deadline=$((SECONDS + 60))
+until [ "$(dstat evictions)" -gt 500 ]; do
+	qemu_alive || die "QEMU exited during boot: $(tail -3 "$run/qemu-kill.log")"
+	[ $SECONDS -lt $deadline ] || die "no evictions within 60 s of booting"
+	sleep 0.1
+done
 [ "$(dstat regions)" = 1 ] || die "expected the VM's one region, daemon has $(dstat regions)"
 store=$(dstat store_bytes)
 booted=$(grep -c 'FMTEST: booted' "$run/kill.log" 2>/dev/null || true)
@@ -223,10 +231,9 @@ shm0=$(status_kib "$qpid" RssShmem)
 balloon_actual() { qmpcmd query-balloon | python3 -c 'import json,sys; print(json.load(sys.stdin)["actual"])'; }
 # wait_balloon BYTES: until QEMU reports the balloon at that size.
 wait_balloon() {
-	local left=3000
+	local deadline=$((SECONDS + 300))
 	while [ "$(balloon_actual)" != "$1" ]; do
-		left=$((left - 1))
-		[ $left -gt 0 ] || die "balloon stuck at $(balloon_actual), target $1"
+		[ $SECONDS -lt $deadline ] || die "balloon stuck at $(balloon_actual), target $1"
 		sleep 0.1
 	done
 }
