@@ -8,6 +8,7 @@
 #include "base/base.h"
 #include "client/fluidmem.h"
 #include "harness.h"
+#include "mirror.h"
 
 #define PAGE 4096u
 
@@ -43,89 +44,6 @@ static struct fm_region *make_region(struct fm_client **c, size_t pages, const c
 
 /* ---- writers racing eviction, checked against a mirror ---- */
 
-struct writer {
-	uint8_t *base;
-	size_t pages;
-	unsigned id, nthreads;
-	uint64_t seed;
-	uint32_t *mirror;     /* version per page; only this thread's pages */
-	uint64_t errors;
-	uint64_t ops;
-};
-
-static void stamp(uint8_t *page, uint64_t pno, uint32_t version)
-{
-	uint64_t *w = (uint64_t *)page;
-
-	w[0] = pno;
-	w[1] = version;
-	for (size_t i = 2; i < PAGE / 8; i++)
-		w[i] = fm_mix64(pno ^ ((uint64_t)version << 40)) + i;
-}
-
-static int check(const uint8_t *page, uint64_t pno, uint32_t version)
-{
-	const uint64_t *w = (const uint64_t *)page;
-
-	if (version == 0) {
-		for (size_t i = 0; i < PAGE / 8; i++)
-			if (w[i])
-				return 0;
-		return 1;
-	}
-	if (w[0] != pno || w[1] != version)
-		return 0;
-	for (size_t i = 2; i < PAGE / 8; i++)
-		if (w[i] != fm_mix64(pno ^ ((uint64_t)version << 40)) + i)
-			return 0;
-	return 1;
-}
-
-static void *writer_main(void *arg)
-{
-	struct writer *w = arg;
-	uint64_t x = w->seed;
-	size_t mine = (w->pages - w->id + w->nthreads - 1) / w->nthreads;
-
-	for (uint64_t op = 0; op < w->ops; op++) {
-		x = fm_mix64(x + op);
-		size_t p = (x % mine) * w->nthreads + w->id;
-		uint8_t *page = w->base + p * PAGE;
-
-		if (x & 0x100) {
-			stamp(page, p, ++w->mirror[p]);
-		} else if (!check(page, p, w->mirror[p])) {
-			if (w->errors++ < 5)
-				fprintf(stderr, "page %zu: expected version %u, found %lu\n", p,
-					w->mirror[p], (unsigned long)((uint64_t *)page)[1]);
-		}
-	}
-	return NULL;
-}
-
-static void run_writers(uint8_t *base, size_t pages, unsigned nthreads, uint64_t ops,
-			uint64_t *errors_out)
-{
-	pthread_t th[16];
-	struct writer w[16];
-	uint32_t *mirror = calloc(pages, sizeof(*mirror));
-
-	for (unsigned i = 0; i < nthreads; i++) {
-		w[i] = (struct writer){ base, pages, i, nthreads, 1234 + i, mirror, 0, ops };
-		pthread_create(&th[i], NULL, writer_main, &w[i]);
-	}
-	*errors_out = 0;
-	for (unsigned i = 0; i < nthreads; i++) {
-		pthread_join(th[i], NULL);
-		*errors_out += w[i].errors;
-	}
-	/* final sweep: every page as last written */
-	for (size_t p = 0; p < pages; p++)
-		if (!check(base + p * PAGE, p, mirror[p]))
-			(*errors_out)++;
-	free(mirror);
-}
-
 Test(dataplane, writers_race_eviction_8x_budget, .timeout = 240)
 {
 	const char *sets[] = { "memory.resident_pages=512", NULL };
@@ -135,7 +53,10 @@ Test(dataplane, writers_race_eviction_8x_budget, .timeout = 240)
 
 	start(sets);
 	r = make_region(&c, 4096, "stress");
-	run_writers(fm_region_addr(r), 4096, 4, 30000, &errors);
+	struct storm st;
+
+	storm_start(&st, fm_region_addr(r), 4096, 4, 30000);
+	errors = storm_finish(&st);
 	cr_expect_eq(errors, 0, "%lu pages differ from the mirror", (unsigned long)errors);
 	int64_t ev = td_stat(&fmd, "evictions");
 	cr_expect_gt(ev, 10000, "only %ld evictions: the test did not stress eviction", (long)ev);

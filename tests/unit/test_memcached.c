@@ -14,6 +14,7 @@
 #include "client/fluidmem.h"
 #include "ctl/config.h"
 #include "harness.h"
+#include "mirror.h"
 #include "kv/kv.h"
 #include "memcached_harness.h"
 
@@ -66,118 +67,6 @@ static struct fm_region *make_region(struct fm_client **c, size_t pages, const c
 	r = fm_region_create(*c, pages * PAGE, name);
 	cr_assert_not_null(r, "create: %s (%s)", strerror(errno), fm_client_error(*c));
 	return r;
-}
-
-/* ---- pages stamped with (page, version), checked against a mirror ---- */
-
-static void stamp(uint8_t *page, uint64_t pno, uint32_t version)
-{
-	uint64_t *w = (uint64_t *)page;
-
-	w[0] = pno;
-	w[1] = version;
-	for (size_t i = 2; i < PAGE / 8; i++)
-		w[i] = fm_mix64(pno ^ ((uint64_t)version << 40)) + i;
-}
-
-static int check(const uint8_t *page, uint64_t pno, uint32_t version)
-{
-	const uint64_t *w = (const uint64_t *)page;
-
-	if (version == 0) {
-		for (size_t i = 0; i < PAGE / 8; i++)
-			if (w[i])
-				return 0;
-		return 1;
-	}
-	if (w[0] != pno || w[1] != version)
-		return 0;
-	for (size_t i = 2; i < PAGE / 8; i++)
-		if (w[i] != fm_mix64(pno ^ ((uint64_t)version << 40)) + i)
-			return 0;
-	return 1;
-}
-
-struct writer {
-	uint8_t *base;
-	size_t pages;
-	unsigned id, nthreads;
-	uint64_t seed;
-	uint32_t *mirror;     /* version per page; only this thread's pages */
-	uint64_t errors;
-	uint64_t ops;
-	_Atomic uint64_t done;
-};
-
-static void *writer_main(void *arg)
-{
-	struct writer *w = arg;
-	uint64_t x = w->seed;
-	size_t mine = (w->pages - w->id + w->nthreads - 1) / w->nthreads;
-
-	for (uint64_t op = 0; op < w->ops; op++) {
-		x = fm_mix64(x + op);
-		size_t p = (x % mine) * w->nthreads + w->id;
-		uint8_t *page = w->base + p * PAGE;
-
-		if (x & 0x100) {
-			stamp(page, p, ++w->mirror[p]);
-		} else if (!check(page, p, w->mirror[p])) {
-			if (w->errors++ < 5)
-				fprintf(stderr, "page %zu: expected version %u, found %lu\n", p,
-					w->mirror[p], (unsigned long)((uint64_t *)page)[1]);
-		}
-		atomic_store_explicit(&w->done, op + 1, memory_order_relaxed);
-	}
-	return NULL;
-}
-
-struct storm {
-	pthread_t th[8];
-	struct writer w[8];
-	unsigned n;
-	uint32_t *mirror;
-	uint8_t *base;
-	size_t pages;
-};
-
-static void storm_start(struct storm *s, uint8_t *base, size_t pages, unsigned nthreads,
-			uint64_t ops)
-{
-	s->mirror = calloc(pages, sizeof(*s->mirror));
-	s->n = nthreads;
-	s->base = base;
-	s->pages = pages;
-	for (unsigned i = 0; i < nthreads; i++) {
-		s->w[i] = (struct writer){ .base = base, .pages = pages, .id = i, .nthreads = nthreads,
-					   .seed = 1234 + i, .mirror = s->mirror, .ops = ops };
-		pthread_create(&s->th[i], NULL, writer_main, &s->w[i]);
-	}
-}
-
-static uint64_t storm_progress(struct storm *s)
-{
-	uint64_t done = 0;
-
-	for (unsigned i = 0; i < s->n; i++)
-		done += atomic_load_explicit(&s->w[i].done, memory_order_relaxed);
-	return done;
-}
-
-/* Join and sweep every page; returns the pages or reads that differed. */
-static uint64_t storm_finish(struct storm *s)
-{
-	uint64_t errors = 0;
-
-	for (unsigned i = 0; i < s->n; i++) {
-		pthread_join(s->th[i], NULL);
-		errors += s->w[i].errors;
-	}
-	for (size_t p = 0; p < s->pages; p++)
-		if (!check(s->base + p * PAGE, p, s->mirror[p]))
-			errors++;
-	free(s->mirror);
-	return errors;
 }
 
 /* ---- tests ---- */
