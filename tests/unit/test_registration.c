@@ -296,3 +296,59 @@ Test(registration, no_daemon_fails_fast, .timeout = 10)
 	cr_expect_null(fm_connect("/tmp/fluidmem-no-such-daemon.sock"));
 	cr_expect_eq(errno, ENOENT);
 }
+
+/* fluidmemd killed with SIGKILL under a live client: pages it had evicted
+ * are gone with it, and the client must never read them as zeros. Its
+ * faulting thread waits instead (the client keeps its uffd open). */
+Test(registration, daemon_killed_client_waits_never_reads_zeros, .timeout = 60)
+{
+	const char *sets[] = { "memory.resident_pages=64", NULL };
+	int up[2], down[2];   /* child -> parent, parent -> child */
+	pid_t child;
+	char b;
+	int status;
+
+	cr_assert_eq(td_start(&fmd, sets), 0);
+	cr_assert_eq(pipe(up), 0);
+	cr_assert_eq(pipe(down), 0);
+	child = fork();
+	if (child == 0) {
+		struct fm_client *c = fm_connect(fmd.reg);
+		struct fm_region *r = c ? fm_region_create(c, 1024 * PAGE, "orphaned") : NULL;
+		volatile uint8_t *p;
+
+		if (!r)
+			_exit(2);
+		p = fm_region_addr(r);
+		for (size_t i = 0; i < 1024; i++)
+			p[i * PAGE] = 0xab;
+		if (write(up[1], "w", 1) != 1)
+			_exit(2);
+		/* Wait for the parent to kill the daemon, then read every
+		 * page. Most were evicted to the dead daemon's store, so the
+		 * first of those must block; finishing the loop means zeros
+		 * (3) or data that could not be there (4) were read. */
+		if (read(down[0], &b, 1) != 1)
+			_exit(2);
+		size_t zeros = 0;
+		for (size_t i = 0; i < 1024; i++)
+			zeros += p[i * PAGE] == 0;
+		_exit(zeros ? 3 : 4);
+	}
+	cr_assert_eq(read(up[0], &b, 1), 1);
+	cr_assert_gt(td_stat(&fmd, "store_bytes"), 900 * PAGE);
+	kill(fmd.pid, SIGKILL);
+	waitpid(fmd.pid, NULL, 0);
+	fmd.pid = 0;
+	cr_assert_eq(write(down[1], "k", 1), 1);
+	td_sleep_ms(1000);
+	/* Still blocked in the fault: not exited with zeros (3) or data (4). */
+	cr_expect_eq(waitpid(child, &status, WNOHANG), 0,
+		     "the client returned from a fault with no daemon (exit %d)",
+		     WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fmd.dir);
+	cr_expect_eq(system(cmd), 0);
+}
