@@ -233,8 +233,11 @@ FM_API struct fm_region *fm_region_create(struct fm_client *c, size_t size, cons
 	r->owned = true;
 	if (!name)
 		name = "fluidmem";
-	r->memfd = memfd_create(name, MFD_CLOEXEC);
-	if (r->memfd < 0 || ftruncate(r->memfd, (off_t)size) < 0) {
+	/* Sealed against resizing: fluidmemd reads victims through its own
+	 * mapping, and a memfd that shrank under it would SIGBUS the daemon. */
+	r->memfd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (r->memfd < 0 || ftruncate(r->memfd, (off_t)size) < 0 ||
+	    fcntl(r->memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0) {
 		err = errno;
 		set_error(c, "memfd: %s", strerror(err));
 		goto fail;
@@ -276,6 +279,10 @@ FM_API struct fm_region *fm_region_register(struct fm_client *c, void *addr, siz
 	r->addr = addr;
 	r->uffd = -1;
 	r->memfd = fcntl(memfd, F_DUPFD_CLOEXEC, 0);
+	/* The daemon requires a memfd that cannot shrink; seal it if we may.
+	 * If sealing is not allowed the daemon refuses and says why. */
+	if (r->memfd >= 0 && !(fcntl(r->memfd, F_GET_SEALS) & F_SEAL_SHRINK))
+		fcntl(r->memfd, F_ADD_SEALS, F_SEAL_SHRINK);
 	if (r->memfd < 0) {
 		err = errno;
 		set_error(c, "memfd: %s", strerror(err));

@@ -46,9 +46,11 @@ struct fm_region *fm_region_create(struct fm_client *c, size_t size, const char 
 /* Register memory the caller already mapped: `addr` (page aligned) maps
  * `size` bytes of `memfd` from offset 0, MAP_SHARED. fluidmem takes a
  * duplicate of memfd; the caller keeps its own. This is how the preload shim
- * hands over QEMU's guest RAM. Pages already present in the memfd are served
- * as they are (the daemon counts them when it first sees them fault).
- * Same errors as fm_region_create, plus EBADF for a bad memfd. */
+ * hands over QEMU's guest RAM. The memfd must not be able to shrink: it is
+ * sealed with F_SEAL_SHRINK here, so it must have been created with
+ * MFD_ALLOW_SEALING (or carry that seal already), else the daemon refuses
+ * (EPERM). Pages already present in the memfd are served as they are but
+ * never evicted. Same errors as fm_region_create, plus EBADF for a bad memfd. */
 struct fm_region *fm_region_register(struct fm_client *c, void *addr, size_t size, int memfd,
 				     const char *name);
 

@@ -371,8 +371,9 @@ static void *map_converted(void *addr, size_t len, int prot, int flags)
 	int memfd, keep = flags & ~(MAP_TYPE | MAP_ANONYMOUS | MAP_POPULATE);
 	void *p;
 
-	memfd = memfd_create("fluidmem-anon", MFD_CLOEXEC);
-	if (memfd < 0 || ftruncate(memfd, (off_t)size) < 0) {
+	memfd = memfd_create("fluidmem-anon", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (memfd < 0 || ftruncate(memfd, (off_t)size) < 0 ||
+	    fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0) {
 		int err = errno;
 
 		if (memfd >= 0)

@@ -118,6 +118,9 @@ static const struct opt opts[] = {
 	{ .key = "register.allowed_uids", .type = OPT_UINT_ARRAY,
 	  ARRAY(allowed_uids, allowed_uids_n), .min = 0, .max = UINT32_MAX - 1, .def = "[]",
 	  .help = "uids that may register; [] = root and the daemon's own uid" },
+	{ .key = "register.max_region_mib", .type = OPT_UINT, FIELD(max_region_mib), .min = 1,
+	  .max = 1 << 26, .def = "1048576",
+	  .help = "largest region a client may register, MiB (page state costs 10 B per 4 KiB)" },
 
 	{ .key = "control.path", .type = OPT_STR, STRING(control_path),
 	  .def = "/run/fluidmem/control.sock", .help = "Unix socket of fluidmemctl" },

@@ -43,6 +43,7 @@ struct fm_config {
 	uint32_t register_mode;
 	uid_t allowed_uids[FM_MAX_UIDS];   /* empty: root and the daemon's own uid */
 	uint32_t allowed_uids_n;
+	uint32_t max_region_mib;           /* larger registrations are refused */
 	/* [control] */
 	char control_path[FM_SOCK_PATH_MAX];
 	uint32_t control_mode;

@@ -37,6 +37,7 @@
 #define EVICTING_TIMEOUT_MS 120000
 #define MAX_REGION_BYTES (1ull << 46)   /* 64 TiB: page ids must fit 32 bits per shard */
 
+
 /* epoll data: a tag in the low bits, the object pointer above them. */
 static inline uint64_t tagged(int tag, void *p)
 {
@@ -325,6 +326,21 @@ static void do_register(struct daemon *d, struct reg_conn *c, const struct fm_re
 	}
 	if (fstat(fds[1], &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size < q->size) {
 		refuse(d, c, -EBADF, "second descriptor is not a memfd at least as large as the region");
+		return;
+	}
+	if (q->size > (uint64_t)d->cfg.max_region_mib << 20) {
+		snprintf(why, sizeof(why), "region of %llu MiB is over register.max_region_mib (%u)",
+			 (unsigned long long)(q->size >> 20), d->cfg.max_region_mib);
+		refuse(d, c, -E2BIG, why);
+		return;
+	}
+	/* We read victims through our own mapping: a memfd that could shrink
+	 * under us would turn that read into a SIGBUS that kills the daemon
+	 * and every client with it. Seal it, or refuse. */
+	if (!(fcntl(fds[1], F_GET_SEALS) & F_SEAL_SHRINK) &&
+	    fcntl(fds[1], F_ADD_SEALS, F_SEAL_SHRINK) < 0) {
+		refuse(d, c, -EPERM, "the memfd could shrink under the daemon: create it with "
+				     "MFD_ALLOW_SEALING (QEMU: memory-backend-memfd seal=on)");
 		return;
 	}
 	r = calloc(1, sizeof(*r));

@@ -479,6 +479,7 @@ Test(config, dump_format)
 			       "path = \"/run/fluidmem/register.sock\"\n"
 			       "mode = 0o660\n"
 			       "allowed_uids = []\n"
+			       "max_region_mib = 1048576\n"
 			       "\n"
 			       "[control]\n"
 			       "path = \"/run/fluidmem/control.sock\"\n"

@@ -265,7 +265,7 @@ Test(dataplane, register_existing_mapping, .timeout = 60)
 	const char *sets[] = { "memory.resident_pages=64", NULL };
 	struct fm_client *c;
 	struct fm_region *r;
-	int memfd = memfd_create("external", MFD_CLOEXEC);
+	int memfd = memfd_create("external", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	uint8_t *p;
 
 	start(sets);
@@ -284,6 +284,10 @@ Test(dataplane, register_existing_mapping, .timeout = 60)
 	for (size_t i = 0; i < 512; i++)
 		cr_expect(check(p + i * PAGE, i, 3), "page %zu", i);
 	cr_expect_gt(td_stat(&fmd, "evictions"), 400);
+	/* Registration sealed the memfd: it can no longer shrink under the
+	 * daemon's reads (which would SIGBUS the daemon). */
+	cr_expect_eq(ftruncate(memfd, PAGE), -1);
+	cr_expect_eq(errno, EPERM);
 	cr_assert_eq(fm_region_destroy(r), 0);
 	/* The caller's mapping stays; it is no longer served by fluidmem. */
 	p[0] = 1;

@@ -82,7 +82,7 @@ static struct raw_region raw_region(size_t size)
 	struct uffdio_api api = { .api = UFFD_API,
 				  .features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM };
 
-	r.memfd = memfd_create("raw", MFD_CLOEXEC);
+	r.memfd = memfd_create("raw", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	cr_assert_eq(ftruncate(r.memfd, (off_t)size), 0);
 	r.addr = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, r.memfd, 0);
 	r.uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
@@ -170,6 +170,20 @@ Test(registration, malformed_requests_are_refused_with_a_reason, .timeout = 60)
 	expect_refused(&q, sizeof(q), uffd_twice, 2, -EBADF, "memfd");
 	q.size = 128 * PAGE;   /* larger than the memfd */
 	expect_refused(&q, sizeof(q), fds, 2, -EBADF, "memfd");
+	/* A memfd that could shrink under the daemon (no sealing allowed). */
+	int loose = memfd_create("loose", MFD_CLOEXEC);
+	cr_assert_eq(ftruncate(loose, 64 * PAGE), 0);
+	int loose_fds[2] = { rr.uffd, loose };
+	q = good_req(rr.addr, rr.size);
+	expect_refused(&q, sizeof(q), loose_fds, 2, -EPERM, "shrink");
+	/* Over register.max_region_mib (1 TiB by default): a sparse 2 TiB memfd. */
+	int huge = memfd_create("huge", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	cr_assert_eq(ftruncate(huge, 2ll << 40), 0);
+	int huge_fds[2] = { rr.uffd, huge };
+	q = good_req(rr.addr, 2ull << 40);
+	expect_refused(&q, sizeof(q), huge_fds, 2, -E2BIG, "max_region_mib");
+	close(loose);
+	close(huge);
 	q = good_req(rr.addr, rr.size);
 	memset(q.name, 'x', sizeof(q.name));                                     /* no NUL */
 	expect_refused(&q, sizeof(q), fds, 2, -EINVAL, "name");
@@ -186,7 +200,7 @@ Test(registration, malformed_requests_are_refused_with_a_reason, .timeout = 60)
 	raw_free(&rr);
 	expect_still_serving();
 	cr_expect_eq(td_stat(&fmd, "regions"), 0, "a refused request left a region behind");
-	cr_expect_geq(td_stat(&fmd, "refusals"), 18);
+	cr_expect_geq(td_stat(&fmd, "refusals"), 20);
 	stop();
 }
 
