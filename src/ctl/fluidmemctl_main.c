@@ -117,31 +117,33 @@ static char *request(int fd, const char *line)
 
 /* ---- a little JSON reading, enough for fluidmemd's flat replies ---- */
 
+/* The closing quote of the JSON string whose opening quote is at p (or the
+ * terminating NUL of a truncated reply). */
+static const char *str_end(const char *p)
+{
+	for (p++; *p && *p != '"'; p++)
+		if (*p == '\\' && p[1])
+			p++;
+	return p;
+}
+
 /* Pointer to the value of "key" at the top level of the object at obj. */
 static const char *json_get(const char *obj, const char *key)
 {
 	size_t klen = strlen(key);
 	int depth = 0;
-	bool in_str = false;
 
 	for (const char *p = obj; *p; p++) {
-		if (in_str) {
-			if (*p == '\\' && p[1])
-				p++;
-			else if (*p == '"')
-				in_str = false;
-			continue;
-		}
-		if (*p == '{' || *p == '[') {
-			depth++;
-		} else if (*p == '}' || *p == ']') {
-			if (--depth == 0)
-				return NULL;
-		} else if (*p == '"') {
+		if (*p == '"') {
 			if (depth == 1 && strncmp(p + 1, key, klen) == 0 && p[1 + klen] == '"' &&
 			    p[2 + klen] == ':')
 				return p + 3 + klen;
-			in_str = true;
+			if (!*(p = str_end(p)))
+				break;
+		} else if (*p == '{' || *p == '[') {
+			depth++;
+		} else if ((*p == '}' || *p == ']') && --depth == 0) {
+			return NULL;
 		}
 	}
 	return NULL;
@@ -157,27 +159,21 @@ static double json_num(const char *obj, const char *key)
 static const char *json_skip(const char *v)
 {
 	int depth = 0;
-	bool in_str = false;
 
 	for (const char *p = v; *p; p++) {
-		if (in_str) {
-			if (*p == '\\' && p[1])
-				p++;
-			else if (*p == '"')
-				in_str = false;
-			continue;
-		}
-		if (*p == '"')
-			in_str = true;
-		else if (*p == '{' || *p == '[')
+		if (*p == '"') {
+			if (!*(p = str_end(p)))
+				break;
+		} else if (*p == '{' || *p == '[') {
 			depth++;
-		else if (*p == '}' || *p == ']') {
+		} else if (*p == '}' || *p == ']') {
 			if (depth == 0)
 				return p;
 			if (--depth == 0)
 				return p + 1;
-		} else if (*p == ',' && depth == 0)
+		} else if (*p == ',' && depth == 0) {
 			return p;
+		}
 	}
 	return v + strlen(v);
 }
