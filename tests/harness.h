@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -120,6 +121,9 @@ static inline int td_start(struct td *t, const char *const *sets)
 	if (t->pid < 0)
 		return -1;
 	if (t->pid == 0) {
+		/* Die with the test: a test that times out or crashes must not
+		 * leave a daemon behind. */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		int fd = open(t->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 		if (fd >= 0) {
 			dup2(fd, 1);
