@@ -98,19 +98,28 @@ static const char *member(const char *p, const char *key)
 	return NULL;
 }
 
-int ctl_json_int(const char *json, const char *obj, const char *key, int64_t *out)
+/* The start of totals-style member `obj`.`key`: 0, -ENOENT or -EPROTO. */
+static int lookup(const char *json, const char *obj, const char *key, const char **v)
 {
-	const char *o = member(skip_ws(json), obj), *v;
-	char *end;
-	long long n;
+	const char *o = member(skip_ws(json), obj);
 
 	if (!o)
 		return -ENOENT;
 	if (*o != '{')
 		return -EPROTO;
-	v = member(o, key);
-	if (!v)
-		return -ENOENT;
+	*v = member(o, key);
+	return *v ? 0 : -ENOENT;
+}
+
+int ctl_json_int(const char *json, const char *obj, const char *key, int64_t *out)
+{
+	const char *v;
+	char *end;
+	long long n;
+	int rc = lookup(json, obj, key, &v);
+
+	if (rc < 0)
+		return rc;
 	errno = 0;
 	n = strtoll(v, &end, 10);
 	if (end == v || errno)
@@ -121,17 +130,13 @@ int ctl_json_int(const char *json, const char *obj, const char *key, int64_t *ou
 
 int ctl_json_double(const char *json, const char *obj, const char *key, double *out)
 {
-	const char *o = member(skip_ws(json), obj), *v;
+	const char *v;
 	char *end;
 	double d;
+	int rc = lookup(json, obj, key, &v);
 
-	if (!o)
-		return -ENOENT;
-	if (*o != '{')
-		return -EPROTO;
-	v = member(o, key);
-	if (!v)
-		return -ENOENT;
+	if (rc < 0)
+		return rc;
 	errno = 0;
 	d = strtod(v, &end);
 	if (end == v || errno)

@@ -4,6 +4,7 @@
 #ifndef FM_TEST_HARNESS_H
 #define FM_TEST_HARNESS_H
 
+#include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -18,6 +19,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "client/fluidmem.h"
 
 struct td {
 	pid_t pid;
@@ -188,6 +191,20 @@ reaped:
 		}
 	}
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* Connect to the daemon and create a region of `pages` pages; the test
+ * fails at once (naming the daemon's reason) if either is refused. */
+static inline struct fm_region *td_region(const struct td *t, struct fm_client **c, size_t pages,
+					  const char *name)
+{
+	struct fm_region *r;
+
+	*c = fm_connect(t->reg);
+	cr_assert_not_null(*c, "connect: %s", strerror(errno));
+	r = fm_region_create(*c, pages * 4096u, name);
+	cr_assert_not_null(r, "create: %s (%s)", strerror(errno), fm_client_error(*c));
+	return r;
 }
 
 /* Print the daemon's log (for failing tests). */

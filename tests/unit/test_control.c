@@ -276,22 +276,43 @@ Test(control, dead_client_region_detaches, .timeout = 60)
 	stop();
 }
 
+/* Start fault-storm --verify --json against the daemon in the background. */
+static FILE *storm_spawn(const char *args)
+{
+	char cmd[512];
+	FILE *storm;
+
+	snprintf(cmd, sizeof(cmd),
+		 FM_BUILD_DIR "/bin/fault-storm --socket %s --control %s %s --verify --quiet --json",
+		 fmd.reg, fmd.ctl, args);
+	storm = popen(cmd, "r");
+	cr_assert_not_null(storm);
+	return storm;
+}
+
+/* Wait for it: it must exit 0 with no verify error. */
+static void storm_expect_clean(FILE *storm)
+{
+	char out[8192] = { 0 };
+	size_t n = fread(out, 1, sizeof(out) - 1, storm);
+	int status = pclose(storm);
+
+	out[n] = '\0';
+	cr_expect_eq(WEXITSTATUS(status), 0, "fault-storm failed: %s", out);
+	cr_expect(strstr(out, "\"verify_errors\":0"), "%s", out);
+}
+
 /* ---- resize under a verifying fault storm ---- */
 
 Test(control, resize_under_verifying_storm, .timeout = 240)
 {
 	const char *sets[] = { "memory.resident_pages=4096", NULL };
-	char cmd[512], *rep;
+	char *rep;
 	FILE *storm;
 	int max_over = 0;
 
 	start(sets);
-	snprintf(cmd, sizeof(cmd),
-		 FM_BUILD_DIR "/bin/fault-storm --socket %s --control %s --pages 8192 --threads 3 "
-			      "--passes 8 --pattern random --write-ratio 0.5 --verify --quiet --json",
-		 fmd.reg, fmd.ctl);
-	storm = popen(cmd, "r");
-	cr_assert_not_null(storm);
+	storm = storm_spawn("--pages 8192 --threads 3 --passes 8 --pattern random --write-ratio 0.5");
 	td_sleep_ms(200);
 	for (int round = 0; round < 3; round++) {
 		rep = td_ctl(&fmd, "v1 resize 1");
@@ -309,12 +330,7 @@ Test(control, resize_under_verifying_storm, .timeout = 240)
 		free(rep);
 		td_sleep_ms(150);
 	}
-	char out[8192] = { 0 };
-	size_t n = fread(out, 1, sizeof(out) - 1, storm);
-	int status = pclose(storm);
-	out[n] = '\0';
-	cr_expect_eq(WEXITSTATUS(status), 0, "fault-storm failed: %s", out);
-	cr_expect(strstr(out, "\"verify_errors\":0"), "%s", out);
+	storm_expect_clean(storm);
 	cr_expect_eq(max_over, 0, "resident exceeded budget + one batch %d times", max_over);
 	stop();
 }
@@ -601,17 +617,11 @@ Test(control, concurrent_and_slow_clients_never_stall_the_dataplane, .timeout = 
 	const char *sets[] = { "memory.resident_pages=256", NULL };
 	pthread_t th[6];
 	struct ctl_hammer h[6] = { 0 };
-	char cmd[512];
 	FILE *storm;
 	int slow[4];
 
 	start(sets);
-	snprintf(cmd, sizeof(cmd),
-		 FM_BUILD_DIR "/bin/fault-storm --socket %s --control %s --pages 4096 --threads 2 "
-			      "--passes 6 --pattern zipf --verify --quiet --json",
-		 fmd.reg, fmd.ctl);
-	storm = popen(cmd, "r");
-	cr_assert_not_null(storm);
+	storm = storm_spawn("--pages 4096 --threads 2 --passes 6 --pattern zipf");
 	/* Slow readers: ask for a lot and never read. */
 	for (int i = 0; i < 4; i++) {
 		struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -628,12 +638,7 @@ Test(control, concurrent_and_slow_clients_never_stall_the_dataplane, .timeout = 
 		pthread_join(th[i], NULL);
 		cr_expect_eq(h[i].bad, 0, "client %d: %d failed requests", i, h[i].bad);
 	}
-	char out[8192] = { 0 };
-	size_t n = fread(out, 1, sizeof(out) - 1, storm);
-	int status = pclose(storm);
-	out[n] = '\0';
-	cr_expect_eq(WEXITSTATUS(status), 0, "fault-storm failed: %s", out);
-	cr_expect(strstr(out, "\"verify_errors\":0"), "%s", out);
+	storm_expect_clean(storm);
 	for (int i = 0; i < 4; i++)
 		close(slow[i]);
 	char *rep = td_ctl(&fmd, "v1 ping");

@@ -31,17 +31,6 @@ static void stop(void)
 	cr_expect_eq(status, 0, "fluidmemd exited with %d", status);
 }
 
-static struct fm_region *make_region(struct fm_client **c, size_t pages, const char *name)
-{
-	struct fm_region *r;
-
-	*c = fm_connect(fmd.reg);
-	cr_assert_not_null(*c, "connect: %s", strerror(errno));
-	r = fm_region_create(*c, pages * PAGE, name);
-	cr_assert_not_null(r, "create: %s (%s)", strerror(errno), fm_client_error(*c));
-	return r;
-}
-
 /* ---- writers racing eviction, checked against a mirror ---- */
 
 Test(dataplane, writers_race_eviction_8x_budget, .timeout = 240)
@@ -52,7 +41,7 @@ Test(dataplane, writers_race_eviction_8x_budget, .timeout = 240)
 	uint64_t errors;
 
 	start(sets);
-	r = make_region(&c, 4096, "stress");
+	r = td_region(&fmd, &c, 4096, "stress");
 	struct storm st;
 
 	storm_start(&st, fm_region_addr(r), 4096, 4, 30000);
@@ -98,7 +87,7 @@ Test(dataplane, shared_counters_survive_eviction, .timeout = 240)
 	uint64_t total = 0, want = 0;
 
 	start(sets);
-	r = make_region(&c, 512, "counters");
+	r = td_region(&fmd, &c, 512, "counters");
 	for (int i = 0; i < 4; i++) {
 		a[i] = (struct incr_arg){ fm_region_addr(r), 512, 20000, 99 + (uint64_t)i };
 		want += a[i].rounds;
@@ -130,7 +119,7 @@ Test(dataplane, zero_pages_are_not_stored, .timeout = 60)
 	uint64_t sum = 0;
 
 	start(sets);
-	r = make_region(&c, 1024, "zeros");
+	r = td_region(&fmd, &c, 1024, "zeros");
 	p = fm_region_addr(r);
 	for (size_t i = 0; i < 1024; i++)   /* read-touch: zero-filled pages */
 		sum += p[i * PAGE];
@@ -153,7 +142,7 @@ Test(dataplane, discard_reads_zero_and_frees_store, .timeout = 60)
 	uint8_t *p;
 
 	start(sets);
-	r = make_region(&c, 2048, "discard");
+	r = td_region(&fmd, &c, 2048, "discard");
 	p = fm_region_addr(r);
 	for (size_t i = 0; i < 2048; i++)
 		stamp(p + i * PAGE, i, 1);
@@ -185,7 +174,7 @@ Test(dataplane, partial_munmap_drops_pages, .timeout = 60)
 	uint8_t *p;
 
 	start(sets);
-	r = make_region(&c, 2048, "unmap");
+	r = td_region(&fmd, &c, 2048, "unmap");
 	p = fm_region_addr(r);
 	for (size_t i = 0; i < 2048; i++)
 		stamp(p + i * PAGE, i, 1);
@@ -208,7 +197,7 @@ Test(dataplane, full_store_keeps_pages_resident, .timeout = 60)
 	uint8_t *p;
 
 	start(sets);
-	r = make_region(&c, 1024, "full");
+	r = td_region(&fmd, &c, 1024, "full");
 	p = fm_region_addr(r);
 	for (size_t i = 0; i < 1024; i++)
 		stamp(p + i * PAGE, i, 7);

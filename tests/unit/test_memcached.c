@@ -58,17 +58,6 @@ static void stop_all(void)
 	mcd_stop(&srv[1]);
 }
 
-static struct fm_region *make_region(struct fm_client **c, size_t pages, const char *name)
-{
-	struct fm_region *r;
-
-	*c = fm_connect(fmd.reg);
-	cr_assert_not_null(*c, "connect: %s", strerror(errno));
-	r = fm_region_create(*c, pages * PAGE, name);
-	cr_assert_not_null(r, "create: %s (%s)", strerror(errno), fm_client_error(*c));
-	return r;
-}
-
 /* ---- tests ---- */
 
 static void writers_8x_budget(bool binary, bool unix_socket)
@@ -84,7 +73,7 @@ static void writers_8x_budget(bool binary, bool unix_socket)
 
 	start_server(0, 64, unix_socket);
 	start_daemon(sets);
-	r = make_region(&c, 4096, "mc-stress");
+	r = td_region(&fmd, &c, 4096, "mc-stress");
 	storm_start(&st, fm_region_addr(r), 4096, 4, 30000);
 	errors = storm_finish(&st);
 	cr_expect_eq(errors, 0, "%lu pages differ from the mirror", (unsigned long)errors);
@@ -119,7 +108,7 @@ Test(memcached, full_server_refuses_and_loses_nothing, .timeout = 120)
 
 	start_server(0, 2, false);
 	start_daemon(sets);
-	r = make_region(&c, 1536, "mc-full");
+	r = td_region(&fmd, &c, 1536, "mc-full");
 	p = fm_region_addr(r);
 	for (size_t i = 0; i < 1536; i++)
 		stamp(p + i * PAGE, i, 7);
@@ -146,7 +135,7 @@ Test(memcached, replica_killed_mid_run, .timeout = 240)
 	start_server(0, 64, false);
 	start_server(1, 64, false);
 	start_daemon(sets);
-	r = make_region(&c, 2048, "mc-replica");
+	r = td_region(&fmd, &c, 2048, "mc-replica");
 	storm_start(&st, fm_region_addr(r), 2048, 4, 40000);
 	while (storm_progress(&st) < 40000)   /* a quarter of the run */
 		mcd_sleep_ms(5);
@@ -194,7 +183,7 @@ Test(memcached, only_server_killed_gives_sigbus_not_zeros, .timeout = 120)
 
 	start_server(0, 64, false);
 	start_daemon(sets);
-	r = make_region(&c, 512, "mc-dead");
+	r = td_region(&fmd, &c, 512, "mc-dead");
 	p = fm_region_addr(r);
 	for (size_t i = 0; i < 512; i++)
 		stamp(p + i * PAGE, i, 3);
@@ -261,7 +250,7 @@ Test(memcached, zero_and_clean_pages_cost_no_write, .timeout = 120)
 
 	start_server(0, 64, false);
 	start_daemon(sets);
-	r = make_region(&c, 1024, "mc-zero-clean");
+	r = td_region(&fmd, &c, 1024, "mc-zero-clean");
 	p = fm_region_addr(r);
 	id = fm_region_id(r);
 	/* read-touched pages are zero: evicted without a write */
@@ -327,7 +316,7 @@ Test(memcached, restarted_server_gets_clean_pages_rewritten, .timeout = 120)
 
 	start_server(0, 64, false);
 	start_daemon(sets);
-	r = make_region(&c, 512, "mc-restart");
+	r = td_region(&fmd, &c, 512, "mc-restart");
 	p = fm_region_addr(r);
 	for (size_t i = 0; i < 512; i++)
 		stamp(p + i * PAGE, i, 5);

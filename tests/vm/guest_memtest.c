@@ -21,28 +21,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/base.h"   /* header-only helpers: nothing to link */
+
 #define PAGE 4096u
 #define WORDS (PAGE / 8)
 
 static const char *label = "main";
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t mix64(uint64_t x)
-{
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ull;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebull;
-	x ^= x >> 31;
-	return x;
-}
 
 /* A /proc/meminfo field in KiB, or 0. */
 static uint64_t meminfo_kib(const char *key)
@@ -86,7 +70,7 @@ static uint64_t movable_free_kib(void)
 
 static inline uint64_t page_base(uint64_t seed, uint64_t pno)
 {
-	return mix64(seed ^ (pno * 0x9e3779b97f4a7c15ull));
+	return fm_mix64(seed ^ (pno * 0x9e3779b97f4a7c15ull));
 }
 
 static void fill(uint64_t *w, size_t pages, uint64_t seed)
@@ -187,9 +171,9 @@ int main(int argc, char **argv)
 	printf("memtest[%s]: %llu MiB of %llu MiB RAM, seed %llu, %ld passes\n", label,
 	       (unsigned long long)mib, (unsigned long long)meminfo_kib("MemTotal") / 1024,
 	       (unsigned long long)seed, passes);
-	t0 = now_ns();
+	t0 = fm_now_ns();
 	fill(mem, pages, seed);
-	t0 = now_ns() - t0;
+	t0 = fm_now_ns() - t0;
 	printf("memtest[%s]: write %llu MiB: %.0f ms (%.1f MiB/s)\n", label, (unsigned long long)mib,
 	       t0 / 1e6, mib_per_s(bytes, t0));
 	movable_during = movable_free_kib();
@@ -199,9 +183,9 @@ int main(int argc, char **argv)
 	for (long k = 1; k <= passes; k++) {
 		size_t b;
 
-		t0 = now_ns();
+		t0 = fm_now_ns();
 		b = verify(mem, pages, seed, &sum);
-		t0 = now_ns() - t0;
+		t0 = fm_now_ns() - t0;
 		bad += b;
 		printf("memtest[%s]: verify pass %ld: %.0f ms (%.1f MiB/s), %zu bad pages\n", label, k,
 		       t0 / 1e6, mib_per_s(bytes, t0), b);
@@ -222,9 +206,9 @@ int main(int argc, char **argv)
 		       (unsigned long long)mib, hold);
 		while (access(hold, F_OK) != 0)
 			usleep(100000);
-		t0 = now_ns();
+		t0 = fm_now_ns();
 		size_t b = verify(mem, pages, seed, &sum);
-		t0 = now_ns() - t0;
+		t0 = fm_now_ns() - t0;
 		bad += b + (sum != first_sum);
 		printf("memtest[%s]: verify after hold: %.0f ms, %zu bad pages\n", label, t0 / 1e6, b);
 	}
