@@ -362,3 +362,31 @@ Test(preload, fork_during_registration, .timeout = 120)
 	cr_expect_not_null(strstr(c.outbuf, "20 of 20 children fine"), "%s", c.outbuf);
 	stop();
 }
+
+/* Finding 10: a hot-plug while fluidmemd is stopped (SIGSTOP: it holds the
+ * connection and never answers) hung in mmap. It now fails with ENOMEM
+ * within FLUIDMEM_TIMEOUT, and the failed mapping raises no event that
+ * would wait for the stopped daemon. */
+Test(preload, hotplug_against_stopped_daemon_fails_in_time, .timeout = 60)
+{
+	const char *argv[] = { RUN, "--socket", NULL, "--min-size", "16M", "--", FAKE, "plug", "32",
+			       NULL };
+	const char *env[] = { "FLUIDMEM_TIMEOUT=1", NULL };
+	struct child c;
+	uint64_t t0;
+
+	start(NULL);
+	argv[2] = fmd.reg;
+	spawn(&c, argv, env);
+	cr_assert(collect(&c, "READY", 30000), "%s\n%s", c.outbuf, c.errbuf);
+	cr_assert_eq(kill(fmd.pid, SIGSTOP), 0);
+	t0 = now_ms();
+	cr_expect_eq(write(c.in, "\n", 1), 1);
+	cr_expect(collect(&c, "PLUG ENOMEM", 10000), "%s\n%s", c.outbuf, c.errbuf);
+	cr_expect_lt(now_ms() - t0, 4000, "the hot-plug took %llu ms",
+		     (unsigned long long)(now_ms() - t0));
+	cr_expect_not_null(strstr(c.errbuf, "did not answer within 1 s"), "%s", c.errbuf);
+	kill(fmd.pid, SIGCONT);
+	cr_expect_eq(finish(&c), 0);
+	stop();
+}
