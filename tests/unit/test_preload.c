@@ -364,9 +364,11 @@ Test(preload, fork_during_registration, .timeout = 120)
 }
 
 /* Finding 10: a hot-plug while fluidmemd is stopped (SIGSTOP: it holds the
- * connection and never answers) hung in mmap. It now fails with ENOMEM
- * within FLUIDMEM_TIMEOUT, and the failed mapping raises no event that
- * would wait for the stopped daemon. */
+ * connection and never answers) hung in mmap, and under the shim's one
+ * global lock every other large mmap, munmap and madvise hung with it. It
+ * now fails with ENOMEM within FLUIDMEM_TIMEOUT, the failed mapping raises
+ * no event that would wait for the stopped daemon, and unrelated calls go
+ * on meanwhile. */
 Test(preload, hotplug_against_stopped_daemon_fails_in_time, .timeout = 60)
 {
 	const char *argv[] = { RUN, "--socket", NULL, "--min-size", "16M", "--", FAKE, "plug", "32",
@@ -388,5 +390,16 @@ Test(preload, hotplug_against_stopped_daemon_fails_in_time, .timeout = 60)
 	cr_expect_not_null(strstr(c.errbuf, "did not answer within 1 s"), "%s", c.errbuf);
 	kill(fmd.pid, SIGCONT);
 	cr_expect_eq(finish(&c), 0);
+	/* Meanwhile another thread's unrelated mmap/madvise/munmap went on:
+	 * only the registration exchange waits for the daemon. */
+	{
+		const char *u = strstr(c.outbuf, "UNRELATED ");
+		unsigned long long rounds = 0, slowest = ~0ull;
+
+		cr_assert_not_null(u, "%s", c.outbuf);
+		cr_expect_eq(sscanf(u, "UNRELATED %llu rounds, slowest %llu ms", &rounds, &slowest), 2);
+		cr_expect_gt(rounds, 10, "%s", u);
+		cr_expect_lt(slowest, 500, "%s", u);
+	}
 	stop();
 }

@@ -9,7 +9,9 @@
  *                         exiting, so the test can look at the daemon.
  *   fake-qemu plug MIB    map MIB of RAM, touch it, print "READY", wait for a
  *                         line, then map a second ("hot-plugged") block and
- *                         report how that went: "PLUG ok" / "PLUG ENOMEM".
+ *                         report how that went: "PLUG ok" / "PLUG ENOMEM",
+ *                         while another thread maps and unmaps unrelated
+ *                         memory ("UNRELATED n rounds, slowest t ms").
  *   fake-qemu one MIB     map MIB anonymous and touch it ("TOUCHED").
  *   fake-qemu fork MIB    fill a memfd backend, fork: the child must have no
  *                         mapping of it, no second mapping of the memfd may be
@@ -216,9 +218,49 @@ static int serve(size_t size)
 	return failures ? 1 : 0;
 }
 
+static volatile int unrelated_stop;
+static uint64_t unrelated_max_ns, unrelated_rounds;
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Memory that has nothing to do with served memory: its mmap, munmap and
+ * madvise must not wait for the daemon's answer to someone else's
+ * registration. */
+static void *unrelated(void *arg)
+{
+	size_t size = *(size_t *)arg;
+
+	while (!__atomic_load_n(&unrelated_stop, __ATOMIC_RELAXED)) {
+		uint64_t t0 = mono_ns(), dt;
+		char *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (p != MAP_FAILED) {
+			p[0] = 1;
+			madvise(p, size, MADV_DONTNEED);
+			munmap(p, size);
+		}
+		dt = mono_ns() - t0;
+		if (dt > unrelated_max_ns)
+			unrelated_max_ns = dt;
+		unrelated_rounds++;
+		{
+			struct timespec ts = { 0, 2000000 };
+			nanosleep(&ts, NULL);
+		}
+	}
+	return NULL;
+}
+
 static int plug(size_t size)
 {
 	uint64_t *ram = qemu_ram_anon(size), *dimm;
+	pthread_t th;
 
 	CHECK(ram != MAP_FAILED, "boot RAM: %s", strerror(errno));
 	if (ram == MAP_FAILED)
@@ -226,11 +268,16 @@ static int plug(size_t size)
 	fill(ram, size, 0x3333);
 	printf("READY\n");
 	wait_line();
+	CHECK(pthread_create(&th, NULL, unrelated, &size) == 0, "thread");
 	dimm = qemu_ram_anon(size);
 	if (dimm == MAP_FAILED)
 		printf("PLUG %s\n", errno == ENOMEM ? "ENOMEM" : strerror(errno));
 	else
 		printf("PLUG ok\n");
+	__atomic_store_n(&unrelated_stop, 1, __ATOMIC_RELAXED);
+	pthread_join(th, NULL);
+	printf("UNRELATED %llu rounds, slowest %llu ms\n", (unsigned long long)unrelated_rounds,
+	       (unsigned long long)(unrelated_max_ns / 1000000));
 	return failures ? 1 : 0;
 }
 
