@@ -373,7 +373,9 @@ Test(preload, hotplug_against_stopped_daemon_fails_in_time, .timeout = 60)
 {
 	const char *argv[] = { RUN, "--socket", NULL, "--min-size", "16M", "--", FAKE, "plug", "32",
 			       NULL };
-	const char *env[] = { "FLUIDMEM_TIMEOUT=1", NULL };
+	/* 2 s: a call that waited for the daemon would take about that long,
+	 * far from the ~0 ms an unrelated call takes even on a busy machine. */
+	const char *env[] = { "FLUIDMEM_TIMEOUT=2", NULL };
 	struct child c;
 	uint64_t t0;
 
@@ -385,9 +387,9 @@ Test(preload, hotplug_against_stopped_daemon_fails_in_time, .timeout = 60)
 	t0 = now_ms();
 	cr_expect_eq(write(c.in, "\n", 1), 1);
 	cr_expect(collect(&c, "PLUG ENOMEM", 10000), "%s\n%s", c.outbuf, c.errbuf);
-	cr_expect_lt(now_ms() - t0, 4000, "the hot-plug took %llu ms",
+	cr_expect_lt(now_ms() - t0, 5000, "the hot-plug took %llu ms",
 		     (unsigned long long)(now_ms() - t0));
-	cr_expect_not_null(strstr(c.errbuf, "did not answer within 1 s"), "%s", c.errbuf);
+	cr_expect_not_null(strstr(c.errbuf, "did not answer within 2 s"), "%s", c.errbuf);
 	kill(fmd.pid, SIGCONT);
 	cr_expect_eq(finish(&c), 0);
 	/* Meanwhile another thread's unrelated mmap/madvise/munmap went on:
@@ -399,7 +401,7 @@ Test(preload, hotplug_against_stopped_daemon_fails_in_time, .timeout = 60)
 		cr_assert_not_null(u, "%s", c.outbuf);
 		cr_expect_eq(sscanf(u, "UNRELATED %llu rounds, slowest %llu ms", &rounds, &slowest), 2);
 		cr_expect_gt(rounds, 10, "%s", u);
-		cr_expect_lt(slowest, 500, "%s", u);
+		cr_expect_lt(slowest, 1000, "%s", u);
 	}
 	stop();
 }
