@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "base/base.h"
 #include "ctl/proto.h"
 
 #define FM_API __attribute__((visibility("default")))
@@ -23,6 +25,10 @@
 #define UFFD_FEATURES                                                                      \
 	(UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_EVENT_REMOVE | \
 	 UFFD_FEATURE_EVENT_UNMAP)
+/* A fork child would get its own uffd for the same memfd: a mapping nobody
+ * serves, whose reads fill evicted pages with zeros (README, "What must not
+ * share a region's memfd"). Served mappings are MADV_DONTFORK instead. */
+_Static_assert(!(UFFD_FEATURES & UFFD_FEATURE_EVENT_FORK), "never ask for fork events");
 
 struct fm_region {
 	struct fm_client *client;
@@ -33,10 +39,17 @@ struct fm_region {
 	int uffd;
 	int memfd;
 	bool owned;    /* we mapped it (fm_region_create) and unmap it */
+	bool uffd_registered;   /* UFFDIO_REGISTER succeeded on r->uffd */
 };
 
 struct fm_client {
 	int fd;
+	int timeout_ms;   /* bound on one exchange with the daemon */
+	/* A request whose reply did not come in time (FM_REG_REGISTER or
+	 * FM_REG_UNREGISTER), else 0. Its reply is still owed: it is read
+	 * before the next request, so replies never pair with the wrong
+	 * request, and a late REGISTER success is undone at once. */
+	uint16_t late;
 	struct fm_region *regions;
 	char error[192];
 };
@@ -57,11 +70,28 @@ FM_API const char *fm_client_error(const struct fm_client *c)
 	return c ? c->error : "no client";
 }
 
+/* FLUIDMEM_TIMEOUT (whole seconds) or the default; -EINVAL when malformed. */
+static int timeout_ms_from_env(void)
+{
+	const char *v = getenv("FLUIDMEM_TIMEOUT");
+	char *end;
+	unsigned long s;
+
+	if (!v || !*v)
+		return FM_DEFAULT_TIMEOUT_S * 1000;
+	errno = 0;
+	s = strtoul(v, &end, 10);
+	if (errno || *end || s < 1 || s > FM_MAX_TIMEOUT_S)
+		return -EINVAL;
+	return (int)s * 1000;
+}
+
 FM_API struct fm_client *fm_connect(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct fm_client *c;
-	int err;
+	struct timeval tv;
+	int err, tmo = timeout_ms_from_env();
 
 	if (!path)
 		path = getenv("FLUIDMEM_SOCKET");
@@ -71,31 +101,108 @@ FM_API struct fm_client *fm_connect(const char *path)
 		errno = ENAMETOOLONG;
 		return NULL;
 	}
+	if (tmo < 0) {
+		errno = EINVAL;
+		return NULL;
+	}
 	strcpy(sa.sun_path, path);
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
+	c->timeout_ms = tmo;
+	tv = (struct timeval){ .tv_sec = tmo / 1000, .tv_usec = (tmo % 1000) * 1000 };
 	c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+	/* The send timeout also bounds connect: a unix connect to a listener
+	 * whose backlog is full waits for it. */
+	if (c->fd < 0 || setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ||
+	    connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		err = errno;
 		if (c->fd >= 0)
 			close(c->fd);
 		free(c);
-		errno = err;
+		errno = err == EAGAIN ? ETIMEDOUT : err;
 		return NULL;
 	}
 	return c;
 }
 
-/* Send one request (with fds when nfds > 0) and wait for the reply. */
+/* Wait up to the client's timeout for one reply. 0, -ETIMEDOUT or -EPROTO
+ * (with c->error set). */
+static int recv_reply(struct fm_client *c, struct fm_reg_reply *rep)
+{
+	uint64_t deadline = fm_now_ns() + (uint64_t)c->timeout_ms * 1000000u;
+	ssize_t n;
+
+	for (;;) {
+		struct pollfd p = { c->fd, POLLIN, 0 };
+		uint64_t now = fm_now_ns();
+		int left = now >= deadline ? 0 : (int)((deadline - now + 999999u) / 1000000u);
+		int rc = left ? poll(&p, 1, left) : 0;
+
+		if (rc < 0 && errno == EINTR)
+			continue;
+		if (rc == 0) {
+			set_error(c, "fluidmemd did not answer within %d s", c->timeout_ms / 1000);
+			return -ETIMEDOUT;
+		}
+		n = recv(c->fd, rep, sizeof(*rep), MSG_DONTWAIT);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		break;
+	}
+	if (n != (ssize_t)sizeof(*rep) || rep->magic != FM_PROTO_MAGIC) {
+		set_error(c, "fluidmemd closed the connection or sent a malformed reply");
+		return -EPROTO;
+	}
+	rep->reason[sizeof(rep->reason) - 1] = '\0';
+	return 0;
+}
+
+static int transact(struct fm_client *c, struct fm_reg_req *q, const int *fds, int nfds,
+		    struct fm_reg_reply *rep);
+
+/* Collect the reply owed to a request that timed out. A region the daemon
+ * registered after we gave up on it is unregistered: its mapping is gone. */
+static int settle_late(struct fm_client *c)
+{
+	struct fm_reg_reply rep;
+	uint16_t late = c->late;
+	int rc;
+
+	if (!late)
+		return 0;
+	rc = recv_reply(c, &rep);
+	if (rc == -ETIMEDOUT)
+		set_error(c, "fluidmemd has not answered an earlier request within %d s",
+			  c->timeout_ms / 1000);
+	if (rc < 0)
+		return rc;
+	c->late = 0;
+	if (late == FM_REG_REGISTER && rep.status == 0) {
+		struct fm_reg_req q = { .magic = FM_PROTO_MAGIC, .version = FM_PROTO_VERSION,
+					.type = FM_REG_UNREGISTER, .length = sizeof(q),
+					.page_size = PAGE, .region_id = rep.region_id };
+
+		rc = transact(c, &q, NULL, 0, &rep);
+		if (rc == -ETIMEDOUT)
+			return rc;
+	}
+	return 0;
+}
+
+/* Send one request (with fds when nfds > 0) and wait, at most the client's
+ * timeout, for the reply. 0 or -errno with c->error set; -ETIMEDOUT leaves
+ * the reply owed (c->late). */
 static int transact(struct fm_client *c, struct fm_reg_req *q, const int *fds, int nfds,
 		    struct fm_reg_reply *rep)
 {
 	char cbuf[CMSG_SPACE(sizeof(int) * 2)];
 	struct iovec iov = { q, sizeof(*q) };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	ssize_t n;
+	int rc = settle_late(c);
 
+	if (rc < 0)
+		return rc;
 	memset(cbuf, 0, sizeof(cbuf));
 	if (nfds > 0) {
 		struct cmsghdr *cm;
@@ -120,17 +227,19 @@ static int transact(struct fm_client *c, struct fm_reg_req *q, const int *fds, i
 			set_error(c, "fluidmemd refused: %s", rep->reason);
 			return rep->status;
 		}
+		if (err == EAGAIN) {   /* SO_SNDTIMEO: nothing was sent */
+			set_error(c, "fluidmemd did not take a request within %d s",
+				  c->timeout_ms / 1000);
+			return -ETIMEDOUT;
+		}
 		set_error(c, "cannot reach fluidmemd: %s", strerror(err));
 		return -err;
 	}
-	do
-		n = recv(c->fd, rep, sizeof(*rep), 0);
-	while (n < 0 && errno == EINTR);
-	if (n != (ssize_t)sizeof(*rep) || rep->magic != FM_PROTO_MAGIC) {
-		set_error(c, "fluidmemd closed the connection or sent a malformed reply");
-		return -EPROTO;
-	}
-	rep->reason[sizeof(rep->reason) - 1] = '\0';
+	rc = recv_reply(c, rep);
+	if (rc == -ETIMEDOUT)
+		c->late = q->type;
+	if (rc < 0)
+		return rc;
 	if (rep->status < 0) {
 		set_error(c, "fluidmemd refused: %s", rep->reason[0] ? rep->reason : strerror(-rep->status));
 		return rep->status;
@@ -183,6 +292,7 @@ static int register_region(struct fm_client *c, struct fm_region *r, const char 
 		set_error(c, "UFFDIO_REGISTER: %s", strerror(err));
 		return err;
 	}
+	r->uffd_registered = true;
 	q.addr = (uint64_t)(uintptr_t)r->addr;
 	q.size = r->size;
 	snprintf(q.name, sizeof(q.name), "%s", name);
@@ -203,6 +313,15 @@ static void region_free(struct fm_region *r)
 {
 	int err = errno;
 
+	/* The daemon may still hold a copy of the uffd (it timed out, or it
+	 * refused after taking it): unregister the range in our mm ourselves,
+	 * so that the munmap to come raises no UNMAP event that would wait
+	 * for a reader. */
+	if (r->uffd_registered) {
+		struct uffdio_range range = { (uint64_t)(uintptr_t)r->addr, r->size };
+
+		ioctl(r->uffd, UFFDIO_UNREGISTER, &range);
+	}
 	if (r->uffd >= 0)
 		close(r->uffd);
 	if (r->owned && r->addr != MAP_FAILED)
@@ -250,7 +369,11 @@ FM_API struct fm_region *fm_region_create(struct fm_client *c, size_t size, cons
 	}
 	/* A child sharing this memfd without our registration would fill
 	 * evicted pages with zeros that the parent then sees. */
-	madvise(r->addr, size, MADV_DONTFORK);
+	if (madvise(r->addr, size, MADV_DONTFORK) < 0) {
+		err = errno;
+		set_error(c, "MADV_DONTFORK: %s", strerror(err));
+		goto fail;
+	}
 	err = register_region(c, r, name);
 	if (err)
 		goto fail;
@@ -288,6 +411,15 @@ FM_API struct fm_region *fm_region_register(struct fm_client *c, void *addr, siz
 		set_error(c, "memfd: %s", strerror(err));
 		free(r);
 		errno = err;
+		return NULL;
+	}
+	/* A fork child would share this memfd without our registration and
+	 * fill evicted pages with zeros that we then see (README). */
+	if (madvise(addr, size, MADV_DONTFORK) < 0) {
+		err = errno;
+		set_error(c, "MADV_DONTFORK: %s", strerror(err));
+		errno = err;
+		region_free(r);
 		return NULL;
 	}
 	err = register_region(c, r, name ? name : "fluidmem");
@@ -331,6 +463,26 @@ FM_API void fm_disconnect(struct fm_client *c)
 		return;
 	while (c->regions)
 		fm_region_destroy(c->regions);
+	close(c->fd);
+	free(c);
+}
+
+FM_API void fm_client_forget(struct fm_client *c)
+{
+	if (!c)
+		return;
+	/* No UFFDIO_UNREGISTER here: the uffd acts on the mm that created it,
+	 * which is the parent's. Closing our copies leaves the parent served. */
+	while (c->regions) {
+		struct fm_region *r = c->regions;
+
+		c->regions = r->next;
+		if (r->uffd >= 0)
+			close(r->uffd);
+		if (r->memfd >= 0)
+			close(r->memfd);
+		free(r);
+	}
 	close(c->fd);
 	free(c);
 }

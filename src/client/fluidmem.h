@@ -27,21 +27,38 @@ extern "C" {
 #endif
 
 #define FM_DEFAULT_REGISTER_SOCKET "/run/fluidmem/register.sock"
+/* Every exchange with the daemon (connect, register, unregister) waits at
+ * most this long; $FLUIDMEM_TIMEOUT (whole seconds, 1..FM_MAX_TIMEOUT_S)
+ * overrides it. A registration of a large region takes the daemon seconds
+ * (its page state), so the bound is generous, but finite: a daemon that
+ * stops answering must fail the caller's mmap, not hang it. */
+#define FM_DEFAULT_TIMEOUT_S 30
+#define FM_MAX_TIMEOUT_S 3600
 
 struct fm_client;
 struct fm_region;
 
 /* Connect to the registration socket: `path`, else $FLUIDMEM_SOCKET, else
  * FM_DEFAULT_REGISTER_SOCKET. errno: ENOENT/ECONNREFUSED (no daemon),
- * EACCES, ENOMEM. */
+ * EACCES, ENOMEM, ETIMEDOUT, EINVAL (a malformed $FLUIDMEM_TIMEOUT). */
 struct fm_client *fm_connect(const char *path);
 /* Destroy every region still open on this client and close it. NULL is a
  * no-op. */
 void fm_disconnect(struct fm_client *c);
+/* In a forked child: free the handle it inherited without a word to the
+ * daemon (the connection and the regions are the parent's, and stay
+ * served). Only local descriptors and memory are released; the regions'
+ * mappings are the caller's business (they are MADV_DONTFORK, so a child
+ * has none). Async-signal-unsafe (free): call it from a pthread_atfork
+ * child handler or later. NULL is a no-op. */
+void fm_client_forget(struct fm_client *c);
 
 /* Create a region of `size` bytes (rounded up to the page size). errno:
  * EINVAL (size 0), EPERM/EPROTO/ENOSPC when the daemon refuses (see
- * fm_client_error), ENOSYS when userfaultfd is unavailable. */
+ * fm_client_error), ENOSYS when userfaultfd is unavailable, ETIMEDOUT when
+ * the daemon did not answer in time (nothing stays registered: a late
+ * acceptance is undone before the next request). The mapping is
+ * MADV_DONTFORK: a fork child does not inherit it. */
 struct fm_region *fm_region_create(struct fm_client *c, size_t size, const char *name);
 /* Register memory the caller already mapped: `addr` (page aligned) maps
  * `size` bytes of `memfd` from offset 0, MAP_SHARED. fluidmem takes a
@@ -50,7 +67,10 @@ struct fm_region *fm_region_create(struct fm_client *c, size_t size, const char 
  * sealed with F_SEAL_SHRINK here, so it must have been created with
  * MFD_ALLOW_SEALING (or carry that seal already), else the daemon refuses
  * (EPERM). Pages already present in the memfd are served as they are but
- * never evicted. Same errors as fm_region_create, plus EBADF for a bad memfd. */
+ * never evicted. The mapping is made MADV_DONTFORK: an unregistered mapping of
+ * a served memfd (a fork child's) would read evicted pages as zeros and put
+ * those zeros into the memfd. Same errors as fm_region_create, plus EBADF
+ * for a bad memfd and ENOMEM when [addr, addr+size) is not mapped. */
 struct fm_region *fm_region_register(struct fm_client *c, void *addr, size_t size, int memfd,
 				     const char *name);
 

@@ -7,7 +7,9 @@
  *   FLUIDMEM_MATCH     comma-separated substrings: a memfd mapping is taken
  *                      when its name contains one, anonymous memory when the
  *                      list has "anon"; unset or empty takes both
- *   FLUIDMEM_DEBUG     1: say on stderr what is taken over and what is not */
+ *   FLUIDMEM_DEBUG     1: say on stderr what is taken over and what is not
+ *   FLUIDMEM_TIMEOUT   seconds (1..3600) to wait for the daemon; default 30
+ *                      (FM_DEFAULT_TIMEOUT_S, read by libfluidmem) */
 #ifndef FM_CLIENT_PRELOAD_H
 #define FM_CLIENT_PRELOAD_H
 
