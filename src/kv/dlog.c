@@ -64,6 +64,8 @@ struct dlog {
 	struct dlog_owner own;
 	uint8_t *win; /* DLOG_WIN bytes */
 	uint8_t rec[DLOG_REC_MAX] __attribute__((aligned(64)));
+	/* Compaction's copy: an append may compact while its record waits in rec. */
+	uint8_t mv[DLOG_REC_MAX] __attribute__((aligned(64)));
 };
 
 static inline uint64_t seg_base(const struct dlog *d, uint32_t s)
@@ -250,8 +252,8 @@ static int compact_one_rec(struct dlog *d, const struct dlog_hdr *h, const uint8
 		return 0;
 	/* Verbatim, same sequence number: if we die before the punch, the two
 	 * copies are identical and the open keeps either. */
-	memcpy(d->rec, rec, rs);
-	rc = append_raw(d, d->rec, rs, &nloc);
+	memcpy(d->mv, rec, rs);
+	rc = append_raw(d, d->mv, rs, &nloc);
 	if (rc)
 		return rc;
 	d->moved += rs;
