@@ -48,6 +48,12 @@ struct dlog_seg {
 	uint32_t live; /* bytes of records the index points at */
 };
 
+struct dlog_bad {
+	struct dlog_hdr h;
+	uint64_t loc;
+	uint32_t rs;
+};
+
 struct dlog {
 	int fd;
 	uint32_t seg_bytes;
@@ -58,6 +64,8 @@ struct dlog {
 	uint32_t nfree;
 	uint32_t max_segs;
 	bool compacting;
+	struct dlog_bad *bad; /* the open scan's records with bad data */
+	uint32_t nbad, bad_cap;
 	uint64_t seq; /* next sequence number */
 	uint64_t live_bytes, live_records;
 	uint64_t appended, moved, compactions, corrupt;
@@ -226,6 +234,16 @@ static int seg_walk(struct dlog *d, uint32_t s, uint32_t end, walk_fn *fn, uint3
 	return 0;
 }
 
+static int scan_found(struct dlog *d, const struct dlog_hdr *h, uint64_t loc, uint32_t rs)
+{
+	/* Counted live first: the owner kills the loser of a duplicate. */
+	d->segs[seg_of(d, loc)].live += rs;
+	d->live_bytes += rs;
+	d->live_records++;
+	return d->own.found(d->own.arg, d, (struct kv_key){ h->region, h->page }, loc, h->seq, h->len,
+			    h->enc);
+}
+
 static int scan_one(struct dlog *d, const struct dlog_hdr *h, const uint8_t *rec, uint64_t loc,
 		    uint32_t rs)
 {
@@ -233,12 +251,50 @@ static int scan_one(struct dlog *d, const struct dlog_hdr *h, const uint8_t *rec
 		d->seq = h->seq + 1;
 	if (h->magic != DLOG_LIVE)
 		return 0;
-	/* Counted live first: the owner kills the loser of a duplicate. */
-	d->segs[seg_of(d, loc)].live += rs;
-	d->live_bytes += rs;
-	d->live_records++;
-	return d->own.found(d->own.arg, (struct kv_key){ h->region, h->page }, loc, h->seq, h->len,
-			    h->enc);
+	if (data_crc(h, rec + DLOG_HDR) != h->dcrc) {
+		/* Decided after the scan: see dlog_open. */
+		if (d->nbad == d->bad_cap) {
+			uint32_t ncap = d->bad_cap ? d->bad_cap * 2 : 16;
+			struct dlog_bad *nb = realloc(d->bad, ncap * sizeof(*nb));
+
+			if (!nb)
+				return -ENOMEM;
+			d->bad = nb;
+			d->bad_cap = ncap;
+		}
+		d->bad[d->nbad++] = (struct dlog_bad){ *h, loc, rs };
+		return 0;
+	}
+	return scan_found(d, h, loc, rs);
+}
+
+/* A record whose header holds but whose data does not is either the append
+ * the crash interrupted (a pwrite cut short by the kill), or damage. The
+ * interrupted append has the largest sequence number in the file (appends
+ * are sequential and every later record would carry a larger one); its put
+ * never returned, so it is dropped and the key keeps its older copy. Any
+ * other such record is damage to a page that was stored: it is indexed, so
+ * its get answers -EIO (a newer copy elsewhere still wins by seq). */
+static int scan_settle_bad(struct dlog *d)
+{
+	static const uint32_t dead = DLOG_DEAD;
+	int rc = 0;
+
+	for (uint32_t i = 0; i < d->nbad && !rc; i++) {
+		struct dlog_bad *b = &d->bad[i];
+
+		if (b->h.seq + 1 == d->seq) {
+			if (pwrite(d->fd, &dead, sizeof(dead), (off_t)b->loc) != sizeof(dead))
+				fm_log_once(FM_LOG_WARN, "kv/dlog: cannot drop a torn record");
+			continue;
+		}
+		d->corrupt++;
+		rc = scan_found(d, &b->h, b->loc, b->rs);
+	}
+	free(d->bad);
+	d->bad = NULL;
+	d->nbad = d->bad_cap = 0;
+	return rc;
 }
 
 static int compact_one_rec(struct dlog *d, const struct dlog_hdr *h, const uint8_t *rec,
@@ -333,8 +389,16 @@ static int append_raw(struct dlog *d, const void *rec, uint32_t rs, uint64_t *lo
 	uint64_t at = seg_base(d, d->act) + sg->tail;
 
 	rc = pwrite_all(d->fd, rec, rs, at);
-	if (rc)
-		return rc; /* tail unchanged: the next append overwrites the torn bytes */
+	if (rc) {
+		/* Tail unchanged: the next append overwrites the partial bytes.
+		 * Until then, a zero magic hides them from a scan after a crash
+		 * (the blocks it lands in exist: the write got that far). */
+		static const uint32_t zero;
+
+		if (pwrite(d->fd, &zero, sizeof(zero), (off_t)at) != sizeof(zero))
+			fm_log_once(FM_LOG_WARN, "kv/dlog: cannot hide a partial record");
+		return rc;
+	}
 	sg->tail += rs;
 	sg->live += rs;
 	d->live_bytes += rs;
@@ -513,6 +577,9 @@ struct dlog *dlog_open(const char *dir, unsigned shard, uint64_t seg_bytes, uint
 		 * segment, and this one is compacted like any other. */
 		d->segs[s].tail = end;
 	}
+	rc = scan_settle_bad(d);
+	if (rc)
+		goto fail;
 	for (uint32_t s = d->nsegs; s-- > 0;)
 		if (d->segs[s].tail == 0)
 			d->free[d->nfree++] = s;
@@ -532,6 +599,7 @@ void dlog_close(struct dlog *d)
 	if (d->fd >= 0)
 		close(d->fd); /* drops the lock */
 	free(d->win);
+	free(d->bad);
 	free(d->segs);
 	free(d->free);
 	free(d);

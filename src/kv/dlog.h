@@ -34,9 +34,11 @@ typedef bool dlog_live_fn(void *arg, struct kv_key key, uint64_t loc);
 typedef void dlog_moved_fn(void *arg, struct kv_key key, uint64_t old_loc, uint64_t new_loc);
 /* Open scan: a LIVE record of key at loc, sequence seq, len data bytes
  * with encoding enc. The owner keeps the newer of two copies of one key
- * (the larger seq) and calls dlog_kill on the other. Returns 0, or a
+ * (the larger seq) and calls dlog_kill(d, ...) on the other (d: the log
+ * being opened, not yet returned by dlog_open). Returns 0, or a
  * negative errno that aborts the open. */
-typedef int dlog_found_fn(void *arg, struct kv_key key, uint64_t loc, uint64_t seq, uint32_t len,
+struct dlog;
+typedef int dlog_found_fn(void *arg, struct dlog *d, struct kv_key key, uint64_t loc, uint64_t seq, uint32_t len,
 			  uint8_t enc);
 
 struct dlog_owner {

@@ -461,7 +461,7 @@ static void own_moved(void *arg, struct kv_key key, uint64_t old_loc, uint64_t n
 
 /* The open scan: keep the newest copy of each key (two can exist when a
  * crash fell between writing a new copy and killing the old one). */
-static int own_found(void *arg, struct kv_key key, uint64_t loc, uint64_t seq, uint32_t len,
+static int own_found(void *arg, struct dlog *d, struct kv_key key, uint64_t loc, uint64_t seq, uint32_t len,
 		     uint8_t enc)
 {
 	struct local_store *ls = arg;
@@ -472,11 +472,11 @@ static int own_found(void *arg, struct kv_key key, uint64_t loc, uint64_t seq, u
 	if (found) {
 		struct local_ent *e = &ls->tab[i];
 
-		if (seq <= dlog_seq_at(ls->dlog, e->disk)) {
-			dlog_kill(ls->dlog, loc, len);
+		if (seq <= dlog_seq_at(d, e->disk)) {
+			dlog_kill(d, loc, len);
 			return 0;
 		}
-		dlog_kill(ls->dlog, e->disk, e->len);
+		dlog_kill(d, e->disk, e->len);
 		account_new(ls, e, -1);
 	} else {
 		int rc = local_slot_for_new(ls, key, h, &i);
