@@ -7,6 +7,8 @@
 #include "kv_pages.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -446,4 +448,48 @@ Test(kv_tiers, memcached_has_no_enumeration)
 {
 	cr_assert_eq(kv_foreach_key(NULL, count_key, NULL), -EINVAL);
 	cr_assert_eq(kv_region_delete(NULL, 1), -EINVAL);
+}
+
+/* The file system refuses (here RLIMIT_FSIZE: a short write, then EFBIG,
+ * like a full disk): the put answers -ENOSPC, earlier pages stay readable,
+ * and the partial record never shows up, not even after a reopen. */
+Test(kv_tiers, file_system_full_refuses_and_loses_nothing, .timeout = 60)
+{
+	enum { MAXK = 2000 };
+	static uint64_t mirror[MAXK];
+	char dir[64];
+	struct fm_config c;
+	struct kv_store *kv;
+	struct rlimit lim = { .rlim_cur = 4096 + (2u << 20) + 1000, .rlim_max = RLIM_INFINITY };
+	uint64_t n = 0, seed;
+	int rc;
+
+	signal(SIGXFSZ, SIG_IGN);
+	kvp_tmpdir(dir);
+	c = kvp_cfg(1, FM_LOCAL_LZ4, dir);
+	kv = kvp_open(&c);
+	memset(mirror, 0, sizeof(mirror));
+	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	for (seed = 1;; seed++) {
+		rc = kvp_put(kv, key_of(n), seed);
+		if (rc)
+			break;
+		mirror[n++] = seed;
+		cr_assert_lt(n, MAXK);
+	}
+	cr_assert_eq(rc, -ENOSPC);
+	cr_assert_eq(kvp_put(kv, key_of(0), seed + 1), -ENOSPC, "an overwrite is refused too");
+	cr_assert_eq(kvp_put(kv, key_of(n), seed + 2), -ENOSPC);
+	cr_assert_eq(check_mirror(kv, mirror, MAXK), n);
+	kv_close(kv);
+	lim.rlim_cur = RLIM_INFINITY;
+	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	kv = kvp_open(&c);
+	cr_assert_eq(check_mirror(kv, mirror, MAXK), n);
+	struct kv_stats s;
+	kv_get_stats(kv, &s);
+	cr_assert_eq(s.corrupt, 0);
+	cr_assert_eq(kvp_put(kv, key_of(n), 5), 0, "room again");
+	kv_close(kv);
+	kvp_rmdir(dir);
 }
