@@ -84,8 +84,12 @@ struct kv_store;
 /* Open the backend named in cfg (store.backend) for one shard.
  * Returns NULL and sets errno (EINVAL unknown backend or bad options,
  * ENOMEM, EIO could not connect).
- * local: cfg->local_max_mib caps the page data of this one handle (shard);
- * it must be 1..KV_LOCAL_MAX_MIB. */
+ * local: cfg->local_max_mib / shard_count caps the RAM this handle's RAM
+ * tier holds (compressed pages in size classes); it must be
+ * 1..KV_LOCAL_MAX_MIB. With cfg->local_path set, kv_open recovers the
+ * shard's file there (see "Durability" above); errno EBUSY when another
+ * process has it open, EINVAL when disk_mib / shard_count holds fewer than
+ * two segments or the file is not a store. */
 struct kv_store *kv_open(const struct fm_config *cfg, unsigned shard);
 /* Close and free; kv_close(NULL) is a no-op. Pages held only by an embedded
  * backend are freed with it. */
@@ -185,7 +189,7 @@ extern const struct kv_ops kv_memcached_ops;
 /* local: layout figures for tests and the control plane. */
 struct kv_local_info {
 	uint64_t pages;        /* pages held */
-	uint64_t max_pages;    /* cap, from local_max_mib */
+	uint64_t max_pages;    /* RAM cap in 4 KiB units, from local_max_mib */
 	uint64_t table_slots;  /* hash table entries allocated (power of two) */
 	uint64_t table_grows;  /* table doublings since open */
 	uint64_t chunks;       /* slab chunks mapped (never unmapped before close) */
