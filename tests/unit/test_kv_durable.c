@@ -5,7 +5,9 @@
  * flight at the kill ends either way, never as wrong data. */
 #include "kv_pages.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -136,9 +138,31 @@ Test(kv_durable, kill9_at_random_moments_loses_nothing, .timeout = 120)
 	munmap(j, sizeof(*j));
 }
 
-/* The interrupted append, made deterministic: cut the file inside its last
- * record (a pwrite the kill cut short). The key keeps its previous page,
- * or has none; every other page is intact. */
+/* Zero [size - from, size - to) of the file, keeping its length: what a
+ * pwrite cut short leaves where the file already extended past it (a reused
+ * segment reads back as zeros). */
+static void zero_tail(const char *path, uint64_t from, uint64_t to)
+{
+	static const uint8_t zero[4096];
+	int fd = open(path, O_RDWR);
+	struct stat st;
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(fstat(fd, &st), 0);
+	cr_assert_eq(pwrite(fd, zero, from - to, st.st_size - (off_t)from), (ssize_t)(from - to));
+	close(fd);
+}
+
+static uint64_t random_seed_after(uint64_t s)
+{
+	while (kvp_kind_of(s) != KVP_RANDOM)
+		s++;
+	return s;
+}
+
+/* The interrupted append, made deterministic. A random page is kept raw,
+ * so the last record is its 40-byte header and 4096 data bytes padded to
+ * 4160: its data is [size - 4120, size - 24). */
 Test(kv_durable, torn_last_record_is_dropped)
 {
 	char dir[64], path[128];
@@ -146,33 +170,55 @@ Test(kv_durable, torn_last_record_is_dropped)
 	struct kv_store *kv;
 	struct kv_stats s;
 	static uint8_t page[FM_PAGE_SIZE];
+	uint64_t last = random_seed_after(5000), over = random_seed_after(last + 1);
+	int rc;
 
 	kvp_tmpdir(dir);
+	snprintf(path, sizeof(path), "%s/shard-0.fmkv", dir);
 	c = kvp_cfg(1, FM_LOCAL_LZ4, dir);
 	kv = kvp_open(&c);
-	for (uint64_t i = 0; i < 200; i++)
+	for (uint64_t i = 0; i < 199; i++)
 		cr_assert_eq(kvp_put(kv, key_of(i), i + 1), 0);
+	cr_assert_eq(kvp_put(kv, key_of(199), last), 0);
 	kv_close(kv);
-	uint64_t size = kvp_file_size(dir);
-	snprintf(path, sizeof(path), "%s/shard-0.fmkv", dir);
-	/* The last record is page 199's; keep its header and half its data. */
-	cr_assert_eq(truncate(path, (off_t)(size - 64)), 0);
+	/* The second half of its data never reached the file. */
+	zero_tail(path, 2048, 24);
 	kv = kvp_open(&c);
 	for (uint64_t i = 0; i < 199; i++)
 		cr_assert_eq(kvp_check(kv, key_of(i), i + 1), 0, "page %llu", (unsigned long long)i);
-	cr_assert_eq(kv_get(kv, key_of(199), page), -ENOENT);
+	cr_assert_eq(kv_get(kv, key_of(199), page), -ENOENT, "the torn put is dropped");
 	kv_get_stats(kv, &s);
 	cr_assert_eq(s.corrupt, 0);
-	/* Overwrite, then tear the overwrite: the old page is back. */
-	cr_assert_eq(kvp_put(kv, key_of(5), 1000), 0);
+
+	/* A torn overwrite: a crash in the middle of the append also came
+	 * before the old copy was marked DEAD, so it is still there. Undo that
+	 * mark by hand (the put completed here), tear the new record: the key
+	 * reads its old page. */
+	cr_assert_eq(kvp_put(kv, key_of(5), over), 0);
 	kv_close(kv);
-	size = kvp_file_size(dir);
-	cr_assert_eq(truncate(path, (off_t)(size - 64)), 0);
-	/* The overwrite killed the old copy only after it was durable; undo
-	 * that kill too, as a crash between the two writes would leave it. */
+	{
+		int fd = open(path, O_RDWR);
+		static const uint32_t live = 0x4556494cu;
+		off_t o;
+		uint8_t h[40];
+		uint64_t page_no;
+		uint32_t magic;
+
+		cr_assert_geq(fd, 0);
+		for (o = 4096;; o += 64) { /* key 5's first record, now DEAD */
+			cr_assert_eq(pread(fd, h, 40, o), 40);
+			memcpy(&magic, h, 4);
+			memcpy(&page_no, h + 16, 8);
+			if (magic == 0x44414544u && page_no == 5)
+				break;
+		}
+		cr_assert_eq(pwrite(fd, &live, 4, o), 4);
+		close(fd);
+	}
+	zero_tail(path, 2048, 24);
 	kv = kvp_open(&c);
-	int rc = kvp_check(kv, key_of(5), 6);
-	cr_assert(rc == 0 || rc == -ENOENT, "torn overwrite reads %d", rc);
+	rc = kvp_check(kv, key_of(5), 6);
+	cr_assert_eq(rc, 0, "torn overwrite: the old page must stay, got %d", rc);
 	kv_close(kv);
 	kvp_rmdir(dir);
 }
