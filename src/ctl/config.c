@@ -57,6 +57,15 @@ static const char *const backend_names[] = { "local", "memcached" };
 static const char *const mc_distribution_names[] = { [FM_MC_KETAMA] = "ketama",
 						     [FM_MC_MODULA] = "modula" };
 
+static const char *const local_compression_names[] = { [FM_LOCAL_LZ4] = "lz4",
+							 [FM_LOCAL_ZSTD] = "zstd",
+							 [FM_LOCAL_NONE] = "none" };
+
+static const char *local_compression_name_of(int v)
+{
+	return local_compression_names[v];
+}
+
 static const char *policy_name_of(int v)
 {
 	return policy_names[v];
@@ -75,6 +84,9 @@ static const char *mc_distribution_name_of(int v)
 static const struct choices log_choices = { fm_log_level_name, FM_LOG_LEVEL_NR };
 static const struct choices policy_choices = { policy_name_of, FM_ARRAY_SIZE(policy_names) };
 static const struct choices backend_choices = { backend_name_of, FM_ARRAY_SIZE(backend_names) };
+static const struct choices local_compression_choices = {
+	local_compression_name_of, FM_ARRAY_SIZE(local_compression_names)
+};
 static const struct choices mc_distribution_choices = { mc_distribution_name_of,
 							 FM_ARRAY_SIZE(mc_distribution_names) };
 
@@ -134,6 +146,18 @@ static const struct opt opts[] = {
 	  .choices = &backend_choices, .help = "where evicted pages are kept" },
 	{ .key = "store.local.max_mib", .type = OPT_UINT, FIELD(local_max_mib), .min = 1,
 	  .max = 1 << 20, .def = "4096", .help = "MiB of evicted pages the local store holds in total (split over shards)" },
+	{ .key = "store.local.compression", .type = OPT_ENUM, FIELD(local_compression),
+	  .def = "lz4", .choices = &local_compression_choices,
+	  .help = "how the local store compresses pages: lz4, zstd or none" },
+	{ .key = "store.local.path", .type = OPT_STR, FIELD(local_path), .min = 0,
+	  .max = sizeof(MEMBER(local_path)) - 1, .def = "",
+	  .help = "directory of the durable disk tier (one file per shard); empty = RAM only" },
+	{ .key = "store.local.disk_mib", .type = OPT_UINT, FIELD(local_disk_mib), .min = 0,
+	  .max = 1ll << 30, .def = "0",
+	  .help = "MiB the disk tier's files may take in total (split over shards); 0 = no cap" },
+	{ .key = "store.local.segment_mib", .type = OPT_UINT, FIELD(local_segment_mib),
+	  .min = 1, .max = 1024, .def = "16",
+	  .help = "MiB per disk-tier segment, the unit of compaction (new files only)" },
 
 	{ .key = "store.memcached.servers", .type = OPT_STR, STRING(mc_servers),
 	  .def = "127.0.0.1:11211",

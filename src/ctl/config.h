@@ -18,6 +18,9 @@
 enum fm_policy_kind { FM_POLICY_FIFO, FM_POLICY_S3FIFO };
 /* store.memcached.distribution */
 enum fm_mc_distribution { FM_MC_KETAMA, FM_MC_MODULA };
+/* store.local.compression; lz4 is 0 so a zeroed config gets the default */
+enum fm_local_compression { FM_LOCAL_LZ4, FM_LOCAL_ZSTD, FM_LOCAL_NONE };
+#define FM_LOCAL_PATH_MAX 256              /* bytes of store.local.path, NUL included */
 #define FM_MC_SERVERS_MAX 1024   /* bytes of store.memcached.servers, NUL included */
 
 struct fm_config {
@@ -51,7 +54,11 @@ struct fm_config {
 	/* [store] */
 	char store_backend[16];            /* "local" | "memcached" */
 	/* [store.local] */
-	uint64_t local_max_mib;
+	uint64_t local_max_mib;            /* RAM tier, all shards */
+	int local_compression;             /* enum fm_local_compression */
+	char local_path[FM_LOCAL_PATH_MAX]; /* disk tier directory; "" = RAM only */
+	uint64_t local_disk_mib;           /* disk tier cap, all shards; 0 = the file system's */
+	uint32_t local_segment_mib;        /* disk tier segment size (new files) */
 	/* [store.memcached] (src/kv/memcached.c; documented in configs/memcached.toml) */
 	char mc_servers[FM_MC_SERVERS_MAX]; /* "host:port,/unix/socket,..." */
 	int mc_distribution;               /* enum fm_mc_distribution */

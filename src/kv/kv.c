@@ -225,4 +225,20 @@ void kv_get_stats(const struct kv_store *kv, struct kv_stats *out)
 		*out = kv->stats;
 	else
 		memset(out, 0, sizeof(*out));
+	if (kv && kv->ops->stats)
+		kv->ops->stats(kv, out);
+}
+
+int64_t kv_foreach_key(struct kv_store *kv, kv_key_fn *fn, void *arg)
+{
+	if (!kv || !fn)
+		return -EINVAL;
+	return kv->ops->foreach_key ? kv->ops->foreach_key(kv, fn, arg) : -EOPNOTSUPP;
+}
+
+int64_t kv_region_delete(struct kv_store *kv, uint64_t region)
+{
+	if (!kv)
+		return -EINVAL;
+	return kv->ops->region_delete ? kv->ops->region_delete(kv, region) : -EOPNOTSUPP;
 }

@@ -19,7 +19,23 @@
  * backend, single or batched, in one place. Calls rejected with -EINVAL
  * before the backend are not counted. errors counts results other than 0,
  * -ENOENT (get_misses, or a del of an absent key) and -ENOSPC (put_full).
- * bytes_stored and retries belong to the backend. */
+ * bytes_stored and retries belong to the backend, and so do the gauges
+ * after them (pages .. corrupt), filled by the backend when the stats are
+ * read; a backend that does not know one leaves it 0. local: bytes_stored
+ * is the page data held before compression (pages x 4096); the RAM really
+ * used is ram_held_bytes, the disk used disk_file_bytes.
+ *
+ * Durability (local with store.local.path): a page whose put returned 0
+ * survives the death of the process (kill -9, OOM kill; not a power loss or
+ * kernel crash: nothing is fsynced). kv_open on the same path and shard
+ * rebuilds the index from the file: every page put and not deleted before
+ * the crash is readable. A page deleted just before the crash may come
+ * back (its delete is one 4-byte write that may not have happened); it is
+ * never an older copy than the last put of that key that returned 0. A
+ * record that fails its checksum is never returned: its get answers -EIO,
+ * or -ENOENT when even its key was unreadable, and a caller that knows it
+ * stored the page (issue 10's page state) must poison it in both cases.
+ * docs/local-store.md gives the format and the argument. */
 #ifndef FM_KV_H
 #define FM_KV_H
 
@@ -44,7 +60,18 @@ struct kv_key {
 	X(retries, "retried store requests")                           \
 	X(stale, "copies rejected by a get's content check")            \
 	X(touches, "keys confirmed present without a write (kv_mtouch)") \
-	X(bytes_stored, "bytes currently held, where the backend knows")
+	X(bytes_stored, "bytes currently held, where the backend knows")       \
+	X(pages, "pages held (local: both tiers)")                              \
+	X(blob_bytes, "encoded bytes of the held pages; ratio = pages*4096/blob_bytes") \
+	X(raw_pages, "pages kept uncompressed because they did not compress")   \
+	X(ram_pages, "pages with a copy in the local RAM tier")                 \
+	X(ram_held_bytes, "RAM the RAM tier holds, free slots included")        \
+	X(ram_live_bytes, "RAM-tier slot bytes in use (held - live = free slots)") \
+	X(disk_pages, "pages in the local disk tier")                           \
+	X(disk_live_bytes, "bytes of live records in the disk tier")            \
+	X(disk_file_bytes, "bytes the disk tier's files occupy on disk")        \
+	X(compactions, "disk-tier segments compacted")                          \
+	X(corrupt, "stored copies that failed a checksum or decode (get: -EIO)")
 
 struct kv_stats {
 #define X(name, help) uint64_t name;
@@ -57,8 +84,12 @@ struct kv_store;
 /* Open the backend named in cfg (store.backend) for one shard.
  * Returns NULL and sets errno (EINVAL unknown backend or bad options,
  * ENOMEM, EIO could not connect).
- * local: cfg->local_max_mib caps the page data of this one handle (shard);
- * it must be 1..KV_LOCAL_MAX_MIB. */
+ * local: cfg->local_max_mib / shard_count caps the RAM this handle's RAM
+ * tier holds (compressed pages in size classes); it must be
+ * 1..KV_LOCAL_MAX_MIB. With cfg->local_path set, kv_open recovers the
+ * shard's file there (see "Durability" above); errno EBUSY when another
+ * process has it open, EINVAL when disk_mib / shard_count holds fewer than
+ * two segments or the file is not a store. */
 struct kv_store *kv_open(const struct fm_config *cfg, unsigned shard);
 /* Close and free; kv_close(NULL) is a no-op. Pages held only by an embedded
  * backend are freed with it. */
@@ -91,6 +122,20 @@ int kv_mput(struct kv_store *kv, const struct kv_key *keys, const void *const *p
  * every key (always rewrite). */
 int kv_mtouch(struct kv_store *kv, const struct kv_key *keys, int *results, size_t n);
 
+/* Restart support (issue 10). A daemon restarted on the same
+ * store.local.path gets its pages back from kv_open; these let it find
+ * what the store holds and drop what no region owns any more.
+ *
+ * Call fn(arg, key) once for every key the handle holds, in no order. fn
+ * must not call into this handle. Returns the number of keys visited, or
+ * -EOPNOTSUPP for a backend that cannot enumerate (memcached). */
+typedef void kv_key_fn(void *arg, struct kv_key key);
+int64_t kv_foreach_key(struct kv_store *kv, kv_key_fn *fn, void *arg);
+/* Delete every page of region held by this handle (durably, like kv_del).
+ * Returns the number deleted, or -EOPNOTSUPP (memcached: delete per key).
+ * Not counted in stats.dels. */
+int64_t kv_region_delete(struct kv_store *kv, uint64_t region);
+
 /* Backend name ("local", "memcached"). */
 const char *kv_name(const struct kv_store *kv);
 /* True when a copy stays cheap to keep after a get (remote stores): the shard
@@ -121,6 +166,11 @@ struct kv_ops {
 		    int *results, size_t n);
 	/* Optional: see kv_mtouch. */
 	int (*mtouch)(struct kv_store *kv, const struct kv_key *keys, int *results, size_t n);
+	/* Optional: fill the backend's gauges into *out (kv_get_stats). */
+	void (*stats)(const struct kv_store *kv, struct kv_stats *out);
+	/* Optional: see kv_foreach_key and kv_region_delete. */
+	int64_t (*foreach_key)(struct kv_store *kv, kv_key_fn *fn, void *arg);
+	int64_t (*region_delete)(struct kv_store *kv, uint64_t region);
 };
 
 /* Every backend handle starts with this header. */
@@ -139,12 +189,24 @@ extern const struct kv_ops kv_memcached_ops;
 /* local: layout figures for tests and the control plane. */
 struct kv_local_info {
 	uint64_t pages;        /* pages held */
-	uint64_t max_pages;    /* cap, from local_max_mib */
+	uint64_t max_pages;    /* RAM cap in 4 KiB units, from local_max_mib */
 	uint64_t table_slots;  /* hash table entries allocated (power of two) */
 	uint64_t table_grows;  /* table doublings since open */
 	uint64_t chunks;       /* slab chunks mapped (never unmapped before close) */
 	uint64_t slots_carved; /* slab slots ever handed out; held + on the free list */
-	uint64_t meta_bytes;   /* handle + table + chunk index, no page data */
+	uint64_t meta_bytes;   /* handle + table + chunk index + FIFO, no page data */
+	uint64_t ram_pages;      /* pages with a RAM copy */
+	uint64_t ram_held_bytes; /* slots carved x slot size: the RAM the tier touched */
+	uint64_t ram_live_bytes; /* slots in use x slot size */
+	uint64_t ram_blob_bytes; /* encoded bytes in those slots */
+	uint64_t disk_pages;
+	uint64_t disk_live_bytes;     /* records the index points at, padded */
+	uint64_t disk_file_bytes;     /* allocated on disk */
+	uint64_t disk_apparent_bytes; /* the file's length */
+	uint64_t disk_appended_bytes; /* every record ever written, moves included */
+	uint64_t disk_moved_bytes;    /* written by compaction */
+	uint64_t disk_compactions;
+	uint64_t disk_seg_bytes;
 };
 /* Fill *out for a local handle; -EINVAL for NULL or another backend. */
 int kv_local_info(const struct kv_store *kv, struct kv_local_info *out);

@@ -1,70 +1,85 @@
 /* kv/local: the embedded page store. One handle per shard, used by that
  * shard's thread only, so nothing here locks.
  *
- * Index: an open-addressing hash table of (region, page) -> slot number,
- * linear probing, power-of-two size, doubled when it would pass 70% load.
- * Deletion shifts the following run back (no tombstones), so probe lengths
- * never rot under the put/del churn that eviction produces. Each entry keeps
- * 32 bits of its hash, so growth and back-shifts never rehash a key and most
- * mismatches are rejected without touching the key.
+ * Index: an open-addressing hash table of (region, page) -> where the page
+ * is, linear probing, power-of-two size, doubled when it would pass 70%
+ * load. Deletion shifts the following run back (no tombstones), so probe
+ * lengths never rot under the put/del churn that eviction produces. Each
+ * entry keeps 32 bits of its hash, so growth and back-shifts never rehash.
  *
- * Data: a slab of 2 MiB anonymous chunks (MAP_NORESERVE; the kernel backs a
- * slot only when it is first written), carved into 4 KiB slots. A freed slot
- * goes on a free list threaded through the free slots themselves, so the
- * list costs no memory and the next put reuses the slot. Chunks are never
- * returned before close: a store that reached some size under eviction tends
- * to come back to it, and returning a chunk would need every live slot in it
- * moved first. Once the store has held its peak count of pages, put, get and
- * del allocate nothing.
+ * RAM tier: each page is compressed (store.local.compression; a page that
+ * would not fit in a smaller size class is kept raw) into a slot of a size
+ * class (kv/slab.h). The tier's RAM (slots carved, fragmentation included)
+ * never passes store.local.max_mib / shards.
  *
- * Metadata: one 24-byte entry per table cell at 35-70% load, so 34-69 bytes
- * per stored page, plus 8 bytes per 2 MiB chunk.
+ * Disk tier (store.local.path set): every put is first appended to the
+ * shard's log file (kv/dlog.h), so a page whose put returned 0 survives a
+ * crash of the process. The RAM tier is then a write-through cache of the
+ * most recently put pages: when it has no room, its oldest pages (FIFO, the
+ * coldest: the shard deletes a page when it reads it back) lose their RAM
+ * copy and are read from the file with one pread. Without a path the RAM
+ * tier is the store, and a full tier refuses puts (-ENOSPC).
  *
- * Compression (not done) would take: size classes in the slab (e.g. 512 B
- * steps, one free list per class) with incompressible pages kept in a full
- * slot; the entry's 32-bit slot widened to class + index + length (the hash
- * field can shrink to make room); the cap counted in compressed bytes; and
- * a per-shard scratch page for the compressor so the path stays
- * allocation-free. LZ4 costs about 1 us per page each way against ~0.1 us for
- * a copy, so it should be a config choice. */
+ * Metadata: one 40-byte entry per table cell at 35-70% load (57-114 bytes
+ * per page), plus 24 bytes per RAM-cached page in the FIFO with a path. */
 #include "kv/kv.h"
 
 #include "base/base.h"
 #include "base/log.h"
 #include "ctl/config.h"
+#include "kv/codec.h"
+#include "kv/dlog.h"
+#include "kv/slab.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
-#define LOCAL_CHUNK_SHIFT 9 /* 512 slots, 2 MiB: one mmap per 512 new pages */
-#define LOCAL_CHUNK_SLOTS (1u << LOCAL_CHUNK_SHIFT)
-#define LOCAL_TABLE_MIN 256u /* 6 KiB: a shard that stores little pays little */
-#define LOCAL_NONE UINT32_MAX /* empty table cell, end of the free list */
+#define LOCAL_TABLE_MIN 256u /* 10 KiB: a shard that stores little pays little */
+#define LOCAL_NONE UINT32_MAX /* no RAM copy */
+#define LOCAL_NODISK UINT64_MAX
+/* Oldest RAM copies dropped to make room for one put before giving up on
+ * caching it (it is on disk either way). */
+#define LOCAL_EVICT_TRIES 64
+#define LOCAL_SEG_MIB_DEFAULT 16
 
 struct local_ent {
 	uint64_t region;
 	uint64_t page;
+	uint64_t disk; /* record offset in the log, LOCAL_NODISK */
 	uint32_t hash; /* low 32 bits of the key hash; home = hash & mask */
-	uint32_t slot; /* LOCAL_NONE: the cell is empty */
+	uint32_t slot; /* RAM slot in class kv_slab_class_of(len), LOCAL_NONE */
+	uint16_t len;  /* encoded bytes, 1..4096 */
+	uint8_t enc;   /* enum kv_enc */
+	uint8_t live;  /* the cell holds a key */
+	uint32_t pad;
 };
-_Static_assert(sizeof(struct local_ent) == 24, "table entry grew");
+_Static_assert(sizeof(struct local_ent) == 40, "table entry grew");
+
+/* Insertion order of RAM copies (with a disk tier only). An item is stale
+ * once its key's RAM copy is gone or moved: checked when it is popped. */
+struct fifo_ent {
+	uint64_t region;
+	uint64_t page;
+	uint32_t slot;
+	uint32_t cls;
+};
 
 struct local_store {
 	struct kv_store base; /* first: kv.c sees only this */
 	struct local_ent *tab;
 	size_t mask;
-	size_t used;    /* live entries == live slots */
+	size_t used;    /* live entries */
 	size_t grow_at; /* double the table before used passes this */
-	uint8_t **chunks;
-	uint32_t nchunks;
-	uint32_t chunks_cap;
-	uint32_t free_head; /* free slots, linked through their first 4 bytes */
-	uint32_t carved;    /* slots [0, carved) are live or on the free list */
-	uint32_t max_slots;
 	uint32_t table_grows;
 	unsigned shard;
+	struct kv_slab slab;
+	struct kv_codec *codec;
+	struct dlog *dlog; /* NULL: RAM only */
+	struct fifo_ent *fifo;
+	size_t fifo_cap, fifo_head, fifo_n; /* cap is a power of two */
+	uint64_t ram_pages, blob_bytes, ram_blob_bytes, raw_pages, disk_pages, corrupt;
+	uint8_t blob[KV_CODEC_MAX];
 };
 
 static inline struct local_store *to_local(struct kv_store *kv)
@@ -83,12 +98,6 @@ uint32_t kv_local_hash(struct kv_key key)
 	return local_hash(key);
 }
 
-static inline uint8_t *slot_ptr(const struct local_store *ls, uint32_t slot)
-{
-	return ls->chunks[slot >> LOCAL_CHUNK_SHIFT] +
-	       ((size_t)(slot & (LOCAL_CHUNK_SLOTS - 1)) << FM_PAGE_SHIFT);
-}
-
 /* The cell holding key (*found), or the empty cell where it would go. The
  * table is never full, so the probe ends. */
 static inline size_t local_find(const struct local_store *ls, struct kv_key key, uint32_t h,
@@ -99,7 +108,7 @@ static inline size_t local_find(const struct local_store *ls, struct kv_key key,
 	for (;;) {
 		const struct local_ent *e = &ls->tab[i];
 
-		if (e->slot == LOCAL_NONE) {
+		if (!e->live) {
 			*found = false;
 			return i;
 		}
@@ -111,25 +120,24 @@ static inline size_t local_find(const struct local_store *ls, struct kv_key key,
 	}
 }
 
+static struct local_ent *local_lookup(struct local_store *ls, struct kv_key key)
+{
+	bool found;
+	size_t i = local_find(ls, key, local_hash(key), &found);
+
+	return found ? &ls->tab[i] : NULL;
+}
+
 static size_t grow_threshold(size_t cells)
 {
 	return cells * 7 / 10;
-}
-
-static struct local_ent *table_alloc(size_t cells)
-{
-	struct local_ent *t = malloc(cells * sizeof(*t));
-
-	if (t)
-		memset(t, 0xff, cells * sizeof(*t)); /* every slot = LOCAL_NONE */
-	return t;
 }
 
 static int local_grow(struct local_store *ls)
 {
 	size_t ncells = (ls->mask + 1) * 2;
 	size_t nmask = ncells - 1;
-	struct local_ent *nt = table_alloc(ncells);
+	struct local_ent *nt = calloc(ncells, sizeof(*nt));
 
 	if (!nt)
 		return -ENOMEM;
@@ -137,9 +145,9 @@ static int local_grow(struct local_store *ls)
 		const struct local_ent *e = &ls->tab[i];
 		size_t j;
 
-		if (e->slot == LOCAL_NONE)
+		if (!e->live)
 			continue;
-		for (j = e->hash & nmask; nt[j].slot != LOCAL_NONE; j = (j + 1) & nmask)
+		for (j = e->hash & nmask; nt[j].live; j = (j + 1) & nmask)
 			;
 		nt[j] = *e;
 	}
@@ -151,123 +159,26 @@ static int local_grow(struct local_store *ls)
 	return 0;
 }
 
-/* The last chunk is cut short at the cap. */
-static size_t chunk_len(const struct local_store *ls, uint32_t c)
+/* The cell for a new key, growing the table first if needed. */
+static int local_slot_for_new(struct local_store *ls, struct kv_key key, uint32_t h, size_t *i)
 {
-	size_t first = (size_t)c << LOCAL_CHUNK_SHIFT;
+	bool found;
 
-	return (size_t)FM_MIN(LOCAL_CHUNK_SLOTS, ls->max_slots - first) << FM_PAGE_SHIFT;
-}
-
-static int local_chunk_add(struct local_store *ls)
-{
-	void *p;
-
-	if (ls->nchunks == ls->chunks_cap) {
-		uint32_t ncap = ls->chunks_cap ? ls->chunks_cap * 2 : 16;
-		uint8_t **nc = realloc(ls->chunks, ncap * sizeof(*nc));
-
-		if (!nc)
-			return -ENOMEM;
-		ls->chunks = nc;
-		ls->chunks_cap = ncap;
-	}
-	p = mmap(NULL, chunk_len(ls, ls->nchunks), PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
-		return -ENOMEM;
-	ls->chunks[ls->nchunks++] = p;
-	return 0;
-}
-
-/* Callers guarantee used < max_slots, so carved < max_slots whenever the
- * free list is empty (carved - used == free list length). */
-static int local_slot_alloc(struct local_store *ls, uint32_t *out)
-{
-	uint32_t s = ls->free_head;
-
-	if (s != LOCAL_NONE) {
-		memcpy(&ls->free_head, slot_ptr(ls, s), sizeof(ls->free_head));
-		*out = s;
-		return 0;
-	}
-	if (ls->carved >> LOCAL_CHUNK_SHIFT == ls->nchunks) { /* first slot of a new chunk */
-		int rc = local_chunk_add(ls);
+	if (ls->used + 1 > ls->grow_at) {
+		int rc = local_grow(ls);
 
 		if (rc)
 			return rc;
+		*i = local_find(ls, key, h, &found);
 	}
-	*out = ls->carved++;
 	return 0;
 }
 
-static void local_slot_free(struct local_store *ls, uint32_t s)
+static void local_remove_cell(struct local_store *ls, size_t hole)
 {
-	memcpy(slot_ptr(ls, s), &ls->free_head, sizeof(ls->free_head));
-	ls->free_head = s;
-}
-
-static int local_get(struct kv_store *kv, struct kv_key key, void *page_out)
-{
-	struct local_store *ls = to_local(kv);
-	bool found;
-	size_t i = local_find(ls, key, local_hash(key), &found);
-
-	if (!found)
-		return -ENOENT;
-	memcpy(page_out, slot_ptr(ls, ls->tab[i].slot), FM_PAGE_SIZE);
-	return 0;
-}
-
-static int local_put(struct kv_store *kv, struct kv_key key, const void *page)
-{
-	struct local_store *ls = to_local(kv);
-	uint32_t h = local_hash(key);
-	uint32_t slot;
-	bool found;
-	size_t i = local_find(ls, key, h, &found);
-	int rc;
-
-	if (found) {
-		memcpy(slot_ptr(ls, ls->tab[i].slot), page, FM_PAGE_SIZE);
-		return 0;
-	}
-	if (ls->used >= ls->max_slots)
-		return -ENOSPC;
-	/* Grow and take a slot before touching the table, so a failure leaves
-	 * the store exactly as it was. */
-	if (ls->used + 1 > ls->grow_at) {
-		rc = local_grow(ls);
-		if (rc)
-			goto nomem;
-		i = local_find(ls, key, h, &found);
-	}
-	rc = local_slot_alloc(ls, &slot);
-	if (rc)
-		goto nomem;
-	ls->tab[i] = (struct local_ent){ .region = key.region, .page = key.page, .hash = h,
-					 .slot = slot };
-	ls->used++;
-	memcpy(slot_ptr(ls, slot), page, FM_PAGE_SIZE);
-	kv->stats.bytes_stored += FM_PAGE_SIZE;
-	return 0;
-nomem:
-	fm_log_once(FM_LOG_WARN, "kv/local: shard %u: out of host memory at %zu pages; put refused",
-		    ls->shard, ls->used);
-	return -ENOSPC;
-}
-
-static int local_del(struct kv_store *kv, struct kv_key key)
-{
-	struct local_store *ls = to_local(kv);
 	size_t mask = ls->mask;
-	bool found;
-	size_t hole = local_find(ls, key, local_hash(key), &found);
 	size_t j = hole;
 
-	if (!found)
-		return -ENOENT;
-	local_slot_free(ls, ls->tab[hole].slot);
 	/* Backward shift: pull each later entry of the run into the hole when
 	 * the hole lies on its probe path (between its home and where it is). */
 	for (;;) {
@@ -275,33 +186,372 @@ static int local_del(struct kv_store *kv, struct kv_key key)
 
 		j = (j + 1) & mask;
 		e = &ls->tab[j];
-		if (e->slot == LOCAL_NONE)
+		if (!e->live)
 			break;
 		if (((j - (e->hash & mask)) & mask) >= ((j - hole) & mask)) {
 			ls->tab[hole] = *e;
 			hole = j;
 		}
 	}
-	ls->tab[hole].slot = LOCAL_NONE;
+	ls->tab[hole].live = 0;
 	ls->used--;
-	kv->stats.bytes_stored -= FM_PAGE_SIZE;
+}
+
+/* ---- RAM copies ---- */
+
+static void ram_drop(struct local_store *ls, struct local_ent *e)
+{
+	if (e->slot == LOCAL_NONE)
+		return;
+	kv_slab_free(&ls->slab, kv_slab_class_of(e->len), e->slot);
+	e->slot = LOCAL_NONE;
+	ls->ram_pages--;
+	ls->ram_blob_bytes -= e->len;
+}
+
+static bool fifo_valid(struct local_store *ls, const struct fifo_ent *f)
+{
+	struct local_ent *e = local_lookup(ls, (struct kv_key){ f->region, f->page });
+
+	return e && e->slot == f->slot && kv_slab_class_of(e->len) == f->cls;
+}
+
+/* Drop the oldest valid RAM copy; false when the FIFO is empty. */
+static bool fifo_evict_one(struct local_store *ls)
+{
+	while (ls->fifo_n) {
+		struct fifo_ent f = ls->fifo[ls->fifo_head];
+
+		ls->fifo_head = (ls->fifo_head + 1) & (ls->fifo_cap - 1);
+		ls->fifo_n--;
+		if (fifo_valid(ls, &f)) {
+			ram_drop(ls, local_lookup(ls, (struct kv_key){ f.region, f.page }));
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Room for one more: drop stale items, then double if still half full. */
+static int fifo_make_room(struct local_store *ls)
+{
+	size_t n = 0, cap = ls->fifo_cap;
+
+	for (size_t k = 0; k < ls->fifo_n; k++) {
+		struct fifo_ent f = ls->fifo[(ls->fifo_head + k) & (cap - 1)];
+
+		if (fifo_valid(ls, &f))
+			ls->fifo[(ls->fifo_head + n++) & (cap - 1)] = f;
+	}
+	ls->fifo_n = n;
+	if (n < cap / 2 && cap)
+		return 0;
+	size_t ncap = cap ? cap * 2 : 1024;
+	struct fifo_ent *nf = malloc(ncap * sizeof(*nf));
+
+	if (!nf)
+		return -ENOMEM;
+	for (size_t k = 0; k < n; k++)
+		nf[k] = ls->fifo[(ls->fifo_head + k) & (cap - 1)];
+	free(ls->fifo);
+	ls->fifo = nf;
+	ls->fifo_cap = ncap;
+	ls->fifo_head = 0;
 	return 0;
+}
+
+/* Keep a RAM copy of e's blob (ls->blob) if there is room, dropping the
+ * oldest copies to make some. With a disk tier only: failing is harmless. */
+static void ram_cache(struct local_store *ls, struct local_ent *e, struct kv_key key)
+{
+	unsigned c = kv_slab_class_of(e->len);
+	uint32_t slot;
+
+	for (int t = 0; t < LOCAL_EVICT_TRIES && !kv_slab_can_alloc(&ls->slab, c); t++)
+		if (!fifo_evict_one(ls))
+			break;
+	if (ls->fifo_n == ls->fifo_cap && fifo_make_room(ls) != 0)
+		return;
+	if (kv_slab_alloc(&ls->slab, c, &slot) != 0)
+		return;
+	memcpy(kv_slab_ptr(&ls->slab, c, slot), ls->blob, e->len);
+	e->slot = slot;
+	ls->ram_pages++;
+	ls->ram_blob_bytes += e->len;
+	ls->fifo[(ls->fifo_head + ls->fifo_n++) & (ls->fifo_cap - 1)] =
+		(struct fifo_ent){ key.region, key.page, slot, c };
+}
+
+/* ---- the ops ---- */
+
+static int local_decode(struct local_store *ls, uint8_t enc, const void *blob, uint32_t len,
+			void *page_out)
+{
+	int rc = kv_codec_decode(ls->codec, enc, blob, len, page_out);
+
+	if (rc) {
+		ls->corrupt++;
+		fm_log_once(FM_LOG_ERROR, "kv/local: shard %u: a stored page failed to decode",
+			    ls->shard);
+	}
+	return rc;
+}
+
+static int local_get(struct kv_store *kv, struct kv_key key, void *page_out)
+{
+	struct local_store *ls = to_local(kv);
+	struct local_ent *e = local_lookup(ls, key);
+	const uint8_t *blob;
+	uint8_t enc;
+	int rc;
+
+	if (!e)
+		return -ENOENT;
+	if (e->slot != LOCAL_NONE)
+		return local_decode(ls, e->enc,
+				    kv_slab_ptr(&ls->slab, kv_slab_class_of(e->len), e->slot),
+				    e->len, page_out);
+	rc = dlog_read(ls->dlog, e->disk, key, e->len, &blob, &enc);
+	if (rc) {
+		ls->corrupt++;
+		fm_log_once(FM_LOG_ERROR, "kv/local: shard %u: a record failed its checksum",
+			    ls->shard);
+		return rc;
+	}
+	return local_decode(ls, enc, blob, e->len, page_out);
+}
+
+static void account_new(struct local_store *ls, const struct local_ent *e, int sign)
+{
+	ls->blob_bytes += (uint64_t)(int64_t)sign * e->len;
+	if (e->enc == KV_ENC_RAW)
+		ls->raw_pages += (uint64_t)(int64_t)sign;
+	if (e->disk != LOCAL_NODISK)
+		ls->disk_pages += (uint64_t)(int64_t)sign;
+}
+
+static int local_put_disk(struct local_store *ls, struct kv_key key, uint32_t h, size_t i,
+			  bool found, uint32_t len, uint8_t enc)
+{
+	uint64_t loc;
+	int rc;
+
+	if (!found) {
+		rc = local_slot_for_new(ls, key, h, &i);
+		if (rc)
+			return rc;
+	}
+	/* On disk first: the old copy stays the key's until the new one is
+	 * durable, so a failed put loses nothing. */
+	rc = dlog_append(ls->dlog, key, enc, ls->blob, len, &loc);
+	if (rc)
+		return rc;
+	struct local_ent *e = &ls->tab[i];
+	if (found) {
+		ram_drop(ls, e);
+		dlog_kill(ls->dlog, e->disk, e->len);
+		account_new(ls, e, -1);
+	} else {
+		ls->used++;
+	}
+	*e = (struct local_ent){ .region = key.region, .page = key.page, .disk = loc, .hash = h,
+				 .slot = LOCAL_NONE, .len = (uint16_t)len, .enc = enc, .live = 1 };
+	account_new(ls, e, 1);
+	ram_cache(ls, e, key);
+	return 0;
+}
+
+static int local_put_ram(struct local_store *ls, struct kv_key key, uint32_t h, size_t i,
+			 bool found, uint32_t len, uint8_t enc)
+{
+	unsigned c = kv_slab_class_of(len);
+	uint32_t slot;
+	int rc;
+
+	if (found && ls->tab[i].slot != LOCAL_NONE && kv_slab_class_of(ls->tab[i].len) == c) {
+		slot = ls->tab[i].slot; /* same class: overwrite in place */
+	} else {
+		if (!found) {
+			rc = local_slot_for_new(ls, key, h, &i);
+			if (rc)
+				return rc;
+		}
+		/* Take the new slot before freeing the old one, so a refusal
+		 * leaves the old page in place. */
+		rc = kv_slab_alloc(&ls->slab, c, &slot);
+		if (rc)
+			return rc;
+		if (found)
+			ram_drop(ls, &ls->tab[i]);
+		else
+			ls->used++;
+	}
+	struct local_ent *e = &ls->tab[i];
+	if (found && e->slot != LOCAL_NONE) { /* in place */
+		ls->ram_blob_bytes -= e->len;
+		ls->ram_pages--;
+	}
+	if (found)
+		account_new(ls, e, -1);
+	*e = (struct local_ent){ .region = key.region, .page = key.page, .disk = LOCAL_NODISK,
+				 .hash = h, .slot = slot, .len = (uint16_t)len, .enc = enc,
+				 .live = 1 };
+	memcpy(kv_slab_ptr(&ls->slab, c, slot), ls->blob, len);
+	ls->ram_pages++;
+	ls->ram_blob_bytes += len;
+	account_new(ls, e, 1);
+	return 0;
+}
+
+static int local_put(struct kv_store *kv, struct kv_key key, const void *page)
+{
+	struct local_store *ls = to_local(kv);
+	uint32_t h = local_hash(key);
+	bool found;
+	size_t i = local_find(ls, key, h, &found);
+	uint8_t enc;
+	/* A blob that would land in the last class saves nothing: keep it raw
+	 * and skip the decode on every get. */
+	uint32_t len = kv_codec_encode(ls->codec, page, ls->blob, KV_SLAB_STEP, &enc);
+	int rc = ls->dlog ? local_put_disk(ls, key, h, i, found, len, enc)
+			  : local_put_ram(ls, key, h, i, found, len, enc);
+
+	if (rc == -ENOMEM) {
+		fm_log_once(FM_LOG_WARN,
+			    "kv/local: shard %u: out of host memory at %zu pages; put refused",
+			    ls->shard, ls->used);
+		rc = -ENOSPC;
+	}
+	return rc;
+}
+
+static int local_del(struct kv_store *kv, struct kv_key key)
+{
+	struct local_store *ls = to_local(kv);
+	bool found;
+	size_t i = local_find(ls, key, local_hash(key), &found);
+	struct local_ent *e = &ls->tab[i];
+
+	if (!found)
+		return -ENOENT;
+	ram_drop(ls, e);
+	if (e->disk != LOCAL_NODISK)
+		dlog_kill(ls->dlog, e->disk, e->len);
+	account_new(ls, e, -1);
+	local_remove_cell(ls, i);
+	return 0;
+}
+
+/* ---- the disk tier's view of the index ---- */
+
+static bool own_live(void *arg, struct kv_key key, uint64_t loc)
+{
+	struct local_ent *e = local_lookup(arg, key);
+
+	return e && e->disk == loc;
+}
+
+static void own_moved(void *arg, struct kv_key key, uint64_t old_loc, uint64_t new_loc)
+{
+	struct local_ent *e = local_lookup(arg, key);
+
+	if (e && e->disk == old_loc)
+		e->disk = new_loc;
+}
+
+/* The open scan: keep the newest copy of each key (two can exist when a
+ * crash fell between writing a new copy and killing the old one). */
+static int own_found(void *arg, struct dlog *d, struct kv_key key, uint64_t loc, uint64_t seq, uint32_t len,
+		     uint8_t enc)
+{
+	struct local_store *ls = arg;
+	uint32_t h = local_hash(key);
+	bool found;
+	size_t i = local_find(ls, key, h, &found);
+
+	if (found) {
+		struct local_ent *e = &ls->tab[i];
+
+		if (seq <= dlog_seq_at(d, e->disk)) {
+			dlog_kill(d, loc, len);
+			return 0;
+		}
+		dlog_kill(d, e->disk, e->len);
+		account_new(ls, e, -1);
+	} else {
+		int rc = local_slot_for_new(ls, key, h, &i);
+
+		if (rc)
+			return rc;
+		ls->used++;
+	}
+	ls->tab[i] = (struct local_ent){ .region = key.region, .page = key.page, .disk = loc,
+					 .hash = h, .slot = LOCAL_NONE, .len = (uint16_t)len,
+					 .enc = enc, .live = 1 };
+	account_new(ls, &ls->tab[i], 1);
+	return 0;
+}
+
+static int64_t local_foreach_key(struct kv_store *kv, kv_key_fn *fn, void *arg)
+{
+	struct local_store *ls = to_local(kv);
+	int64_t n = 0;
+
+	for (size_t i = 0; i <= ls->mask; i++)
+		if (ls->tab[i].live) {
+			fn(arg, (struct kv_key){ ls->tab[i].region, ls->tab[i].page });
+			n++;
+		}
+	return n;
+}
+
+static int64_t local_region_delete(struct kv_store *kv, uint64_t region)
+{
+	struct local_store *ls = to_local(kv);
+	int64_t n = 0;
+
+	/* A back-shift only moves entries from later cells into the hole at
+	 * or after i, so re-examining cell i after a delete misses nothing. */
+	for (size_t i = 0; i <= ls->mask;) {
+		struct local_ent *e = &ls->tab[i];
+
+		if (!e->live || e->region != region) {
+			i++;
+			continue;
+		}
+		ram_drop(ls, e);
+		if (e->disk != LOCAL_NODISK)
+			dlog_kill(ls->dlog, e->disk, e->len);
+		account_new(ls, e, -1);
+		local_remove_cell(ls, i);
+		n++;
+	}
+	return n;
 }
 
 static void local_close(struct kv_store *kv)
 {
 	struct local_store *ls = to_local(kv);
 
-	for (uint32_t c = 0; c < ls->nchunks; c++)
-		munmap(ls->chunks[c], chunk_len(ls, c));
-	free(ls->chunks);
+	dlog_close(ls->dlog);
+	kv_codec_destroy(ls->codec);
+	kv_slab_destroy(&ls->slab);
+	free(ls->fifo);
 	free(ls->tab);
 	free(ls);
 }
 
+static const enum kv_enc enc_of_choice[] = {
+	[FM_LOCAL_LZ4] = KV_ENC_LZ4,
+	[FM_LOCAL_ZSTD] = KV_ENC_ZSTD,
+	[FM_LOCAL_NONE] = KV_ENC_RAW,
+};
+
 static struct kv_store *local_open(const struct fm_config *cfg, unsigned shard)
 {
 	struct local_store *ls;
+	uint64_t shards = cfg->shard_count ? cfg->shard_count : 1;
+	int err;
 
 	if (cfg->local_max_mib == 0 || cfg->local_max_mib > KV_LOCAL_MAX_MIB) {
 		FM_ERR("kv/local: store.local.max_mib %llu is outside 1..%llu",
@@ -310,44 +560,110 @@ static struct kv_store *local_open(const struct fm_config *cfg, unsigned shard)
 		errno = EINVAL;
 		return NULL;
 	}
+	if ((unsigned)cfg->local_compression >= FM_ARRAY_SIZE(enc_of_choice)) {
+		errno = EINVAL;
+		return NULL;
+	}
 	ls = calloc(1, sizeof(*ls));
 	if (!ls)
 		return NULL;
-	ls->tab = table_alloc(LOCAL_TABLE_MIN);
-	if (!ls->tab) {
-		free(ls);
-		errno = ENOMEM;
-		return NULL;
-	}
+	ls->shard = shard;
 	ls->mask = LOCAL_TABLE_MIN - 1;
 	ls->grow_at = grow_threshold(LOCAL_TABLE_MIN);
-	ls->free_head = LOCAL_NONE;
 	/* The cap is the daemon's total; each shard's handle holds an equal
 	 * share (pages of one shard never land in another's store). */
 	uint64_t total = cfg->local_max_mib << (20 - FM_PAGE_SHIFT);
-	uint64_t shards = cfg->shard_count ? cfg->shard_count : 1;
-	ls->max_slots = (uint32_t)((total + shards - 1) / shards);
-	ls->shard = shard;
+	kv_slab_init(&ls->slab, ((total + shards - 1) / shards) << FM_PAGE_SHIFT);
+	ls->tab = calloc(LOCAL_TABLE_MIN, sizeof(*ls->tab));
+	ls->codec = kv_codec_create(enc_of_choice[cfg->local_compression]);
+	if (!ls->tab || !ls->codec) {
+		err = ENOMEM;
+		goto fail;
+	}
+	if (cfg->local_path[0]) {
+		uint64_t seg_mib = cfg->local_segment_mib ? cfg->local_segment_mib
+							  : LOCAL_SEG_MIB_DEFAULT;
+		uint64_t cap = cfg->local_disk_mib ? (cfg->local_disk_mib << 20) / shards : 0;
+		struct dlog_owner own = { own_live, own_moved, own_found, ls };
+
+		ls->dlog = dlog_open(cfg->local_path, shard, seg_mib << 20, cap, &own);
+		if (!ls->dlog) {
+			err = errno;
+			FM_ERR("kv/local: shard %u: cannot open the store under %s: %s", shard,
+			       cfg->local_path, strerror(err));
+			goto fail;
+		}
+		if (ls->used)
+			FM_INFO("kv/local: shard %u: recovered %zu pages from %s", shard, ls->used,
+				cfg->local_path);
+	}
 	return &ls->base;
+fail:
+	local_close(&ls->base);
+	errno = err;
+	return NULL;
+}
+
+static void local_stats(const struct kv_store *kv, struct kv_stats *out)
+{
+	struct local_store *ls = (struct local_store *)kv;
+	struct dlog_info di = { 0 };
+
+	if (ls->dlog)
+		dlog_get_info(ls->dlog, &di);
+	out->pages = ls->used;
+	out->blob_bytes = ls->blob_bytes;
+	out->raw_pages = ls->raw_pages;
+	out->ram_pages = ls->ram_pages;
+	out->ram_held_bytes = ls->slab.held;
+	out->ram_live_bytes = ls->slab.live_bytes;
+	out->disk_pages = ls->disk_pages;
+	out->disk_live_bytes = di.live_bytes;
+	out->disk_file_bytes = di.file_bytes;
+	out->compactions = di.compactions;
+	out->corrupt = ls->corrupt;
+	out->bytes_stored = (uint64_t)ls->used * FM_PAGE_SIZE; /* page data, before compression */
 }
 
 int kv_local_info(const struct kv_store *kv, struct kv_local_info *out)
 {
 	const struct local_store *ls;
+	uint64_t carved = 0;
 
 	if (!kv || !out || kv->ops != &kv_local_ops)
 		return -EINVAL;
 	ls = (const struct local_store *)kv;
+	for (unsigned c = 0; c < KV_SLAB_CLASSES; c++)
+		carved += ls->slab.cls[c].carved;
 	*out = (struct kv_local_info){
 		.pages = ls->used,
-		.max_pages = ls->max_slots,
+		.max_pages = ls->slab.cap >> FM_PAGE_SHIFT,
 		.table_slots = ls->mask + 1,
 		.table_grows = ls->table_grows,
-		.chunks = ls->nchunks,
-		.slots_carved = ls->carved,
+		.chunks = kv_slab_chunks(&ls->slab),
+		.slots_carved = carved,
 		.meta_bytes = sizeof(*ls) + (ls->mask + 1) * sizeof(struct local_ent) +
-			      ls->chunks_cap * sizeof(*ls->chunks),
+			      ls->fifo_cap * sizeof(struct fifo_ent),
+		.ram_pages = ls->ram_pages,
+		.ram_held_bytes = ls->slab.held,
+		.ram_live_bytes = ls->slab.live_bytes,
+		.ram_blob_bytes = ls->ram_blob_bytes,
+		.disk_pages = ls->disk_pages,
 	};
+	for (unsigned c = 0; c < KV_SLAB_CLASSES; c++)
+		out->meta_bytes += ls->slab.cls[c].chunks_cap * sizeof(uint8_t *);
+	if (ls->dlog) {
+		struct dlog_info di;
+
+		dlog_get_info(ls->dlog, &di);
+		out->disk_live_bytes = di.live_bytes;
+		out->disk_file_bytes = di.file_bytes;
+		out->disk_apparent_bytes = di.apparent_bytes;
+		out->disk_appended_bytes = di.appended_bytes;
+		out->disk_moved_bytes = di.moved_bytes;
+		out->disk_compactions = di.compactions;
+		out->disk_seg_bytes = di.seg_bytes;
+	}
 	return 0;
 }
 
@@ -361,4 +677,7 @@ const struct kv_ops kv_local_ops = {
 	.get = local_get,
 	.put = local_put,
 	.del = local_del,
+	.stats = local_stats,
+	.foreach_key = local_foreach_key,
+	.region_delete = local_region_delete,
 };
