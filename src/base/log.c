@@ -9,7 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-int fm_log_level = FM_LOG_INFO;
+_Atomic int fm_log_level = FM_LOG_INFO;
 static const char *log_prog = "fluidmem";
 static const char *const level_names[FM_LOG_LEVEL_NR] = { "error", "warn", "info", "debug" };
 
@@ -56,6 +56,26 @@ void fm_log_write(int level, const char *fmt, ...)
 	line[n++] = '\n';
 	/* One write() per line so lines from threads do not interleave. */
 	fwrite(line, 1, (size_t)n, stderr);
+}
+
+bool fm_ratelimit_ok(struct fm_ratelimit *rl, unsigned burst, unsigned interval_ms,
+		     uint32_t *dropped)
+{
+	uint64_t now = fm_now_ns();
+	uint64_t start = __atomic_load_n(&rl->window_ns, __ATOMIC_RELAXED);
+
+	*dropped = 0;
+	if (start == 0 || now - start >= (uint64_t)interval_ms * 1000000ull) {
+		if (__atomic_compare_exchange_n(&rl->window_ns, &start, now, false,
+						__ATOMIC_RELAXED, __ATOMIC_RELAXED))
+			__atomic_store_n(&rl->used, 0, __ATOMIC_RELAXED);
+	}
+	if (__atomic_fetch_add(&rl->used, 1, __ATOMIC_RELAXED) < burst) {
+		*dropped = __atomic_exchange_n(&rl->dropped, 0, __ATOMIC_RELAXED);
+		return true;
+	}
+	__atomic_fetch_add(&rl->dropped, 1, __ATOMIC_RELAXED);
+	return false;
 }
 
 int fm_pin_self(int cpu)
