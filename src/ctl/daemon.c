@@ -981,7 +981,8 @@ static int listen_on(const char *path, int type, mode_t mode, int *lock_fd)
 		rc = -errno;
 		goto fail;
 	}
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/s", tmpdir);
+	memcpy(sa.sun_path, tmpdir, strlen(tmpdir));
+	memcpy(sa.sun_path + strlen(tmpdir), "/s", 3);
 	fd = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
 	    chmod(sa.sun_path, mode) < 0 || listen(fd, 128) < 0 || rename(sa.sun_path, path) < 0) {
