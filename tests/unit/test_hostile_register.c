@@ -331,3 +331,64 @@ Test(hostile_register, per_uid_quotas, .timeout = 60)
 	waitpid(pid, NULL, 0);
 	stop();
 }
+
+static long rss_kib(pid_t pid)
+{
+	char path[64], line[256];
+	long kib = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib;
+}
+
+/* Finding 6: the daemon pays for touched pages, not registered ones. Two
+ * 1 TiB sparse regions used to add 3.3 GB to the daemon and take seconds
+ * each, while control queries failed. */
+Test(hostile_register, huge_sparse_regions_cost_nothing_until_touched, .timeout = 60)
+{
+	const char *sets[] = { "register.max_region_mib=2097152", NULL };
+	struct fm_client *c;
+	struct fm_region *r[2];
+	long before, after;
+
+	cr_assert_eq(td_start(&fmd, sets), 0);
+	c = fm_connect(fmd.reg);
+	cr_assert_not_null(c);
+	before = rss_kib(fmd.pid);
+	for (int i = 0; i < 2; i++) {
+		uint64_t t0 = fm_now_ns();
+
+		r[i] = fm_region_create(c, 1ull << 40, "sparse");
+		cr_assert_not_null(r[i], "1 TiB refused: %s", fm_client_error(c));
+		double s = (double)(fm_now_ns() - t0) / 1e9;
+		cr_expect_lt(s, 0.5, "registering 1 TiB took %.2f s", s);
+		char *rep = td_ctl(&fmd, "v1 stats");
+		cr_expect(rep && strstr(rep, "\"ok\":true"), "a control query failed: %s", rep);
+		free(rep);
+	}
+	/* Touch a page at each end and in the middle: served, verified. */
+	for (int i = 0; i < 2; i++) {
+		uint8_t *p = fm_region_addr(r[i]);
+		uint64_t offs[] = { 0, 1ull << 39, (1ull << 40) - PAGE };
+		for (int k = 0; k < 3; k++)
+			p[offs[k]] = (uint8_t)(0x40 + k);
+		for (int k = 0; k < 3; k++)
+			cr_expect_eq(p[offs[k]], 0x40 + k);
+	}
+	after = rss_kib(fmd.pid);
+	cr_expect_lt(after - before, 8 * 1024, "two sparse 1 TiB regions added %ld KiB to the daemon",
+		     after - before);
+	cr_expect_leq(td_stat(&fmd, "tracked"), 6 * 512, "tracked pages beyond the touched stripes");
+	for (int i = 0; i < 2; i++)
+		fm_region_destroy(r[i]);
+	fm_disconnect(c);
+	stop();
+}
