@@ -266,6 +266,7 @@ Test(sockets, refused_connects_are_closed_and_rate_limited, .timeout = 60)
 	int lines = count_lines_with(fmd.log, "uid 0");
 	cr_expect_leq(lines, 10, "%d log lines for 290 refused connects", lines);
 	cr_expect_geq(lines, 1);
+	cr_expect_geq(td_stat(&fmd, "conns_refused"), 290);
 	stop();
 }
 
@@ -450,6 +451,7 @@ Test(sockets, emfile_does_not_spin, .timeout = 60)
 	char *rep = td_ctl(&fmd, "v1 ping");
 	cr_expect_not_null(rep, "the daemon did not recover");
 	free(rep);
+	cr_expect_gt(td_stat(&fmd, "accept_paused"), 0, "the listeners never paused");
 	rl.rlim_cur = rl.rlim_max = 4096;
 	prlimit(fmd.pid, RLIMIT_NOFILE, &rl, NULL);
 	stop();
