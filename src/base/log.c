@@ -9,7 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-_Atomic int fm_log_level = FM_LOG_INFO;
+int fm_log_level = FM_LOG_INFO;
 static const char *log_prog = "fluidmem";
 static const char *const level_names[FM_LOG_LEVEL_NR] = { "error", "warn", "info", "debug" };
 

@@ -12,9 +12,20 @@
 
 enum fm_log_level { FM_LOG_ERROR, FM_LOG_WARN, FM_LOG_INFO, FM_LOG_DEBUG, FM_LOG_LEVEL_NR };
 
-/* Messages above this level are skipped. Atomic: the control thread
- * changes it while every other thread reads it. */
-extern _Atomic int fm_log_level;
+/* Messages above this level are skipped. Only ever accessed with atomic
+ * builtins (the control thread changes it while every other thread reads
+ * it); a plain int, not _Atomic, so __atomic_* work with gcc and clang. */
+extern int fm_log_level;
+
+static inline int fm_log_get_level(void)
+{
+	return __atomic_load_n(&fm_log_level, __ATOMIC_RELAXED);
+}
+
+static inline void fm_log_set_level(int level)
+{
+	__atomic_store_n(&fm_log_level, level, __ATOMIC_RELAXED);
+}
 
 void fm_log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* "error"/"warn"/"info"/"debug" -> level; -1 when unknown. */
@@ -25,7 +36,7 @@ void fm_log_set_prog(const char *prog);
 
 #define FM_LOG(level, ...)                                       \
 	do {                                                     \
-		if ((level) <= fm_log_level)                     \
+		if ((level) <= fm_log_get_level())               \
 			fm_log_write((level), __VA_ARGS__);      \
 	} while (0)
 #define FM_ERR(...) FM_LOG(FM_LOG_ERROR, __VA_ARGS__)
@@ -61,7 +72,7 @@ bool fm_ratelimit_ok(struct fm_ratelimit *rl, unsigned burst, unsigned interval_
 	do {                                                                                \
 		static struct fm_ratelimit fm_rl_;                                          \
 		uint32_t fm_dropped_;                                                       \
-		if ((level) <= fm_log_level &&                                              \
+		if ((level) <= fm_log_get_level() &&                                        \
 		    fm_ratelimit_ok(&fm_rl_, FM_LOG_BURST, FM_LOG_INTERVAL_MS, &fm_dropped_)) { \
 			if (fm_dropped_)                                                    \
 				fm_log_write((level), "(%u similar lines suppressed)",      \

@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include "base/log.h"
 #include "ctl/proto.h"
 #include "harness.h"
 
@@ -455,4 +456,25 @@ Test(sockets, emfile_does_not_spin, .timeout = 60)
 	rl.rlim_cur = rl.rlim_max = 4096;
 	prlimit(fmd.pid, RLIMIT_NOFILE, &rl, NULL);
 	stop();
+}
+
+/* Finding 12: the limiter behind fm_log_ratelimited: a burst per interval,
+ * then drops, and the next allowed line learns how many were dropped. */
+Test(sockets, log_rate_limiter)
+{
+	struct fm_ratelimit rl = { 0 };
+	uint32_t dropped;
+	int allowed = 0;
+
+	for (int i = 0; i < 100; i++)
+		allowed += fm_ratelimit_ok(&rl, 5, 50, &dropped);
+	cr_expect_eq(allowed, 5);
+	td_sleep_ms(60);
+	cr_expect(fm_ratelimit_ok(&rl, 5, 50, &dropped));
+	cr_expect_eq(dropped, 95);
+	cr_expect(fm_ratelimit_ok(&rl, 5, 50, &dropped));
+	cr_expect_eq(dropped, 0);
+	cr_expect_eq(fm_log_get_level(), FM_LOG_INFO);
+	fm_log_set_level(FM_LOG_ERROR);
+	cr_expect_eq(fm_log_get_level(), FM_LOG_ERROR);
 }
