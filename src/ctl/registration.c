@@ -44,7 +44,8 @@ int reg_decode(const void *buf, size_t len, int msg_flags, int nfds, struct fm_r
 	(void)nfds;
 	memset(out, 0, sizeof(*out));
 	if (msg_flags & MSG_CTRUNC)
-		return fail(-EPROTO, why, whylen, "too many descriptors");
+		return fail(-EPROTO, why, whylen,
+			    "too many descriptors (or the daemon is out of descriptors)");
 	if ((msg_flags & MSG_TRUNC) || len != sizeof(struct fm_reg_req))
 		return fail(-EPROTO, why, whylen,
 			    "request has the wrong length (truncated or oversized)");
@@ -183,8 +184,15 @@ int reg_check_memfd(int fd, uint64_t size, char *why, size_t whylen)
 	seals = fcntl(fd, F_GET_SEALS);
 	if (seals < 0)
 		return fail(-EBADF, why, whylen, "second descriptor is not a memfd");
-	if (!(seals & F_SEAL_SHRINK) &&
-	    (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) < 0 || !(fcntl(fd, F_GET_SEALS) & F_SEAL_SHRINK)))
+	/* Write seals forbid the hole punch that ends every eviction. */
+	if (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))
+		return fail(-EPERM, why, whylen,
+			    "the memfd is sealed against writes: the daemon could not evict from it");
+	/* F_SEAL_SEAL too: a write seal added later would make evictions
+	 * fail in the same way. */
+	if ((seals & (F_SEAL_SHRINK | F_SEAL_SEAL)) != (F_SEAL_SHRINK | F_SEAL_SEAL))
+		(void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL);
+	if (!(fcntl(fd, F_GET_SEALS) & F_SEAL_SHRINK))
 		return fail(-EPERM, why, whylen,
 			    "the memfd could shrink under the daemon: create it with "
 			    "MFD_ALLOW_SEALING (QEMU: memory-backend-memfd seal=on)");

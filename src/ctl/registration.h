@@ -40,11 +40,13 @@ int reg_uffd_features_parse(const char *fdinfo, uint64_t *features);
  * -EBADF or -EINVAL. */
 int reg_check_uffd(int fd, char *why, size_t whylen);
 
-/* fd is a memfd on shmem (not hugetlb, not a regular or tmpfs file), it is
- * sealed against shrinking (this adds F_SEAL_SHRINK when the memfd allows
- * it) and, once sealed, at least size bytes long: the daemon reads victims
- * through its own mapping, and a file that could shrink would turn that read
- * into a SIGBUS that kills the daemon. -EBADF or -EPERM. */
+/* fd is a memfd on shmem (not hugetlb, not a regular or tmpfs file), not
+ * sealed against writes (evictions punch holes), sealed against shrinking
+ * and against further seals (this adds F_SEAL_SHRINK | F_SEAL_SEAL when the
+ * memfd allows it) and, once sealed, at least size bytes long: the daemon
+ * reads victims through its own mapping, and a file that could shrink
+ * would turn that read into a SIGBUS that kills the daemon. -EBADF or
+ * -EPERM. */
 int reg_check_memfd(int fd, uint64_t size, char *why, size_t whylen);
 
 /* Whether the maps text (the format of /proc/PID/maps) maps the file

@@ -182,9 +182,26 @@ Test(hostile_register, memfd_not_mapped_there_is_refused, .timeout = 60)
 	void *priv = mmap(NULL, 64 * PAGE, PROT_READ, MAP_PRIVATE, memfd, 0);
 	cr_expect_eq(reg_send(fd, (uint64_t)(uintptr_t)priv, 64 * PAGE, uffd, memfd, reason), -EINVAL,
 		     "reason: %s", reason);
-	/* And the good one is accepted on the same connection. */
+	/* A memfd sealed against writes could never be evicted from. */
+	int memfd3, uffd3;
+	void *addr3;
+	uffd3 = make_region(FEATURES, 64 * PAGE, &memfd3, &addr3, true);
+	void *ro = mmap(NULL, 64 * PAGE, PROT_READ, MAP_SHARED, memfd3, 0);
+	cr_assert_eq(fcntl(memfd3, F_ADD_SEALS, F_SEAL_FUTURE_WRITE), 0, "%s", strerror(errno));
+	cr_expect_eq(reg_send(fd, (uint64_t)(uintptr_t)addr3, 64 * PAGE, uffd3, memfd3, reason), -EPERM);
+	cr_expect(strstr(reason, "sealed against writes") != NULL, "reason: %s", reason);
+	/* The uffd goes first: an unmap of a range it covers would wait
+	 * for somebody to read the UNMAP event. */
+	close(uffd3);
+	munmap(ro, 64 * PAGE);
+	munmap(addr3, 64 * PAGE);
+	close(memfd3);
+	/* And the good one is accepted on the same connection; then it can
+	 * neither shrink nor take a write seal under the daemon. */
 	cr_expect_eq(reg_send(fd, (uint64_t)(uintptr_t)addr, 64 * PAGE, uffd, memfd, reason), 0,
 		     "refused: %s", reason);
+	cr_expect_eq(ftruncate(memfd, 0), -1, "a registered memfd shrank");
+	cr_expect_eq(fcntl(memfd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE), -1, "a write seal was added");
 	close(fd);
 	munmap(priv, 64 * PAGE);
 	close(other);
