@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -22,6 +21,7 @@
 
 #include "base/log.h"
 #include "ctl/http.h"
+#include "ctl/listen.h"
 #include "ctl/proto.h"
 #include "ctl/registration.h"
 
@@ -890,129 +890,6 @@ static void ctl_accept(struct daemon *d, bool http)
 	}
 }
 
-/* ---- sockets ---- */
-
-static int make_dirs(const char *path)
-{
-	char dir[FM_SOCK_PATH_MAX];
-	char *slash;
-
-	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (!slash || slash == dir)
-		return 0;
-	*slash = '\0';
-	for (char *p = dir + 1; *p; p++) {
-		if (*p == '/') {
-			*p = '\0';
-			mkdir(dir, 0755);
-			*p = '/';
-		}
-	}
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
-/* Serve a unix socket at path, safely against what may already be there.
- *
- * - Two daemons started at once are serialised by an exclusive flock on
- *   PATH.lock, held for the daemon's life (*lock_fd): the loser gets
- *   -EADDRINUSE before it probes or removes anything.
- * - Only a socket is ever replaced (lstat, S_ISSOCK): a regular file, a
- *   directory or a symlink at the path makes us refuse with -EEXIST.
- * - The socket is bound and chmod'ed inside a fresh 0700 directory of ours,
- *   where nobody can plant a symlink, and then renamed over the path. The
- *   rename replaces a stale socket atomically and never follows a symlink.
- *   (A umask around bind would also work, but umask is process-wide and
- *   other threads may create files meanwhile.) */
-static int listen_on(const char *path, int type, mode_t mode, int *lock_fd)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	char lock[FM_SOCK_PATH_MAX + 8], tmpdir[FM_SOCK_PATH_MAX + 16], *slash;
-	struct stat st;
-	int fd = -1, lfd, probe, rc;
-
-	*lock_fd = -1;
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	if ((rc = make_dirs(path)) < 0)
-		return rc;
-	snprintf(lock, sizeof(lock), "%s.lock", path);
-	lfd = open(lock, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (lfd < 0)
-		return -errno;
-	if (flock(lfd, LOCK_EX | LOCK_NB) < 0) {
-		rc = errno == EWOULDBLOCK ? -EADDRINUSE : -errno;
-		close(lfd);
-		return rc;
-	}
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			rc = -EEXIST;
-			goto fail;
-		}
-		/* A daemon that predates the lock file still answers. */
-		strcpy(sa.sun_path, path);
-		probe = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
-		if (probe >= 0) {
-			rc = connect(probe, (struct sockaddr *)&sa, sizeof(sa));
-			close(probe);
-			if (rc == 0) {
-				rc = -EADDRINUSE;
-				goto fail;
-			}
-		}
-	} else if (errno != ENOENT) {
-		rc = -errno;
-		goto fail;
-	}
-	snprintf(tmpdir, sizeof(tmpdir), "%s", path);
-	slash = strrchr(tmpdir, '/');
-	if (slash)
-		snprintf(slash + 1, sizeof(tmpdir) - (size_t)(slash + 1 - tmpdir), ".fluidmemd.XXXXXX");
-	else
-		snprintf(tmpdir, sizeof(tmpdir), ".fluidmemd.XXXXXX");
-	if (strlen(tmpdir) + 3 > sizeof(sa.sun_path)) {
-		rc = -ENAMETOOLONG;
-		goto fail;
-	}
-	if (!mkdtemp(tmpdir)) {
-		rc = -errno;
-		goto fail;
-	}
-	memcpy(sa.sun_path, tmpdir, strlen(tmpdir));
-	memcpy(sa.sun_path + strlen(tmpdir), "/s", 3);
-	fd = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    chmod(sa.sun_path, mode) < 0 || listen(fd, 128) < 0 || rename(sa.sun_path, path) < 0) {
-		rc = -errno;
-		unlink(sa.sun_path);
-		rmdir(tmpdir);
-		goto fail;
-	}
-	rmdir(tmpdir);
-	*lock_fd = lfd;
-	return fd;
-fail:
-	if (fd >= 0)
-		close(fd);
-	close(lfd);
-	return rc;
-}
-
-static const char *listen_error(int rc)
-{
-	switch (rc) {
-	case -EADDRINUSE:
-		return " (another fluidmemd serves it)";
-	case -EEXIST:
-		return " (something that is not a socket is there; it was left alone)";
-	default:
-		return "";
-	}
-}
-
 /* ---- lifecycle ---- */
 
 struct daemon *daemon_create(const struct fm_config *cfg)
@@ -1058,24 +935,24 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 		rc = -errno;
 		goto fail;
 	}
-	d->reg_fd = listen_on(cfg->register_path, SOCK_SEQPACKET, cfg->register_mode, &d->reg_lock_fd);
+	d->reg_fd = ctl_listen_unix(cfg->register_path, SOCK_SEQPACKET, cfg->register_mode, &d->reg_lock_fd);
 	if (d->reg_fd < 0) {
 		rc = d->reg_fd;
 		if (rc == -EADDRINUSE)
 			FM_ERR("another fluidmemd serves %s", cfg->register_path);
 		else
 			FM_ERR("cannot listen on %s: %s%s", cfg->register_path, strerror(-rc),
-			       listen_error(rc));
+			       ctl_listen_strerror(rc));
 		goto fail;
 	}
-	d->ctl_fd = listen_on(cfg->control_path, SOCK_STREAM, cfg->control_mode, &d->ctl_lock_fd);
+	d->ctl_fd = ctl_listen_unix(cfg->control_path, SOCK_STREAM, cfg->control_mode, &d->ctl_lock_fd);
 	if (d->ctl_fd < 0) {
 		rc = d->ctl_fd;
 		if (rc == -EADDRINUSE)
 			FM_ERR("another fluidmemd serves %s", cfg->control_path);
 		else
 			FM_ERR("cannot listen on %s: %s%s", cfg->control_path, strerror(-rc),
-			       listen_error(rc));
+			       ctl_listen_strerror(rc));
 		goto fail;
 	}
 	if (cfg->metrics_listen[0]) {
