@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "base/log.h"
+#include "ctl/http.h"
 #include "ctl/proto.h"
 #include "harness.h"
 
@@ -477,4 +478,24 @@ Test(sockets, log_rate_limiter)
 	cr_expect_eq(fm_log_get_level(), FM_LOG_INFO);
 	fm_log_set_level(FM_LOG_ERROR);
 	cr_expect_eq(fm_log_get_level(), FM_LOG_ERROR);
+}
+
+/* The metrics port's request parser, without a socket. */
+Test(sockets, http_classify_verdicts)
+{
+#define V(s, max) http_classify(s, sizeof(s) - 1, max)
+	cr_expect_eq(V("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 4096), HTTP_METRICS);
+	cr_expect_eq(V("GET / HTTP/1.0\r\n\r\n", 4096), HTTP_METRICS);
+	cr_expect_eq(V("GET /metrics?name[]=x HTTP/1.1\r\n\r\n", 4096), HTTP_METRICS);
+	cr_expect_eq(V("GET /metricsX HTTP/1.1\r\n\r\n", 4096), HTTP_NOT_FOUND);
+	cr_expect_eq(V("GET /favicon.ico HTTP/1.1\r\n\r\n", 4096), HTTP_NOT_FOUND);
+	cr_expect_eq(V("GET /metr", 4096), HTTP_INCOMPLETE);
+	cr_expect_eq(V("GET /metrics HTTP/1.1\r\nHost: x\r\n", 4096), HTTP_INCOMPLETE);
+	cr_expect_eq(V("GET /metrics HTTP/1.1\r\nHost: x\r\n", 20), HTTP_TOO_LONG);
+	cr_expect_eq(V("POST /metrics HTTP/1.1\r\n\r\n", 4096), HTTP_BAD_REQUEST);
+	cr_expect_eq(V("HEAD", 4096), HTTP_BAD_REQUEST);
+	cr_expect_eq(V("GET /metrics\r\n\r\n", 4096), HTTP_BAD_REQUEST);
+	cr_expect_eq(V("G\n", 4096), HTTP_BAD_REQUEST);
+	cr_expect_eq(http_classify("", 0, 4096), HTTP_INCOMPLETE);
+#undef V
 }
