@@ -151,7 +151,7 @@ Test(sockets, symlink_at_path_is_not_followed, .timeout = 30)
  * exits non-zero and says why. Repeated: the race is narrow. */
 Test(sockets, two_daemons_at_once_one_wins, .timeout = 120)
 {
-	for (int round = 0; round < 5; round++) {
+	for (int round = 0; round < 3; round++) {
 		char dir[] = "/tmp/fmsock.XXXXXX", loga[128], logb[128], cmd[160];
 		pid_t a, b;
 		int ra, rb;
