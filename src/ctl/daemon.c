@@ -317,6 +317,32 @@ static int uid_quota_check(const struct daemon *d, uid_t uid, uint64_t bytes, ch
 	return 0;
 }
 
+/* The pages of one memfd in one process are served by one region: a second
+ * registration over them would fight the first over the same pages (and
+ * the mapping check's un-protect would open an eviction's write-protect
+ * window). A region left over a range that was unmapped meanwhile has
+ * another memfd and does not count. */
+static int overlap_check(const struct daemon *d, pid_t pid, int memfd, uint64_t addr,
+			 uint64_t size, char *why, size_t whylen)
+{
+	struct stat st, rst;
+
+	if (fstat(memfd, &st) < 0)
+		return 0;   /* reg_check_memfd says why */
+	for (unsigned i = 0; i < FM_MAX_REGIONS; i++) {
+		const struct region *r = d->regions[i];
+
+		if (r && r->pid == pid && addr < r->base + r->npages * FM_PAGE_SIZE &&
+		    r->base < addr + size && fstat(r->memfd, &rst) == 0 && rst.st_ino == st.st_ino &&
+		    rst.st_dev == st.st_dev) {
+			snprintf(why, whylen, "the range overlaps region %llu of this process",
+				 (unsigned long long)r->id);
+			return -EEXIST;
+		}
+	}
+	return 0;
+}
+
 static void do_register(struct daemon *d, struct reg_conn *c, const struct fm_reg_req *q, int *fds,
 			int nfds)
 {
@@ -327,6 +353,7 @@ static void do_register(struct daemon *d, struct reg_conn *c, const struct fm_re
 	if ((rc = reg_check_fields(q, nfds, (uint64_t)d->cfg.max_region_mib << 20, why,
 				   sizeof(why))) < 0 ||
 	    (rc = uid_quota_check(d, c->uid, q->size, why, sizeof(why))) < 0 ||
+	    (rc = overlap_check(d, c->pid, fds[1], q->addr, q->size, why, sizeof(why))) < 0 ||
 	    (rc = reg_check_uffd(fds[0], why, sizeof(why))) < 0 ||
 	    (rc = reg_check_memfd(fds[1], q->size, why, sizeof(why))) < 0 ||
 	    (rc = reg_check_mapping(c->pid, fds[0], fds[1], q->addr, q->size, why, sizeof(why))) < 0) {

@@ -201,6 +201,10 @@ Test(hostile_register, memfd_not_mapped_there_is_refused, .timeout = 60)
 	cr_expect_eq(reg_send(fd, (uint64_t)(uintptr_t)addr, 64 * PAGE, uffd, memfd, reason), 0,
 		     "refused: %s", reason);
 	cr_expect_eq(ftruncate(memfd, 0), -1, "a registered memfd shrank");
+	/* The same range again is refused while the first is live. */
+	cr_expect_eq(reg_send(fd, (uint64_t)(uintptr_t)addr, 64 * PAGE, uffd, memfd, reason), -EEXIST,
+		     "reason: %s", reason);
+	cr_expect(strstr(reason, "overlaps") != NULL, "reason: %s", reason);
 	cr_expect_eq(fcntl(memfd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE), -1, "a write seal was added");
 	close(fd);
 	munmap(priv, 64 * PAGE);
