@@ -58,6 +58,26 @@ void fm_log_write(int level, const char *fmt, ...)
 	fwrite(line, 1, (size_t)n, stderr);
 }
 
+bool fm_ratelimit_ok(struct fm_ratelimit *rl, unsigned burst, unsigned interval_ms,
+		     uint32_t *dropped)
+{
+	uint64_t now = fm_now_ns();
+	uint64_t start = __atomic_load_n(&rl->window_ns, __ATOMIC_RELAXED);
+
+	*dropped = 0;
+	if (start == 0 || now - start >= (uint64_t)interval_ms * 1000000ull) {
+		if (__atomic_compare_exchange_n(&rl->window_ns, &start, now, false,
+						__ATOMIC_RELAXED, __ATOMIC_RELAXED))
+			__atomic_store_n(&rl->used, 0, __ATOMIC_RELAXED);
+	}
+	if (__atomic_fetch_add(&rl->used, 1, __ATOMIC_RELAXED) < burst) {
+		*dropped = __atomic_exchange_n(&rl->dropped, 0, __ATOMIC_RELAXED);
+		return true;
+	}
+	__atomic_fetch_add(&rl->dropped, 1, __ATOMIC_RELAXED);
+	return false;
+}
+
 int fm_pin_self(int cpu)
 {
 	cpu_set_t set;

@@ -189,8 +189,10 @@ static bool cmd_stats(struct daemon *d, int argc, char **argv, struct strbuf *ou
 	DISPATCH_STATS_FIELDS(X)
 #undef X
 	sb_printf(out, ",\"regions\":%u,\"registrations\":%" PRIu64 ",\"refusals\":%" PRIu64
+		       ",\"conns_refused\":%" PRIu64 ",\"accept_paused\":%" PRIu64
 		       ",\"uptime_s\":%.1f,\"fault_rate\":%.1f,\"store\":",
-		  region_table_count(), d->registrations, d->refusals, up,
+		  region_table_count(), d->registrations, d->refusals, d->conns_refused,
+		  d->accept_paused, up,
 		  up > 0 ? (double)tot->faults / up : 0.0);
 	sb_json_str(out, d->cfg.store_backend);
 	sb_printf(out, "},\"shards\":[");

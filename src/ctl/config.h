@@ -47,10 +47,17 @@ struct fm_config {
 	uid_t allowed_uids[FM_MAX_UIDS];   /* empty: root and the daemon's own uid */
 	uint32_t allowed_uids_n;
 	uint32_t max_region_mib;           /* larger registrations are refused */
+	uint32_t max_regions_per_uid;      /* quota: live regions per uid */
+	uint64_t max_mib_per_uid;          /* quota: registered MiB per uid */
+	uint32_t reg_max_conns;            /* registration connections held at once */
+	uint32_t reg_max_conns_per_uid;
 	/* [control] */
 	char control_path[FM_SOCK_PATH_MAX];
 	uint32_t control_mode;
 	char metrics_listen[64];           /* "127.0.0.1:9464", "" = off */
+	uint32_t ctl_max_conns;            /* control connections held at once */
+	uint32_t metrics_max_conns;        /* metrics HTTP connections held at once */
+	uint32_t metrics_timeout_ms;       /* a request not complete by then is cut off */
 	/* [store] */
 	char store_backend[16];            /* "local" | "memcached" */
 	/* [store.local] */

@@ -20,7 +20,10 @@
 #include <urcu.h>
 
 #include "base/log.h"
+#include "ctl/http.h"
+#include "ctl/listen.h"
 #include "ctl/proto.h"
+#include "ctl/registration.h"
 
 #define TAG_REG_LISTEN 1
 #define TAG_CTL_LISTEN 2
@@ -35,7 +38,9 @@
  * take seconds for a large budget change under load. */
 #define QUERY_TIMEOUT_MS 5000
 #define EVICTING_TIMEOUT_MS 120000
-#define MAX_REGION_BYTES (1ull << 46)   /* 64 TiB: page ids must fit 32 bits per shard */
+/* A listener that meets EMFILE/ENFILE sleeps this long instead of waking
+ * the level-triggered loop again at once. */
+#define ACCEPT_PAUSE_MS 100
 
 
 /* epoll data: a tag in the low bits, the object pointer above them. */
@@ -236,19 +241,6 @@ static void reg_reply(int fd, int status, uint64_t id, const char *fmt, ...)
 		FM_DEBUG("reply to a registration client failed: %s", strerror(errno));
 }
 
-static bool fd_is_userfaultfd(int fd)
-{
-	char path[64], link[64];
-	ssize_t n;
-
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	n = readlink(path, link, sizeof(link) - 1);
-	if (n < 0)
-		return false;
-	link[n] = '\0';
-	return strcmp(link, "anon_inode:[userfaultfd]") == 0;
-}
-
 static int conn_add_region(struct reg_conn *c, struct region *r)
 {
 	if (c->nregions == c->cap) {
@@ -277,6 +269,7 @@ static void conn_remove_region(struct reg_conn *c, struct region *r)
 static void reg_conn_free(struct daemon *d, struct reg_conn *c)
 {
 	LIST_DEL(d->reg_conns, c);
+	d->nreg_conns--;
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c->regions);
@@ -286,61 +279,85 @@ static void reg_conn_free(struct daemon *d, struct reg_conn *c)
 static void refuse(struct daemon *d, struct reg_conn *c, int status, const char *reason)
 {
 	d->refusals++;
-	FM_WARN("refused a registration from pid %d: %s", (int)c->pid, reason);
+	/* A client can make us refuse at will: bound what it makes us write. */
+	fm_log_ratelimited(FM_LOG_WARN, "refused a registration from pid %d uid %d: %s",
+			   (int)c->pid, (int)c->uid, reason);
 	reg_reply(c->fd, status, 0, "%s", reason);
+}
+
+/* Quotas per uid over every live region: a slot scan (4096) is cheap next
+ * to what a registration costs anyway, and is never out of step. */
+static int uid_quota_check(const struct daemon *d, uid_t uid, uint64_t bytes, char *why,
+			   size_t whylen)
+{
+	uint64_t n = 0, total = 0;
+
+	for (unsigned i = 0; i < FM_MAX_REGIONS; i++) {
+		const struct region *r = d->regions[i];
+
+		if (r && r->uid == uid) {
+			n++;
+			total += r->npages * FM_PAGE_SIZE;
+		}
+	}
+	if (n >= d->cfg.max_regions_per_uid) {
+		snprintf(why, whylen,
+			 "uid %d has %llu regions registered: register.max_regions_per_uid is %u",
+			 (int)uid, (unsigned long long)n, d->cfg.max_regions_per_uid);
+		return -EDQUOT;
+	}
+	if (total + bytes > d->cfg.max_mib_per_uid << 20) {
+		snprintf(why, whylen,
+			 "uid %d has %llu MiB registered; %llu MiB more is over "
+			 "register.max_mib_per_uid (%llu)",
+			 (int)uid, (unsigned long long)(total >> 20), (unsigned long long)(bytes >> 20),
+			 (unsigned long long)d->cfg.max_mib_per_uid);
+		return -EDQUOT;
+	}
+	return 0;
+}
+
+/* The pages of one memfd in one process are served by one region: a second
+ * registration over them would fight the first over the same pages (and
+ * the mapping check's un-protect would open an eviction's write-protect
+ * window). A region left over a range that was unmapped meanwhile has
+ * another memfd and does not count. */
+static int overlap_check(const struct daemon *d, pid_t pid, int memfd, uint64_t addr,
+			 uint64_t size, char *why, size_t whylen)
+{
+	struct stat st, rst;
+
+	if (fstat(memfd, &st) < 0)
+		return 0;   /* reg_check_memfd says why */
+	for (unsigned i = 0; i < FM_MAX_REGIONS; i++) {
+		const struct region *r = d->regions[i];
+
+		if (r && r->pid == pid && addr < r->base + r->npages * FM_PAGE_SIZE &&
+		    r->base < addr + size && fstat(r->memfd, &rst) == 0 && rst.st_ino == st.st_ino &&
+		    rst.st_dev == st.st_dev) {
+			snprintf(why, whylen, "the range overlaps region %llu of this process",
+				 (unsigned long long)r->id);
+			return -EEXIST;
+		}
+	}
+	return 0;
 }
 
 static void do_register(struct daemon *d, struct reg_conn *c, const struct fm_reg_req *q, int *fds,
 			int nfds)
 {
 	struct region *r;
-	struct stat st;
 	char why[160];
 	int rc;
 
-	if (nfds != 2) {
-		snprintf(why, sizeof(why), "REGISTER needs 2 descriptors (uffd, memfd), got %d", nfds);
-		refuse(d, c, -EPROTO, why);
-		return;
-	}
-	if (q->page_size != FM_PAGE_SIZE) {
-		snprintf(why, sizeof(why), "unsupported page size %u (only %u)", q->page_size,
-			 FM_PAGE_SIZE);
-		refuse(d, c, -EINVAL, why);
-		return;
-	}
-	if (q->size == 0 || q->size % FM_PAGE_SIZE || q->size > MAX_REGION_BYTES ||
-	    q->addr % FM_PAGE_SIZE || q->addr + q->size < q->addr) {
-		snprintf(why, sizeof(why), "bad region: addr 0x%llx size %llu", (unsigned long long)q->addr,
-			 (unsigned long long)q->size);
-		refuse(d, c, -EINVAL, why);
-		return;
-	}
-	if (memchr(q->name, '\0', sizeof(q->name)) == NULL || q->flags != 0) {
-		refuse(d, c, -EINVAL, "name not NUL-terminated or unknown flags");
-		return;
-	}
-	if (!fd_is_userfaultfd(fds[0])) {
-		refuse(d, c, -EBADF, "first descriptor is not a userfaultfd");
-		return;
-	}
-	if (fstat(fds[1], &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size < q->size) {
-		refuse(d, c, -EBADF, "second descriptor is not a memfd at least as large as the region");
-		return;
-	}
-	if (q->size > (uint64_t)d->cfg.max_region_mib << 20) {
-		snprintf(why, sizeof(why), "region of %llu MiB is over register.max_region_mib (%u)",
-			 (unsigned long long)(q->size >> 20), d->cfg.max_region_mib);
-		refuse(d, c, -E2BIG, why);
-		return;
-	}
-	/* We read victims through our own mapping: a memfd that could shrink
-	 * under us would turn that read into a SIGBUS that kills the daemon
-	 * and every client with it. Seal it, or refuse. */
-	if (!(fcntl(fds[1], F_GET_SEALS) & F_SEAL_SHRINK) &&
-	    fcntl(fds[1], F_ADD_SEALS, F_SEAL_SHRINK) < 0) {
-		refuse(d, c, -EPERM, "the memfd could shrink under the daemon: create it with "
-				     "MFD_ALLOW_SEALING (QEMU: memory-backend-memfd seal=on)");
+	if ((rc = reg_check_fields(q, nfds, (uint64_t)d->cfg.max_region_mib << 20, why,
+				   sizeof(why))) < 0 ||
+	    (rc = uid_quota_check(d, c->uid, q->size, why, sizeof(why))) < 0 ||
+	    (rc = overlap_check(d, c->pid, fds[1], q->addr, q->size, why, sizeof(why))) < 0 ||
+	    (rc = reg_check_uffd(fds[0], why, sizeof(why))) < 0 ||
+	    (rc = reg_check_memfd(fds[1], q->size, why, sizeof(why))) < 0 ||
+	    (rc = reg_check_mapping(c->pid, fds[0], fds[1], q->addr, q->size, why, sizeof(why))) < 0) {
+		refuse(d, c, rc, why);
 		return;
 	}
 	r = calloc(1, sizeof(*r));
@@ -477,12 +494,15 @@ static void reg_conn_closed(struct daemon *d, struct reg_conn *c)
 		daemon_detach_region(d, c->regions[i], false);
 }
 
-static void reg_conn_readable(struct daemon *d, struct reg_conn *c)
+static void reg_conn_readable(struct daemon *d, struct reg_conn *c, uint32_t events)
 {
 	union {
 		struct fm_reg_req q;
 		char raw[sizeof(struct fm_reg_req) + 1];
 	} buf;
+	struct fm_reg_req q;
+	char why[160];
+	int rc;
 	char cbuf[CMSG_SPACE(sizeof(int) * 8)];
 	struct iovec iov = { &buf, sizeof(buf) };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
@@ -494,7 +514,10 @@ static void reg_conn_readable(struct daemon *d, struct reg_conn *c)
 	n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
-	if (n <= 0) {
+	/* On SEQPACKET, 0 is both an empty packet and end-of-file: only a
+	 * hang-up (or a 0 with nothing left and the peer gone) closes. */
+	if (n < 0 || (n == 0 && (events & (EPOLLHUP | EPOLLRDHUP)) && !(mh.msg_flags & MSG_CTRUNC) &&
+		      mh.msg_controllen == 0)) {
 		reg_conn_closed(d, c);
 		return;
 	}
@@ -506,24 +529,19 @@ static void reg_conn_readable(struct daemon *d, struct reg_conn *c)
 		}
 	}
 	if (c->denied) {
-		char why[96];
 		snprintf(why, sizeof(why), "uid %d may not register memory here", (int)c->uid);
 		refuse(d, c, -EPERM, why);
-	} else if (mh.msg_flags & MSG_CTRUNC)
-		refuse(d, c, -EPROTO, "too many descriptors");
-	else if ((mh.msg_flags & MSG_TRUNC) || (size_t)n != sizeof(struct fm_reg_req))
-		refuse(d, c, -EPROTO, "request has the wrong length (truncated or oversized)");
-	else if (buf.q.magic != FM_PROTO_MAGIC)
-		refuse(d, c, -EPROTO, "bad magic: not a fluidmem client");
-	else if (buf.q.version != FM_PROTO_VERSION || buf.q.length != sizeof(struct fm_reg_req))
-		refuse(d, c, -EPROTONOSUPPORT, "unsupported protocol version (daemon speaks 1)");
-	else if (buf.q.type == FM_REG_REGISTER)
-		do_register(d, c, &buf.q, fds, nfds);
-	else if (buf.q.type == FM_REG_UNREGISTER) {
+	} else if (n == 0 && nfds == 0) {
+		refuse(d, c, -EPROTO, "empty request");
+	} else if ((rc = reg_decode(&buf, (size_t)n, mh.msg_flags, nfds, &q, why, sizeof(why))) < 0)
+		refuse(d, c, rc, why);
+	else if (q.type == FM_REG_REGISTER)
+		do_register(d, c, &q, fds, nfds);
+	else if (q.type == FM_REG_UNREGISTER) {
 		struct region *r = NULL;
 
 		for (unsigned i = 0; i < c->nregions; i++)
-			if (c->regions[i]->id == buf.q.region_id)
+			if (c->regions[i]->id == q.region_id)
 				r = c->regions[i];
 		if (!r || r->state == REGION_DETACHING) {
 			refuse(d, c, -ENOENT, "no such region on this connection");
@@ -552,23 +570,126 @@ static bool peer_allowed(struct daemon *d, int fd, struct ucred *cred, bool cont
 	return uid_allowed(d, cred->uid);
 }
 
+/* A listener that hit EMFILE/ENFILE stays readable: with level-triggered
+ * epoll it would wake us at once, forever. Take all listeners out of the
+ * loop for ACCEPT_PAUSE_MS instead; the backlog waits in the kernel. */
+static void pause_listeners(struct daemon *d, int err)
+{
+	int fds[] = { d->reg_fd, d->ctl_fd, d->metrics_fd };
+
+	d->accept_paused++;
+	d->paused_until_ns = fm_now_ns() + ACCEPT_PAUSE_MS * 1000000ull;
+	fm_log_ratelimited(FM_LOG_WARN, "out of descriptors (%s): not accepting for %d ms",
+			   strerror(err), ACCEPT_PAUSE_MS);
+	for (size_t i = 0; i < FM_ARRAY_SIZE(fds); i++) {
+		struct epoll_event ev = { .events = 0 };
+
+		if (fds[i] >= 0)
+			epoll_ctl(d->epfd, EPOLL_CTL_MOD, fds[i], &ev);
+	}
+}
+
+static void resume_listeners(struct daemon *d)
+{
+	struct {
+		int fd, tag;
+	} l[] = { { d->reg_fd, TAG_REG_LISTEN }, { d->ctl_fd, TAG_CTL_LISTEN },
+		  { d->metrics_fd, TAG_METRICS_LISTEN } };
+
+	d->paused_until_ns = 0;
+	for (size_t i = 0; i < FM_ARRAY_SIZE(l); i++) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)l[i].tag };
+
+		if (l[i].fd >= 0)
+			epoll_ctl(d->epfd, EPOLL_CTL_MOD, l[i].fd, &ev);
+	}
+}
+
+/* accept4, or -1 when the loop should stop accepting for now. */
+static int accept_one(struct daemon *d, int lfd)
+{
+	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM))
+		pause_listeners(d, errno);
+	return fd;
+}
+
+static unsigned reg_conns_of_uid(const struct daemon *d, uid_t uid)
+{
+	unsigned n = 0;
+
+	for (const struct reg_conn *c = d->reg_conns; c; c = c->next)
+		n += c->uid == uid;
+	return n;
+}
+
+/* Answer a connection we will not keep, and close it. The client reads the
+ * reason after its send fails (libfluidmem looks for it), so no refused
+ * peer holds a descriptor of ours. */
+static void reg_turn_away(struct daemon *d, int fd, const struct ucred *cred, int status,
+			  const char *reason)
+{
+	d->conns_refused++;
+	d->refusals++;
+	fm_log_ratelimited(FM_LOG_WARN, "registration connection from pid %d uid %d closed: %s",
+			   (int)cred->pid, (int)cred->uid, reason);
+	reg_reply(fd, status, 0, "%s", reason);
+	/* A request the peer sent before we accepted must not be left
+	 * unread: closing over it resets the connection, and the peer would
+	 * lose the reason queued for it. A later send fails with EPIPE, and
+	 * libfluidmem then reads the reason. */
+	for (int i = 0; i < 8; i++) {
+		char buf[sizeof(struct fm_reg_req)], cbuf[CMSG_SPACE(sizeof(int) * 8)];
+		struct iovec iov = { buf, sizeof(buf) };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+				     .msg_controllen = sizeof(cbuf) };
+
+		if (recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) < 0)
+			break;
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+			if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+				size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+				for (size_t j = 0; j < k; j++) {
+					int rfd;
+					memcpy(&rfd, CMSG_DATA(cm) + j * sizeof(int), sizeof(int));
+					close(rfd);
+				}
+			}
+		}
+	}
+	close(fd);
+}
+
 static void reg_accept(struct daemon *d)
 {
 	for (;;) {
-		int fd = accept4(d->reg_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-		struct ucred cred;
+		int fd = accept_one(d, d->reg_fd);
+		struct ucred cred = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
 		struct reg_conn *c;
 		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP };
+		char why[160];
 
 		if (fd < 0)
 			return;
-		/* A refused peer keeps its connection and gets the reason as
-		 * the answer to its first request: replying and closing at once
-		 * would race with its send. */
-		bool denied = !peer_allowed(d, fd, &cred, false);
-		if (denied)
-			FM_WARN("client with uid %d (pid %d) is not allowed to register",
-				(int)cred.uid, (int)cred.pid);
+		if (!peer_allowed(d, fd, &cred, false)) {
+			snprintf(why, sizeof(why), "uid %d may not register memory here", (int)cred.uid);
+			reg_turn_away(d, fd, &cred, -EPERM, why);
+			continue;
+		}
+		if (d->nreg_conns >= d->cfg.reg_max_conns) {
+			snprintf(why, sizeof(why), "the daemon holds %u registration connections "
+				 "(register.max_connections)", d->nreg_conns);
+			reg_turn_away(d, fd, &cred, -EMFILE, why);
+			continue;
+		}
+		if (reg_conns_of_uid(d, cred.uid) >= d->cfg.reg_max_conns_per_uid) {
+			snprintf(why, sizeof(why), "uid %d holds %u registration connections "
+				 "(register.max_connections_per_uid)", (int)cred.uid,
+				 d->cfg.reg_max_conns_per_uid);
+			reg_turn_away(d, fd, &cred, -EMFILE, why);
+			continue;
+		}
 		c = calloc(1, sizeof(*c));
 		if (!c) {
 			close(fd);
@@ -577,8 +698,8 @@ static void reg_accept(struct daemon *d)
 		c->fd = fd;
 		c->pid = cred.pid;
 		c->uid = cred.uid;
-		c->denied = denied;
 		LIST_PUSH(d->reg_conns, c);
+		d->nreg_conns++;
 		ev.data.u64 = tagged(TAG_REG_CONN, c);
 		if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
 			reg_conn_free(d, c);
@@ -590,6 +711,12 @@ static void reg_accept(struct daemon *d)
 static void ctl_conn_free(struct daemon *d, struct ctl_conn *c)
 {
 	LIST_DEL(d->ctl_conns, c);
+	if (c->http && c->accepted_ns == 0)
+		d->nmetrics_doomed--;
+	if (c->http)
+		d->nmetrics_conns--;
+	else
+		d->nctl_conns--;
 	epoll_ctl(d->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	sb_free(&c->out);
@@ -623,12 +750,16 @@ static void ctl_conn_flush(struct daemon *d, struct ctl_conn *c)
 }
 
 /* One HTTP/1.0-style exchange: GET /metrics, then close. */
-static void http_request(struct daemon *d, struct ctl_conn *c)
+static void http_request(struct daemon *d, struct ctl_conn *c, enum http_verdict v)
 {
 	struct strbuf body = { 0 };
 	const char *status = "200 OK", *ctype = "text/plain; version=0.0.4; charset=utf-8";
 
-	if (strncmp(c->in, "GET /metrics ", 13) != 0 && strncmp(c->in, "GET / ", 6) != 0) {
+	if (v == HTTP_BAD_REQUEST) {
+		status = "400 Bad Request";
+		ctype = "text/plain";
+		sb_printf(&body, "fluidmemd serves GET /metrics\n");
+	} else if (v != HTTP_METRICS) {
 		status = "404 Not Found";
 		ctype = "text/plain";
 		sb_printf(&body, "fluidmemd serves GET /metrics\n");
@@ -659,12 +790,16 @@ static void ctl_conn_readable(struct daemon *d, struct ctl_conn *c)
 	c->in_len += (size_t)n;
 	c->in[c->in_len] = '\0';
 	if (c->http) {
-		if (!c->closing && strstr(c->in, "\r\n\r\n"))
-			http_request(d, c);
-		else if (c->in_len == CTL_MAX_REQUEST)
-			ctl_conn_free(d, c);   /* no request fits: not a scraper */
-		else
+		enum http_verdict v = c->closing ? HTTP_INCOMPLETE
+						 : http_classify(c->in, c->in_len, CTL_MAX_REQUEST);
+
+		if (v == HTTP_INCOMPLETE)
 			return;
+		if (v == HTTP_TOO_LONG) {
+			ctl_conn_free(d, c);   /* no request fits: not a scraper */
+			return;
+		}
+		http_request(d, c, v);
 		if (c->out.len > c->out_off)
 			ctl_conn_flush(d, c);
 		return;
@@ -696,11 +831,35 @@ static void ctl_conn_readable(struct daemon *d, struct ctl_conn *c)
 		ctl_conn_flush(d, c);
 }
 
+/* The oldest metrics connection not yet doomed, or NULL. */
+static struct ctl_conn *oldest_metrics_conn(struct daemon *d)
+{
+	struct ctl_conn *old = NULL;
+
+	for (struct ctl_conn *c = d->ctl_conns; c; c = c->next)
+		if (c->http && c->accepted_ns && (!old || c->accepted_ns < old->accepted_ns))
+			old = c;
+	return old;
+}
+
+/* Cut off metrics connections whose request is late: an idle or
+ * half-sent request must not hold a descriptor. */
+static void sweep_metrics_conns(struct daemon *d, uint64_t now)
+{
+	uint64_t limit = (uint64_t)d->cfg.metrics_timeout_ms * 1000000ull;
+	struct ctl_conn *c = d->ctl_conns, *next;
+
+	for (; c; c = next) {
+		next = c->next;
+		if (c->http && (c->accepted_ns == 0 || now - c->accepted_ns >= limit))
+			ctl_conn_free(d, c);
+	}
+}
+
 static void ctl_accept(struct daemon *d, bool http)
 {
 	for (;;) {
-		int fd = accept4(http ? d->metrics_fd : d->ctl_fd, NULL, NULL,
-				 SOCK_CLOEXEC | SOCK_NONBLOCK);
+		int fd = accept_one(d, http ? d->metrics_fd : d->ctl_fd);
 		struct ucred cred;
 		struct ctl_conn *c;
 		struct epoll_event ev = { .events = EPOLLIN };
@@ -709,13 +868,35 @@ static void ctl_accept(struct daemon *d, bool http)
 			return;
 		/* Metrics are read-only and bound to loopback; the control
 		 * socket can stop us, so its peer is checked. */
-		if (!http && !peer_allowed(d, fd, &cred, true)) {
-			static const char msg[] = "{\"v\":1,\"ok\":false,\"error\":\"permission denied\"}\n";
-			if (send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+		if (!http && (!peer_allowed(d, fd, &cred, true) || d->nctl_conns >= d->cfg.ctl_max_conns)) {
+			static const char denied[] =
+				"{\"v\":1,\"ok\":false,\"error\":\"permission denied\"}\n";
+			static const char busy[] =
+				"{\"v\":1,\"ok\":false,\"error\":\"too many control connections\"}\n";
+			bool is_busy = d->nctl_conns >= d->cfg.ctl_max_conns;
+
+			d->conns_refused++;
+			fm_log_ratelimited(FM_LOG_WARN, "control connection refused: %s",
+					   is_busy ? "control.max_connections reached" : "permission denied");
+			if (send(fd, is_busy ? busy : denied, (is_busy ? sizeof(busy) : sizeof(denied)) - 1,
+				 MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
 				/* the peer is refused either way */
 			}
 			close(fd);
 			continue;
+		}
+		/* A scraper sends one request and goes; when the limit is
+		 * reached the oldest connection is the one most likely idle. */
+		if (http && d->nmetrics_conns - d->nmetrics_doomed >= d->cfg.metrics_max_conns) {
+			struct ctl_conn *old = oldest_metrics_conn(d);
+
+			/* Freed by the sweep after this epoll batch: the batch
+			 * may still hold an event for it. */
+			d->conns_refused++;
+			if (old) {
+				old->accepted_ns = 0;
+				d->nmetrics_doomed++;
+			}
 		}
 		c = calloc(1, sizeof(*c));
 		if (!c) {
@@ -724,67 +905,16 @@ static void ctl_accept(struct daemon *d, bool http)
 		}
 		c->fd = fd;
 		c->http = http;
+		c->accepted_ns = fm_now_ns();
 		LIST_PUSH(d->ctl_conns, c);
+		if (http)
+			d->nmetrics_conns++;
+		else
+			d->nctl_conns++;
 		ev.data.u64 = tagged(TAG_CTL_CONN, c);
 		if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
 			ctl_conn_free(d, c);
 	}
-}
-
-/* ---- sockets ---- */
-
-static int make_dirs(const char *path)
-{
-	char dir[FM_SOCK_PATH_MAX];
-	char *slash;
-
-	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (!slash || slash == dir)
-		return 0;
-	*slash = '\0';
-	for (char *p = dir + 1; *p; p++) {
-		if (*p == '/') {
-			*p = '\0';
-			mkdir(dir, 0755);
-			*p = '/';
-		}
-	}
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
-static int listen_on(const char *path, int type, mode_t mode)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd, probe, rc;
-
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, path);
-	if ((rc = make_dirs(path)) < 0)
-		return rc;
-	/* A live daemon on the path answers; a stale socket file does not. */
-	probe = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
-	if (probe >= 0) {
-		if (connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-			close(probe);
-			return -EADDRINUSE;
-		}
-		close(probe);
-	}
-	unlink(path);
-	fd = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return -errno;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, mode) < 0 ||
-	    listen(fd, 128) < 0) {
-		rc = -errno;
-		close(fd);
-		return rc;
-	}
-	return fd;
 }
 
 /* ---- lifecycle ---- */
@@ -799,6 +929,7 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 		return NULL;
 	d->cfg = *cfg;
 	d->epfd = d->reg_fd = d->ctl_fd = d->sig_fd = d->metrics_fd = -1;
+	d->reg_lock_fd = d->ctl_lock_fd = -1;
 	d->reply_bell.efd = -1;
 	d->nshards = cfg->shard_count;
 	d->started_ns = fm_now_ns();
@@ -831,17 +962,24 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 		rc = -errno;
 		goto fail;
 	}
-	d->reg_fd = listen_on(cfg->register_path, SOCK_SEQPACKET, cfg->register_mode);
+	d->reg_fd = ctl_listen_unix(cfg->register_path, SOCK_SEQPACKET, cfg->register_mode, &d->reg_lock_fd);
 	if (d->reg_fd < 0) {
 		rc = d->reg_fd;
-		FM_ERR("cannot listen on %s: %s%s", cfg->register_path, strerror(-rc),
-		       rc == -EADDRINUSE ? " (another fluidmemd is serving it)" : "");
+		if (rc == -EADDRINUSE)
+			FM_ERR("another fluidmemd serves %s", cfg->register_path);
+		else
+			FM_ERR("cannot listen on %s: %s%s", cfg->register_path, strerror(-rc),
+			       ctl_listen_strerror(rc));
 		goto fail;
 	}
-	d->ctl_fd = listen_on(cfg->control_path, SOCK_STREAM, cfg->control_mode);
+	d->ctl_fd = ctl_listen_unix(cfg->control_path, SOCK_STREAM, cfg->control_mode, &d->ctl_lock_fd);
 	if (d->ctl_fd < 0) {
 		rc = d->ctl_fd;
-		FM_ERR("cannot listen on %s: %s", cfg->control_path, strerror(-rc));
+		if (rc == -EADDRINUSE)
+			FM_ERR("another fluidmemd serves %s", cfg->control_path);
+		else
+			FM_ERR("cannot listen on %s: %s%s", cfg->control_path, strerror(-rc),
+			       ctl_listen_strerror(rc));
 		goto fail;
 	}
 	if (cfg->metrics_listen[0]) {
@@ -911,7 +1049,9 @@ int daemon_run(struct daemon *d)
 		d->metrics_fd >= 0 ? ", metrics on http://" : "",
 		d->metrics_fd >= 0 ? d->cfg.metrics_listen : "");
 	while (!d->stopping) {
-		int n = epoll_wait(d->epfd, evs, 64, 1000);
+		int n = epoll_wait(d->epfd, evs, 64,
+				   d->paused_until_ns ? ACCEPT_PAUSE_MS / 2 : d->nmetrics_conns ? 100 : 1000);
+		uint64_t now;
 
 		if (n < 0 && errno != EINTR)
 			return -errno;
@@ -941,7 +1081,7 @@ int daemon_run(struct daemon *d)
 				drain_replies(d);
 				break;
 			case TAG_REG_CONN:
-				reg_conn_readable(d, p);
+				reg_conn_readable(d, p, evs[i].events);
 				break;
 			case TAG_CTL_CONN:
 				if (evs[i].events & EPOLLOUT)
@@ -950,6 +1090,15 @@ int daemon_run(struct daemon *d)
 					ctl_conn_readable(d, p);
 				break;
 			}
+		}
+		/* Only between batches: a batch may hold events of the
+		 * connections these free. */
+		now = fm_now_ns();
+		if (d->paused_until_ns && now >= d->paused_until_ns)
+			resume_listeners(d);
+		if (d->nmetrics_doomed || now - d->last_sweep_ns >= 100000000ull) {
+			d->last_sweep_ns = now;
+			sweep_metrics_conns(d, now);
 		}
 	}
 	return 0;
@@ -1018,6 +1167,11 @@ void daemon_destroy(struct daemon *d)
 		close(d->ctl_fd);
 		unlink(d->cfg.control_path);
 	}
+	/* The locks go last: the paths are ours until then. */
+	if (d->reg_lock_fd >= 0)
+		close(d->reg_lock_fd);
+	if (d->ctl_lock_fd >= 0)
+		close(d->ctl_lock_fd);
 	if (d->sig_fd >= 0)
 		close(d->sig_fd);
 	if (d->metrics_fd >= 0)

@@ -10,8 +10,6 @@
 #include "shard/shard.h"
 #include "uffd/uffd.h"
 
-#define DAEMON_MAX_CONNS 1024
-
 /* A registration connection: one client process. */
 struct reg_conn {
 	struct reg_conn *prev, *next;   /* every connection, freed at shutdown */
@@ -34,6 +32,7 @@ struct ctl_conn {
 	size_t out_off;
 	bool closing;              /* close once out is flushed */
 	bool http;                 /* a metrics scrape, not the control protocol */
+	uint64_t accepted_ns;      /* metrics: cut off when its request is late */
 };
 
 struct daemon {
@@ -44,6 +43,7 @@ struct daemon {
 	struct fm_doorbell reply_bell;   /* shards ring it after each reply */
 	int epfd;
 	int reg_fd, ctl_fd, sig_fd;
+	int reg_lock_fd, ctl_lock_fd;    /* flocks on PATH.lock: one daemon per socket */
 	uint64_t next_request;
 	uint64_t next_region;
 	uint64_t started_ns;
@@ -58,6 +58,13 @@ struct daemon {
 	int metrics_fd;                  /* HTTP listener, -1 when off */
 	bool restore_on_shutdown;
 	uint64_t registrations, refusals;
+	/* connections held, per kind, against register./control.max_connections */
+	unsigned nreg_conns, nctl_conns, nmetrics_conns;
+	unsigned nmetrics_doomed;        /* metrics connections to close after this batch */
+	uint64_t conns_refused;          /* connections closed at accept: over a limit or not allowed */
+	uint64_t accept_paused;          /* times a listener paused at EMFILE/ENFILE */
+	uint64_t paused_until_ns;        /* listeners paused until then; 0 = none */
+	uint64_t last_sweep_ns;          /* last check of metrics connections' deadlines */
 };
 
 /* Send one control message to every shard and wait for all replies (5 s

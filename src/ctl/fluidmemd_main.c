@@ -101,7 +101,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "fluidmemd: %s: %s\n", config, err);
 		return 2;
 	}
-	fm_log_level = cfg.log_level;
+	fm_log_set_level(cfg.log_level);
 	if (check) {
 		printf("# %s: valid\n", config);
 		fm_config_dump(&cfg, stdout);

@@ -101,6 +101,12 @@ int ctl_metrics_text(struct daemon *d, struct strbuf *out)
 	sb_printf(out, "# HELP fluidmem_refusals_total registration requests refused\n"
 		       "# TYPE fluidmem_refusals_total counter\nfluidmem_refusals_total %" PRIu64 "\n",
 		  d->refusals);
+	sb_printf(out, "# HELP fluidmem_conns_refused_total connections closed at accept: over a limit or not allowed\n"
+		       "# TYPE fluidmem_conns_refused_total counter\nfluidmem_conns_refused_total %" PRIu64 "\n",
+		  d->conns_refused);
+	sb_printf(out, "# HELP fluidmem_accept_paused_total times the listeners paused out of descriptors\n"
+		       "# TYPE fluidmem_accept_paused_total counter\nfluidmem_accept_paused_total %" PRIu64 "\n",
+		  d->accept_paused);
 	sb_printf(out, "# HELP fluidmem_uptime_seconds seconds since fluidmemd started\n"
 		       "# TYPE fluidmem_uptime_seconds gauge\nfluidmem_uptime_seconds %.3f\n",
 		  (double)(fm_now_ns() - d->started_ns) / 1e9);

@@ -55,33 +55,70 @@ static int chunk_alloc(struct pagetable *pt, uint32_t *out)
 	return 0;
 }
 
-int pt_region_add(struct pagetable *pt, struct pt_region *pr, uint32_t slot, uint64_t npages)
+/* Chunk 0 is the null chunk: all PS_NONE, owned by nobody, never freed. */
+static int null_chunk_init(struct pagetable *pt)
+{
+	int rc;
+
+	if (pt->nchunks > 0)
+		return 0;
+	if (pt->cap == 0 && (rc = grow(pt)) < 0)
+		return rc;
+	pt->nchunks = 1;
+	pt->owner[0].pr = NULL;
+	pt->owner[0].first_page = 0;
+	memset(pt->state, PS_NONE, FM_STRIPE_PAGES);
+	return 0;
+}
+
+int pt_region_attach(struct pagetable *pt, struct pt_region *pr, uint32_t slot, uint64_t npages)
 {
 	uint64_t stripes = (npages + FM_STRIPE_PAGES - 1) >> FM_STRIPE_SHIFT;
 	/* Global stripe g is ours when (g + slot) % n == shard; s0 is the first. */
 	uint64_t s0 = (pt->shard + pt->nshards - (slot % pt->nshards)) % pt->nshards;
+	int rc;
 
+	if ((rc = null_chunk_init(pt)) < 0)
+		return rc;
 	pr->slot = slot;
 	pr->npages = npages;
 	pr->nstripes = s0 < stripes ? (stripes - s0 + pt->nshards - 1) / pt->nshards : 0;
 	pr->chunk = calloc(pr->nstripes ? pr->nstripes : 1, sizeof(*pr->chunk));
 	if (!pr->chunk)
 		return -ENOMEM;
-	for (uint64_t ls = 0; ls < pr->nstripes; ls++) {
-		uint32_t c;
-		int rc = chunk_alloc(pt, &c);
-
-		if (rc < 0) {
-			pr->nstripes = ls;
-			pt_region_del(pt, pr);
-			return rc;
-		}
-		pr->chunk[ls] = c;
-		pt->owner[c].pr = pr;
-		pt->owner[c].first_page = (s0 + ls * pt->nshards) << FM_STRIPE_SHIFT;
-		memset(pt->state + ((size_t)c << FM_STRIPE_SHIFT), PS_NONE, FM_STRIPE_PAGES);
-	}
 	return 0;
+}
+
+static int stripe_alloc(struct pagetable *pt, struct pt_region *pr, uint64_t ls)
+{
+	uint32_t c;
+	int rc;
+
+	if (pr->chunk[ls])
+		return 0;
+	if ((rc = chunk_alloc(pt, &c)) < 0)
+		return rc;
+	pr->chunk[ls] = c;
+	pt->owner[c].pr = pr;
+	pt->owner[c].first_page = pt_stripe_first_page(pt, pr, ls);
+	memset(pt->state + ((size_t)c << FM_STRIPE_SHIFT), PS_NONE, FM_STRIPE_PAGES);
+	return 0;
+}
+
+int pt_stripe_alloc(struct pagetable *pt, struct pt_region *pr, uint64_t page)
+{
+	return stripe_alloc(pt, pr, region_local_stripe(page, pt->nshards));
+}
+
+int pt_region_add(struct pagetable *pt, struct pt_region *pr, uint32_t slot, uint64_t npages)
+{
+	int rc = pt_region_attach(pt, pr, slot, npages);
+
+	for (uint64_t ls = 0; rc == 0 && ls < pr->nstripes; ls++) {
+		if ((rc = stripe_alloc(pt, pr, ls)) < 0)
+			pt_region_del(pt, pr);
+	}
+	return rc;
 }
 
 void pt_region_del(struct pagetable *pt, struct pt_region *pr)
@@ -89,6 +126,8 @@ void pt_region_del(struct pagetable *pt, struct pt_region *pr)
 	for (uint64_t ls = 0; ls < pr->nstripes; ls++) {
 		uint32_t c = pr->chunk[ls];
 
+		if (c == 0)
+			continue;
 		pt->owner[c].pr = NULL;
 		pt->free_chunks[pt->nfree++] = c;
 	}

@@ -175,6 +175,8 @@ static void region_free_pages(struct shard *s, struct shard_region *sr)
 		uint32_t c = sr->pt.chunk[ls];
 		uint64_t first = s->pt.owner[c].first_page;
 
+		if (c == 0)
+			continue;   /* never touched: nothing to drop */
 		for (uint32_t off = 0; off < FM_STRIPE_PAGES; off++) {
 			uint32_t id = (c << FM_STRIPE_SHIFT) | off;
 			uint8_t st = s->pt.state[id] & PS_MASK;
@@ -203,7 +205,8 @@ static int region_add(struct shard *s, struct region *r)
 	sr->base = r->base;
 	sr->budget = UINT64_MAX;
 	page_hash_key_init(&sr->hkey);
-	rc = pt_region_add(&s->pt, &sr->pt, r->slot, r->npages);
+	/* O(1): stripes get their page state on first touch (stripe_state). */
+	rc = pt_region_attach(&s->pt, &sr->pt, r->slot, r->npages);
 	if (rc == 0 && (policy_grow(s->policy, pt_capacity(&s->pt)) < 0 ||
 			sc_reserve(&s->sc, s->pt.cap) < 0)) {
 		pt_region_del(&s->pt, &sr->pt);
@@ -245,6 +248,25 @@ static void note_ioctl_error(struct shard *s, struct shard_region *sr, const cha
 		return;
 	fm_log_once(FM_LOG_ERROR, "shard %u: %s on region %llu page %llu failed: %s", s->idx, what,
 		    (unsigned long long)sr->r->id, (unsigned long long)page, strerror(-rc));
+}
+
+/* Page state for the stripe of `page`, allocated on its first touch: the
+ * only allocation on the fault path, once per 2 MiB stripe. 0 or -ENOMEM /
+ * -ENOSPC / -EINVAL (the policy cannot grow). */
+static int stripe_state(struct shard *s, struct shard_region *sr, uint64_t page)
+{
+	int rc;
+
+	if (pt_has_stripe(&s->pt, &sr->pt, page))
+		return 0;
+	if ((rc = pt_stripe_alloc(&s->pt, &sr->pt, page)) < 0)
+		return rc;
+	/* The ids are handed out; a policy or storecopy too small for them
+	 * is grown now, and on failure the stripe simply stays unused. */
+	if ((rc = policy_grow(s->policy, pt_capacity(&s->pt))) < 0 ||
+	    (rc = sc_reserve(&s->sc, s->pt.cap)) < 0)
+		return rc;
+	return 0;
 }
 
 static void make_resident(struct shard *s, struct shard_region *sr, uint32_t id)
@@ -335,6 +357,25 @@ static uint64_t *serve_fault(struct shard *s, struct shard_region *sr, uint64_t 
 		return &s->st.zero_fills;
 	case PS_NONE:
 	case PS_ZERO:
+		if (!pt_has_stripe(&s->pt, &sr->pt, page)) {
+			rc = stripe_state(s, sr, page);
+			if (rc < 0) {
+				/* Untracked, the page could not be evicted or
+				 * accounted; the client gets SIGBUS, not a page
+				 * the daemon lost track of. */
+				s->st.state_alloc_failures++;
+				fm_log_ratelimited(FM_LOG_ERROR,
+						   "shard %u: no memory for page state of region %llu "
+						   "page %llu (%s): poisoned",
+						   s->idx, (unsigned long long)r->id,
+						   (unsigned long long)page, strerror(-rc));
+				rc = uffd_poison(r->uffd, addr, FM_PAGE_SIZE, &s->st.eagain_retries);
+				if (rc < 0 && rc != -EEXIST)
+					goto fail;
+				return &s->st.poison_faults;
+			}
+			id = page_id(s, sr, page);
+		}
 		rc = uffd_zeropage(r->uffd, addr, FM_PAGE_SIZE, &s->st.eagain_retries);
 		if (rc == -EEXIST)   /* present already (registered with contents) */
 			rc = uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
@@ -413,7 +454,8 @@ static void handle_range(struct shard *s, const struct fm_msg *m)
 		uint32_t id;
 		uint8_t st;
 
-		if (region_shard_of(r, page, s->nshards) != s->idx) {
+		if (region_shard_of(r, page, s->nshards) != s->idx ||
+		    !pt_has_stripe(&s->pt, &sr->pt, page)) {
 			page |= FM_STRIPE_PAGES - 1;   /* skip to the next stripe */
 			continue;
 		}
@@ -702,7 +744,8 @@ static void restore_region(struct shard *s, struct shard_region *sr)
 {
 	for (uint64_t ls = 0; ls < sr->pt.nstripes; ls++) {
 		uint32_t c = sr->pt.chunk[ls];
-		uint64_t first = s->pt.owner[c].first_page;
+		/* a never-touched stripe reads PS_NONE through the null chunk */
+		uint64_t first = pt_stripe_first_page(&s->pt, &sr->pt, ls);
 
 		for (uint32_t off = 0; off < FM_STRIPE_PAGES && first + off < sr->pt.npages; off++) {
 			uint32_t id = (c << FM_STRIPE_SHIFT) | off;

@@ -41,6 +41,7 @@ struct region;
 	X(store_errors, "store errors")                                               \
 	X(store_retries, "store requests retried")                                    \
 	X(poisoned, "pages the store could not return: poisoned, never zero-filled") \
+	X(state_alloc_failures, "first touches poisoned: no memory for the stripe's page state") \
 	X(discarded, "pages dropped by REMOVE/UNMAP events")                         \
 	X(restored, "pages handed back to clients by a restoring detach")            \
 	X(stale_faults, "faults for regions this shard no longer serves")            \

@@ -80,7 +80,8 @@ static struct raw_region raw_region(size_t size)
 {
 	struct raw_region r = { .size = size };
 	struct uffdio_api api = { .api = UFFD_API,
-				  .features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM };
+				  .features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
+					      UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP };
 
 	r.memfd = memfd_create("raw", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	cr_assert_eq(ftruncate(r.memfd, (off_t)size), 0);
