@@ -6,7 +6,7 @@ FM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Debian packages the build and the tests need.
 # memcached: the server the memcached-backend tests start themselves.
 FM_PACKAGES=(build-essential cmake pkg-config liburcu-dev libck-dev libcriterion-dev
-	libmemcached-dev memcached
+	libmemcached-dev memcached libjansson-dev
 	qemu-system-x86 busybox-static cpio python3)   # tests/vm: the VM test and scripts/attach-memory
 
 fm_say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
