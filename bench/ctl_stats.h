@@ -1,9 +1,8 @@
 /* bench/ctl_stats: read fluidmemd's totals over its control socket.
  *
  * The control socket speaks lines: send "v1 stats\n", get one JSON line
- * {"v":1,"ok":true,"totals":{"faults":..,"evictions":..,"budget":..},...}.
- * Only a few integers of "totals" are needed, so this is a key search inside
- * that object, not a JSON parser. */
+ * {"v":1,"ok":true,"totals":{"faults":..,"evictions":..,"budget":..},...},
+ * parsed with jansson. */
 #ifndef FM_BENCH_CTL_STATS_H
 #define FM_BENCH_CTL_STATS_H
 
@@ -31,12 +30,5 @@ int ctl_fetch_latency(const char *path, double *p50_us, double *p99_us, int64_t 
  * without "totals"), EMSGSIZE (a reply longer than 1 MiB). On -EPROTO the
  * reply's first bytes are copied into err. */
 int ctl_stats_query(const char *path, struct ctl_totals *out, char *err, size_t errlen);
-
-/* Pure: the integer `key` inside the object that follows `"obj":` in the
- * JSON text `json` (nested objects are skipped). Returns 0, -ENOENT or
- * -EPROTO. */
-int ctl_json_int(const char *json, const char *obj, const char *key, int64_t *out);
-/* The same for a number that may have a fraction. */
-int ctl_json_double(const char *json, const char *obj, const char *key, double *out);
 
 #endif

@@ -6,15 +6,17 @@
 #include "base/base.h"
 #include "base/hist.h"
 #include "ctl_stats.h"
+#include "mc_probe.h"
 #include "raw_uffd.h"
 #include "storm.h"
+#include "storm_report.h"
 
-#include <libmemcached/memcached.h>
 #include <sched.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,8 +32,6 @@
 #define DEFAULT_THRESHOLD_US 3.0
 #define DEFAULT_RAW_BUDGET 4096
 #define MAX_PAGES (1ull << 32)   /* raw baseline FIFO keeps u32 page numbers */
-#define TIMER_NAME "clock_gettime(CLOCK_MONOTONIC) (vDSO)"
-#define MC_PROBE_GETS 4000       /* direct memcached gets timed by --memcached */
 
 enum exit_code {
 	EXIT_OK = 0,
@@ -39,30 +39,6 @@ enum exit_code {
 	EXIT_USAGE = 2,
 	EXIT_NO_DAEMON = 3,
 	EXIT_FAILURE_OTHER = 4,
-};
-
-/* One measured run (fluidmemd or raw) as reported. */
-struct run_report {
-	const char *mode;            /* "fluidmemd" or "raw" */
-	struct storm_result res;
-	int64_t budget;              /* -1 unknown */
-	int64_t evictions;           /* -1 unknown */
-	int64_t handler_faults;      /* faults the serving side counted; -1 unknown */
-	const char *evictions_source;
-	bool raw;
-	bool ran;                    /* the workload completed; res is valid */
-	struct raw_uffd_stats raw_st;
-	/* fluidmemd: the store traffic of the run (daemon totals; -1 unknown) */
-	int64_t store_puts, evict_clean, evict_zero;
-	double fetch_p50_us, fetch_p99_us;   /* the daemon's store gets; < 0 unknown */
-	char error[256];             /* non-empty: the run is not trustworthy */
-};
-
-/* --memcached: the same 4 KiB get the daemon makes, timed from here. */
-struct mc_probe {
-	bool ran;
-	struct fm_hist get;
-	char error[200];
 };
 
 static void usage(FILE *f)
@@ -157,40 +133,139 @@ static void parse_baseline(const char *opt, const char *arg)
 		bad_arg("%s: the only baseline is 'raw', got '%s'", opt, arg);
 }
 
-enum {
-	OPT_SOCKET = 256, OPT_CONTROL, OPT_PAGES, OPT_THREADS, OPT_PATTERN, OPT_ZIPF_S,
-	OPT_PASSES, OPT_WRITE_RATIO, OPT_SEED, OPT_VERIFY, OPT_JSON, OPT_THRESHOLD, OPT_QUIET,
-	OPT_BASELINE, OPT_BASELINE_ONLY, OPT_BUDGET, OPT_CPUS, OPT_RAW_CPU, OPT_MEMCACHED, OPT_HELP,
+/* Options with a value of their own set a field of struct storm_opts: the
+ * table gives its offset and type, and the range for numbers. The others
+ * need a word of checking each: a handler. */
+enum opt_kind { OPT_STR, OPT_FLAG, OPT_U64, OPT_UNSIGNED, OPT_INT, OPT_I64, OPT_DOUBLE, OPT_FN };
+
+struct opt_def {
+	const char *name;
+	enum opt_kind kind;
+	size_t off;                  /* of the field in struct storm_opts */
+	double min, max;             /* numbers: the accepted range */
+	void (*fn)(struct storm_opts *o, const char *opt, const char *arg);   /* OPT_FN */
 };
+
+static void opt_pattern(struct storm_opts *o, const char *opt, const char *arg)
+{
+	int p = storm_pattern_parse(arg);
+
+	if (p < 0)
+		bad_arg("%s: expected seq, random or zipf, got '%s'", opt, arg);
+	o->pattern = (enum storm_pattern)p;
+}
+
+static void opt_baseline(struct storm_opts *o, const char *opt, const char *arg)
+{
+	parse_baseline(opt, arg);
+	o->baseline = true;
+}
+
+static void opt_baseline_only(struct storm_opts *o, const char *opt, const char *arg)
+{
+	parse_baseline(opt, arg);
+	o->baseline_only = true;
+}
+
+static void opt_cpus(struct storm_opts *o, const char *opt, const char *arg)
+{
+	char *list = strdup(arg), *save = NULL;
+
+	o->ncpus = 0;
+	for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (o->ncpus == STORM_MAX_THREADS)
+			bad_arg("%s: at most %d CPUs", opt, STORM_MAX_THREADS);
+		o->cpus[o->ncpus++] = (int)parse_u64(opt, tok, 0, CPU_SETSIZE - 1);
+	}
+	free(list);
+	if (o->ncpus == 0)
+		bad_arg("%s wants a list like 0,1", opt);
+}
+
+static void opt_help(struct storm_opts *o, const char *opt, const char *arg)
+{
+	(void)o, (void)opt, (void)arg;
+	usage(stdout);
+	exit(EXIT_OK);
+}
+
+#define FIELD(f) offsetof(struct storm_opts, f)
+
+static const struct opt_def opt_defs[] = {
+	{ "socket", OPT_STR, FIELD(socket_path), 0, 0, NULL },
+	{ "control", OPT_STR, FIELD(control_path), 0, 0, NULL },
+	{ "pages", OPT_U64, FIELD(pages), 1, (double)(MAX_PAGES - 1), NULL },
+	{ "threads", OPT_UNSIGNED, FIELD(threads), 1, STORM_MAX_THREADS, NULL },
+	{ "pattern", OPT_FN, 0, 0, 0, opt_pattern },
+	{ "zipf-s", OPT_DOUBLE, FIELD(zipf_s), 0, 100, NULL },
+	{ "passes", OPT_UNSIGNED, FIELD(passes), 1, STORM_MAX_PASSES, NULL },
+	{ "write-ratio", OPT_DOUBLE, FIELD(write_ratio), 0, 1, NULL },
+	{ "seed", OPT_U64, FIELD(seed), 0, -1, NULL },   /* max -1: UINT64_MAX */
+	{ "verify", OPT_FLAG, FIELD(verify), 0, 0, NULL },
+	{ "json", OPT_FLAG, FIELD(json), 0, 0, NULL },
+	{ "fault-threshold-us", OPT_DOUBLE, FIELD(fault_threshold_us), 0, 1e9, NULL },
+	{ "quiet", OPT_FLAG, FIELD(quiet), 0, 0, NULL },
+	{ "baseline", OPT_FN, 0, 0, 0, opt_baseline },
+	{ "baseline-only", OPT_FN, 0, 0, 0, opt_baseline_only },
+	{ "budget", OPT_I64, FIELD(budget), 1, (double)(MAX_PAGES - 1), NULL },
+	{ "cpus", OPT_FN, 0, 0, 0, opt_cpus },
+	{ "raw-cpu", OPT_INT, FIELD(raw_cpu), 0, CPU_SETSIZE - 1, NULL },
+	{ "memcached", OPT_STR, FIELD(memcached), 0, 0, NULL },
+	{ "help", OPT_FLAG, 0, 0, 0, opt_help },
+};
+#define NOPTS (sizeof(opt_defs) / sizeof(opt_defs[0]))
+
+/* Apply one option with its value (NULL for a flag) to *o. */
+static void apply_opt(struct storm_opts *o, const struct opt_def *d, const char *arg)
+{
+	char opt[40];
+	char *field = (char *)o + d->off;
+	uint64_t max = d->max < 0 ? UINT64_MAX : (uint64_t)d->max;
+
+	snprintf(opt, sizeof(opt), "--%s", d->name);
+	switch (d->kind) {
+	case OPT_STR:
+		*(const char **)field = arg;
+		break;
+	case OPT_FLAG:
+		if (d->fn)
+			d->fn(o, opt, arg);
+		else
+			*(bool *)field = true;
+		break;
+	case OPT_U64:
+		*(uint64_t *)field = parse_u64(opt, arg, (uint64_t)d->min, max);
+		break;
+	case OPT_UNSIGNED:
+		*(unsigned *)field = (unsigned)parse_u64(opt, arg, (uint64_t)d->min, max);
+		break;
+	case OPT_INT:
+		*(int *)field = (int)parse_u64(opt, arg, (uint64_t)d->min, max);
+		break;
+	case OPT_I64:
+		*(int64_t *)field = (int64_t)parse_u64(opt, arg, (uint64_t)d->min, max);
+		break;
+	case OPT_DOUBLE:
+		*(double *)field = parse_double(opt, arg, d->min, d->max);
+		break;
+	case OPT_FN:
+		d->fn(o, opt, arg);
+		break;
+	}
+}
 
 static void parse_args(int argc, char **argv, struct storm_opts *o)
 {
-	static const struct option longopts[] = {
-		{ "socket", required_argument, NULL, OPT_SOCKET },
-		{ "control", required_argument, NULL, OPT_CONTROL },
-		{ "pages", required_argument, NULL, OPT_PAGES },
-		{ "threads", required_argument, NULL, OPT_THREADS },
-		{ "pattern", required_argument, NULL, OPT_PATTERN },
-		{ "zipf-s", required_argument, NULL, OPT_ZIPF_S },
-		{ "passes", required_argument, NULL, OPT_PASSES },
-		{ "write-ratio", required_argument, NULL, OPT_WRITE_RATIO },
-		{ "seed", required_argument, NULL, OPT_SEED },
-		{ "verify", no_argument, NULL, OPT_VERIFY },
-		{ "json", no_argument, NULL, OPT_JSON },
-		{ "fault-threshold-us", required_argument, NULL, OPT_THRESHOLD },
-		{ "quiet", no_argument, NULL, OPT_QUIET },
-		{ "baseline", required_argument, NULL, OPT_BASELINE },
-		{ "baseline-only", required_argument, NULL, OPT_BASELINE_ONLY },
-		{ "budget", required_argument, NULL, OPT_BUDGET },
-		{ "cpus", required_argument, NULL, OPT_CPUS },
-		{ "raw-cpu", required_argument, NULL, OPT_RAW_CPU },
-		{ "memcached", required_argument, NULL, OPT_MEMCACHED },
-		{ "help", no_argument, NULL, OPT_HELP },
-		{ NULL, 0, NULL, 0 },
-	};
+	struct option longopts[NOPTS + 1];
 	const char *env = getenv("FLUIDMEM_SOCKET");
-	int c, p;
+	int c;
 
+	for (size_t i = 0; i < NOPTS; i++)
+		longopts[i] = (struct option){ opt_defs[i].name,
+					       opt_defs[i].kind == OPT_FLAG ? no_argument
+									    : required_argument,
+					       NULL, 256 + (int)i };
+	longopts[NOPTS] = (struct option){ NULL, 0, NULL, 0 };
 	*o = (struct storm_opts){
 		.socket_path = env && *env ? env : FM_DEFAULT_REGISTER_SOCKET,
 		.control_path = DEFAULT_CONTROL_SOCKET,
@@ -207,88 +282,12 @@ static void parse_args(int argc, char **argv, struct storm_opts *o)
 	};
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
-		switch (c) {
-		case OPT_SOCKET:
-			o->socket_path = optarg;
-			break;
-		case OPT_CONTROL:
-			o->control_path = optarg;
-			break;
-		case OPT_PAGES:
-			o->pages = parse_u64("--pages", optarg, 1, MAX_PAGES - 1);
-			break;
-		case OPT_THREADS:
-			o->threads = (unsigned)parse_u64("--threads", optarg, 1, STORM_MAX_THREADS);
-			break;
-		case OPT_PATTERN:
-			p = storm_pattern_parse(optarg);
-			if (p < 0)
-				bad_arg("--pattern: expected seq, random or zipf, got '%s'", optarg);
-			o->pattern = (enum storm_pattern)p;
-			break;
-		case OPT_ZIPF_S:
-			o->zipf_s = parse_double("--zipf-s", optarg, 0, 100);
-			break;
-		case OPT_PASSES:
-			o->passes = (unsigned)parse_u64("--passes", optarg, 1, STORM_MAX_PASSES);
-			break;
-		case OPT_WRITE_RATIO:
-			o->write_ratio = parse_double("--write-ratio", optarg, 0, 1);
-			break;
-		case OPT_SEED:
-			o->seed = parse_u64("--seed", optarg, 0, UINT64_MAX);
-			break;
-		case OPT_VERIFY:
-			o->verify = true;
-			break;
-		case OPT_JSON:
-			o->json = true;
-			break;
-		case OPT_THRESHOLD:
-			o->fault_threshold_us = parse_double("--fault-threshold-us", optarg, 0, 1e9);
-			break;
-		case OPT_QUIET:
-			o->quiet = true;
-			break;
-		case OPT_BASELINE:
-			parse_baseline("--baseline", optarg);
-			o->baseline = true;
-			break;
-		case OPT_BASELINE_ONLY:
-			parse_baseline("--baseline-only", optarg);
-			o->baseline_only = true;
-			break;
-		case OPT_BUDGET:
-			o->budget = (int64_t)parse_u64("--budget", optarg, 1, MAX_PAGES - 1);
-			break;
-		case OPT_CPUS: {
-			char *list = strdup(optarg), *save = NULL;
-
-			o->ncpus = 0;
-			for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-				if (o->ncpus == STORM_MAX_THREADS)
-					bad_arg("--cpus: at most %d CPUs", STORM_MAX_THREADS);
-				o->cpus[o->ncpus++] = (int)parse_u64("--cpus", tok, 0, CPU_SETSIZE - 1);
-			}
-			free(list);
-			if (o->ncpus == 0)
-				bad_arg("--cpus wants a list like 0,1");
-			break;
-		}
-		case OPT_RAW_CPU:
-			o->raw_cpu = (int)parse_u64("--raw-cpu", optarg, 0, CPU_SETSIZE - 1);
-			break;
-		case OPT_MEMCACHED:
-			o->memcached = optarg;
-			break;
-		case OPT_HELP:
-			usage(stdout);
-			exit(EXIT_OK);
-		case ':':
+		if (c >= 256 && c < 256 + (int)NOPTS)
+			apply_opt(o, &opt_defs[c - 256], optarg);
+		else if (c == ':')
 			bad_arg("%s needs a value", argv[optind - 1]);
-		default:
+		else
 			bad_arg("unknown option '%s'", argv[optind - 1]);
-		}
 	}
 	if (optind < argc)
 		bad_arg("unexpected argument '%s'", argv[optind]);
@@ -455,244 +454,6 @@ static int run_raw(const struct storm_opts *o, uint64_t budget, struct run_repor
 	return *rep->error ? EXIT_FAILURE_OTHER : EXIT_OK;
 }
 
-/* ---- direct memcached gets (--memcached) ---- */
-
-static void probe_memcached(const char *server, struct mc_probe *pr)
-{
-	static const char key[] = "fault-storm:probe";
-	static char page[FM_PAGE_SIZE];
-	const char *keys[1] = { key };
-	size_t lens[1] = { sizeof(key) - 1 };
-	memcached_result_st result;
-	memcached_return_t rc;
-	memcached_st *mc = memcached_create(NULL);
-	char host[256];
-	const char *colon = strrchr(server, ':');
-
-	if (!mc) {
-		snprintf(pr->error, sizeof(pr->error), "out of memory");
-		return;
-	}
-	if (server[0] == '/') {
-		rc = memcached_server_add_unix_socket(mc, server);
-	} else {
-		snprintf(host, sizeof(host), "%.*s", colon ? (int)(colon - server) : (int)strlen(server),
-			 server);
-		rc = memcached_server_add(mc, host, colon ? (in_port_t)atoi(colon + 1) : 11211);
-	}
-	/* The daemon's settings: binary protocol, TCP_NODELAY, and a get is an
-	 * mget of one key into a reused result (kv/memcached.c). */
-	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, 1);
-	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_NO_BLOCK, 1);
-	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
-	memset(page, 0x5a, sizeof(page));
-	if (rc == MEMCACHED_SUCCESS)
-		rc = memcached_set(mc, key, sizeof(key) - 1, page, sizeof(page), 0, 0);
-	if (rc != MEMCACHED_SUCCESS || !memcached_result_create(mc, &result)) {
-		snprintf(pr->error, sizeof(pr->error), "%s: %s", server, memcached_strerror(mc, rc));
-		memcached_free(mc);
-		return;
-	}
-	for (int i = 0; i < MC_PROBE_GETS; i++) {
-		uint64_t t0 = fm_now_ns();
-		memcached_result_st *res;
-
-		rc = memcached_mget(mc, keys, lens, 1);
-		res = rc == MEMCACHED_SUCCESS ? memcached_fetch_result(mc, &result, &rc) : NULL;
-		if (res)
-			memcpy(page, memcached_result_value(res), sizeof(page));
-		while (res && memcached_fetch_result(mc, &result, &rc))
-			;
-		if (!res) {
-			snprintf(pr->error, sizeof(pr->error), "%s: get: %s", server,
-				 memcached_strerror(mc, rc));
-			break;
-		}
-		fm_hist_add(&pr->get, fm_now_ns() - t0);
-	}
-	memcached_delete(mc, key, sizeof(key) - 1, 0);
-	memcached_result_free(&result);
-	memcached_free(mc);
-	pr->ran = pr->get.count > 0;
-}
-
-/* ---- output ---- */
-
-static double us(uint64_t ns)
-{
-	return (double)ns / 1000.0;
-}
-
-static double q_us(const struct fm_hist *h, double q)
-{
-	return us(fm_hist_quantile(h, q));
-}
-
-static double per_s(uint64_t n, double s)
-{
-	return s > 0 ? (double)n / s : 0;
-}
-
-/* Faults per second after the first pass: with --pattern seq and a region
- * larger than the budget these are all refaults. */
-static double steady_faults_per_s(const struct storm_opts *o, const struct storm_result *s)
-{
-	uint64_t n = 0;
-	double wall = 0;
-
-	for (unsigned p = 1; p < o->passes; p++) {
-		n += s->pass[p].faults;
-		wall += s->pass[p].wall_s;
-	}
-	return per_s(n, wall);
-}
-
-static void summary_hist(FILE *f, const char *name, const struct fm_hist *h, double wall)
-{
-	fprintf(f, "  %-12s %9" PRIu64 "  (%8.0f/s)   p50 %7.1f  p99 %7.1f  p99.9 %7.1f  max %8.1f us\n",
-		name, h->count, per_s(h->count, wall), q_us(h, 0.5), q_us(h, 0.99), q_us(h, 0.999),
-		us(h->max));
-}
-
-static void summary(FILE *f, const struct storm_opts *o, const struct run_report *r)
-{
-	const struct storm_result *s = &r->res;
-
-	if (!r->ran) {
-		fprintf(f, "fault-storm [%s]: did not run: %s\n", r->mode, r->error);
-		return;
-	}
-	fprintf(f, "fault-storm [%s]: pattern %s", r->mode, storm_pattern_name(o->pattern));
-	if (o->pattern == STORM_ZIPF)
-		fprintf(f, " (s=%.2f)", o->zipf_s);
-	fprintf(f, ", %" PRIu64 " pages (%.1f MiB), %u threads, %u passes, write ratio %.2f, budget ",
-		o->pages, (double)(o->pages * FM_PAGE_SIZE) / (1 << 20), o->threads, o->passes,
-		o->write_ratio);
-	if (r->budget >= 0)
-		fprintf(f, "%" PRId64 " pages\n", r->budget);
-	else
-		fprintf(f, "unknown\n");
-	fprintf(f, "  accesses     %9" PRIu64 "  in %.3f s (%.0f/s): %" PRIu64 " reads, %" PRIu64
-		   " writes; a fault is an access > %.1f us\n",
-		s->accesses, s->wall_s, per_s(s->accesses, s->wall_s), s->reads, s->writes,
-		o->fault_threshold_us);
-	summary_hist(f, "faults", &s->all, s->wall_s);
-	summary_hist(f, "first touch", &s->first, s->wall_s);
-	summary_hist(f, "refault", &s->refault, s->wall_s);
-	for (unsigned p = 0; p < o->passes && o->passes <= 10; p++)
-		fprintf(f, "  pass %-7u %9" PRIu64 "  (%8.0f/s)   %" PRIu64 " first touches, %.3f s\n",
-			p + 1, s->pass[p].faults, per_s(s->pass[p].faults, s->pass[p].wall_s),
-			s->pass[p].first, s->pass[p].wall_s);
-	if (o->passes > 1)
-		fprintf(f, "  after pass 1: %.0f faults/s\n", steady_faults_per_s(o, s));
-	if (r->evictions >= 0)
-		fprintf(f, "  evictions    %9" PRId64 "  (%s)\n", r->evictions, r->evictions_source);
-	else
-		fprintf(f, "  evictions    unknown (%s)\n", r->evictions_source);
-	if (r->raw)
-		fprintf(f,
-			"  handler      raw, cpu %d: %" PRIu64 " MISSING (%" PRIu64 " zeropage, %" PRIu64
-			" copy, %" PRIu64 " wake), %" PRIu64 " WP, %" PRIu64 " EEXIST, %" PRIu64 " EAGAIN\n",
-			o->raw_cpu, r->raw_st.faults, r->raw_st.zeropages, r->raw_st.copies,
-			r->raw_st.wakes, r->raw_st.wp_faults, r->raw_st.eexist, r->raw_st.eagain);
-	else if (r->handler_faults >= 0)
-		fprintf(f, "  daemon       %" PRId64 " faults counted by fluidmemd\n", r->handler_faults);
-	if (!r->raw && r->store_puts >= 0 && r->evictions > 0)
-		fprintf(f, "  store        %" PRId64 " page writes (%.3f per eviction), %" PRId64
-			   " clean and %" PRId64 " zero evictions without a write\n",
-			r->store_puts, (double)r->store_puts / (double)r->evictions, r->evict_clean,
-			r->evict_zero);
-	if (!r->raw && r->fetch_p50_us >= 0)
-		fprintf(f, "  store get    p50 %7.1f  p99 %7.1f us (fluidmemd's own timing)\n",
-			r->fetch_p50_us, r->fetch_p99_us);
-	if (o->verify)
-		fprintf(f, "  verify       %" PRIu64 " errors (final check of every page took %.3f s)\n",
-			s->verify_errors, s->final_check_s);
-	else
-		fprintf(f, "  verify       off (%" PRIu64 " errors)\n", s->verify_errors);
-	fprintf(f, "  wall         %.3f s\n", s->wall_s);
-	if (*r->error)
-		fprintf(f, "  ERROR        %s\n", r->error);
-}
-
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			fprintf(f, "\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			fprintf(f, "\\u%04x", *s);
-		else
-			fputc(*s, f);
-	}
-	fputc('"', f);
-}
-
-static void json_run(FILE *f, const struct storm_opts *o, const struct run_report *r)
-{
-	const struct storm_result *s = &r->res;
-
-	fprintf(f, "\"mode\":");
-	json_str(f, r->mode);
-	if (!r->ran) {
-		fprintf(f, ",\"error\":");
-		json_str(f, r->error);
-		return;
-	}
-	fprintf(f, ",\"pattern\":\"%s\",\"zipf_s\":%g,\"pages\":%" PRIu64
-		   ",\"threads\":%u,\"passes\":%u,\"write_ratio\":%g,\"seed\":%" PRIu64
-		   ",\"verify\":%s,\"fault_threshold_us\":%g,\"budget\":%" PRId64,
-		storm_pattern_name(o->pattern), o->zipf_s, o->pages, o->threads, o->passes,
-		o->write_ratio, o->seed, o->verify ? "true" : "false", o->fault_threshold_us,
-		r->budget);
-	fprintf(f, ",\"accesses\":%" PRIu64 ",\"reads\":%" PRIu64 ",\"writes\":%" PRIu64
-		   ",\"accesses_per_s\":%.1f",
-		s->accesses, s->reads, s->writes, per_s(s->accesses, s->wall_s));
-	fprintf(f, ",\"faults\":%" PRIu64 ",\"faults_per_s\":%.1f,\"p50_us\":%.2f,\"p99_us\":%.2f"
-		   ",\"p999_us\":%.2f,\"max_us\":%.2f,\"mean_us\":%.2f",
-		s->all.count, per_s(s->all.count, s->wall_s), q_us(&s->all, 0.5), q_us(&s->all, 0.99),
-		q_us(&s->all, 0.999), us(s->all.max),
-		s->all.count ? us(s->all.sum) / (double)s->all.count : 0.0);
-	fprintf(f, ",\"first_touch_faults\":%" PRIu64 ",\"first_touch_p50_us\":%.2f"
-		   ",\"first_touch_p99_us\":%.2f,\"first_touch_p999_us\":%.2f",
-		s->first.count, q_us(&s->first, 0.5), q_us(&s->first, 0.99), q_us(&s->first, 0.999));
-	fprintf(f, ",\"refaults\":%" PRIu64 ",\"refaults_per_s\":%.1f,\"refault_p50_us\":%.2f"
-		   ",\"refault_p99_us\":%.2f,\"refault_p999_us\":%.2f",
-		s->refault.count, per_s(s->refault.count, s->wall_s), q_us(&s->refault, 0.5),
-		q_us(&s->refault, 0.99), q_us(&s->refault, 0.999));
-	fprintf(f, ",\"steady_faults_per_s\":%.1f,\"per_pass\":[", steady_faults_per_s(o, s));
-	for (unsigned p = 0; p < o->passes; p++)
-		fprintf(f, "%s{\"wall_s\":%.6f,\"faults\":%" PRIu64 ",\"first_touch_faults\":%" PRIu64 "}",
-			p ? "," : "", s->pass[p].wall_s, s->pass[p].faults, s->pass[p].first);
-	fprintf(f, "]");
-	fprintf(f, ",\"evictions\":%" PRId64 ",\"evictions_source\":", r->evictions);
-	json_str(f, r->evictions_source ? r->evictions_source : "");
-	fprintf(f, ",\"handler_faults\":%" PRId64 ",\"verify_errors\":%" PRIu64
-		   ",\"wall_s\":%.6f,\"final_check_s\":%.6f,\"timer\":\"%s\"",
-		r->handler_faults, s->verify_errors, s->wall_s, s->final_check_s, TIMER_NAME);
-	if (!r->raw)
-		fprintf(f, ",\"store_puts\":%" PRId64 ",\"evict_clean\":%" PRId64
-			   ",\"evict_zero\":%" PRId64 ",\"writes_per_eviction\":%.4f"
-			   ",\"daemon_fetch_p50_us\":%.2f,\"daemon_fetch_p99_us\":%.2f",
-			r->store_puts, r->evict_clean, r->evict_zero,
-			r->store_puts >= 0 && r->evictions > 0
-				? (double)r->store_puts / (double)r->evictions : -1.0,
-			r->fetch_p50_us, r->fetch_p99_us);
-	if (r->raw)
-		fprintf(f, ",\"handler\":{\"cpu\":%d,\"faults\":%" PRIu64 ",\"wp_faults\":%" PRIu64
-			   ",\"zeropages\":%" PRIu64 ",\"copies\":%" PRIu64 ",\"wakes\":%" PRIu64
-			   ",\"eexist\":%" PRIu64 ",\"eagain\":%" PRIu64 ",\"other_events\":%" PRIu64
-			   ",\"evictions\":%" PRIu64 "}",
-			o->raw_cpu, r->raw_st.faults, r->raw_st.wp_faults, r->raw_st.zeropages, r->raw_st.copies,
-			r->raw_st.wakes, r->raw_st.eexist, r->raw_st.eagain, r->raw_st.other_events,
-			r->raw_st.evictions);
-	if (*r->error) {
-		fprintf(f, ",\"error\":");
-		json_str(f, r->error);
-	}
-}
-
 static int worst(int a, int b)
 {
 	/* A failure to run outranks verify errors, which outrank success. */
@@ -732,7 +493,7 @@ int main(int argc, char **argv)
 		}
 	}
 	if (o.memcached) {
-		probe_memcached(o.memcached, &probe);
+		mc_probe_run(o.memcached, &probe);
 		if (*probe.error)
 			fprintf(stderr, "fault-storm: --memcached %s\n", probe.error);
 	}
@@ -751,31 +512,24 @@ int main(int argc, char **argv)
 		FILE *f = o.json ? stderr : stdout;
 
 		if (!o.baseline_only)
-			summary(f, &o, &main_rep);
+			report_summary(f, &o, &main_rep);
 		if (run_base)
-			summary(f, &o, &base_rep);
+			report_summary(f, &o, &base_rep);
 		if (probe.ran)
-			fprintf(f, "memcached direct get (%s, %" PRIu64 " gets): p50 %.1f  p99 %.1f us\n",
-				o.memcached, probe.get.count, q_us(&probe.get, 0.5), q_us(&probe.get, 0.99));
+			report_probe_summary(f, o.memcached, &probe);
 	}
 	if (o.json) {
 		const struct run_report *top = o.baseline_only ? &base_rep : &main_rep;
 
 		fputc('{', stdout);
-		json_run(stdout, &o, top);
+		report_json_run(stdout, &o, top);
 		if (o.baseline) {
 			fprintf(stdout, ",\"baseline\":{");
-			json_run(stdout, &o, &base_rep);
+			report_json_run(stdout, &o, &base_rep);
 			fputc('}', stdout);
 		}
-		if (probe.ran)
-			fprintf(stdout, ",\"store_get_p50_us\":%.2f,\"store_get_p99_us\":%.2f"
-					",\"store_get_samples\":%" PRIu64,
-				q_us(&probe.get, 0.5), q_us(&probe.get, 0.99), probe.get.count);
-		else if (o.memcached) {
-			fprintf(stdout, ",\"store_get_error\":");
-			json_str(stdout, probe.error);
-		}
+		if (o.memcached)
+			report_probe_json(stdout, &probe);
 		fputs("}\n", stdout);
 	}
 	if (!o.baseline_only)

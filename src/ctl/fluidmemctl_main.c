@@ -1,7 +1,9 @@
 /* fluidmemctl: control and observe a running fluidmemd over its control
- * socket. Each command sends one "v1 ..." line and renders the JSON reply. */
+ * socket. Each command sends one "v1 ..." line and renders the JSON reply
+ * (parsed with jansson). */
 #include <errno.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -115,205 +117,133 @@ static char *request(int fd, const char *line)
 	return reply;
 }
 
-/* ---- a little JSON reading, enough for fluidmemd's flat replies ---- */
+/* ---- reading replies (jansson) ---- */
 
-/* The closing quote of the JSON string whose opening quote is at p (or the
- * terminating NUL of a truncated reply). */
-static const char *str_end(const char *p)
+/* The reply line as a JSON object, or NULL when it is not one. */
+static json_t *parse_reply(const char *reply)
 {
-	for (p++; *p && *p != '"'; p++)
-		if (*p == '\\' && p[1])
-			p++;
-	return p;
-}
+	json_t *root = json_loads(reply, 0, NULL);
 
-/* Pointer to the value of "key" at the top level of the object at obj. */
-static const char *json_get(const char *obj, const char *key)
-{
-	size_t klen = strlen(key);
-	int depth = 0;
-
-	for (const char *p = obj; *p; p++) {
-		if (*p == '"') {
-			if (depth == 1 && strncmp(p + 1, key, klen) == 0 && p[1 + klen] == '"' &&
-			    p[2 + klen] == ':')
-				return p + 3 + klen;
-			if (!*(p = str_end(p)))
-				break;
-		} else if (*p == '{' || *p == '[') {
-			depth++;
-		} else if ((*p == '}' || *p == ']') && --depth == 0) {
-			return NULL;
-		}
-	}
-	return NULL;
-}
-
-static double json_num(const char *obj, const char *key)
-{
-	const char *v = json_get(obj, key);
-	return v ? strtod(v, NULL) : 0.0;
-}
-
-/* End of the JSON value starting at v. */
-static const char *json_skip(const char *v)
-{
-	int depth = 0;
-
-	for (const char *p = v; *p; p++) {
-		if (*p == '"') {
-			if (!*(p = str_end(p)))
-				break;
-		} else if (*p == '{' || *p == '[') {
-			depth++;
-		} else if (*p == '}' || *p == ']') {
-			if (depth == 0)
-				return p;
-			if (--depth == 0)
-				return p + 1;
-		} else if (*p == ',' && depth == 0) {
-			return p;
-		}
-	}
-	return v + strlen(v);
-}
-
-/* Copy a JSON string value (unescaped) into a malloc'd buffer. */
-static char *json_str(const char *v)
-{
-	char *out, *o;
-
-	if (!v || *v != '"')
-		return strdup("");
-	out = o = malloc(strlen(v) + 1);
-	for (v++; *v && *v != '"'; v++) {
-		if (*v != '\\') {
-			*o++ = *v;
-			continue;
-		}
-		v++;
-		switch (*v) {
-		case 'n': *o++ = '\n'; break;
-		case 't': *o++ = '\t'; break;
-		case 'r': *o++ = '\r'; break;
-		case 'u': {
-			unsigned c = 0;
-			if (sscanf(v + 1, "%4x", &c) == 1)
-				*o++ = (char)c;
-			v += 4;
-			break;
-		}
-		default: *o++ = *v;
-		}
-	}
-	*o = '\0';
-	return out;
-}
-
-/* Iterate the objects of the array at `arr`: returns the next "{", or NULL. */
-static const char *json_next_obj(const char *arr, const char **cursor)
-{
-	const char *p = *cursor ? *cursor : arr + 1;
-
-	while (*p == ',' || *p == ' ')
-		p++;
-	if (*p != '{')
+	if (!json_is_object(root)) {
+		json_decref(root);
 		return NULL;
-	*cursor = json_skip(p);
-	return p;
+	}
+	return root;
 }
 
-/* Print every scalar member of an object, one per line. */
-static void print_flat(const char *obj, const char *indent)
+static double num(json_t *obj, const char *key)
 {
-	const char *p = obj + 1;
+	return json_number_value(json_object_get(obj, key));
+}
 
-	while (*p && *p != '}') {
-		const char *k = p, *ke = strchr(k + 1, '"'), *v, *ve;
+static const char *str(json_t *obj, const char *key)
+{
+	const char *s = json_string_value(json_object_get(obj, key));
+	return s ? s : "";
+}
 
-		if (*k != '"' || !ke || ke[1] != ':')
-			return;
-		v = ke + 2;
-		ve = json_skip(v);
-		if (*v != '{' && *v != '[')
-			printf("%s%-24.*s %.*s\n", indent, (int)(ke - k - 1), k + 1, (int)(ve - v), v);
-		p = *ve == ',' ? ve + 1 : ve;
+/* A scalar as the daemon wrote it: numbers and literals bare, strings quoted
+ * and escaped. Reals keep up to 15 significant digits, enough for every
+ * figure the daemon prints. Returns a malloc'd string. */
+static char *scalar_text(json_t *v)
+{
+	char *t = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(15));
+	return t ? t : strdup("?");
+}
+
+/* Print every scalar member of an object, one per line, in reply order. */
+static void print_flat(json_t *obj, const char *indent)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(obj, key, v) {
+		char *t;
+
+		if (json_is_object(v) || json_is_array(v))
+			continue;
+		t = scalar_text(v);
+		printf("%s%-24s %s\n", indent, key, t);
+		free(t);
 	}
 }
 
 /* ---- renderers ---- */
 
-static void render_stats(const char *rep)
+static void render_stats(json_t *rep)
 {
 	static const char *const cols[] = { "faults", "zero_fills", "fetches", "dup_faults",
 		"evictions", "writes_avoided", "poisoned", "ring_full", "ring_depth", "resident",
 		"budget", "store_errors", "store_retries", "hit_rate", "fault_p50_us", "fault_p99_us" };
-	const char *tot = json_get(rep, "totals"), *shards = json_get(rep, "shards"), *cur = NULL, *o;
-	size_t ncols = sizeof(cols) / sizeof(cols[0]);
+	json_t *tot = json_object_get(rep, "totals"), *shards = json_object_get(rep, "shards"), *o;
+	size_t ncols = sizeof(cols) / sizeof(cols[0]), idx;
 
-	if (tot) {
+	if (json_is_object(tot)) {
 		printf("totals\n");
 		print_flat(tot, "  ");
 	}
-	if (!shards)
+	if (!json_is_array(shards))
 		return;
 	printf("\n%-5s", "shard");
 	for (size_t i = 0; i < ncols; i++)
 		printf(" %*s", (int)(strlen(cols[i]) > 9 ? strlen(cols[i]) : 9), cols[i]);
 	printf("\n");
-	while ((o = json_next_obj(shards, &cur))) {
-		printf("%-5.0f", json_num(o, "shard"));
+	json_array_foreach(shards, idx, o) {
+		if (!json_is_object(o))
+			break;
+		printf("%-5.0f", num(o, "shard"));
 		for (size_t i = 0; i < ncols; i++) {
 			int w = (int)(strlen(cols[i]) > 9 ? strlen(cols[i]) : 9);
-			const char *v = json_get(o, cols[i]);
-			printf(" %*.*s", w, v ? (int)(json_skip(v) - v) : 1, v ? v : "-");
+			json_t *v = json_object_get(o, cols[i]);
+			char *t = v ? scalar_text(v) : strdup("-");
+
+			printf(" %*s", w, t);
+			free(t);
 		}
 		printf("\n");
 	}
 }
 
-static void render_latency(const char *rep)
+static void render_latency(json_t *rep)
 {
 	static const char *const hists[] = { "fault_ns", "fetch_ns", "put_ns", "evict_ns" };
 	static const char *const names[] = { "fault service", "store get", "store put (per page)",
 					     "eviction (per page)" };
-	const char *tot = json_get(rep, "totals");
+	json_t *tot = json_object_get(rep, "totals");
 
 	printf("%-22s %10s %9s %9s %9s %9s %9s %9s   (µs)\n", "", "count", "mean", "p50", "p90", "p99",
 	       "p99.9", "max");
 	for (size_t i = 0; tot && i < 4; i++) {
-		const char *h = json_get(tot, hists[i]);
-		if (!h)
+		json_t *h = json_object_get(tot, hists[i]);
+
+		if (!json_is_object(h))
 			continue;
-		printf("%-22s %10.0f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f\n", names[i], json_num(h, "count"),
-		       json_num(h, "mean_us"), json_num(h, "p50_us"), json_num(h, "p90_us"),
-		       json_num(h, "p99_us"), json_num(h, "p999_us"), json_num(h, "max_us"));
+		printf("%-22s %10.0f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f\n", names[i], num(h, "count"),
+		       num(h, "mean_us"), num(h, "p50_us"), num(h, "p90_us"), num(h, "p99_us"),
+		       num(h, "p999_us"), num(h, "max_us"));
 	}
 }
 
-static void render_regions(const char *rep)
+static void render_regions(json_t *rep)
 {
-	const char *arr = json_get(rep, "regions"), *cur = NULL, *o;
+	json_t *arr = json_object_get(rep, "regions"), *o;
+	size_t idx;
 
 	printf("%-18s %7s %-16s %10s %9s %9s %9s %10s %8s %s\n", "id", "pid", "name", "size_mib",
 	       "resident", "in_store", "zero", "faults", "budget", "state");
-	while (arr && (o = json_next_obj(arr, &cur))) {
-		char *name = json_str(json_get(o, "name"));
-		char *state = json_str(json_get(o, "state"));
-		const char *b = json_get(o, "budget");
+	json_array_foreach(arr, idx, o) {
+		json_t *b = json_object_get(o, "budget");
 		char budget[24] = "-";
 
-		if (b && *b != 'n')
-			snprintf(budget, sizeof(budget), "%.0f", strtod(b, NULL));
+		if (!json_is_object(o))
+			break;
+		if (json_is_number(b))
+			snprintf(budget, sizeof(budget), "%.0f", json_number_value(b));
 		printf("%-18.0f %7.0f %-16.16s %10.1f %9.0f %9.0f %9.0f %10.0f %8s %s%s\n",
-		       json_num(o, "id"), json_num(o, "pid"), name, json_num(o, "bytes") / 1048576.0,
-		       json_num(o, "resident"), json_num(o, "in_store"), json_num(o, "zero"),
-		       json_num(o, "faults"), budget, state,
-		       strncmp(json_get(o, "client_alive") ? json_get(o, "client_alive") : "f", "true", 4)
-			       ? " (client gone)"
-			       : "");
-		free(name);
-		free(state);
+		       num(o, "id"), num(o, "pid"), str(o, "name"), num(o, "bytes") / 1048576.0,
+		       num(o, "resident"), num(o, "in_store"), num(o, "zero"), num(o, "faults"), budget,
+		       str(o, "state"),
+		       json_is_true(json_object_get(o, "client_alive")) ? "" : " (client gone)");
 	}
 }
 
@@ -333,38 +263,38 @@ struct snap {
 
 static void take_snap(int fd, struct snap *s)
 {
-	char *st = request(fd, "v1 stats"), *lat = request(fd, "v1 latency");
-	const char *arr = json_get(st, "shards"), *cur = NULL, *o;
+	char *st_text = request(fd, "v1 stats"), *lat_text = request(fd, "v1 latency");
+	json_t *st = parse_reply(st_text), *lat = parse_reply(lat_text), *o, *pair;
+	size_t i, k;
 
 	s->n = 0;
-	while (arr && (o = json_next_obj(arr, &cur)) && s->n < MAX_SHARDS) {
-		s->faults[s->n] = json_num(o, "faults");
-		s->hits[s->n] = json_num(o, "cache_hits");
-		s->fetches[s->n] = json_num(o, "cache_misses");
-		s->resident[s->n] = json_num(o, "resident");
-		s->budget[s->n] = json_num(o, "budget");
+	json_array_foreach(json_object_get(st, "shards"), i, o) {
+		if (s->n == MAX_SHARDS)
+			break;
+		s->faults[s->n] = num(o, "faults");
+		s->hits[s->n] = num(o, "cache_hits");
+		s->fetches[s->n] = num(o, "cache_misses");
+		s->resident[s->n] = num(o, "resident");
+		s->budget[s->n] = num(o, "budget");
 		s->n++;
 	}
-	arr = json_get(lat, "shards");
-	cur = NULL;
-	for (unsigned i = 0; arr && (o = json_next_obj(arr, &cur)) && i < MAX_SHARDS; i++) {
-		const char *h = json_get(o, "fault_ns"), *b = h ? json_get(h, "buckets") : NULL;
+	json_array_foreach(json_object_get(lat, "shards"), i, o) {
+		json_t *b = json_object_get(json_object_get(o, "fault_ns"), "buckets");
 
+		if (i == MAX_SHARDS)
+			break;
 		s->nb[i] = 0;
-		for (const char *p = b ? b + 1 : NULL; p && *p == '[' && s->nb[i] < BUCKETS;) {
-			double lo, c;
-			if (sscanf(p, "[%lf,%lf]", &lo, &c) != 2)
+		json_array_foreach(b, k, pair) {
+			if (s->nb[i] == BUCKETS || json_array_size(pair) != 2)
 				break;
-			s->low[i][s->nb[i]] = lo;
-			s->cnt[i][s->nb[i]++] = c;
-			p = strchr(p, ']');
-			p = p ? p + 1 : NULL;
-			if (p && *p == ',')
-				p++;
+			s->low[i][s->nb[i]] = json_number_value(json_array_get(pair, 0));
+			s->cnt[i][s->nb[i]++] = json_number_value(json_array_get(pair, 1));
 		}
 	}
-	free(st);
-	free(lat);
+	json_decref(st);
+	json_decref(lat);
+	free(st_text);
+	free(lat_text);
 }
 
 /* Interval quantile from two cumulative histograms (bucket lows in ns). */
@@ -467,6 +397,7 @@ int main(int argc, char **argv)
 	const struct command *cmd;
 	char req[4096];
 	char *reply;
+	json_t *root;
 	size_t n;
 	int opt, fd, cargc = 0;
 	char *cargv[64];
@@ -526,26 +457,25 @@ int main(int argc, char **argv)
 	fd = ctl_connect();
 	reply = request(fd, req);
 	close(fd);
-	ok = strstr(reply, "\"ok\":true") != NULL;
+	root = parse_reply(reply);
+	ok = json_is_true(json_object_get(root, "ok"));
 	if (json) {
 		fputs(reply, stdout);
 	} else if (!ok) {
-		char *e = json_str(json_get(reply, "error"));
+		const char *e = str(root, "error");
 		fprintf(stderr, "fluidmemctl: %s\n", *e ? e : reply);
-		free(e);
 	} else if (strcmp(cmd->name, "stats") == 0) {
-		render_stats(reply);
+		render_stats(root);
 	} else if (strcmp(cmd->name, "latency") == 0) {
-		render_latency(reply);
+		render_latency(root);
 	} else if (strcmp(cmd->name, "regions") == 0) {
-		render_regions(reply);
+		render_regions(root);
 	} else if (strcmp(cmd->name, "metrics") == 0) {
-		char *text = json_str(json_get(reply, "text"));
-		fputs(text, stdout);
-		free(text);
+		fputs(str(root, "text"), stdout);
 	} else {
-		print_flat(reply, "");
+		print_flat(root, "");
 	}
+	json_decref(root);
 	free(reply);
 	return ok ? 0 : EXIT_REFUSED;
 }

@@ -3,6 +3,7 @@
  * small parser, concurrent and hostile control clients. */
 #include <criterion/criterion.h>
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -239,29 +240,43 @@ Test(control, forced_detach_hands_pages_back, .timeout = 60)
 Test(control, dead_client_region_detaches, .timeout = 60)
 {
 	const char *sets[] = { "memory.resident_pages=64", NULL };
-	int pipefd[2];
+	int pipefd[2], hold[2], gone[2];
 	pid_t child;
-	char buf[32] = { 0 }, *rep, cmd[64];
+	char buf[32] = { 0 }, *rep, cmd[64], c;
 
 	start(sets);
+	/* hold: the grandchild lives until its read end sees EOF (the test
+	 * closes its write end at the end, or dies). gone: the grandchild holds
+	 * the write end, so EOF on it says the grandchild has exited. */
 	cr_assert_eq(pipe(pipefd), 0);
+	cr_assert_eq(pipe(hold), 0);
+	cr_assert_eq(pipe(gone), 0);
 	child = fork();
 	if (child == 0) {
 		/* Register, hand the connection to a grandchild that lingers, die:
 		 * the region's pid is dead but its connection stays open. */
-		struct fm_client *c = fm_connect(fmd.reg);
-		struct fm_region *r = c ? fm_region_create(c, 512 * PAGE, "orphan") : NULL;
+		struct fm_client *cl = fm_connect(fmd.reg);
+		struct fm_region *r = cl ? fm_region_create(cl, 512 * PAGE, "orphan") : NULL;
 		if (!r)
 			_exit(1);
 		stamp_all(fm_region_addr(r), 512, 1);
 		if (fork() == 0) {
-			sleep(30);
+			close(hold[1]);
+			close(gone[0]);
+			close(pipefd[0]);
+			close(pipefd[1]);
+			while (read(hold[0], &c, 1) < 0 && errno == EINTR)
+				;
 			_exit(0);
 		}
 		dprintf(pipefd[1], "%lu\n", (unsigned long)fm_region_id(r));
 		_exit(0);
 	}
+	close(hold[0]);
+	close(gone[1]);
+	close(pipefd[1]);
 	cr_assert_gt(read(pipefd[0], buf, sizeof(buf) - 1), 0);
+	close(pipefd[0]);
 	waitpid(child, NULL, 0);
 	cr_expect_eq(td_stat(&fmd, "regions"), 1, "the orphan's connection is still open");
 	rep = td_ctl(&fmd, "v1 regions");
@@ -273,6 +288,9 @@ Test(control, dead_client_region_detaches, .timeout = 60)
 	free(rep);
 	cr_expect_eq(td_stat(&fmd, "regions"), 0);
 	cr_expect_eq(td_stat(&fmd, "store_bytes"), 0);
+	close(hold[1]);
+	cr_expect_eq(read(gone[0], &c, 1), 0, "the grandchild outlived the test");
+	close(gone[0]);
 	stop();
 }
 

@@ -65,7 +65,7 @@ die() { echo "FAIL: $*"; exit 1; }
 ctljson() { "$bin/fluidmemctl" -s "$ctl" --json "$@"; }
 # dstat KEY: a number from the daemon's stats totals.
 dstat() { ctljson stats | python3 -c "import json,sys; print(json.load(sys.stdin)['totals']['$1'])"; }
-qmpcmd() { python3 "$src/tests/vm/qmp.py" "$qmp" "$@"; }
+qmpcmd() { python3 "$src/scripts/qmp.py" "$qmp" "$@"; }
 status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # track_hwm PID FILE: keep FILE at the process's peak RSS (KiB) until it
 # exits; /proc/PID is gone by the time the guest has powered off.
