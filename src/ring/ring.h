@@ -34,6 +34,9 @@ enum fm_msg_type {
 	FM_MSG_REGION_STATS,/* a=struct shard_region_stats[FM_MAX_REGIONS] to fill, by slot */
 	FM_MSG_REGION_BUDGET,/* a=region*, b=resident pages for this shard's part */
 	FM_MSG_STOP,        /* shard thread exits after replying */
+	/* dispatcher command ring only (see dispatcher_forget) */
+	FM_MSG_REGION_FORGET,/* a=region*; reply DONE: the dispatcher dropped it */
+	FM_MSG_REGION_HOSTILE,/* dispatcher -> control: a=-errno, b=region*: detach it */
 	/* reply ring, to the control plane */
 	FM_MSG_DONE,        /* a=result (0 or -errno), b=detail, cookie=request id */
 	FM_MSG_NR
