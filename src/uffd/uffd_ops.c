@@ -130,22 +130,20 @@ int uffd_unregister(int uffd, uint64_t addr, uint64_t len)
 
 ssize_t uffd_read_nowait(int uffd, struct uffd_msg *msgs, size_t n)
 {
-	static int nowait_ok = 1;   /* cleared once if the kernel lacks RWF_NOWAIT here */
 	struct iovec iov = { msgs, n * sizeof(*msgs) };
-	ssize_t got;
+	ssize_t got = preadv2(uffd, &iov, 1, -1, RWF_NOWAIT);
 	int fl;
 
-	if (__atomic_load_n(&nowait_ok, __ATOMIC_RELAXED)) {
-		got = preadv2(uffd, &iov, 1, -1, RWF_NOWAIT);
-		if (got >= 0)
-			return got;
-		if (errno != EOPNOTSUPP)
-			return -errno;
-		__atomic_store_n(&nowait_ok, 0, __ATOMIC_RELAXED);
-		FM_WARN("this kernel cannot read a userfaultfd with RWF_NOWAIT: a client that "
-			"clears O_NONBLOCK races the dispatcher's flag check");
-	}
-	/* Fallback: the window between this check and read() remains. */
+	if (got >= 0)
+		return got;
+	if (errno != EOPNOTSUPP)
+		return -errno;
+	/* Kernels from before userfaultfd gained read_iter refuse RWF_NOWAIT.
+	 * Fall back to checking the flag, then read(): a client that clears
+	 * O_NONBLOCK between the two, with no event left, still blocks this
+	 * read. */
+	fm_log_once(FM_LOG_WARN, "this kernel cannot read a userfaultfd with RWF_NOWAIT: a client "
+				 "that clears O_NONBLOCK races the dispatcher's flag check");
 	fl = fcntl(uffd, F_GETFL);
 	if (fl < 0)
 		return -errno;

@@ -14,7 +14,10 @@
 #include <sys/syscall.h>
 
 #include "base/base.h"
+#include "ctl/config.h"
 #include "ctl/proto.h"
+#include "shard/shard.h"
+#include "uffd/uffd.h"
 #include "harness.h"
 
 #define PAGE 4096u
@@ -595,4 +598,79 @@ Test(hostile_dataplane, dispatcher_stats_by_message, .timeout = 60)
 	fm_region_destroy(r);
 	fm_disconnect(c);
 	stop();
+}
+
+/* ---- finding 11: a uffd that cannot be polled ---- */
+
+/* Wait for the next reply of `ring` whose flags say `what`. */
+static struct fm_msg await_reply(struct fm_ring *ring, uint32_t what)
+{
+	struct fm_msg m = { 0 };
+
+	for (int i = 0; i < 5000; i++) {
+		while (fm_ring_pop(ring, &m))
+			if (m.flags == what)
+				return m;
+		usleep(1000);
+	}
+	cr_assert_fail("no reply %u", what);
+	return m;
+}
+
+/* Issue 8 finding 11: a failed EPOLL_CTL_ADD was only logged, so the region
+ * went live and its faults were never read. The dispatcher must refuse the
+ * attach with the reason (the control plane then refuses the registration
+ * with it). Unit level: a descriptor epoll refuses (a regular file, EPERM)
+ * cannot reach the dispatcher through registration. */
+Test(hostile_dataplane, unpollable_uffd_fails_attach, .timeout = 30)
+{
+	struct fm_config cfg;
+	struct shard *sh;
+	struct fm_doorbell bell;
+	struct dispatcher *d;
+	struct region *r = calloc(1, sizeof(*r));
+	struct fm_msg m;
+	size_t pages = 512;
+
+	fm_config_defaults(&cfg);
+	cfg.shard_count = 1;
+	cfg.shard_cpus_n = 0;
+	cfg.resident_pages = 64;
+	cr_assert_eq(fm_doorbell_init(&bell), 0);
+	bell.sleeping = 1;
+	cr_assert_not_null(sh = shard_create(&cfg, 0, 64, &bell));
+	cr_assert_not_null(d = dispatcher_create(&sh, 1, -1, 64, 0, &bell));
+	cr_assert_eq(shard_start(sh), 0);
+	cr_assert_eq(dispatcher_start(d), 0);
+
+	r->memfd = memfd_create("unpollable", MFD_CLOEXEC);
+	cr_assert_eq(ftruncate(r->memfd, (off_t)(pages * PAGE)), 0);
+	r->view = mmap(NULL, pages * PAGE, PROT_READ, MAP_SHARED, r->memfd, 0);
+	r->uffd = memfd_create("not-a-uffd", MFD_CLOEXEC);   /* empty: reads see EOF */
+	r->base = 1ull << 32;
+	r->npages = pages;
+	r->id = 11;
+	cr_assert_eq(region_table_publish(r), 0);
+	cr_assert_eq(dispatcher_attach(d, r), 0);
+	m = await_reply(dispatcher_reply_ring(d), FM_MSG_REGION_ADD);
+	cr_expect_eq((int64_t)m.a, -EPERM, "the dispatcher took a uffd it cannot poll (%lld)",
+		     (long long)(int64_t)m.a);
+	cr_expect_eq(m.b, (uint64_t)(uintptr_t)r);
+	m = await_reply(shard_reply_ring(sh), FM_MSG_REGION_ADD);
+	cr_expect_eq((int64_t)m.a, 0);
+
+	/* The control plane's answer to a refusal: detach, then forget. */
+	cr_assert_eq(dispatcher_detach(d, r, false), 0);
+	await_reply(shard_reply_ring(sh), FM_MSG_REGION_DEL);
+	cr_assert_eq(dispatcher_forget(d, r), 0);
+	await_reply(dispatcher_reply_ring(d), FM_MSG_REGION_FORGET);
+
+	m = (struct fm_msg){ .type = FM_MSG_STOP };
+	cr_assert(fm_ring_push(shard_ctl_ring(sh), &m));
+	fm_doorbell_ring(shard_doorbell(sh));
+	dispatcher_destroy(d);
+	shard_destroy(sh);
+	region_table_unpublish(r);
+	region_release(r);
+	fm_doorbell_destroy(&bell);
 }
