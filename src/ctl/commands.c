@@ -462,7 +462,7 @@ static bool cmd_detach(struct daemon *d, int argc, char **argv, struct strbuf *o
 	}
 	if (!(r = find_region(d, argv[1], out)))
 		return false;
-	if (r->state == REGION_DETACHING) {
+	if (r->state == REGION_DETACHING || r->state == REGION_RELEASING) {
 		fail(out, "region %" PRIu64 " is already being detached", r->id);
 		return false;
 	}

@@ -328,9 +328,10 @@ static int forget(struct dispatcher *d, uint32_t slot)
 	 * so a fault that holds its VMA's read lock (per-VMA lock faults do
 	 * not take mmap_lock) queues after that wake and would sleep for
 	 * good. Unregister waits for that lock, so such a fault is queued by
-	 * now: wake the range once more (seen on 6.18, ~1 in 30 hang-ups). */
-	if (rc == 0)
-		uffd_wake(r->uffd, r->base, r->npages << FM_PAGE_SHIFT);
+	 * now: wake the range once more (seen on 6.18, ~1 in 30 hang-ups).
+	 * Wake also when unregister failed: a range another uffd of the
+	 * client took over is refused (EINVAL) but our waiters must go. */
+	uffd_wake(r->uffd, r->base, r->npages << FM_PAGE_SHIFT);
 	/* ESRCH/EAGAIN: the client's mm is gone (nothing left to unregister). */
 	if (rc < 0 && rc != -ESRCH && rc != -EAGAIN) {
 		d->st.unregister_errors++;
