@@ -597,11 +597,15 @@ static void region_acked(struct daemon *d, struct region *r, int64_t result)
 		return;
 	if (r->state == REGION_DETACHING) {
 		/* Every shard let go: now the dispatcher unregisters the
-		 * range and drops the region. */
+		 * range and drops the region. Not after dropping a live
+		 * client's stored pages (shutdown --drop): its faults then
+		 * wait until it exits rather than read zeros. */
+		bool unregister = r->restore || r->reply_on_detach || r->attach_error;
+
 		r->state = REGION_RELEASING;
 		r->acks_pending = 1;
 		r->request = ++d->next_request;
-		while (dispatcher_forget(d->disp, r) == -EAGAIN)
+		while (dispatcher_forget(d->disp, r, unregister) == -EAGAIN)
 			usleep(100);
 		return;
 	}

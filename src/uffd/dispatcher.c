@@ -313,11 +313,11 @@ static void read_region(struct dispatcher *d, uint32_t slot, bool to_empty)
  * events), read what was queued before that, and drop the region. Reading
  * before and after the unregister matters: a REMOVE queued earlier holds
  * its sender (and every copy into that mm) until it is read. */
-static int forget(struct dispatcher *d, uint32_t slot)
+static int forget(struct dispatcher *d, uint32_t slot, bool unregister)
 {
 	struct dslot *s = &d->slots[slot];
 	struct region *r = s->r;
-	int rc = -EAGAIN;
+	int rc = unregister ? -EAGAIN : 0;
 
 	for (unsigned i = 0; i < UNREGISTER_TRIES && rc == -EAGAIN; i++) {
 		read_region(d, slot, true);
@@ -331,7 +331,8 @@ static int forget(struct dispatcher *d, uint32_t slot)
 	 * now: wake the range once more (seen on 6.18, ~1 in 30 hang-ups).
 	 * Wake also when unregister failed: a range another uffd of the
 	 * client took over is refused (EINVAL) but our waiters must go. */
-	uffd_wake(r->uffd, r->base, r->npages << FM_PAGE_SHIFT);
+	if (unregister)
+		uffd_wake(r->uffd, r->base, r->npages << FM_PAGE_SHIFT);
 	/* ESRCH/EAGAIN: the client's mm is gone (nothing left to unregister). */
 	if (rc < 0 && rc != -ESRCH && rc != -EAGAIN) {
 		d->st.unregister_errors++;
@@ -401,7 +402,8 @@ static void handle_commands(struct dispatcher *d)
 			break;
 		case FM_MSG_REGION_FORGET:
 			disp_send(d, FM_MSG_DONE, FM_MSG_REGION_FORGET,
-				  s->r == r ? forget(d, r->slot) : -ENOENT, c.a, c.cookie);
+				  s->r == r ? forget(d, r->slot, c.flags & FM_FORGET_UNREGISTER) : -ENOENT,
+				  c.a, c.cookie);
 			break;
 		case FM_MSG_STATS: {
 			struct dispatch_snapshot *out = (struct dispatch_snapshot *)(uintptr_t)c.a;
@@ -563,9 +565,10 @@ int dispatcher_detach(struct dispatcher *d, struct region *r, bool restore)
 		       r->request);
 }
 
-int dispatcher_forget(struct dispatcher *d, struct region *r)
+int dispatcher_forget(struct dispatcher *d, struct region *r, bool unregister)
 {
-	return command(d, FM_MSG_REGION_FORGET, (uint64_t)(uintptr_t)r, 0, r->request);
+	return command(d, FM_MSG_REGION_FORGET, (uint64_t)(uintptr_t)r,
+		       unregister ? FM_FORGET_UNREGISTER : 0, r->request);
 }
 
 struct fm_ring *dispatcher_reply_ring(struct dispatcher *d)

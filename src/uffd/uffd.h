@@ -145,16 +145,19 @@ void dispatcher_destroy(struct dispatcher *d);
  *         other events so no ioctl or client madvise waits on them, and push
  *         REGION_DEL to every shard; with restore, shards first copy every
  *         stored page back to the client.
- * forget: after every shard acknowledged REGION_DEL: unregister the range
- *         in the client, read what is left, stop polling and drop the
- *         region. Acknowledged as REGION_FORGET; then the region may be
- *         freed and its slot reused.
+ * forget: after every shard acknowledged REGION_DEL: with `unregister`,
+ *         unregister the range in the client and wake it; read what is
+ *         left, stop polling and drop the region. Acknowledged as
+ *         REGION_FORGET; then the region may be freed and its slot reused.
+ *         Unregister only when the client keeps its data (restored) or gave
+ *         it up (asked to unregister): a live client whose stored pages were
+ *         dropped would otherwise read them as zeros instead of waiting.
  * The dispatcher also sends FM_MSG_REGION_HOSTILE (a = -errno, b = region)
  * unasked when a region's uffd cannot be read without blocking (its client
  * cleared O_NONBLOCK) or fails: the control plane must detach it. */
 int dispatcher_attach(struct dispatcher *d, struct region *r);
 int dispatcher_detach(struct dispatcher *d, struct region *r, bool restore);
-int dispatcher_forget(struct dispatcher *d, struct region *r);
+int dispatcher_forget(struct dispatcher *d, struct region *r, bool unregister);
 /* The dispatcher's replies (FM_MSG_DONE, .shard = FM_DISPATCHER_SENDER, and
  * FM_MSG_REGION_HOSTILE). Consumer: the control thread. */
 struct fm_ring *dispatcher_reply_ring(struct dispatcher *d);

@@ -132,7 +132,7 @@ Test(ring_overflow, parked_faults_are_all_served, .timeout = 60)
 	}
 	cr_expect_eq(acks, 4);
 	/* Then the dispatcher unregisters the range and lets go of it. */
-	cr_assert_eq(dispatcher_forget(d, r), 0);
+	cr_assert_eq(dispatcher_forget(d, r, true), 0);
 	for (int i = 0; i < 2000 && disp_acks < 2; i++) {   /* REGION_ADD + REGION_FORGET */
 		struct fm_msg m;
 		while (fm_ring_pop(dispatcher_reply_ring(d), &m))
