@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 
 #include "base/base.h"
@@ -176,6 +177,19 @@ static int await_child(pid_t pid, int timeout_ms)
 	return -1;
 }
 
+/* fork() for a client child: it dies with the test (a failed assertion
+ * ends the test process) and never outlives 60 s. */
+static pid_t fork_client(void)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		alarm(60);
+	}
+	return pid;
+}
+
 static int count_fds(pid_t pid)
 {
 	char path[64];
@@ -318,7 +332,7 @@ Test(hostile_dataplane, blocking_uffd_is_detached, .timeout = 60)
 	 * unregistered), not hang. */
 	pthread_create(&th, NULL, touch_one, h.addr + 3 * PAGE);
 
-	good = fork();
+	good = fork_client();
 	if (good == 0) {
 		struct fm_client *c = fm_connect(fmd.reg);
 		struct fm_region *r = c ? fm_region_create(c, 2048 * PAGE, "good") : NULL;
@@ -405,8 +419,13 @@ static void madvise_client(int to_parent, int from_parent)
 	m = (struct madviser){ .p = fm_region_addr(r), .size = pages * PAGE };
 	for (uint64_t pg = 0; pg < pages; pg++)
 		stamp(m.p, pg, 1);
-	pthread_create(&th, NULL, madvise_loop, &m);
 	dprintf(to_parent, "%lu\n", (unsigned long)fm_region_id(r));
+	if (read(from_parent, &go, 1) != 1)   /* the parent saw pages stored */
+		_exit(4);
+	/* Discard the first half over and over; the second half keeps its
+	 * stored pages, which the restore copies back meanwhile. */
+	m.size = pages * PAGE / 2;
+	pthread_create(&th, NULL, madvise_loop, &m);
 	if (read(from_parent, &go, 1) != 1)
 		_exit(4);
 	alarm(10);   /* a blocked madvise or read below fails the test */
@@ -417,6 +436,10 @@ static void madvise_client(int to_parent, int from_parent)
 	for (uint64_t pg = 0; pg < pages; pg++)
 		sum += m.p[pg * PAGE];
 	(void)sum;
+	/* The half nobody discarded came back whole. */
+	for (uint64_t pg = pages / 2; pg < pages; pg++)
+		if (!stamped(m.p, pg, 1))
+			_exit(6);
 	_exit(0);
 }
 
@@ -431,11 +454,12 @@ static void restore_detach_while_madvising(bool by_shutdown)
 	start(sets);
 	cr_assert_eq(pipe(up), 0);
 	cr_assert_eq(pipe(down), 0);
-	child = fork();
+	child = fork_client();
 	if (child == 0)
 		madvise_client(up[1], down[0]);
 	cr_assert_gt(read(up[0], buf, sizeof(buf) - 1), 0, "the client did not register");
 	cr_assert_gt(td_stat(&fmd, "store_bytes"), 0, "nothing was evicted");
+	cr_assert_eq(write(down[1], "m", 1), 1);
 	td_sleep_ms(200);   /* let REMOVE events pile up */
 	t0 = fm_now_ns();
 	if (by_shutdown) {
@@ -482,7 +506,7 @@ Test(hostile_dataplane, dropping_shutdown_never_reads_zeros, .timeout = 60)
 	start(sets);
 	cr_assert_eq(pipe(up), 0);
 	cr_assert_eq(pipe(down), 0);
-	child = fork();
+	child = fork_client();
 	if (child == 0) {
 		struct fm_client *c = fm_connect(fmd.reg);
 		struct fm_region *r = c ? fm_region_create(c, 1024 * PAGE, "drop") : NULL;
@@ -607,7 +631,7 @@ Test(hostile_dataplane, munmap_after_unregister_does_not_block, .timeout = 60)
 	pid_t child;
 
 	start(sets);
-	child = fork();
+	child = fork_client();
 	if (child == 0) {
 		struct raw h;
 
