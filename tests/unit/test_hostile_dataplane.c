@@ -259,7 +259,8 @@ static void *hang_worker(void *arg)
  * faults batched with REGION_DEL after the region was freed (use-after-free
  * in the shard), and dropped faults after REGION_DEL without waking them.
  * Every round must end with the daemon alive, every thread done, and every
- * page the threads wrote intact (restored, never zero). */
+ * page the threads wrote intact (restored, never zero). The report needed
+ * 30 to 60 rounds; FM_HANGUP_ROUNDS=300 makes a longer hunt. */
 Test(hostile_dataplane, hangup_while_faulting, .timeout = 120)
 {
 	const char *sets[] = { "memory.resident_pages=1024", NULL };
@@ -585,7 +586,8 @@ Test(hostile_dataplane, punch_failure_keeps_page_resident, .timeout = 60)
 /* Issue 8 finding 7: every fork of a client whose uffd has EVENT_FORK made
  * the kernel install a new uffd in the daemon, which it never closed. The
  * daemon may refuse such a uffd at registration; if it takes it, forks
- * must not grow its descriptor table. */
+ * must not grow its descriptor table. (2,000 forks of an ASan test process
+ * take up to a minute, hence the timeout.) */
 Test(hostile_dataplane, fork_events_leak_no_descriptor, .timeout = 180)
 {
 	const char *sets[] = { "memory.resident_pages=256", NULL };
