@@ -126,6 +126,9 @@ void sb_free(struct strbuf *b)
 
 /* ---- shard requests and replies ---- */
 
+_Static_assert(FM_DISPATCH_MAX_SHARDS >= FM_MAX_SHARDS,
+	       "a dispatcher snapshot must hold every shard's ring_full");
+
 static struct {
 	uint64_t id;
 	unsigned remaining;
