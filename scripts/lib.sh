@@ -5,7 +5,7 @@ FM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # Debian packages the build and the tests need.
 # memcached: the server the memcached-backend tests start themselves.
-FM_PACKAGES=(build-essential cmake pkg-config liburcu-dev libck-dev libcriterion-dev
+FM_PACKAGES=(build-essential cmake pkg-config libck-dev libcriterion-dev
 	libmemcached-dev memcached liblz4-dev libzstd-dev   # src/kv: the local store's compression
 	liblmdb-dev   # bench/kv_bench.c: LMDB, the disk engine compared against (optional)
 	libjansson-dev   # fluidmemctl and bench read JSON replies

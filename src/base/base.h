@@ -39,6 +39,20 @@ static inline uint64_t fm_mix64(uint64_t x)
 	return x;
 }
 
+/* A spin-wait hint: tells the CPU we are polling so a sibling hyperthread
+ * gets the pipeline. A compiler barrier elsewhere, so the loop still
+ * re-reads memory. */
+static inline void fm_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__asm__ __volatile__("pause" ::: "memory");
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
+#else
+	__asm__ __volatile__("" ::: "memory");
+#endif
+}
+
 /* True when the whole page is zero. */
 int fm_page_is_zero(const void *page);
 

@@ -138,8 +138,8 @@ static int reset(struct daemon *d, uint64_t what)
 
 	for (unsigned i = 0; i < d->nshards; i++)
 		a[i] = what;
-	if (what & FM_RESET_COUNTERS)
-		dispatcher_reset_stats(d->disp);
+	if ((what & FM_RESET_COUNTERS) && daemon_dispatcher_request(d, FM_MSG_RESET, NULL) < 0)
+		FM_WARN("reset: the dispatcher did not answer; its counters were not cleared");
 	return daemon_shard_request(d, FM_MSG_RESET, a, NULL, res, det);
 }
 
@@ -163,7 +163,7 @@ static bool cmd_stats(struct daemon *d, int argc, char **argv, struct strbuf *ou
 {
 	bool do_reset = take_flag(&argc, argv, "--reset");
 	struct shard_stats *tot;
-	struct dispatch_stats ds;
+	struct dispatch_snapshot ds;
 	double up = (double)(fm_now_ns() - d->started_ns) / 1e9;
 
 	if (!no_unknown_flags(argc, argv, out))
@@ -182,10 +182,14 @@ static bool cmd_stats(struct daemon *d, int argc, char **argv, struct strbuf *ou
 		free(tot);
 		return false;
 	}
-	dispatcher_get_stats(d->disp, &ds);
+	if (daemon_dispatcher_request(d, FM_MSG_STATS, &ds) < 0) {
+		fail(out, "the dispatcher did not answer within the timeout");
+		free(tot);
+		return false;
+	}
 	sb_printf(out, "{\"v\":1,\"ok\":true,\"totals\":{");
 	stats_fields(out, tot);
-#define X(name, help) sb_printf(out, ",\"dispatch_" #name "\":%" PRIu64, ds.name);
+#define X(name, help) sb_printf(out, ",\"dispatch_" #name "\":%" PRIu64, ds.st.name);
 	DISPATCH_STATS_FIELDS(X)
 #undef X
 	sb_printf(out, ",\"regions\":%u,\"registrations\":%" PRIu64 ",\"refusals\":%" PRIu64
@@ -199,7 +203,7 @@ static bool cmd_stats(struct daemon *d, int argc, char **argv, struct strbuf *ou
 	for (unsigned i = 0; i < d->nshards; i++) {
 		sb_printf(out, "%s{\"shard\":%u,", i ? "," : "", i);
 		stats_fields(out, &d->snap[i]);
-		sb_printf(out, ",\"ring_full\":%" PRIu64 "}", dispatcher_ring_full(d->disp, i));
+		sb_printf(out, ",\"ring_full\":%" PRIu64 "}", ds.ring_full[i]);
 	}
 	sb_printf(out, "],\"reset\":%s}\n", do_reset ? "true" : "false");
 	free(tot);
@@ -278,7 +282,7 @@ static bool cmd_latency(struct daemon *d, int argc, char **argv, struct strbuf *
 
 static bool cmd_regions(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
-	static const char *const states[] = { "attaching", "live", "detaching" };
+	static const char *const states[] = { "attaching", "live", "detaching", "detaching" };
 	int64_t res[FM_MAX_SHARDS];
 	uint64_t det[FM_MAX_SHARDS], a[FM_MAX_SHARDS];
 	bool first = true;
@@ -460,7 +464,7 @@ static bool cmd_detach(struct daemon *d, int argc, char **argv, struct strbuf *o
 	}
 	if (!(r = find_region(d, argv[1], out)))
 		return false;
-	if (r->state == REGION_DETACHING) {
+	if (r->state == REGION_DETACHING || r->state == REGION_RELEASING) {
 		fail(out, "region %" PRIu64 " is already being detached", r->id);
 		return false;
 	}

@@ -17,7 +17,6 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
-#include <urcu.h>
 
 #include "base/log.h"
 #include "ctl/http.h"
@@ -132,6 +131,9 @@ void sb_free(struct strbuf *b)
 
 /* ---- shard requests and replies ---- */
 
+_Static_assert(FM_DISPATCH_MAX_SHARDS >= FM_MAX_SHARDS,
+	       "a dispatcher snapshot must hold every shard's ring_full");
+
 static struct {
 	uint64_t id;
 	unsigned remaining;
@@ -139,20 +141,93 @@ static struct {
 	uint64_t *details;
 } pending;
 
+/* A reply buffer whose request timed out: its shards (or the dispatcher)
+ * may still write into it, so it is kept out of reuse until every late reply
+ * came in, then freed. The control plane gets a fresh buffer meanwhile. */
+struct orphan {
+	struct orphan *next;
+	uint64_t id;
+	unsigned remaining;
+	void *buf;
+};
+static struct orphan *orphans;
+
+/* The dispatcher's one outstanding request (stats or reset). */
+static struct {
+	uint64_t id;
+	bool done;
+} disp_pending;
+
 static void region_acked(struct daemon *d, struct region *r, int64_t result);
+static void region_hostile(struct daemon *d, struct region *r, int why);
+
+static void orphan_add(uint64_t id, unsigned remaining, void *buf)
+{
+	struct orphan *o = calloc(1, sizeof(*o));
+
+	if (!o) {
+		/* Leak rather than let a late writer scribble on reused memory. */
+		FM_WARN("out of memory tracking a timed-out request: leaking its buffer");
+		return;
+	}
+	*o = (struct orphan){ .next = orphans, .id = id, .remaining = remaining, .buf = buf };
+	orphans = o;
+}
+
+static void orphan_reply(uint64_t id)
+{
+	for (struct orphan **p = &orphans; *p; p = &(*p)->next) {
+		struct orphan *o = *p;
+
+		if (o->id != id)
+			continue;
+		if (--o->remaining == 0) {
+			*p = o->next;
+			free(o->buf);
+			free(o);
+		}
+		return;
+	}
+}
+
+/* Only after every thread that could write into them has been joined. */
+static void orphans_free(void)
+{
+	while (orphans) {
+		struct orphan *o = orphans;
+
+		orphans = o->next;
+		free(o->buf);
+		free(o);
+	}
+}
 
 static void handle_reply(struct daemon *d, const struct fm_msg *m)
 {
-	if (m->flags == FM_MSG_REGION_ADD || m->flags == FM_MSG_REGION_DEL) {
+	if (m->type == FM_MSG_REGION_HOSTILE) {
+		region_hostile(d, (struct region *)(uintptr_t)m->b, (int)(int64_t)m->a);
+		return;
+	}
+	if (m->flags == FM_MSG_REGION_ADD || m->flags == FM_MSG_REGION_DEL ||
+	    m->flags == FM_MSG_REGION_FORGET) {
 		region_acked(d, (struct region *)(uintptr_t)m->b, (int64_t)m->a);
 		return;
 	}
-	if (pending.remaining && m->cookie == pending.id) {
+	if (m->shard == FM_DISPATCHER_SENDER) {
+		if (m->cookie == disp_pending.id)
+			disp_pending.done = true;
+		else
+			orphan_reply(m->cookie);
+		return;
+	}
+	if (pending.remaining && m->cookie == pending.id && m->shard < d->nshards) {
 		pending.results[m->shard] = (int64_t)m->a;
 		pending.details[m->shard] = m->b;
 		pending.remaining--;
+		return;
 	}
-	/* else: a late reply to a request that timed out; nothing waits */
+	/* a late reply to a request that timed out: release its buffer */
+	orphan_reply(m->cookie);
 }
 
 static void drain_replies(struct daemon *d)
@@ -166,6 +241,22 @@ static void drain_replies(struct daemon *d)
 	for (unsigned i = 0; i < d->nshards; i++)
 		while (fm_ring_pop(shard_reply_ring(d->shards[i]), &m))
 			handle_reply(d, &m);
+	if (d->disp)
+		while (fm_ring_pop(dispatcher_reply_ring(d->disp), &m))
+			handle_reply(d, &m);
+}
+
+/* Replace a snapshot buffer that late replies may still write into. */
+static void orphan_buffer(void **buf, size_t size, uint64_t id, unsigned remaining)
+{
+	void *fresh = calloc(1, size);
+
+	if (!fresh) {
+		FM_WARN("out of memory replacing a reply buffer after a timeout");
+		return;   /* keep using it: a late write can only race a query */
+	}
+	orphan_add(id, remaining, *buf);
+	*buf = fresh;
 }
 
 int daemon_shard_request(struct daemon *d, uint16_t type, const uint64_t *a, const uint64_t *b,
@@ -200,12 +291,58 @@ int daemon_shard_request(struct daemon *d, uint16_t type, const uint64_t *a, con
 		struct fm_doorbell *bell = &d->reply_bell;
 
 		if (now >= deadline) {
+			/* The shards still owe these replies and may write
+			 * the snapshot buffers late: never hand those to the
+			 * next request. */
+			if (type == FM_MSG_STATS)
+				orphan_buffer((void **)&d->snap, d->nshards * sizeof(*d->snap),
+					      pending.id, pending.remaining);
+			else if (type == FM_MSG_REGION_STATS)
+				orphan_buffer((void **)&d->region_snap,
+					      (size_t)d->nshards * FM_MAX_REGIONS * sizeof(*d->region_snap),
+					      pending.id, pending.remaining);
+			else
+				orphan_add(pending.id, pending.remaining, NULL);
 			pending.remaining = 0;
 			return -ETIMEDOUT;
 		}
 		fm_doorbell_wait(bell, (int)((deadline - now) / 1000000ull) + 1);
 		drain_replies(d);
 	}
+	return 0;
+}
+
+int daemon_dispatcher_request(struct daemon *d, uint16_t type, struct dispatch_snapshot *out)
+{
+	uint64_t deadline = fm_now_ns() + (uint64_t)QUERY_TIMEOUT_MS * 1000000ull;
+	struct dispatch_snapshot *buf = NULL;
+	int rc;
+
+	if (type == FM_MSG_STATS && !(buf = calloc(1, sizeof(*buf))))
+		return -ENOMEM;
+	disp_pending.id = ++d->next_request;
+	disp_pending.done = false;
+	rc = type == FM_MSG_STATS ? dispatcher_request_stats(d->disp, buf, disp_pending.id)
+				  : dispatcher_request_reset(d->disp, disp_pending.id);
+	if (rc < 0) {
+		free(buf);
+		return rc;
+	}
+	while (!disp_pending.done) {
+		uint64_t now = fm_now_ns();
+
+		if (now >= deadline) {
+			/* The dispatcher still owns buf until it replies. */
+			orphan_add(disp_pending.id, 1, buf);
+			disp_pending.id = 0;
+			return -ETIMEDOUT;
+		}
+		fm_doorbell_wait(&d->reply_bell, (int)((deadline - now) / 1000000ull) + 1);
+		drain_replies(d);
+	}
+	if (buf)
+		*out = *buf;
+	free(buf);
 	return 0;
 }
 
@@ -397,7 +534,7 @@ static void do_register(struct daemon *d, struct reg_conn *c, const struct fm_re
 	}
 	d->regions[r->slot] = r;
 	r->state = REGION_ATTACHING;
-	r->acks_pending = (int)d->nshards;
+	r->acks_pending = (int)d->nshards + 1;   /* + the dispatcher */
 	r->request = ++d->next_request;
 	while (dispatcher_attach(d->disp, r) == -EAGAIN)
 		usleep(100);
@@ -406,27 +543,32 @@ static void do_register(struct daemon *d, struct reg_conn *c, const struct fm_re
 		r->name, (unsigned long long)r->npages, (unsigned long long)r->base, (int)r->pid);
 }
 
+/* The dispatcher forgot the region: it was unregistered in the client and
+ * nobody names it any more. Free it, and only then answer an UNREGISTER, so
+ * the client's next munmap of the range raises no event nobody would read. */
 static void region_finish_detach(struct daemon *d, struct region *r)
 {
 	struct reg_conn *c = r->owner;
+	bool reply = r->reply_on_detach;
+	uint64_t id = r->id;
 
-	if (c) {
-		if (r->reply_on_detach)
-			reg_reply(c->fd, 0, r->id, NULL);
+	if (c)
 		conn_remove_region(c, r);
+	d->regions[r->slot] = NULL;
+	region_table_unpublish(r);
+	region_release(r);
+	FM_INFO("region %llu freed", (unsigned long long)id);
+	if (c) {
+		if (reply)
+			reg_reply(c->fd, 0, id, NULL);
 		if (c->closed && c->nregions == 0)
 			reg_conn_free(d, c);
 	}
-	d->regions[r->slot] = NULL;
-	region_table_unpublish(r);
-	synchronize_rcu();   /* the dispatcher may still hold it from a lookup */
-	FM_INFO("region %llu freed", (unsigned long long)r->id);
-	region_release(r);
 }
 
 void daemon_detach_region(struct daemon *d, struct region *r, bool restore)
 {
-	if (r->state == REGION_DETACHING)
+	if (r->state == REGION_DETACHING || r->state == REGION_RELEASING)
 		return;
 	r->restore = restore;
 	if (r->state == REGION_ATTACHING) {
@@ -455,13 +597,39 @@ int daemon_wait_region_gone(struct daemon *d, struct region *r, int timeout_ms)
 	return 0;
 }
 
+/* The dispatcher cannot read this region's uffd safely (its client made it
+ * blocking) or at all. Detach it, handing stored pages back: the client
+ * may be alive, and its data is never dropped for its misbehaviour. */
+static void region_hostile(struct daemon *d, struct region *r, int why)
+{
+	if (r->state != REGION_LIVE && r->state != REGION_ATTACHING)
+		return;
+	FM_WARN("region %llu of pid %d: its uffd %s; detaching it", (unsigned long long)r->id,
+		(int)r->pid, why == -EPERM ? "was made blocking by its client" : "failed");
+	daemon_detach_region(d, r, true);
+}
+
 static void region_acked(struct daemon *d, struct region *r, int64_t result)
 {
-	if (result < 0 && r->attach_error == 0)
+	if (result < 0 && r->state == REGION_ATTACHING && r->attach_error == 0)
 		r->attach_error = (int)result;
 	if (--r->acks_pending > 0)
 		return;
 	if (r->state == REGION_DETACHING) {
+		/* Every shard let go: now the dispatcher unregisters the
+		 * range and drops the region. Not after dropping a live
+		 * client's stored pages (shutdown --drop): its faults then
+		 * wait until it exits rather than read zeros. */
+		bool unregister = r->restore || r->reply_on_detach || r->attach_error;
+
+		r->state = REGION_RELEASING;
+		r->acks_pending = 1;
+		r->request = ++d->next_request;
+		while (dispatcher_forget(d->disp, r, unregister) == -EAGAIN)
+			usleep(100);
+		return;
+	}
+	if (r->state == REGION_RELEASING) {
 		region_finish_detach(d, r);
 		return;
 	}
@@ -470,17 +638,23 @@ static void region_acked(struct daemon *d, struct region *r, int64_t result)
 	if (r->attach_error) {
 		if (r->owner)
 			reg_reply(((struct reg_conn *)r->owner)->fd, r->attach_error, 0,
-				  "a shard could not take the region: %s", strerror(-r->attach_error));
+				  "the daemon could not take the region: %s", strerror(-r->attach_error));
 		daemon_detach_region(d, r, false);
 		return;
 	}
 	if (r->detach_when_live || !r->owner || ((struct reg_conn *)r->owner)->closed) {
-		daemon_detach_region(d, r, r->restore && !(r->owner && ((struct reg_conn *)r->owner)->closed));
+		daemon_detach_region(d, r, r->restore || !r->detach_when_live);
 		return;
 	}
 	reg_reply(((struct reg_conn *)r->owner)->fd, 0, r->id, NULL);
 }
 
+/* A closed registration socket does not mean a dead client: one that closes
+ * it while alive (or hands it to nobody) still maps the memory and may be
+ * faulting on it right now. So its regions are detached with restore: stored
+ * pages are copied back and the range unregistered, waking every waiting
+ * fault onto its own data. For a client that exited, the first copy meets
+ * ESRCH and the restore ends there. */
 static void reg_conn_closed(struct daemon *d, struct reg_conn *c)
 {
 	epoll_ctl(d->epfd, EPOLL_CTL_DEL, c->fd, NULL);
@@ -491,7 +665,7 @@ static void reg_conn_closed(struct daemon *d, struct reg_conn *c)
 	}
 	FM_INFO("client pid %d left; freeing its %u region(s)", (int)c->pid, c->nregions);
 	for (unsigned i = 0; i < c->nregions; i++)
-		daemon_detach_region(d, c->regions[i], false);
+		daemon_detach_region(d, c->regions[i], true);
 }
 
 static void reg_conn_readable(struct daemon *d, struct reg_conn *c, uint32_t events)
@@ -933,7 +1107,6 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 	d->reply_bell.efd = -1;
 	d->nshards = cfg->shard_count;
 	d->started_ns = fm_now_ns();
-	rcu_register_thread();
 	if ((rc = fm_doorbell_init(&d->reply_bell)) < 0)
 		goto fail;
 	d->reply_bell.sleeping = 1;   /* the control plane always wants the wake */
@@ -957,7 +1130,7 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 		}
 	}
 	d->disp = dispatcher_create(d->shards, d->nshards, cfg->dispatcher_cpu, cfg->dispatcher_batch,
-				   cfg->dispatcher_spin_us);
+				   cfg->dispatcher_spin_us, &d->reply_bell);
 	if (!d->disp) {
 		rc = -errno;
 		goto fail;
@@ -1181,6 +1354,6 @@ void daemon_destroy(struct daemon *d)
 	fm_doorbell_destroy(&d->reply_bell);
 	free(d->snap);
 	free(d->region_snap);
-	rcu_unregister_thread();
+	orphans_free();   /* every writer is joined */
 	free(d);
 }

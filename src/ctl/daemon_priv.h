@@ -74,6 +74,12 @@ struct daemon {
 int daemon_shard_request(struct daemon *d, uint16_t type, const uint64_t *a, const uint64_t *b,
 			 int64_t *results, uint64_t *details);
 
+/* Ask the dispatcher thread for its counters (type FM_MSG_STATS, into *out)
+ * or to reset them (FM_MSG_RESET, out unused) and wait up to 5 s for the
+ * answer; the dispatcher copies its own counters, so nothing is read while
+ * written. 0, -ENOMEM, -EAGAIN or -ETIMEDOUT. Control thread only. */
+int daemon_dispatcher_request(struct daemon *d, uint16_t type, struct dispatch_snapshot *out);
+
 /* The Prometheus text exposition of every counter, gauge and histogram
  * (metrics.c). 0 or -ETIMEDOUT. */
 int ctl_metrics_text(struct daemon *d, struct strbuf *out);

@@ -49,12 +49,12 @@ int ctl_metrics_text(struct daemon *d, struct strbuf *out)
 {
 	int64_t res[FM_MAX_SHARDS];
 	uint64_t det[FM_MAX_SHARDS];
-	struct dispatch_stats ds;
+	struct dispatch_snapshot ds;
 	unsigned n = d->nshards;
 
-	if (daemon_shard_request(d, FM_MSG_STATS, NULL, NULL, res, det) < 0)
+	if (daemon_shard_request(d, FM_MSG_STATS, NULL, NULL, res, det) < 0 ||
+	    daemon_dispatcher_request(d, FM_MSG_STATS, &ds) < 0)
 		return -ETIMEDOUT;
-	dispatcher_get_stats(d->disp, &ds);
 
 #define X(name, help)                                                                           \
 	sb_printf(out, "# HELP fluidmem_" #name "_total " help "\n# TYPE fluidmem_" #name          \
@@ -74,11 +74,11 @@ int ctl_metrics_text(struct daemon *d, struct strbuf *out)
 		       "# TYPE fluidmem_ring_full_total counter\n");
 	for (unsigned i = 0; i < n; i++)
 		sb_printf(out, "fluidmem_ring_full_total{shard=\"%u\"} %" PRIu64 "\n", i,
-			  dispatcher_ring_full(d->disp, i));
+			  ds.ring_full[i]);
 #define X(name, help)                                                                           \
 	sb_printf(out, "# HELP fluidmem_dispatch_" #name "_total " help "\n# TYPE fluidmem_dispatch_" \
 		       #name "_total counter\nfluidmem_dispatch_" #name "_total %" PRIu64 "\n",     \
-		  ds.name);
+		  ds.st.name);
 	DISPATCH_STATS_FIELDS(X)
 #undef X
 	/* Histograms: the name without its _ns suffix, in seconds. */

@@ -34,6 +34,9 @@ enum fm_msg_type {
 	FM_MSG_REGION_STATS,/* a=struct shard_region_stats[FM_MAX_REGIONS] to fill, by slot */
 	FM_MSG_REGION_BUDGET,/* a=region*, b=resident pages for this shard's part */
 	FM_MSG_STOP,        /* shard thread exits after replying */
+	/* dispatcher command ring only (see dispatcher_forget) */
+	FM_MSG_REGION_FORGET,/* a=region*, flags=FM_FORGET_UNREGISTER?; reply DONE: dropped */
+	FM_MSG_REGION_HOSTILE,/* dispatcher -> control: a=-errno, b=region*: detach it */
 	/* reply ring, to the control plane */
 	FM_MSG_DONE,        /* a=result (0 or -errno), b=detail, cookie=request id */
 	FM_MSG_NR
@@ -43,6 +46,8 @@ enum fm_msg_type {
  * the region (stored pages copied in, the rest zero-filled), so a client
  * that outlives its registration keeps its data and never waits. */
 #define FM_DEL_RESTORE 0x1u
+/* REGION_FORGET flag: unregister the range in the client first. */
+#define FM_FORGET_UNREGISTER 0x1u
 /* RESET bits */
 #define FM_RESET_COUNTERS 0x1u
 #define FM_RESET_LATENCY 0x2u

@@ -246,6 +246,8 @@ static void note_ioctl_error(struct shard *s, struct shard_region *sr, const cha
 {
 	if (rc == -ESRCH)
 		return;
+	if (rc == -EAGAIN)
+		s->st.eagain_giveups++;
 	fm_log_once(FM_LOG_ERROR, "shard %u: %s on region %llu page %llu failed: %s", s->idx, what,
 		    (unsigned long long)sr->r->id, (unsigned long long)page, strerror(-rc));
 }
@@ -469,9 +471,12 @@ static void handle_range(struct shard *s, const struct fm_msg *m)
 					inmem = 1;
 				if (inmem & 1)
 					continue;
-			} else {
-				fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-					  (off_t)(page << FM_PAGE_SHIFT), FM_PAGE_SIZE);
+			} else if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					     (off_t)(page << FM_PAGE_SHIFT), FM_PAGE_SIZE) < 0) {
+				/* The client unmapped it: the page is nobody's
+				 * data any more; only the memory stays with the
+				 * memfd until it is closed. */
+				s->st.punch_errors++;
 			}
 		} else if (st == PS_NONE) {
 			continue;
@@ -583,6 +588,28 @@ static uint64_t evict_want(const struct shard *s, uint64_t over)
 	return FM_MAX(over, FM_MIN(batch, s->resident));
 }
 
+/* An eviction that did not happen (store refused, hole not punched): the
+ * page stays RESIDENT, goes back to the policy, and its writers are let go.
+ * If the un-protect fails the next write raises a WP fault, whose handler
+ * un-protects a resident page again, so nothing stays blocked for good. */
+static void keep_resident(struct shard *s, struct shard_region *sr, uint32_t id, uint64_t page,
+			  bool only)
+{
+	int rc;
+
+	if (only)
+		policy_admit(s->policy, id);
+	else
+		policy_reinsert(s->policy, id);
+	rc = uffd_writeprotect(sr->r->uffd, sr->base + (page << FM_PAGE_SHIFT), FM_PAGE_SIZE, false,
+			       &s->st.eagain_retries);
+	if (rc < 0) {
+		if (rc != -ESRCH)
+			s->st.unprotect_errors++;
+		note_ioctl_error(s, sr, "un-protect", rc, page);
+	}
+}
+
 /* Evict up to `want` pages: the policy's victims, or only `only`'s pages.
  * The race-free method (DESIGN.md): write-protect so writers wait, read
  * through our own mapping, store, punch the page out of the memfd (which
@@ -672,12 +699,29 @@ static uint64_t evict(struct shard *s, uint64_t want, struct shard_region *only)
 				/* A write that failed somewhere may have landed
 				 * elsewhere: the copy no longer matches a hash. */
 				sc_set_unsynced(&s->sc, id);
-				if (only)
-					policy_admit(s->policy, id);
-				else
-					policy_reinsert(s->policy, id);
-				uffd_writeprotect(sr->r->uffd, addr, FM_PAGE_SIZE, false,
-						  &s->st.eagain_retries);
+				keep_resident(s, sr, id, page, only != NULL);
+				continue;
+			}
+			if (s->ev_results[i] == EV_PUT)
+				sc_set_synced(&s->sc, id, s->ev_hash[i]);   /* prepared: cannot fail */
+			/* Punch before the page is recorded as gone: if the
+			 * memfd keeps it, it is still the client's live copy
+			 * and must stay RESIDENT and tracked. */
+			if (fallocate(sr->r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				      (off_t)(page << FM_PAGE_SHIFT), FM_PAGE_SIZE) < 0) {
+				s->st.punch_errors++;
+				fm_log_once(FM_LOG_ERROR, "shard %u: cannot punch region %llu page %llu "
+					    "out of its memfd: %s; the page stays resident", s->idx,
+					    (unsigned long long)sr->r->id, (unsigned long long)page,
+					    strerror(errno));
+				/* A store that drops after get would keep an
+				 * orphan copy; a keeping store's copy stays
+				 * valid (its hash was taken under protection). */
+				if (s->ev_results[i] == EV_PUT && !s->kv_keeps &&
+				    kv_del(s->kv, (struct kv_key){ sr->r->id, page }) < 0)
+					s->st.store_errors++;
+				refused = true;
+				keep_resident(s, sr, id, page, only != NULL);
 				continue;
 			}
 			if (s->ev_results[i] == EV_ZERO) {
@@ -689,15 +733,19 @@ static uint64_t evict(struct shard *s, uint64_t want, struct shard_region *only)
 				set_state(s, sr, id, PS_STORED);
 			} else {
 				s->st.store_puts++;
-				sc_set_synced(&s->sc, id, s->ev_hash[i]);   /* prepared: cannot fail */
 				set_state(s, sr, id, PS_STORED);
 			}
-			fallocate(sr->r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-				  (off_t)(page << FM_PAGE_SHIFT), FM_PAGE_SIZE);
+			/* The page is gone from the memfd, so a writer that
+			 * stays blocked here retries into a MISSING fault once
+			 * woken; wake it even if the un-protect failed. */
 			rc = uffd_writeprotect(sr->r->uffd, addr, FM_PAGE_SIZE, false,
 					       &s->st.eagain_retries);
-			if (rc < 0)
+			if (rc < 0) {
+				if (rc != -ESRCH)
+					s->st.unprotect_errors++;
 				note_ioctl_error(s, sr, "un-protect", rc, page);
+				uffd_wake(sr->r->uffd, addr, FM_PAGE_SIZE);
+			}
 			s->st.evictions++;
 			done++;
 		}
@@ -737,9 +785,12 @@ static void enforce_budget(struct shard *s)
 	}
 }
 
-/* Hand every page of a region back to its client: stored pages are copied
- * in, zero and untouched ones zero-filled. Used before forgetting a region
- * that a live client still maps, so it neither loses data nor waits. */
+/* Hand every stored page of a region back to its client (copied in), before
+ * forgetting a region that a live client still maps, so it loses no data.
+ * Zero and untouched pages are left alone: the dispatcher unregisters the
+ * range next, which wakes every waiting fault, and from then on the kernel
+ * fills holes with zeros itself, which is exactly their content. (Filling
+ * them here cost a zero-page per page of the region, and grew the client.) */
 static void restore_region(struct shard *s, struct shard_region *sr)
 {
 	for (uint64_t ls = 0; ls < sr->pt.nstripes; ls++) {
@@ -753,20 +804,20 @@ static void restore_region(struct shard *s, struct shard_region *sr)
 			uint8_t st = s->pt.state[id] & PS_MASK;
 			int rc;
 
-			if (st == PS_RESIDENT || st == PS_POISONED)
+			if (st != PS_STORED)
 				continue;
-			if (st == PS_STORED) {
-				rc = fetch(s, sr, page);
-				rc = rc < 0 ? poison(s, sr, id, page, rc)
-					    : uffd_copy(sr->r->uffd, addr, s->bounce, FM_PAGE_SIZE,
-							&s->st.eagain_retries);
-			} else {
-				rc = uffd_zeropage(sr->r->uffd, addr, FM_PAGE_SIZE, &s->st.eagain_retries);
-			}
+			rc = fetch(s, sr, page);
+			rc = rc < 0 ? poison(s, sr, id, page, rc)
+				    : uffd_copy(sr->r->uffd, addr, s->bounce, FM_PAGE_SIZE,
+						&s->st.eagain_retries);
 			if (rc == -ESRCH)
 				return;   /* the client is gone: nothing to hand back */
-			if (rc == 0)
+			if (rc == 0 || rc == -EEXIST) {
 				s->st.restored++;
+			} else {
+				s->st.restore_errors++;
+				note_ioctl_error(s, sr, "restoring a page", rc, page);
+			}
 		}
 	}
 }

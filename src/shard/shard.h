@@ -43,7 +43,11 @@ struct region;
 	X(poisoned, "pages the store could not return: poisoned, never zero-filled") \
 	X(state_alloc_failures, "first touches poisoned: no memory for the stripe's page state") \
 	X(discarded, "pages dropped by REMOVE/UNMAP events")                         \
-	X(restored, "pages handed back to clients by a restoring detach")            \
+	X(restored, "stored pages copied back to clients by a restoring detach")     \
+	X(restore_errors, "stored pages a restoring detach could not copy back")     \
+	X(punch_errors, "hole punches that failed: the page stayed resident")        \
+	X(unprotect_errors, "write-protect removals that failed (client alive)")     \
+	X(eagain_giveups, "uffd ioctls abandoned after 2 s of EAGAIN")               \
 	X(stale_faults, "faults for regions this shard no longer serves")            \
 	X(eagain_retries, "ioctl retries after EAGAIN")                              \
 	X(sleeps, "times the shard slept on its doorbell")

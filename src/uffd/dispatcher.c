@@ -1,8 +1,19 @@
 /* The dispatcher: one thread reads every region's uffd and routes each event
- * to the shard that owns the page. It never drops a fault: when a shard's
- * ring is full the message is parked, in order, and retried. The parked
- * queue is bounded in practice because every fault blocks its thread until
- * served, so there can be no more faults outstanding than client threads. */
+ * to the shard that owns the page. It never drops a fault of a live region:
+ * when a shard's ring is full the message is parked, in order, and retried.
+ * The parked queue is bounded in practice because every fault blocks its
+ * thread until served, so there can be no more faults outstanding than
+ * client threads.
+ *
+ * Region table. The dispatcher owns slot -> region for itself; only the
+ * commands on its ring change it, on this thread, so an event is matched
+ * against the table as it is at that moment. Epoll data carries slot and
+ * generation: an event of a region that was forgotten earlier in the same
+ * epoll batch (EPOLL_CTL_DEL does not take it out of a batch already
+ * returned) names an old generation and is skipped, even if the slot was
+ * reused. A region's messages stop being routed at REGION_DEL, which queues
+ * behind its last routed message on every shard ring, so no shard ever sees
+ * a region pointer after it acknowledged REGION_DEL. */
 #include "uffd/uffd.h"
 #include "uffd/uffd_compat.h"
 
@@ -14,7 +25,6 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
-#include <urcu.h>
 
 #include "base/log.h"
 #include "shard/shard.h"
@@ -22,6 +32,22 @@
 #define EPOLL_BATCH 64
 #define CMD_EPOLL_TAG UINT64_MAX   /* epoll data of the command eventfd */
 #define IDLE_WAIT_MS 1000
+/* Bound on the messages read from one uffd in one go when it must be read
+ * to empty (edge-triggered or final drain): a client that raises events as
+ * fast as we read them cannot keep the dispatcher from everyone else. */
+#define DRAIN_MAX_MSGS 65536
+#define UNREGISTER_TRIES 3
+
+enum dslot_state { DS_FREE, DS_LIVE, DS_DRAINING };
+
+/* The dispatcher's own view of one region slot. */
+struct dslot {
+	struct region *r;
+	uint32_t gen;        /* bumped when the slot is freed */
+	uint8_t state;       /* enum dslot_state */
+	bool polled;         /* the uffd is in the epoll set */
+	bool hostile;        /* reported to the control plane; polled edge-triggered */
+};
 
 struct parked {
 	struct fm_msg *v;
@@ -37,6 +63,10 @@ struct dispatcher {
 	int epfd;
 	int cmd_efd;
 	struct fm_ring cmd;          /* control plane -> dispatcher */
+	struct fm_ring reply;        /* dispatcher -> control plane */
+	struct parked reply_parked;  /* replies waiting for room on `reply` */
+	struct fm_doorbell *reply_bell;
+	struct dslot *slots;         /* FM_MAX_REGIONS; this thread only */
 	struct parked *parked;       /* per shard */
 	size_t parked_total;
 	bool *kick;                  /* shards that got messages this turn */
@@ -46,7 +76,6 @@ struct dispatcher {
 	pthread_t thread;
 	bool started;
 	volatile bool stop;
-	bool reset_requested;        /* set by the control plane, done by the thread */
 };
 
 static int parked_push(struct parked *p, const struct fm_msg *m)
@@ -106,6 +135,67 @@ static void flush_parked(struct dispatcher *d)
 	}
 }
 
+
+static inline uint64_t slot_tag(uint32_t slot, uint32_t gen)
+{
+	return (uint64_t)gen << 32 | slot;
+}
+
+/* Replies never block the dispatcher: the control thread may itself be
+ * waiting for room on our command ring, so a full reply ring parks. */
+static void disp_send(struct dispatcher *d, uint16_t type, uint32_t what, int64_t result,
+		      uint64_t detail, uint64_t cookie)
+{
+	struct fm_msg m = { .type = type, .shard = FM_DISPATCHER_SENDER, .flags = what,
+			    .a = (uint64_t)result, .b = detail, .cookie = cookie };
+
+	if (d->reply_parked.n == 0 && fm_ring_push(&d->reply, &m)) {
+		fm_doorbell_ring(d->reply_bell);
+		return;
+	}
+	while (parked_push(&d->reply_parked, &m) < 0) {
+		fm_log_once(FM_LOG_ERROR, "dispatcher: out of memory parking a reply; retrying");
+		usleep(1000);
+	}
+}
+
+static void flush_replies(struct dispatcher *d)
+{
+	struct parked *p = &d->reply_parked;
+	bool any = false;
+
+	while (p->n > 0 && fm_ring_push(&d->reply, &p->v[p->head])) {
+		p->head = (p->head + 1) % p->cap;
+		p->n--;
+		any = true;
+	}
+	if (any)
+		fm_doorbell_ring(d->reply_bell);
+}
+
+/* Tell the control plane to detach a region whose uffd we cannot read
+ * safely, once, and stop level-triggered polling, which would report the
+ * condition on every turn. Edge-triggered, each new event still wakes us, so
+ * the region keeps being read (faults served, REMOVE/UNMAP completed) until
+ * it is released. */
+static void report_hostile(struct dispatcher *d, struct dslot *s, uint32_t slot, int why)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLET, .data.u64 = slot_tag(slot, s->gen) };
+
+	if (s->hostile)
+		return;
+	s->hostile = true;
+	d->st.hostile_regions++;
+	if (s->polled && epoll_ctl(d->epfd, EPOLL_CTL_MOD, s->r->uffd, &ev) < 0 &&
+	    epoll_ctl(d->epfd, EPOLL_CTL_DEL, s->r->uffd, NULL) == 0)
+		s->polled = false;
+	FM_WARN("region %llu of pid %d: %s; detaching it", (unsigned long long)s->r->id,
+		(int)s->r->pid,
+		why == -EPERM || why == -EINVAL ? "its client made the uffd blocking"
+						: "its uffd cannot be read");
+	disp_send(d, FM_MSG_REGION_HOSTILE, 0, why, (uint64_t)(uintptr_t)s->r, 0);
+}
+
 static void route_range(struct dispatcher *d, struct region *r, uint16_t type, uint64_t start,
 			uint64_t end)
 {
@@ -132,58 +222,130 @@ static void route_range(struct dispatcher *d, struct region *r, uint16_t type, u
 		route(d, i, &m);
 }
 
-static void read_region(struct dispatcher *d, struct region *r)
+/* One message of a region. A detaching region's faults and ranges are read
+ * but not routed: the shards are letting go of it. Its faulting threads are
+ * woken by the restore's copies or, at the latest, by the unregister in
+ * forget(); its REMOVE/UNMAP senders by this very read. */
+static void handle_msg(struct dispatcher *d, struct dslot *s, const struct uffd_msg *u, uint64_t now)
 {
-	ssize_t n = read(r->uffd, d->msgs, d->batch * sizeof(struct uffd_msg));
-	uint64_t now = fm_now_ns();
+	struct region *r = s->r;
 
-	if (n < 0) {
-		if (errno != EAGAIN && errno != EINTR) {
-			d->st.read_errors++;
-			fm_log_once(FM_LOG_ERROR, "dispatcher: reading uffd of region %llu: %s",
-				    (unsigned long long)r->id, strerror(errno));
-			/* Stop polling it; the control plane tears it down. */
-			epoll_ctl(d->epfd, EPOLL_CTL_DEL, r->uffd, NULL);
-		}
+	d->st.events++;
+	if (u->event == UFFD_EVENT_FORK) {
+		/* The kernel installed a new uffd (the child's) in our table. We
+		 * serve no child: closing it releases its context, which
+		 * unregisters the child's ranges. Keeping it would leak a
+		 * descriptor per fork for good. */
+		d->st.fork_events++;
+		close((int)u->arg.fork.ufd);
 		return;
 	}
-	for (size_t i = 0; i < (size_t)n / sizeof(struct uffd_msg); i++) {
-		const struct uffd_msg *u = &d->msgs[i];
-
-		d->st.events++;
-		switch (u->event) {
-		case UFFD_EVENT_PAGEFAULT: {
-			uint64_t addr = u->arg.pagefault.address & ~(uint64_t)(FM_PAGE_SIZE - 1);
-			struct fm_msg m = { .type = FM_MSG_FAULT, .a = (uint64_t)(uintptr_t)r, .cookie = now };
-
-			if (addr < r->base || addr >= r->base + (r->npages << FM_PAGE_SHIFT)) {
-				d->st.stray_faults++;
-				fm_log_once(FM_LOG_ERROR, "dispatcher: fault at 0x%llx outside region %llu",
-					    (unsigned long long)addr, (unsigned long long)r->id);
-				break;
-			}
-			m.b = (addr - r->base) >> FM_PAGE_SHIFT;
-			if (u->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE)
-				m.flags |= FM_FAULT_WRITE;
-			if (u->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
-				m.flags |= FM_FAULT_WP;
-			d->st.fault_events++;
-			route(d, region_shard_of(r, m.b, d->nshards), &m);
-			break;
-		}
-		case UFFD_EVENT_REMOVE:
-			d->st.remove_events++;
-			route_range(d, r, FM_MSG_REMOVE, u->arg.remove.start, u->arg.remove.end);
-			break;
-		case UFFD_EVENT_UNMAP:
-			d->st.unmap_events++;
-			route_range(d, r, FM_MSG_UNMAP, u->arg.remove.start, u->arg.remove.end);
-			break;
-		default:
-			d->st.other_events++;
-			fm_log_once(FM_LOG_WARN, "dispatcher: ignoring uffd event %u", u->event);
-		}
+	if (s->state == DS_DRAINING) {
+		d->st.detach_drops++;
+		return;
 	}
+	switch (u->event) {
+	case UFFD_EVENT_PAGEFAULT: {
+		uint64_t addr = u->arg.pagefault.address & ~(uint64_t)(FM_PAGE_SIZE - 1);
+		struct fm_msg m = { .type = FM_MSG_FAULT, .a = (uint64_t)(uintptr_t)r, .cookie = now };
+
+		if (addr < r->base || addr >= r->base + (r->npages << FM_PAGE_SHIFT)) {
+			d->st.stray_faults++;
+			fm_log_once(FM_LOG_ERROR, "dispatcher: fault at 0x%llx outside region %llu",
+				    (unsigned long long)addr, (unsigned long long)r->id);
+			break;
+		}
+		m.b = (addr - r->base) >> FM_PAGE_SHIFT;
+		if (u->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE)
+			m.flags |= FM_FAULT_WRITE;
+		if (u->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
+			m.flags |= FM_FAULT_WP;
+		d->st.fault_events++;
+		route(d, region_shard_of(r, m.b, d->nshards), &m);
+		break;
+	}
+	case UFFD_EVENT_REMOVE:
+		d->st.remove_events++;
+		route_range(d, r, FM_MSG_REMOVE, u->arg.remove.start, u->arg.remove.end);
+		break;
+	case UFFD_EVENT_UNMAP:
+		d->st.unmap_events++;
+		route_range(d, r, FM_MSG_UNMAP, u->arg.remove.start, u->arg.remove.end);
+		break;
+	default:
+		d->st.other_events++;
+		fm_log_once(FM_LOG_WARN, "dispatcher: ignoring uffd event %u", u->event);
+	}
+}
+
+/* Read a region's uffd: one batch, or until empty (at most DRAIN_MAX_MSGS)
+ * when `to_empty` or the region is polled edge-triggered. Never blocks
+ * (uffd_read_nowait), whatever the client did to the file's flags. */
+static void read_region(struct dispatcher *d, uint32_t slot, bool to_empty)
+{
+	struct dslot *s = &d->slots[slot];
+	size_t total = 0;
+
+	to_empty = to_empty || s->hostile;
+	for (;;) {
+		ssize_t n = uffd_read_nowait(s->r->uffd, d->msgs, d->batch);
+		uint64_t now = fm_now_ns();
+		size_t k;
+
+		if (n == -EAGAIN || n == -EINTR)
+			return;
+		if (n < 0) {
+			d->st.read_errors++;
+			report_hostile(d, s, slot, (int)n);
+			return;
+		}
+		k = (size_t)n / sizeof(struct uffd_msg);
+		for (size_t i = 0; i < k; i++)
+			handle_msg(d, s, &d->msgs[i], now);
+		total += k;
+		if (!to_empty || k < d->batch || total >= DRAIN_MAX_MSGS)
+			return;
+	}
+}
+
+/* REGION_FORGET: the shards have let go. Unregister the range in the
+ * client's mm (which wakes every fault still waiting there and stops new
+ * events), read what was queued before that, and drop the region. Reading
+ * before and after the unregister matters: a REMOVE queued earlier holds
+ * its sender (and every copy into that mm) until it is read. */
+static int forget(struct dispatcher *d, uint32_t slot, bool unregister)
+{
+	struct dslot *s = &d->slots[slot];
+	struct region *r = s->r;
+	int rc = unregister ? -EAGAIN : 0;
+
+	for (unsigned i = 0; i < UNREGISTER_TRIES && rc == -EAGAIN; i++) {
+		read_region(d, slot, true);
+		rc = uffd_unregister(r->uffd, r->base, r->npages << FM_PAGE_SHIFT);
+	}
+	read_region(d, slot, true);
+	/* UFFDIO_UNREGISTER wakes the range before it write-locks each VMA,
+	 * so a fault that holds its VMA's read lock (per-VMA lock faults do
+	 * not take mmap_lock) queues after that wake and would sleep for
+	 * good. Unregister waits for that lock, so such a fault is queued by
+	 * now: wake the range once more (seen on 6.18, ~1 in 30 hang-ups).
+	 * Wake also when unregister failed: a range another uffd of the
+	 * client took over is refused (EINVAL) but our waiters must go. */
+	if (unregister)
+		uffd_wake(r->uffd, r->base, r->npages << FM_PAGE_SHIFT);
+	/* ESRCH/EAGAIN: the client's mm is gone (nothing left to unregister). */
+	if (rc < 0 && rc != -ESRCH && rc != -EAGAIN) {
+		d->st.unregister_errors++;
+		fm_log_once(FM_LOG_WARN, "dispatcher: cannot unregister region %llu: %s",
+			    (unsigned long long)r->id, strerror(-rc));
+	}
+	if (s->polled)
+		epoll_ctl(d->epfd, EPOLL_CTL_DEL, r->uffd, NULL);
+	s->r = NULL;
+	s->state = DS_FREE;
+	s->polled = s->hostile = false;
+	s->gen++;
+	return rc;
 }
 
 static void handle_commands(struct dispatcher *d)
@@ -197,21 +359,68 @@ static void handle_commands(struct dispatcher *d)
 	while (fm_ring_pop(&d->cmd, &c)) {
 		struct region *r = (struct region *)(uintptr_t)c.a;
 		struct fm_msg m = { .type = c.type, .flags = c.flags, .a = c.a, .cookie = c.cookie };
-		struct epoll_event ev = { .events = EPOLLIN, .data.u64 = r->slot };
+		struct dslot *s = r && c.type != FM_MSG_STATS && c.type != FM_MSG_RESET
+					  ? &d->slots[r->slot] : NULL;
 
-		if (c.type == FM_MSG_REGION_ADD) {
+		switch (c.type) {
+		case FM_MSG_REGION_ADD: {
+			struct epoll_event ev = { .events = EPOLLIN,
+						  .data.u64 = slot_tag(r->slot, s->gen) };
+			int rc = 0;
+
+			if (s->state != DS_FREE) {
+				rc = -EEXIST;
+			} else {
+				s->r = r;
+				s->state = DS_LIVE;
+				s->hostile = false;
+				/* A region we cannot poll would go live and
+				 * never be read: refuse it instead. */
+				if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, r->uffd, &ev) < 0) {
+					rc = -errno;
+					d->st.epoll_errors++;
+					FM_ERR("dispatcher: cannot poll region %llu: %s",
+					       (unsigned long long)r->id, strerror(errno));
+				} else {
+					s->polled = true;
+				}
+			}
 			/* Shards learn of the region before its first fault. */
 			for (unsigned i = 0; i < d->nshards; i++)
 				route(d, i, &m);
-			if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, r->uffd, &ev) < 0)
-				FM_ERR("dispatcher: cannot poll region %llu: %s",
-				       (unsigned long long)r->id, strerror(errno));
-		} else if (c.type == FM_MSG_REGION_DEL) {
-			/* Same thread as read_region: no event of r is in
-			 * flight, and REGION_DEL queues behind its last fault. */
-			epoll_ctl(d->epfd, EPOLL_CTL_DEL, r->uffd, NULL);
+			disp_send(d, FM_MSG_DONE, FM_MSG_REGION_ADD, rc, c.a, c.cookie);
+			break;
+		}
+		case FM_MSG_REGION_DEL:
+			/* Same thread as read_region: nothing of r is routed
+			 * after this, and REGION_DEL queues behind its last
+			 * routed message on every shard ring. */
+			if (s->r == r)
+				s->state = DS_DRAINING;
 			for (unsigned i = 0; i < d->nshards; i++)
 				route(d, i, &m);
+			break;
+		case FM_MSG_REGION_FORGET:
+			disp_send(d, FM_MSG_DONE, FM_MSG_REGION_FORGET,
+				  s->r == r ? forget(d, r->slot, c.flags & FM_FORGET_UNREGISTER) : -ENOENT,
+				  c.a, c.cookie);
+			break;
+		case FM_MSG_STATS: {
+			struct dispatch_snapshot *out = (struct dispatch_snapshot *)(uintptr_t)c.a;
+
+			out->st = d->st;
+			for (unsigned i = 0; i < d->nshards && i < FM_DISPATCH_MAX_SHARDS; i++)
+				out->ring_full[i] = d->ring_full[i];
+			disp_send(d, FM_MSG_DONE, FM_MSG_STATS, 0, 0, c.cookie);
+			break;
+		}
+		case FM_MSG_RESET:
+			memset(&d->st, 0, sizeof(d->st));
+			memset(d->ring_full, 0, d->nshards * sizeof(*d->ring_full));
+			disp_send(d, FM_MSG_DONE, FM_MSG_RESET, 0, 0, c.cookie);
+			break;
+		default:
+			fm_log_once(FM_LOG_ERROR, "dispatcher: unexpected command %u", c.type);
 		}
 	}
 }
@@ -224,7 +433,6 @@ static void *dispatcher_main(void *arg)
 	pthread_setname_np(pthread_self(), "fm-dispatch");
 	if (fm_pin_self(d->cpu) < 0)
 		FM_WARN("dispatcher: cannot pin to cpu %d", d->cpu);
-	rcu_register_thread();
 	uint64_t last_event = 0;
 
 	while (!d->stop) {
@@ -233,35 +441,44 @@ static void *dispatcher_main(void *arg)
 		 * single cost of the extra hop (bench/README.md). The poll does
 		 * not yield: a yielding dispatcher lost the first-touch gain, and
 		 * the window is bounded so an idle daemon sleeps. */
-		bool spin = d->parked_total || (last_event && fm_now_ns() - last_event < d->spin_ns);
+		bool spin = d->parked_total || d->reply_parked.n ||
+			    (last_event && fm_now_ns() - last_event < d->spin_ns);
 		int n = epoll_wait(d->epfd, evs, EPOLL_BATCH, spin ? 0 : IDLE_WAIT_MS);
 
 		if (n > 0)
 			last_event = fm_now_ns();
-		/* Counters are single-writer: the thread clears its own. */
-		if (__atomic_exchange_n(&d->reset_requested, false, __ATOMIC_ACQUIRE)) {
-			memset(&d->st, 0, sizeof(d->st));
-			memset(d->ring_full, 0, d->nshards * sizeof(*d->ring_full));
-		}
 		else if (spin && !d->parked_total)
-			__builtin_ia32_pause();
+			fm_cpu_relax();
 
-		rcu_read_lock();
 		for (int i = 0; i < n; i++) {
-			if (evs[i].data.u64 == CMD_EPOLL_TAG) {
+			uint64_t tag = evs[i].data.u64;
+			uint32_t slot = (uint32_t)tag;
+			struct dslot *s;
+
+			if (tag == CMD_EPOLL_TAG) {
 				handle_commands(d);
 				continue;
 			}
-			struct region *r = region_table_lookup((uint32_t)evs[i].data.u64);
-			if (r)
-				read_region(d, r);
+			if (slot >= FM_MAX_REGIONS)
+				continue;
+			s = &d->slots[slot];
+			/* Forgotten earlier in this batch (or reused since). */
+			if (s->state == DS_FREE || s->gen != (uint32_t)(tag >> 32))
+				continue;
+			/* userfaultfd_poll says EPOLLERR for a uffd its client
+			 * made blocking. We can still read it without blocking,
+			 * but the client broke the contract: detach it. */
+			if (evs[i].events & (EPOLLERR | EPOLLHUP))
+				report_hostile(d, s, slot, -EPERM);
+			read_region(d, slot, false);
 		}
-		rcu_read_unlock();
 		if (d->parked_total) {
 			flush_parked(d);
 			if (d->parked_total)
 				sched_yield();   /* let a shard on this core drain */
 		}
+		if (d->reply_parked.n)
+			flush_replies(d);
 		for (unsigned i = 0; i < d->nshards; i++) {
 			if (d->kick[i]) {
 				d->kick[i] = false;
@@ -269,12 +486,11 @@ static void *dispatcher_main(void *arg)
 			}
 		}
 	}
-	rcu_unregister_thread();
 	return NULL;
 }
 
 struct dispatcher *dispatcher_create(struct shard **shards, unsigned nshards, int cpu,
-				     unsigned batch, unsigned spin_us)
+				     unsigned batch, unsigned spin_us, struct fm_doorbell *reply_bell)
 {
 	struct dispatcher *d = calloc(1, sizeof(*d));
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = CMD_EPOLL_TAG };
@@ -288,13 +504,19 @@ struct dispatcher *dispatcher_create(struct shard **shards, unsigned nshards, in
 	d->cpu = cpu;
 	d->batch = batch ? batch : 64;
 	d->spin_ns = (uint64_t)spin_us * 1000;
+	d->reply_bell = reply_bell;
+	if (nshards > FM_DISPATCH_MAX_SHARDS) {
+		rc = -EINVAL;
+		goto fail;
+	}
+	d->slots = calloc(FM_MAX_REGIONS, sizeof(*d->slots));
 	d->parked = calloc(nshards, sizeof(*d->parked));
 	d->kick = calloc(nshards, sizeof(*d->kick));
 	d->ring_full = calloc(nshards, sizeof(*d->ring_full));
 	d->msgs = calloc(d->batch, sizeof(*d->msgs));
-	if (!d->parked || !d->kick || !d->msgs || !d->ring_full)
+	if (!d->parked || !d->kick || !d->msgs || !d->ring_full || !d->slots)
 		goto fail;
-	if ((rc = fm_ring_init(&d->cmd, 256)) < 0)
+	if ((rc = fm_ring_init(&d->cmd, 256)) < 0 || (rc = fm_ring_init(&d->reply, 256)) < 0)
 		goto fail;
 	d->epfd = epoll_create1(EPOLL_CLOEXEC);
 	d->cmd_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -319,10 +541,10 @@ int dispatcher_start(struct dispatcher *d)
 	return 0;
 }
 
-static int command(struct dispatcher *d, uint16_t type, struct region *r, uint32_t flags)
+static int command(struct dispatcher *d, uint16_t type, uint64_t a, uint32_t flags,
+		   uint64_t cookie)
 {
-	struct fm_msg m = { .type = type, .flags = flags, .a = (uint64_t)(uintptr_t)r,
-			    .cookie = r->request };
+	struct fm_msg m = { .type = type, .flags = flags, .a = a, .cookie = cookie };
 	uint64_t one = 1;
 
 	if (!fm_ring_push(&d->cmd, &m))
@@ -334,33 +556,34 @@ static int command(struct dispatcher *d, uint16_t type, struct region *r, uint32
 
 int dispatcher_attach(struct dispatcher *d, struct region *r)
 {
-	return command(d, FM_MSG_REGION_ADD, r, 0);
+	return command(d, FM_MSG_REGION_ADD, (uint64_t)(uintptr_t)r, 0, r->request);
 }
 
 int dispatcher_detach(struct dispatcher *d, struct region *r, bool restore)
 {
-	return command(d, FM_MSG_REGION_DEL, r, restore ? FM_DEL_RESTORE : 0);
+	return command(d, FM_MSG_REGION_DEL, (uint64_t)(uintptr_t)r, restore ? FM_DEL_RESTORE : 0,
+		       r->request);
 }
 
-void dispatcher_get_stats(const struct dispatcher *d, struct dispatch_stats *out)
+int dispatcher_forget(struct dispatcher *d, struct region *r, bool unregister)
 {
-	memcpy(out, &d->st, sizeof(*out));
+	return command(d, FM_MSG_REGION_FORGET, (uint64_t)(uintptr_t)r,
+		       unregister ? FM_FORGET_UNREGISTER : 0, r->request);
 }
 
-uint64_t dispatcher_ring_full(const struct dispatcher *d, unsigned shard)
+struct fm_ring *dispatcher_reply_ring(struct dispatcher *d)
 {
-	return shard < d->nshards ? __atomic_load_n(&d->ring_full[shard], __ATOMIC_RELAXED) : 0;
+	return &d->reply;
 }
 
-void dispatcher_reset_stats(struct dispatcher *d)
+int dispatcher_request_stats(struct dispatcher *d, struct dispatch_snapshot *out, uint64_t cookie)
 {
-	uint64_t one = 1;
+	return command(d, FM_MSG_STATS, (uint64_t)(uintptr_t)out, 0, cookie);
+}
 
-	__atomic_store_n(&d->reset_requested, true, __ATOMIC_RELEASE);
-	/* Wake it so the reset is done before our reply goes out. */
-	if (write(d->cmd_efd, &one, sizeof(one)) < 0) {
-		/* EAGAIN: a wake is already pending */
-	}
+int dispatcher_request_reset(struct dispatcher *d, uint64_t cookie)
+{
+	return command(d, FM_MSG_RESET, 0, 0, cookie);
 }
 
 void dispatcher_destroy(struct dispatcher *d)
@@ -381,6 +604,9 @@ void dispatcher_destroy(struct dispatcher *d)
 	if (d->cmd_efd >= 0)
 		close(d->cmd_efd);
 	fm_ring_destroy(&d->cmd);
+	fm_ring_destroy(&d->reply);
+	free(d->reply_parked.v);
+	free(d->slots);
 	if (d->parked)
 		for (unsigned i = 0; i < d->nshards; i++)
 			free(d->parked[i].v);

@@ -1,5 +1,10 @@
-/* The region table: slot -> region, published with RCU so the dispatcher and
- * the control plane read it without locks. Only the control plane writes. */
+/* The control plane's region table: slot -> region, control thread only.
+ *
+ * It used to be RCU-published for the dispatcher. That let a uffd event that
+ * shared an epoll batch with REGION_DEL look its region up and route it after
+ * the shards had let go of it (a use-after-free). The dispatcher now owns its
+ * own table, changed only through its command ring, so nothing here is read
+ * by another thread and liburcu is no longer needed. */
 #include "uffd/uffd.h"
 
 #include <errno.h>
@@ -7,7 +12,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#include <urcu.h>
 
 
 
@@ -23,7 +27,7 @@ int region_table_publish(struct region *r)
 		if (slot == 0 || table[slot])
 			continue;
 		r->slot = slot;
-		rcu_assign_pointer(table[slot], r);
+		table[slot] = r;
 		next_slot = slot + 1;
 		return 0;
 	}
@@ -34,13 +38,13 @@ struct region *region_table_lookup(uint32_t slot)
 {
 	if (slot >= FM_MAX_REGIONS)
 		return NULL;
-	return rcu_dereference(table[slot]);
+	return table[slot];
 }
 
 void region_table_unpublish(struct region *r)
 {
 	if (r->slot < FM_MAX_REGIONS && table[r->slot] == r)
-		rcu_assign_pointer(table[r->slot], NULL);
+		table[r->slot] = NULL;
 }
 
 unsigned region_table_count(void)
@@ -48,7 +52,7 @@ unsigned region_table_count(void)
 	unsigned n = 0;
 
 	for (uint32_t i = 0; i < FM_MAX_REGIONS; i++)
-		n += rcu_dereference(table[i]) != NULL;
+		n += table[i] != NULL;
 	return n;
 }
 

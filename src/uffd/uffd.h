@@ -3,9 +3,11 @@
  *
  * A region is one contiguous range of a client's memory, backed by a memfd
  * and registered MISSING|WP on a userfaultfd that the client handed over.
- * Its record is immutable after creation except where marked; it is freed
- * only after every shard has acknowledged REGION_DEL and an RCU grace period
- * has passed, so the dispatcher and shards may hold plain pointers to it. */
+ * Its record is immutable after creation except where marked. Lifetime: the
+ * control plane frees it only after every shard acknowledged REGION_DEL and
+ * the dispatcher acknowledged REGION_FORGET (it has unregistered the range
+ * and will never name the region again), so the dispatcher and shards may
+ * hold plain pointers to it until then. */
 #ifndef FM_UFFD_H
 #define FM_UFFD_H
 
@@ -51,7 +53,10 @@ struct region {
 	bool restore;           /* hand the pages back to the client on detach */
 };
 
-enum region_state { REGION_ATTACHING, REGION_LIVE, REGION_DETACHING };
+/* ATTACHING: waiting for REGION_ADD acks (every shard + the dispatcher).
+ * DETACHING: waiting for every shard's REGION_DEL ack.
+ * RELEASING: waiting for the dispatcher's REGION_FORGET ack. */
+enum region_state { REGION_ATTACHING, REGION_LIVE, REGION_DETACHING, REGION_RELEASING };
 
 static inline unsigned region_shard_of(const struct region *r, uint64_t page, unsigned nshards)
 {
@@ -66,13 +71,14 @@ static inline uint64_t region_local_stripe(uint64_t page, unsigned nshards)
 }
 
 
-/* ---- the region table: slot -> region, RCU-published. Writers: the
- * control plane only. Readers: registered RCU readers under rcu_read_lock. */
-/* Assign r->slot and publish. 0 or -ENOSPC (FM_MAX_REGIONS live). */
+/* ---- the control plane's slot table: slot -> region. Control thread only.
+ * The dispatcher keeps its own table, changed only by the commands on its
+ * ring (dispatcher.c), so nothing here is shared between threads. */
+/* Assign r->slot. 0 or -ENOSPC (FM_MAX_REGIONS live). */
 int region_table_publish(struct region *r);
-/* NULL when the slot is empty. Call under rcu_read_lock(). */
+/* NULL when the slot is empty. */
 struct region *region_table_lookup(uint32_t slot);
-/* Unpublish; free only after synchronize_rcu(). */
+/* Free the slot; reuse is safe once the dispatcher forgot the region. */
 void region_table_unpublish(struct region *r);
 unsigned region_table_count(void);
 /* Unmap the view, close the fds, free. NULL is a no-op. */
@@ -87,6 +93,21 @@ int uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len, uint64_t *r
 int uffd_wake(int uffd, uint64_t addr, uint64_t len);
 int uffd_writeprotect(int uffd, uint64_t addr, uint64_t len, bool protect, uint64_t *retries);
 int uffd_poison(int uffd, uint64_t addr, uint64_t len, uint64_t *retries);
+/* EAGAIN is retried for at most about 2 s (UFFD_EAGAIN_MAX_LOOPS); then the
+ * calls above return -EAGAIN, which callers count as a failure. */
+
+/* UFFDIO_UNREGISTER on the uffd's own mm (the client's, whichever process
+ * calls): wakes every fault waiting in the range, and later faults and
+ * madvise/munmap of the range raise no events. 0 or -errno. */
+int uffd_unregister(int uffd, uint64_t addr, uint64_t len);
+
+struct uffd_msg;
+/* Read up to n messages without ever blocking, whatever the file's
+ * O_NONBLOCK flag: the client shares the open file and may clear it
+ * (preadv2 RWF_NOWAIT). Returns bytes read, -EAGAIN when none, -EPERM when
+ * the kernel lacks RWF_NOWAIT for uffds and the flag was cleared, or -errno.
+ * Thread-safe. */
+ssize_t uffd_read_nowait(int uffd, struct uffd_msg *msgs, size_t n);
 
 /* Open a new userfaultfd (syscall, else /dev/userfaultfd), non-blocking and
  * close-on-exec. Returns the fd or -errno. */
@@ -105,21 +126,41 @@ struct dispatcher;
 struct shard;
 
 /* Create the dispatcher over `nshards` shards (their data rings and
- * doorbells). NULL + errno on failure. */
+ * doorbells). Its replies to the control plane go on its reply ring and ring
+ * `reply_bell`. NULL + errno on failure. */
 struct dispatcher *dispatcher_create(struct shard **shards, unsigned nshards, int cpu,
-				     unsigned batch, unsigned spin_us);
+				     unsigned batch, unsigned spin_us, struct fm_doorbell *reply_bell);
 int dispatcher_start(struct dispatcher *d);
 /* Stop the thread and free. Regions must have been detached. NULL no-op. */
 void dispatcher_destroy(struct dispatcher *d);
 
-/* Control plane -> dispatcher. Both only queue a command and return; the
- * shards acknowledge REGION_ADD / REGION_DEL on their reply rings.
- * attach: push REGION_ADD to every shard, then start reading the uffd.
- * detach: stop reading the uffd, then push REGION_DEL to every shard; with
- *         restore, shards first hand every page back to the client.
- * Returns 0 or -EAGAIN when the command queue is full (retry later). */
+/* Control plane -> dispatcher. Each only queues a command and returns 0, or
+ * -EAGAIN when the command queue is full (retry later). Control thread only.
+ * attach: take the region into the dispatcher's table, poll its uffd, push
+ *         REGION_ADD to every shard. The dispatcher acknowledges REGION_ADD
+ *         on its reply ring (a = 0 or -errno: the uffd cannot be polled),
+ *         as every shard does on its own.
+ * detach: stop routing the region's faults (they are read and dropped: the
+ *         thread is woken by the restore or the unregister), keep reading its
+ *         other events so no ioctl or client madvise waits on them, and push
+ *         REGION_DEL to every shard; with restore, shards first copy every
+ *         stored page back to the client.
+ * forget: after every shard acknowledged REGION_DEL: with `unregister`,
+ *         unregister the range in the client and wake it; read what is
+ *         left, stop polling and drop the region. Acknowledged as
+ *         REGION_FORGET; then the region may be freed and its slot reused.
+ *         Unregister only when the client keeps its data (restored) or gave
+ *         it up (asked to unregister): a live client whose stored pages were
+ *         dropped would otherwise read them as zeros instead of waiting.
+ * The dispatcher also sends FM_MSG_REGION_HOSTILE (a = -errno, b = region)
+ * unasked when a region's uffd cannot be read without blocking (its client
+ * cleared O_NONBLOCK) or fails: the control plane must detach it. */
 int dispatcher_attach(struct dispatcher *d, struct region *r);
 int dispatcher_detach(struct dispatcher *d, struct region *r, bool restore);
+int dispatcher_forget(struct dispatcher *d, struct region *r, bool unregister);
+/* The dispatcher's replies (FM_MSG_DONE, .shard = FM_DISPATCHER_SENDER, and
+ * FM_MSG_REGION_HOSTILE). Consumer: the control thread. */
+struct fm_ring *dispatcher_reply_ring(struct dispatcher *d);
 
 #define DISPATCH_STATS_FIELDS(X)                                          \
 	X(events, "uffd messages read")                                   \
@@ -130,18 +171,33 @@ int dispatcher_detach(struct dispatcher *d, struct region *r, bool restore);
 	X(ring_full, "times a shard ring was full and messages were parked") \
 	X(parked_max, "most messages parked at once")                    \
 	X(stray_faults, "faults outside every known region")              \
-	X(read_errors, "uffd read errors")
+	X(read_errors, "uffd read errors")                                \
+	X(fork_events, "FORK messages: the uffd they delivered was closed") \
+	X(hostile_regions, "regions detached because their uffd could block or failed") \
+	X(detach_drops, "messages of detaching regions read and not routed") \
+	X(epoll_errors, "regions whose uffd could not be polled (refused)")  \
+	X(unregister_errors, "UFFDIO_UNREGISTER failures at release (client alive)")
 
 struct dispatch_stats {
 #define X(name, help) uint64_t name;
 	DISPATCH_STATS_FIELDS(X)
 #undef X
 };
-/* A racy snapshot (counters are single-writer, read without locks). */
-void dispatcher_get_stats(const struct dispatcher *d, struct dispatch_stats *out);
-/* Times shard's ring was found full (racy read). */
-uint64_t dispatcher_ring_full(const struct dispatcher *d, unsigned shard);
-/* Ask the dispatcher thread to zero its counters (done on its next turn). */
-void dispatcher_reset_stats(struct dispatcher *d);
+#define FM_DISPATCHER_SENDER 0xffffu   /* fm_msg.shard of the dispatcher's replies */
+#define FM_DISPATCH_MAX_SHARDS 64      /* = FM_MAX_SHARDS (ctl/config.h) */
+
+/* What FM_MSG_STATS asks of the dispatcher: it copies its own counters in,
+ * on its own thread, so nobody reads them while they are written. */
+struct dispatch_snapshot {
+	struct dispatch_stats st;
+	uint64_t ring_full[FM_DISPATCH_MAX_SHARDS];   /* per shard: times its ring was full */
+};
+/* Queue a stats request: the dispatcher fills *out, then replies DONE with
+ * flags FM_MSG_STATS and `cookie`. *out must stay valid until that reply
+ * (a request that timed out must keep it alive). 0 or -EAGAIN. */
+int dispatcher_request_stats(struct dispatcher *d, struct dispatch_snapshot *out, uint64_t cookie);
+/* Queue a reset of the counters; replied DONE with flags FM_MSG_RESET.
+ * 0 or -EAGAIN. */
+int dispatcher_request_reset(struct dispatcher *d, uint64_t cookie);
 
 #endif

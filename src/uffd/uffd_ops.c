@@ -7,23 +7,34 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 /* EAGAIN from a uffd ioctl means a non-fault event (REMOVE, UNMAP) is queued
  * and unread; the fault will not be raised again, so we must retry once the
  * dispatcher has read it. Yield first (the dispatcher may share our core),
- * then back off to 50 µs sleeps. */
-static void eagain_pause(unsigned loop)
+ * then back off to 50 µs sleeps. The dispatcher reads every region's events
+ * until the region is released, so a healthy EAGAIN clears within a
+ * dispatcher turn; one that outlasts UFFD_EAGAIN_MAX_LOOPS (about 2 s) means
+ * nobody is reading, and retrying forever would wedge the shard (and with it
+ * shutdown): give up with -EAGAIN and let the caller count it. */
+#define UFFD_EAGAIN_SPIN_LOOPS 64
+#define UFFD_EAGAIN_MAX_LOOPS (UFFD_EAGAIN_SPIN_LOOPS + 40000)
+
+static bool eagain_pause(unsigned loop)
 {
-	if (loop < 64) {
+	if (loop >= UFFD_EAGAIN_MAX_LOOPS) {
+		fm_log_once(FM_LOG_ERROR, "a uffd ioctl saw EAGAIN for 2 s: giving up on it");
+		return false;
+	}
+	if (loop < UFFD_EAGAIN_SPIN_LOOPS) {
 		sched_yield();
 	} else {
 		struct timespec ts = { 0, 50000 };
 		nanosleep(&ts, NULL);
-		if (loop == 20000)
-			fm_log_once(FM_LOG_WARN, "a uffd ioctl has seen EAGAIN for 1s; still retrying");
 	}
+	return true;
 }
 
 int uffd_zeropage(int uffd, uint64_t addr, uint64_t len, uint64_t *retries)
@@ -43,7 +54,8 @@ int uffd_zeropage(int uffd, uint64_t addr, uint64_t len, uint64_t *retries)
 				return 0;
 		}
 		(*retries)++;
-		eagain_pause(loop);
+		if (!eagain_pause(loop))
+			return -EAGAIN;
 	}
 }
 
@@ -64,7 +76,8 @@ int uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len, uint64_t *r
 				return 0;
 		}
 		(*retries)++;
-		eagain_pause(loop);
+		if (!eagain_pause(loop))
+			return -EAGAIN;
 	}
 }
 
@@ -88,7 +101,8 @@ int uffd_writeprotect(int uffd, uint64_t addr, uint64_t len, bool protect, uint6
 		if (errno != EAGAIN)
 			return -errno;
 		(*retries)++;
-		eagain_pause(loop);
+		if (!eagain_pause(loop))
+			return -EAGAIN;
 	}
 }
 
@@ -102,8 +116,41 @@ int uffd_poison(int uffd, uint64_t addr, uint64_t len, uint64_t *retries)
 		if (errno != EAGAIN)
 			return -errno;
 		(*retries)++;
-		eagain_pause(loop);
+		if (!eagain_pause(loop))
+			return -EAGAIN;
 	}
+}
+
+int uffd_unregister(int uffd, uint64_t addr, uint64_t len)
+{
+	struct uffdio_range r = { addr, len };
+
+	return ioctl(uffd, UFFDIO_UNREGISTER, &r) == 0 ? 0 : -errno;
+}
+
+ssize_t uffd_read_nowait(int uffd, struct uffd_msg *msgs, size_t n)
+{
+	struct iovec iov = { msgs, n * sizeof(*msgs) };
+	ssize_t got = preadv2(uffd, &iov, 1, -1, RWF_NOWAIT);
+	int fl;
+
+	if (got >= 0)
+		return got;
+	if (errno != EOPNOTSUPP)
+		return -errno;
+	/* Kernels from before userfaultfd gained read_iter refuse RWF_NOWAIT.
+	 * Fall back to checking the flag, then read(): a client that clears
+	 * O_NONBLOCK between the two, with no event left, still blocks this
+	 * read. */
+	fm_log_once(FM_LOG_WARN, "this kernel cannot read a userfaultfd with RWF_NOWAIT: a client "
+				 "that clears O_NONBLOCK races the dispatcher's flag check");
+	fl = fcntl(uffd, F_GETFL);
+	if (fl < 0)
+		return -errno;
+	if (!(fl & O_NONBLOCK))
+		return -EPERM;
+	got = read(uffd, msgs, n * sizeof(*msgs));
+	return got >= 0 ? got : -errno;
 }
 
 int uffd_open(void)

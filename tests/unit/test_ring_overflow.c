@@ -8,7 +8,6 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#include <urcu.h>
 
 #include "ctl/config.h"
 #include "kv/kv.h"
@@ -30,8 +29,32 @@ static void *touch(void *arg)
 	return NULL;
 }
 
+/* The dispatcher's counters, asked for on its command ring; its other
+ * replies (region acks) seen meanwhile are counted in *acks. */
+static void disp_stats(struct dispatcher *d, struct dispatch_stats *st, unsigned *acks)
+{
+	static struct dispatch_snapshot snap;
+	static uint64_t cookie = 1000;
+	struct fm_msg m;
+
+	cookie++;
+	cr_assert_eq(dispatcher_request_stats(d, &snap, cookie), 0);
+	for (int i = 0; i < 5000; i++) {
+		while (fm_ring_pop(dispatcher_reply_ring(d), &m)) {
+			if (m.flags == FM_MSG_STATS && m.cookie == cookie) {
+				*st = snap.st;
+				return;
+			}
+			(*acks)++;
+		}
+		usleep(1000);
+	}
+	cr_assert_fail("the dispatcher did not answer a stats request");
+}
+
 Test(ring_overflow, parked_faults_are_all_served, .timeout = 60)
 {
+	unsigned disp_acks = 0;
 	struct fm_config cfg;
 	struct shard *shards[2];
 	struct fm_doorbell bell;
@@ -51,7 +74,7 @@ Test(ring_overflow, parked_faults_are_all_served, .timeout = 60)
 	bell.sleeping = 1;
 	for (unsigned i = 0; i < 2; i++)
 		cr_assert_not_null(shards[i] = shard_create(&cfg, i, 2048, &bell));
-	cr_assert_not_null(d = dispatcher_create(shards, 2, -1, 64, 0));
+	cr_assert_not_null(d = dispatcher_create(shards, 2, -1, 64, 0, &bell));
 	cr_assert_eq(dispatcher_start(d), 0);
 
 	/* A region registered on a uffd in this very process. */
@@ -68,7 +91,6 @@ Test(ring_overflow, parked_faults_are_all_served, .timeout = 60)
 	r->base = (uint64_t)(uintptr_t)mem;
 	r->npages = pages;
 	r->id = 77;
-	rcu_register_thread();
 	cr_assert_eq(region_table_publish(r), 0);
 	cr_assert_eq(dispatcher_attach(d, r), 0);
 
@@ -79,7 +101,7 @@ Test(ring_overflow, parked_faults_are_all_served, .timeout = 60)
 		pthread_create(&th[i], NULL, touch, &t[i]);
 	}
 	for (int i = 0; i < 2000; i++) {
-		dispatcher_get_stats(d, &st);
+		disp_stats(d, &st, &disp_acks);
 		if (st.fault_events == NTHREADS)
 			break;
 		usleep(1000);
@@ -109,6 +131,15 @@ Test(ring_overflow, parked_faults_are_all_served, .timeout = 60)
 		usleep(1000);
 	}
 	cr_expect_eq(acks, 4);
+	/* Then the dispatcher unregisters the range and lets go of it. */
+	cr_assert_eq(dispatcher_forget(d, r, true), 0);
+	for (int i = 0; i < 2000 && disp_acks < 2; i++) {   /* REGION_ADD + REGION_FORGET */
+		struct fm_msg m;
+		while (fm_ring_pop(dispatcher_reply_ring(d), &m))
+			disp_acks++;
+		usleep(1000);
+	}
+	cr_expect_eq(disp_acks, 2);
 	for (unsigned i = 0; i < 2; i++) {
 		struct fm_msg stop = { .type = FM_MSG_STOP };
 		cr_assert(fm_ring_push(shard_ctl_ring(shards[i]), &stop));
@@ -118,9 +149,7 @@ Test(ring_overflow, parked_faults_are_all_served, .timeout = 60)
 	for (unsigned i = 0; i < 2; i++)
 		shard_destroy(shards[i]);
 	region_table_unpublish(r);
-	synchronize_rcu();
-	rcu_unregister_thread();
-	region_release(r);           /* closes the uffd first: an UNMAP event */
-	munmap(mem, pages * PAGE);   /* would otherwise wait for a reader */
+	region_release(r);
+	munmap(mem, pages * PAGE);   /* unregistered: raises no event */
 	fm_doorbell_destroy(&bell);
 }
