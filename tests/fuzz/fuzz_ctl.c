@@ -1,5 +1,6 @@
 /* fuzz_ctl: control requests through command dispatch (ctl_execute), on a
- * real daemon: one shard, the local store, sockets in a private directory,
+ * real daemon: one shard, the local store, sockets in a private directory
+ * (unlinked once it runs),
  * no region. It is built once (LLVMFuzzerInitialize) and never served:
  * ctl_execute is called directly, so `shutdown` only answers (the caller
  * would stop; here nothing does) and every command that talks to shards
@@ -32,7 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static struct daemon *daemon_;
 static char dir[] = "/tmp/fuzz_ctl.XXXXXX";
-static char reg_path[FM_SOCK_PATH_MAX], ctl_path[FM_SOCK_PATH_MAX];
+static char reg_path[FM_SOCK_PATH_MAX], ctl_path[FM_SOCK_PATH_MAX];   /* TOML strings */
 static bool strict_utf8;   /* FUZZ_CTL_UTF8=1: replies must be valid UTF-8 too */
 
 static void set(struct fm_config *c, const char *key, const char *value)
@@ -47,9 +48,8 @@ static void set(struct fm_config *c, const char *key, const char *value)
 
 static void cleanup(void)
 {
-	daemon_destroy(daemon_);   /* unlinks both sockets */
+	daemon_destroy(daemon_);
 	daemon_ = NULL;
-	rmdir(dir);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -87,6 +87,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		rmdir(dir);
 		abort();
 	}
+	/* Nobody connects: the listening sockets work unlinked, and a crash
+	 * leaves nothing behind in /tmp. */
+	snprintf(reg_path, sizeof(reg_path), "%s/register.sock", dir);
+	snprintf(ctl_path, sizeof(ctl_path), "%s/control.sock", dir);
+	unlink(reg_path);
+	unlink(ctl_path);
+	rmdir(dir);
 	/* daemon_create blocks them for its signalfd; let ^C stop the fuzzer. */
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
