@@ -1,7 +1,7 @@
 /* fuzz_ctl: control requests through command dispatch (ctl_execute), on a
- * real daemon: one shard, the local store, sockets in a private directory
- * (unlinked once it runs),
- * no region. It is built once (LLVMFuzzerInitialize) and never served:
+ * real daemon: one shard, the local store, no region, sockets in a private
+ * directory (unlinked once it runs). It is built once (LLVMFuzzerInitialize)
+ * and never served:
  * ctl_execute is called directly, so `shutdown` only answers (the caller
  * would stop; here nothing does) and every command that talks to shards
  * does so over the real rings.
