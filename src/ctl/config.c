@@ -615,6 +615,12 @@ int fm_config_load_string(struct fm_config *c, const char *name, const char *tex
 	return load_text(c, name, text, strlen(text), err, errlen);
 }
 
+int fm_config_load_buffer(struct fm_config *c, const char *name, const char *text, size_t len,
+			  char *err, size_t errlen)
+{
+	return load_text(c, name, text, len, err, errlen);
+}
+
 /* A config is a few KiB; anything this big is the wrong file. */
 #define CONFIG_FILE_MAX (1u << 20)
 

@@ -88,6 +88,10 @@ void fm_config_defaults(struct fm_config *c);
 int fm_config_load_file(struct fm_config *c, const char *path, char *err, size_t errlen);
 int fm_config_load_string(struct fm_config *c, const char *name, const char *text, char *err,
 			  size_t errlen);
+/* The same on len bytes that need not be NUL-terminated (a NUL byte is an
+ * error, as in a file): for text that did not come from a file. */
+int fm_config_load_buffer(struct fm_config *c, const char *name, const char *text, size_t len,
+			  char *err, size_t errlen);
 
 /* Set one key from the command line: "shards.count", "32" (TOML value
  * syntax: strings quoted or bare, arrays in brackets). Same errors, with

@@ -78,13 +78,12 @@
 #include "base/base.h"
 #include "base/log.h"
 #include "ctl/config.h"
+#include "kv/mc_wire.h"
 
 #define MC_MAX_SERVERS 32
 #define MC_NAME_MAX 272         /* host:port, or a unix socket path (< 108) */
 #define MC_DOWN_MAX_MS 1000u    /* longest down window and retry delay */
 #define MC_HDR_MAX 80           /* one request's header bytes; ASCII needs 52 */
-#define MC_RBUF 4096            /* answers are 24 bytes (binary) or a line */
-#define MC_LINE_MAX 512         /* longest ASCII answer line we accept */
 #define MC_DEFAULT_PORT 11211
 
 /* memcached binary protocol (protocol_binary.h in memcached's tree). */
@@ -116,17 +115,12 @@ struct mc_server {
 	bool down;                      /* failed and not answered since (logged) */
 
 	/* the write job of the current flush */
-	uint32_t nreq, nresp;
 	uint32_t niov, iov_pos;
 	bool active;
 	struct iovec *iov;              /* 3 per request */
 	uint8_t *hdr;                   /* MC_HDR_MAX per request */
 	uint32_t *req_item;             /* request -> item of the flush */
-	uint8_t *req_touch;             /* request is a TOUCH (else a SET) */
-	uint8_t *req_done;              /* binary: answered (by opaque) */
-	uint8_t rbuf[MC_RBUF];
-	size_t rlen;
-	size_t skip;                    /* binary: body bytes still to drop */
+	struct mc_rx rx;                /* requests of the job and their answers */
 };
 
 struct mc_store {
@@ -179,8 +173,8 @@ static void sv_close_write(struct mc_server *sv)
 	if (sv->wfd >= 0)
 		close(sv->wfd);
 	sv->wfd = -1;
-	sv->rlen = 0;
-	sv->skip = 0;
+	sv->rx.rlen = 0;
+	sv->rx.skip = 0;
 }
 
 static void sv_handle_free(struct mc_server *sv)
@@ -435,8 +429,8 @@ static int sv_connect_write(struct mc_store *ms, struct mc_server *sv)
 		}
 	}
 	sv->wfd = fd;
-	sv->rlen = 0;
-	sv->skip = 0;
+	sv->rx.rlen = 0;
+	sv->rx.skip = 0;
 	return 0;
 }
 
@@ -445,13 +439,13 @@ static int sv_connect_write(struct mc_store *ms, struct mc_server *sv)
  * server still holds the key. */
 static void job_add(struct mc_store *ms, struct mc_server *sv, uint32_t item, const void *page)
 {
-	uint32_t q = sv->nreq++;
+	uint32_t q = sv->rx.nreq++;
 	uint8_t *h = sv->hdr + (size_t)q * MC_HDR_MAX;
 	size_t hlen;
 
 	sv->req_item[q] = item;
-	sv->req_done[q] = 0;
-	sv->req_touch[q] = !page;
+	sv->rx.req_done[q] = 0;
+	sv->rx.req_touch[q] = !page;
 	if (!page && ms->binary) {
 		uint32_t body = BIN_EXTRAS_TOUCH + KV_MEMCACHED_KEY_LEN;
 
@@ -501,88 +495,98 @@ static void job_add(struct mc_store *ms, struct mc_server *sv, uint32_t item, co
 /* The job is over: every request that has no answer counts as unreachable. */
 static void job_fail(struct mc_store *ms, struct mc_server *sv, const char *why)
 {
-	for (uint32_t q = 0; q < sv->nreq; q++) {
-		if (!sv->req_done[q]) {
+	for (uint32_t q = 0; q < sv->rx.nreq; q++) {
+		if (!sv->rx.req_done[q]) {
 			ms->it_err[sv->req_item[q]]++;
-			sv->req_done[q] = 1;
+			sv->rx.req_done[q] = 1;
 		}
 	}
 	sv->active = false;
 	sv_failed(ms, sv, "write", why);
 }
 
-static void job_answer(struct mc_store *ms, struct mc_server *sv, uint32_t q, int res)
+/* The tally of one answer; ctx is the server whose job it answers. */
+struct answer_ctx {
+	struct mc_store *ms;
+	struct mc_server *sv;
+};
+
+static void job_answer(void *ctx, uint32_t q, int res)
 {
-	uint32_t item = sv->req_item[q];
+	const struct answer_ctx *a = ctx;
+	uint32_t item = a->sv->req_item[q];
 
 	if (res == 0)
-		ms->it_ok[item]++;
+		a->ms->it_ok[item]++;
 	else if (res == -ENOSPC)
-		ms->it_full[item]++;
+		a->ms->it_full[item]++;
 	else if (res == -ENOENT)
-		ms->it_miss[item]++;
+		a->ms->it_miss[item]++;
 	else
-		ms->it_err[item]++;
-	sv->req_done[q] = 1;
-	sv->nresp++;
+		a->ms->it_err[item]++;
 }
 
-/* Parse what sv->rbuf holds. Returns 0, or -EPROTO on an answer that does
- * not belong to this job. */
-static int job_parse(struct mc_store *ms, struct mc_server *sv)
+int mc_rx_parse(struct mc_rx *rx, mc_rx_answer_fn *answer, void *ctx)
 {
 	size_t pos = 0;
 
 	for (;;) {
-		if (sv->skip) {
-			size_t n = FM_MIN(sv->skip, sv->rlen - pos);
+		if (rx->skip) {
+			size_t n = FM_MIN(rx->skip, rx->rlen - pos);
 
 			pos += n;
-			sv->skip -= n;
-			if (sv->skip)
+			rx->skip -= n;
+			if (rx->skip)
 				break;
 		}
-		if (sv->nresp == sv->nreq)
+		if (rx->nresp == rx->nreq)
 			break;
-		if (ms->binary) {
-			const uint8_t *h = sv->rbuf + pos;
+		if (rx->binary) {
+			const uint8_t *h = rx->rbuf + pos;
 			uint32_t q, body;
 			uint16_t status;
 			int res;
 
-			if (sv->rlen - pos < BIN_HDR)
+			if (rx->rlen - pos < BIN_HDR)
 				break;
 			memcpy(&q, h + 12, sizeof(q));
 			status = (uint16_t)(h[6] << 8 | h[7]);
 			body = (uint32_t)h[8] << 24 | (uint32_t)h[9] << 16 | (uint32_t)h[10] << 8 | h[11];
-			if (h[0] != BIN_RES || q >= sv->nreq || sv->req_done[q] ||
-			    h[1] != (sv->req_touch[q] ? BIN_OP_TOUCH : BIN_OP_SET))
+			if (h[0] != BIN_RES || q >= rx->nreq || rx->req_done[q] ||
+			    h[1] != (rx->req_touch[q] ? BIN_OP_TOUCH : BIN_OP_SET))
 				return -EPROTO;
 			res = status == BIN_ST_OK ? 0 : -EIO;
-			if (status == BIN_ST_ENOMEM && !sv->req_touch[q])
+			if (status == BIN_ST_ENOMEM && !rx->req_touch[q])
 				res = -ENOSPC;
-			else if (status == BIN_ST_ENOENT && sv->req_touch[q])
+			else if (status == BIN_ST_ENOENT && rx->req_touch[q])
 				res = -ENOENT;
 			else if (res)
 				fm_log_once(FM_LOG_ERROR, "kv/memcached: %s refused a %s with status "
-					    "0x%04x", sv->name, sv->req_touch[q] ? "touch" : "page write",
+					    "0x%04x", rx->name, rx->req_touch[q] ? "touch" : "page write",
 					    status);
-			job_answer(ms, sv, q, res);
+			answer(ctx, q, res);
+			rx->req_done[q] = 1;
+			rx->nresp++;
 			pos += BIN_HDR;
-			sv->skip = body;
+			rx->skip = body;
 		} else {
-			const char *line = (const char *)sv->rbuf + pos;
-			const char *nl = memchr(line, '\n', sv->rlen - pos);
+			const char *line = (const char *)rx->rbuf + pos;
+			const char *nl = memchr(line, '\n', rx->rlen - pos);
 			size_t len;
 			int res;
 
 			if (!nl) {
-				if (sv->rlen - pos > MC_LINE_MAX)
+				if (rx->rlen - pos > MC_LINE_MAX)
 					return -EPROTO;
 				break;
 			}
 			len = (size_t)(nl - line) + 1;
-			if (sv->req_touch[sv->nresp]) {
+			/* The same limit as on a line still waiting for its
+			 * newline, or the verdict would depend on how TCP
+			 * split the stream (found by fuzz_mc_ascii). */
+			if (len - 1 > MC_LINE_MAX)
+				return -EPROTO;
+			if (rx->req_touch[rx->nresp]) {
 				if (len >= 9 && !memcmp(line, "TOUCHED\r\n", 9))
 					res = 0;
 				else if (len >= 11 && !memcmp(line, "NOT_FOUND\r\n", 11))
@@ -606,13 +610,15 @@ static int job_parse(struct mc_store *ms, struct mc_server *sv)
 			}
 			if (res == -EIO)
 				fm_log_once(FM_LOG_ERROR, "kv/memcached: %s refused a request: %.*s",
-					    sv->name, (int)(len > 2 ? len - 2 : len), line);
-			job_answer(ms, sv, sv->nresp, res);
+					    rx->name, (int)(len > 2 ? len - 2 : len), line);
+			answer(ctx, rx->nresp, res);
+			rx->req_done[rx->nresp] = 1;
+			rx->nresp++;
 			pos += len;
 		}
 	}
-	memmove(sv->rbuf, sv->rbuf + pos, sv->rlen - pos);
-	sv->rlen -= pos;
+	memmove(rx->rbuf, rx->rbuf + pos, rx->rlen - pos);
+	rx->rlen -= pos;
 	return 0;
 }
 
@@ -646,17 +652,20 @@ static int job_send(struct mc_server *sv)
 /* 1 when the job has every answer, 0 when it waits for more, -errno. */
 static int job_recv(struct mc_store *ms, struct mc_server *sv)
 {
+	struct answer_ctx a = { ms, sv };
+
 	for (;;) {
-		ssize_t n = recv(sv->wfd, sv->rbuf + sv->rlen, MC_RBUF - sv->rlen, MSG_DONTWAIT);
+		ssize_t n = recv(sv->wfd, sv->rx.rbuf + sv->rx.rlen, MC_RBUF - sv->rx.rlen,
+				 MSG_DONTWAIT);
 
 		if (n == 0)
 			return -ECONNRESET;
 		if (n < 0)
 			return errno == EAGAIN || errno == EINTR ? 0 : -errno;
-		sv->rlen += (size_t)n;
-		if (job_parse(ms, sv) < 0)
+		sv->rx.rlen += (size_t)n;
+		if (mc_rx_parse(&sv->rx, job_answer, &a) < 0)
 			return -EPROTO;
-		if (sv->nresp == sv->nreq)
+		if (sv->rx.nresp == sv->rx.nreq)
 			return 1;
 	}
 }
@@ -669,10 +678,10 @@ static void flush_jobs(struct mc_store *ms)
 		struct mc_server *sv = &ms->sv[s];
 		int rc;
 
-		if (!sv->nreq)
+		if (!sv->rx.nreq)
 			continue;
 		ms->info.flushes++;
-		ms->info.writes_sent += sv->nreq;
+		ms->info.writes_sent += sv->rx.nreq;
 		sv->active = true;
 		if (sv->wfd < 0 && (rc = sv_connect_write(ms, sv)) < 0)
 			job_fail(ms, sv, strerror(-rc));
@@ -712,11 +721,11 @@ static void flush_jobs(struct mc_store *ms)
 				rc = job_recv(ms, sv);
 			if (rc < 0) {
 				job_fail(ms, sv, rc == -EPROTO ? "protocol error" : strerror(-rc));
-			} else if (sv->nresp == sv->nreq) {
+			} else if (sv->rx.nresp == sv->rx.nreq) {
 				sv->active = false;
 				/* An answer nobody asked for: the stream is
 				 * out of step, start the next flush afresh. */
-				if (sv->rlen || sv->skip)
+				if (sv->rx.rlen || sv->rx.skip)
 					sv_close_write(sv);
 				sv_answered(ms, sv);
 			}
@@ -734,7 +743,7 @@ static void flush_chunk(struct mc_store *ms, const struct kv_key *keys, const vo
 	for (unsigned s = 0; s < ms->nsv; s++) {
 		struct mc_server *sv = &ms->sv[s];
 
-		sv->nreq = sv->nresp = sv->niov = sv->iov_pos = 0;
+		sv->rx.nreq = sv->rx.nresp = sv->niov = sv->iov_pos = 0;
 		sv->active = false;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -986,8 +995,8 @@ static void mc_close(struct kv_store *kv)
 		free(sv->iov);
 		free(sv->hdr);
 		free(sv->req_item);
-		free(sv->req_done);
-		free(sv->req_touch);
+		free(sv->rx.req_done);
+		free(sv->rx.req_touch);
 	}
 	if (ms->router)
 		memcached_free(ms->router);
@@ -1052,9 +1061,11 @@ static struct kv_store *mc_open(const struct fm_config *cfg, unsigned shard)
 		sv->iov = calloc((size_t)ms->batch * 3, sizeof(*sv->iov));
 		sv->hdr = malloc((size_t)ms->batch * MC_HDR_MAX);
 		sv->req_item = calloc(ms->batch, sizeof(*sv->req_item));
-		sv->req_done = calloc(ms->batch, 1);
-		sv->req_touch = calloc(ms->batch, 1);
-		if (!sv->iov || !sv->hdr || !sv->req_item || !sv->req_done || !sv->req_touch)
+		sv->rx.name = sv->name;
+		sv->rx.binary = ms->binary;
+		sv->rx.req_done = calloc(ms->batch, 1);
+		sv->rx.req_touch = calloc(ms->batch, 1);
+		if (!sv->iov || !sv->hdr || !sv->req_item || !sv->rx.req_done || !sv->rx.req_touch)
 			goto fail;
 	}
 	/* Start if any server answers: the others count as down and are
