@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/failpoint.h"
 #include "base/log.h"
 #include "ctl/config.h"
 #include "ctl/ctl.h"
@@ -107,6 +108,8 @@ int main(int argc, char **argv)
 		fm_config_dump(&cfg, stdout);
 		return 0;
 	}
+	if (fm_failpoints_init() < 0)
+		return 2;
 	if (uffd_probe_and_report() < 0) {
 		FM_ERR("this kernel cannot run fluidmem (see above)");
 		return 1;

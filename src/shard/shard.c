@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "base/failpoint.h"
 #include "base/log.h"
 #include "ctl/config.h"
 #include "kv/kv.h"
@@ -611,7 +612,7 @@ static void keep_resident(struct shard *s, struct shard_region *sr, uint32_t id,
 }
 
 /* Evict up to `want` pages: the policy's victims, or only `only`'s pages.
- * The race-free method (DESIGN.md): write-protect so writers wait, read
+ * The race-free method (docs/design.md): write-protect so writers wait, read
  * through our own mapping, store, punch the page out of the memfd (which
  * unmaps it everywhere), then clear the protection, which wakes waiting
  * writers into a MISSING fault that fetches what we stored. */
@@ -707,13 +708,16 @@ static uint64_t evict(struct shard *s, uint64_t want, struct shard_region *only)
 			/* Punch before the page is recorded as gone: if the
 			 * memfd keeps it, it is still the client's live copy
 			 * and must stay RESIDENT and tracked. */
-			if (fallocate(sr->r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-				      (off_t)(page << FM_PAGE_SHIFT), FM_PAGE_SIZE) < 0) {
+			rc = fm_failpoint(FM_FP_EVICT_PUNCH);
+			if (rc == 0 && fallocate(sr->r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+						 (off_t)(page << FM_PAGE_SHIFT), FM_PAGE_SIZE) < 0)
+				rc = -errno;
+			if (rc < 0) {
 				s->st.punch_errors++;
 				fm_log_once(FM_LOG_ERROR, "shard %u: cannot punch region %llu page %llu "
 					    "out of its memfd: %s; the page stays resident", s->idx,
 					    (unsigned long long)sr->r->id, (unsigned long long)page,
-					    strerror(errno));
+					    strerror(-rc));
 				/* A store that drops after get would keep an
 				 * orphan copy; a keeping store's copy stays
 				 * valid (its hash was taken under protection). */

@@ -34,7 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static struct daemon *daemon_;
 static char dir[] = "/tmp/fuzz_ctl.XXXXXX";
 static char reg_path[FM_SOCK_PATH_MAX], ctl_path[FM_SOCK_PATH_MAX];   /* TOML strings */
-static bool strict_utf8;   /* FUZZ_CTL_UTF8=1: replies must be valid UTF-8 too */
+static bool strict_utf8;   /* replies must be valid UTF-8 too (FUZZ_CTL_UTF8=0: not checked) */
 
 static void set(struct fm_config *c, const char *key, const char *value)
 {
@@ -64,7 +64,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	}
 	snprintf(reg_path, sizeof(reg_path), "\"%s/register.sock\"", dir);
 	snprintf(ctl_path, sizeof(ctl_path), "\"%s/control.sock\"", dir);
-	strict_utf8 = getenv("FUZZ_CTL_UTF8") != NULL;
+	strict_utf8 = !getenv("FUZZ_CTL_UTF8") || strcmp(getenv("FUZZ_CTL_UTF8"), "0") != 0;
 	fm_config_defaults(&cfg);
 	set(&cfg, "register.path", reg_path);
 	set(&cfg, "control.path", ctl_path);

@@ -121,10 +121,13 @@ static int raw_unregister(struct raw *h)
 
 static void raw_free(struct raw *h)
 {
+	/* The uffd goes first: a refused registration leaves the range
+	 * registered on it with EVENT_UNMAP, and a munmap would then wait for
+	 * a reader that does not exist. */
 	if (h->sock >= 0)
 		close(h->sock);
-	munmap(h->addr, h->size);
 	close(h->uffd);
+	munmap(h->addr, h->size);
 	close(h->memfd);
 }
 
@@ -548,19 +551,21 @@ Test(hostile_dataplane, dropping_shutdown_never_reads_zeros, .timeout = 60)
 /* ---- finding 9: a hole that cannot be punched ---- */
 
 /* Issue 8 finding 9: eviction ignored fallocate(PUNCH_HOLE) failures and
- * recorded the page as STORED while it was still in the memfd. A memfd
- * sealed F_SEAL_FUTURE_WRITE refuses the punch (EPERM) but keeps the
- * client's existing writable mapping: every eviction must fail, be counted,
- * and leave the page resident, tracked and intact. */
+ * recorded the page as STORED while it was still in the memfd. A client can
+ * no longer make the punch fail (registration seals the memfd against new
+ * seals, and F_SEAL_FUTURE_WRITE was the way), so the evict.punch failpoint
+ * makes it fail with EPERM: every eviction must fail, be counted, and leave
+ * the page resident, tracked and intact. */
 Test(hostile_dataplane, punch_failure_keeps_page_resident, .timeout = 60)
 {
 	const char *sets[] = { "memory.resident_pages=64", NULL };
 	size_t pages = 512;
 	struct raw h;
 
+	setenv("FLUIDMEM_FAILPOINTS", "evict.punch=EPERM", 1);
 	start(sets);
+	unsetenv("FLUIDMEM_FAILPOINTS");
 	cr_assert_eq(raw_create(&h, pages * PAGE, 0), 0, "refused: %s", h.why);
-	cr_assert_eq(fcntl(h.memfd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE), 0);
 	for (uint64_t pg = 0; pg < pages; pg++)
 		stamp(h.addr, pg, 9);
 	td_sleep_ms(100);
