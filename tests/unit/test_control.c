@@ -25,10 +25,7 @@ static void start(const char *const *sets)
 
 static void stop(void)
 {
-	int status = td_stop(&fmd);
-	if (status != 0)
-		td_dump_log(&fmd);
-	cr_expect_eq(status, 0, "fluidmemd exited with %d", status);
+	td_expect_stop(&fmd);
 }
 
 static bool reply_ok(const char *rep)

@@ -21,14 +21,7 @@ static void start(const char *const *sets)
 
 static void stop(void)
 {
-	int status;
-
-	if (fmd.pid <= 0)
-		return;
-	status = td_stop(&fmd);
-	if (status != 0)
-		td_dump_log(&fmd);
-	cr_expect_eq(status, 0, "fluidmemd exited with %d", status);
+	td_expect_stop(&fmd);
 }
 
 /* ---- writers racing eviction, checked against a mirror ---- */

@@ -32,11 +32,7 @@ static void start(const char *const *sets)
 
 static void stop(void)
 {
-	int status = td_stop(&fmd);
-
-	if (status != 0)
-		td_dump_log(&fmd);
-	cr_expect_eq(status, 0, "fluidmemd exited with %d", status);
+	td_expect_stop(&fmd);
 }
 
 /* ---- a raw client ---- */
@@ -51,24 +47,11 @@ struct raw {
 
 static int raw_send(struct raw *h, const struct fm_reg_req *q, const int *fds, int nfds)
 {
-	char cbuf[CMSG_SPACE(sizeof(int) * 2)] = { 0 };
-	struct iovec iov = { (void *)q, sizeof(*q) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	struct fm_reg_reply rep = { 0 };
+	struct fm_reg_reply rep;
+	int rc = td_reg_exchange(h->sock, q, sizeof(*q), fds, nfds, &rep);
 
-	if (nfds) {
-		mh.msg_control = cbuf;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
-	}
-	if (sendmsg(h->sock, &mh, MSG_NOSIGNAL) < 0)
-		return -errno;
-	if (recv(h->sock, &rep, sizeof(rep), 0) != (ssize_t)sizeof(rep))
-		return -EPROTO;
+	if (rc < 0)
+		return rc == -EPIPE ? -EPROTO : rc;
 	snprintf(h->why, sizeof(h->why), "%s", rep.reason);
 	h->id = rep.region_id;
 	return rep.status;

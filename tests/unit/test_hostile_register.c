@@ -27,10 +27,7 @@ static struct td fmd;
 
 static void stop(void)
 {
-	int status = td_stop(&fmd);
-	if (status != 0)
-		td_dump_log(&fmd);
-	cr_expect_eq(status, 0, "fluidmemd exited with %d", status);
+	td_expect_stop(&fmd);
 }
 
 static int reg_connect(void)
@@ -52,23 +49,13 @@ static int reg_send(int fd, uint64_t addr, uint64_t size, int uffd, int memfd, c
 	struct fm_reg_req q = { .magic = FM_PROTO_MAGIC, .version = FM_PROTO_VERSION,
 				.type = FM_REG_REGISTER, .length = sizeof(q), .page_size = PAGE,
 				.addr = addr, .size = size };
-	int fds[2] = { uffd, memfd };
-	char cbuf[CMSG_SPACE(sizeof(fds))] = { 0 };
-	struct iovec iov = { &q, sizeof(q) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-			     .msg_controllen = sizeof(cbuf) };
-	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-	struct fm_reg_reply rep = { 0 };
+	struct fm_reg_reply rep;
+	int rc;
 
 	strcpy(q.name, "hostile");
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(fds));
-	memcpy(CMSG_DATA(cm), fds, sizeof(fds));
-	if (sendmsg(fd, &mh, MSG_NOSIGNAL) < 0)
-		return -errno;
-	if (recv(fd, &rep, sizeof(rep), 0) != (ssize_t)sizeof(rep))
-		return -EPIPE;
+	rc = td_reg_exchange(fd, &q, sizeof(q), (int[]){ uffd, memfd }, 2, &rep);
+	if (rc < 0)
+		return rc;
 	snprintf(reason, 160, "%s", rep.reason);
 	return rep.status;
 }

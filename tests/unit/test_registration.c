@@ -16,10 +16,7 @@ static struct td fmd;
 
 static void stop(void)
 {
-	int status = td_stop(&fmd);
-	if (status != 0)
-		td_dump_log(&fmd);
-	cr_expect_eq(status, 0, "fluidmemd exited with %d", status);
+	td_expect_stop(&fmd);
 }
 
 static int raw_connect(void)
@@ -35,25 +32,12 @@ static int raw_connect(void)
 /* Send a raw packet with optional fds; return the reply (status, reason). */
 static int send_raw(const void *buf, size_t len, const int *fds, int nfds, char *reason)
 {
-	char cbuf[CMSG_SPACE(sizeof(int) * 4)] = { 0 };
-	struct iovec iov = { (void *)buf, len };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	struct fm_reg_reply rep = { 0 };
+	struct fm_reg_reply rep;
 	struct timeval tv = { 5, 0 };
 	int fd = raw_connect();
 
-	if (nfds) {
-		mh.msg_control = cbuf;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
-	}
-	cr_assert_geq(sendmsg(fd, &mh, MSG_NOSIGNAL), 0);
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	cr_assert_eq(recv(fd, &rep, sizeof(rep), 0), (ssize_t)sizeof(rep), "no reply to a bad request");
+	cr_assert_eq(td_reg_exchange(fd, buf, len, fds, nfds, &rep), 0, "no reply to a bad request");
 	cr_assert_eq(rep.magic, FM_PROTO_MAGIC);
 	snprintf(reason, 160, "%s", rep.reason);
 	close(fd);

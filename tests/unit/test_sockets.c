@@ -18,10 +18,7 @@ static struct td fmd;
 
 static void stop(void)
 {
-	int status = td_stop(&fmd);
-	if (status != 0)
-		td_dump_log(&fmd);
-	cr_expect_eq(status, 0, "fluidmemd exited with %d", status);
+	td_expect_stop(&fmd);
 }
 
 /* Start fluidmemd on the sockets under dir without waiting for it. */
