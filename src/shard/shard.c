@@ -879,6 +879,12 @@ static void fill_stats(struct shard *s, struct shard_stats *out)
 	struct kv_stats ks;
 	kv_get_stats(s->kv, &ks);
 	s->st.store_bytes = ks.bytes_stored;
+	s->st.store_pages = ks.pages;
+	s->st.store_encoded_bytes = ks.blob_bytes;
+	s->st.store_ram_bytes = ks.ram_held_bytes;
+	s->st.store_disk_pages = ks.disk_pages;
+	s->st.store_disk_file_bytes = ks.disk_file_bytes;
+	s->st.store_corrupt = ks.corrupt;
 	s->st.ring_depth = fm_ring_depth(&s->data);
 	s->st.store_retries = ks.retries;
 	memcpy(out, &s->st, sizeof(*out));

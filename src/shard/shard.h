@@ -57,6 +57,12 @@ struct region;
 	X(budget, "resident budget of this shard")                                    \
 	X(tracked, "pages with state in this shard")                                  \
 	X(store_bytes, "bytes the store holds for this shard, where known")          \
+	X(store_pages, "pages the store holds (local: both tiers)")                  \
+	X(store_encoded_bytes, "encoded (compressed) bytes of those pages")          \
+	X(store_ram_bytes, "RAM the local store's RAM tier holds, free slots included") \
+	X(store_disk_pages, "pages in the local store's disk tier")                  \
+	X(store_disk_file_bytes, "bytes the local store's files occupy on disk")     \
+	X(store_corrupt, "stored copies that failed a checksum (their pages were poisoned)") \
 	X(ring_depth, "messages waiting in the shard's data ring")
 
 #define SHARD_HIST_FIELDS(X)                                                          \
