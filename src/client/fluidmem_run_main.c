@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fm_version.h"
 #include "client/fluidmem.h"
 #include "client/preload.h"
 
@@ -34,6 +35,7 @@ static void usage(FILE *f)
 		"  -d, --debug          the shim reports what it takes and skips on stderr\n"
 		"  -p, --preload PATH   shim library (default ../lib/" FM_PRELOAD_LIB "\n"
 		"                       beside this program)\n"
+		"  -V, --version        print \"fluidmem-run VERSION\" and exit\n"
 		"  -h, --help           this text\n"
 		"\n"
 		"Environment passed to COMMAND (the shim reads these; set them yourself to\n"
@@ -86,6 +88,7 @@ int main(int argc, char **argv)
 		{ "debug", no_argument, NULL, 'd' },
 		{ "preload", required_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *sock = getenv("FLUIDMEM_SOCKET"), *min = getenv("FLUIDMEM_MIN_SIZE");
@@ -96,7 +99,7 @@ int main(int argc, char **argv)
 	int opt, debug = 0;
 
 	preload[0] = '\0';
-	while ((opt = getopt_long(argc, argv, "+s:m:M:dp:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+s:m:M:dp:hV", opts, NULL)) != -1) {
 		switch (opt) {
 		case 's': sock = optarg; break;
 		case 'm': min = optarg; break;
@@ -104,6 +107,7 @@ int main(int argc, char **argv)
 		case 'd': debug = 1; break;
 		case 'p': snprintf(preload, sizeof(preload), "%s", optarg); break;
 		case 'h': usage(stdout); return 0;
+		case 'V': printf("fluidmem-run %s\n", FM_VERSION); return 0;
 		default: usage(stderr); return 2;
 		}
 	}

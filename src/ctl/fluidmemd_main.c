@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm_version.h"
 #include "base/log.h"
 #include "ctl/config.h"
 #include "ctl/ctl.h"
@@ -25,6 +26,7 @@ static void usage(FILE *f)
 		"  -s, --set KEY=VAL   override one key, e.g. --set memory.resident_pages=1024\n"
 		"                      (applied after the file, in order; TOML value syntax)\n"
 		"      --check         validate the configuration, print it, and exit\n"
+		"  -V, --version       print \"fluidmemd VERSION\" and exit\n"
 		"  -h, --help          this text\n"
 		"\n"
 		"Exit status: 0 clean stop, 1 runtime failure, 2 bad configuration or usage.\n"
@@ -36,7 +38,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' }, { "set", required_argument, NULL, 's' },
 		{ "check", no_argument, NULL, 'C' },        { "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		{ "version", no_argument, NULL, 'V' },      { NULL, 0, NULL, 0 },
 	};
 	const char *config = NULL;
 	const char *sets[64];
@@ -46,7 +48,7 @@ int main(int argc, char **argv)
 	struct daemon *d;
 
 	fm_log_set_prog("fluidmemd");
-	while ((opt = getopt_long(argc, argv, "c:s:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:s:hV", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			config = optarg;
@@ -63,6 +65,9 @@ int main(int argc, char **argv)
 			break;
 		case 'h':
 			usage(stdout);
+			return 0;
+		case 'V':
+			printf("fluidmemd %s\n", FM_VERSION);
 			return 0;
 		default:
 			usage(stderr);
