@@ -12,6 +12,14 @@
 #include "client/fluidmem.h"
 #include "client/preload.h"
 
+/* Set by CMake from the install layout (GNUInstallDirs). */
+#ifndef FM_PRELOAD_INSTALL_REL
+#define FM_PRELOAD_INSTALL_REL "../lib/fluidmem"
+#endif
+#ifndef FM_PRELOAD_INSTALL_ABS
+#define FM_PRELOAD_INSTALL_ABS "/usr/local/lib/fluidmem"
+#endif
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -33,8 +41,9 @@ static void usage(FILE *f)
 		"                       contains one, and anonymous memory if LIST has \"anon\"\n"
 		"                       (default $FLUIDMEM_MATCH, else everything large)\n"
 		"  -d, --debug          the shim reports what it takes and skips on stderr\n"
-		"  -p, --preload PATH   shim library (default ../lib/" FM_PRELOAD_LIB "\n"
-		"                       beside this program)\n"
+		"  -p, --preload PATH   shim library (default: " FM_PRELOAD_INSTALL_REL "/" FM_PRELOAD_LIB "\n"
+		"                       beside this program, else ../lib/ beside it (build tree),\n"
+		"                       else " FM_PRELOAD_INSTALL_ABS ")\n"
 		"  -V, --version        print \"fluidmem-run VERSION\" and exit\n"
 		"  -h, --help           this text\n"
 		"\n"
@@ -60,21 +69,30 @@ static void usage(FILE *f)
 		"or the shim not found.\n");
 }
 
-/* The shim next to us: <prefix>/bin/fluidmem-run -> <prefix>/lib/<shim>. */
+/* Where the shim is, first found wins: installed beside us (bindir ->
+ * libdir/fluidmem, relative so a DESTDIR or moved tree works), the build
+ * tree (build/bin -> build/lib), then the configured install path. */
 static int default_preload(char *out, size_t cap)
 {
 	char exe[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	char *slash;
 
-	if (n <= 0)
-		return -1;
-	exe[n] = '\0';
-	slash = strrchr(exe, '/');
-	if (!slash)
-		return -1;
-	*slash = '\0';
-	if ((size_t)snprintf(out, cap, "%s/../lib/%s", exe, FM_PRELOAD_LIB) >= cap)
+	if (n > 0) {
+		exe[n] = '\0';
+		slash = strrchr(exe, '/');
+		if (slash) {
+			*slash = '\0';
+			if ((size_t)snprintf(out, cap, "%s/%s/%s", exe, FM_PRELOAD_INSTALL_REL,
+					     FM_PRELOAD_LIB) < cap &&
+			    access(out, R_OK) == 0)
+				return 0;
+			if ((size_t)snprintf(out, cap, "%s/../lib/%s", exe, FM_PRELOAD_LIB) < cap &&
+			    access(out, R_OK) == 0)
+				return 0;
+		}
+	}
+	if ((size_t)snprintf(out, cap, "%s/%s", FM_PRELOAD_INSTALL_ABS, FM_PRELOAD_LIB) >= cap)
 		return -1;
 	return 0;
 }

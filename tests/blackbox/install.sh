@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# `cmake --install` into a DESTDIR: the file list is what an operator
+# expects, a program builds against the installed <fluidmem.h> and
+# fluidmem.pc alone, and the installed fluidmemd (with the installed config,
+# sockets moved by --set) serves it and a verified storm from the installed
+# fault-storm; the installed fluidmem-run finds the installed preload shim.
+BUILD="$1" SRC="$2"
+source "$SRC/tests/blackbox/lib.bash"
+
+cache() { sed -n "s/^$1:[A-Z]*=//p" "$BUILD/CMakeCache.txt"; }
+DEST="$RUN/dest"
+PREFIX=$(cache CMAKE_INSTALL_PREFIX)
+LIBDIR=$(cache CMAKE_INSTALL_LIBDIR)
+case "$PREFIX" in /usr) ETC=/etc ;; *) ETC="$PREFIX/etc" ;; esac
+UNITDIR=$(cache FM_SYSTEMD_UNITDIR)
+VERSION=$(sed -n 's/^project(fluidmem VERSION \([0-9.]*\).*/\1/p' "$SRC/CMakeLists.txt")
+
+rc=0; DESTDIR="$DEST" cmake --install "$BUILD" >"$RUN/install.log" 2>&1 || rc=$?
+check "cmake --install into DESTDIR" test $rc -eq 0
+[ $rc -eq 0 ] || cat "$RUN/install.log"
+
+# Every installed file, and nothing else.
+{
+	for b in fluidmemd fluidmemctl fluidmem-run fault-storm; do echo "$PREFIX/bin/$b"; done
+	echo "$PREFIX/$LIBDIR/libfluidmem.so.$VERSION"
+	echo "$PREFIX/$LIBDIR/libfluidmem.so.0"
+	echo "$PREFIX/$LIBDIR/libfluidmem.so"
+	echo "$PREFIX/$LIBDIR/pkgconfig/fluidmem.pc"
+	echo "$PREFIX/$LIBDIR/fluidmem/libfluidmem-preload.so"
+	echo "$PREFIX/include/fluidmem.h"
+	echo "$ETC/fluidmem/fluidmemd.toml"
+	echo "$ETC/fluidmem/memcached.toml"
+	echo "$PREFIX/share/bash-completion/completions/fluidmemctl"
+	if [ -f "$SRC/packaging/systemd/fluidmemd.service.in" ]; then
+		echo "$UNITDIR/fluidmemd.service"
+	fi
+	if [ "$(cache FM_SCDOC)" != "" ] && [ "$(cache FM_SCDOC)" != "FM_SCDOC-NOTFOUND" ]; then
+		for m in man8/fluidmemd.8 man8/fluidmemctl.8 man1/fluidmem-run.1 \
+			 man1/fault-storm.1 man5/fluidmemd.toml.5 man3/libfluidmem.3; do
+			echo "$PREFIX/share/man/$m"
+		done
+	fi
+} | sort >"$RUN/want"
+(cd "$DEST" && find . -type f -o -type l | sed 's|^\.||' | sort) >"$RUN/got"
+check "installed files are exactly the expected ones" diff -u "$RUN/want" "$RUN/got"
+
+LIB="$DEST$PREFIX/$LIBDIR"
+check "libfluidmem.so.0 has SONAME libfluidmem.so.0" \
+	sh -c "readelf -d '$LIB/libfluidmem.so.0' | grep -q 'SONAME.*\[libfluidmem.so.0\]'"
+check "libfluidmem exports only fm_* (and its version node)" \
+	sh -c "! nm -D --defined-only '$LIB/libfluidmem.so.0' | awk '{print \$3}' | grep -v -e '^fm_' -e '^FLUIDMEM_0\$'"
+check "config installed under etc/fluidmem is the documented one" \
+	cmp "$DEST$ETC/fluidmem/fluidmemd.toml" "$SRC/configs/local.toml"
+
+# A client built from the installed header and pkg-config file only.
+export PKG_CONFIG_SYSROOT_DIR="$DEST" PKG_CONFIG_LIBDIR="$LIB/pkgconfig"
+check "pkg-config --modversion fluidmem is $VERSION" test "$(pkg-config --modversion fluidmem)" = "$VERSION"
+san=
+[ "$(cache FM_SANITIZE)" = ON ] && san="-fsanitize=address,undefined"
+rc=0; cc $san -o "$RUN/hello" "$SRC/tests/install/hello_fluidmem.c" \
+	$(pkg-config --cflags --libs fluidmem) >"$RUN/cc.log" 2>&1 || rc=$?
+check "a client builds with pkg-config --cflags --libs fluidmem" test $rc -eq 0
+[ $rc -eq 0 ] || cat "$RUN/cc.log"
+unset PKG_CONFIG_SYSROOT_DIR PKG_CONFIG_LIBDIR
+
+# The installed daemon, the installed config, private sockets.
+BIN="$DEST$PREFIX/bin"
+SRC_CONFIG="$DEST$ETC/fluidmem/fluidmemd.toml"
+"$BIN/fluidmemd" --config "$SRC_CONFIG" --set "register.path=\"$REG\"" \
+	--set "control.path=\"$CTL\"" --set memory.resident_pages=512 2>"$RUN/fluidmemd.log" &
+DAEMON_PID=$!
+for _ in $(seq 200); do
+	"$BIN/fluidmemctl" --socket "$CTL" ping >/dev/null 2>&1 && break
+	sleep 0.05
+done
+check "installed fluidmemd answers ping" "$BIN/fluidmemctl" --socket "$CTL" ping
+
+rc=0; LD_LIBRARY_PATH="$LIB" "$RUN/hello" "$REG" >"$RUN/hello.out" 2>&1 || rc=$?
+check "the client runs on the installed libfluidmem.so.0 (4x budget, verified)" test $rc -eq 0
+[ $rc -eq 0 ] || cat "$RUN/hello.out"
+check "it loaded the installed library" \
+	sh -c "LD_LIBRARY_PATH='$LIB' ldd '$RUN/hello' | grep -q '$LIB/libfluidmem.so.0'"
+
+rc=0; "$BIN/fault-storm" --socket "$REG" --control "$CTL" --pages 4096 --threads 2 \
+	--passes 2 --write-ratio 0.5 --verify --json --quiet >"$RUN/storm.json" || rc=$?
+check "installed fault-storm --verify: exit 0" test $rc -eq 0
+check "installed fault-storm: no verify errors" test "$(json_get "$RUN/storm.json" verify_errors)" -eq 0
+check "pages were evicted and fetched back" test "$(stat evictions)" -gt 1000
+
+out=$("$BIN/fluidmem-run" --socket "$REG" -- sh -c 'echo "$LD_PRELOAD"' 2>&1) || true
+check "installed fluidmem-run finds the installed shim ($out)" \
+	test "$out" = "$(realpath "$LIB/fluidmem/libfluidmem-preload.so")"
+check "clean stop" stop_daemon
+finish
