@@ -21,3 +21,5 @@ install(FILES configs/memcached.toml DESTINATION ${CMAKE_INSTALL_FULL_SYSCONFDIR
 
 install(FILES packaging/bash-completion/fluidmemctl
         DESTINATION ${CMAKE_INSTALL_DATADIR}/bash-completion/completions)
+
+add_subdirectory(docs/man)

@@ -52,6 +52,21 @@ check "libfluidmem exports only fm_* (and its version node)" \
 check "config installed under etc/fluidmem is the documented one" \
 	cmp "$DEST$ETC/fluidmem/fluidmemd.toml" "$SRC/configs/local.toml"
 
+# fluidmemd.toml(5) names every key the daemon knows (its --check dump).
+if [ -f "$DEST$PREFIX/share/man/man5/fluidmemd.toml.5" ]; then
+	"$DEST$PREFIX/bin/fluidmemd" --config "$SRC/configs/memcached.toml" --check |
+		awk '/^\[/ { t = substr($1, 2, length($1) - 2); next }
+		     / = / { print t "." $1 }' >"$RUN/keys"
+	sed 's/\\&//g' "$DEST$PREFIX/share/man/man5/fluidmemd.toml.5" >"$RUN/toml.5"  # roff's \& guards
+	missing=$(while read -r k; do grep -qF "$k" "$RUN/toml.5" || echo "$k"; done <"$RUN/keys" | xargs)
+	check "fluidmemd.toml(5) documents all $(wc -l <"$RUN/keys") keys${missing:+ (missing: $missing)}" \
+		test -z "$missing" -a "$(wc -l <"$RUN/keys")" -gt 40
+	for m in "$DEST$PREFIX"/share/man/man*/*; do
+		check "man page $(basename "$m") renders without warnings" \
+			sh -c "! MANWIDTH=80 man --warnings -l '$m' 2>&1 >/dev/null | grep ."
+	done
+fi
+
 # A client built from the installed header and pkg-config file only.
 export PKG_CONFIG_SYSROOT_DIR="$DEST" PKG_CONFIG_LIBDIR="$LIB/pkgconfig"
 check "pkg-config --modversion fluidmem is $VERSION" test "$(pkg-config --modversion fluidmem)" = "$VERSION"
