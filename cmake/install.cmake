@@ -22,4 +22,7 @@ install(FILES configs/memcached.toml DESTINATION ${CMAKE_INSTALL_FULL_SYSCONFDIR
 install(FILES packaging/bash-completion/fluidmemctl
         DESTINATION ${CMAKE_INSTALL_DATADIR}/bash-completion/completions)
 
+configure_file(packaging/systemd/fluidmemd.service.in ${CMAKE_BINARY_DIR}/fluidmemd.service @ONLY)
+install(FILES ${CMAKE_BINARY_DIR}/fluidmemd.service DESTINATION ${FM_SYSTEMD_UNITDIR})
+
 add_subdirectory(docs/man)

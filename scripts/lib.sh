@@ -10,6 +10,7 @@ FM_PACKAGES=(build-essential cmake pkg-config libck-dev libcriterion-dev
 	liblmdb-dev   # bench/kv_bench.c: LMDB, the disk engine compared against (optional)
 	libjansson-dev   # fluidmemctl and bench read JSON replies
 	scdoc   # docs/man: the man pages (optional: skipped without it)
+	libsystemd-dev   # fluidmemd: sd_notify for the Type=notify unit (optional)
 	qemu-system-x86 busybox-static cpio python3)   # tests/vm: the VM test and scripts/attach-memory
 
 fm_say() { printf '\033[1m==> %s\033[0m\n' "$*"; }

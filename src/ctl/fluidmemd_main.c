@@ -4,6 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#ifdef FM_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 #include "fm_version.h"
 #include "base/log.h"
@@ -12,6 +17,22 @@
 #include "kv/kv.h"
 #include "shard/shard.h"
 #include "uffd/uffd.h"
+
+/* Under systemd (Type=notify, fluidmemd.service) say READY=1 once
+ * daemon_create has bound the registration and control sockets: from then
+ * on a client's connect succeeds, so units ordered After=fluidmemd (libvirt,
+ * VMs) never race the sockets. Outside systemd ($NOTIFY_SOCKET unset) this
+ * does nothing. Without libsystemd at build time the unit is Type=simple. */
+static void notify_ready(void)
+{
+#ifdef FM_HAVE_SYSTEMD
+	int rc = sd_notifyf(0, "READY=1\nSTATUS=serving, version %s\nMAINPID=%ld", FM_VERSION,
+			    (long)getpid());
+
+	if (rc < 0)
+		FM_WARN("sd_notify: %s", strerror(-rc));
+#endif
+}
 
 static void usage(FILE *f)
 {
@@ -126,6 +147,7 @@ int main(int argc, char **argv)
 		FM_ERR("cannot start: %s", strerror(errno));
 		return 1;
 	}
+	notify_ready();
 	rc = daemon_run(d);
 	daemon_destroy(d);
 	FM_INFO("stopped");

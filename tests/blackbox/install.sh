@@ -78,12 +78,51 @@ check "a client builds with pkg-config --cflags --libs fluidmem" test $rc -eq 0
 [ $rc -eq 0 ] || cat "$RUN/cc.log"
 unset PKG_CONFIG_SYSROOT_DIR PKG_CONFIG_LIBDIR
 
-# The installed daemon, the installed config, private sockets.
+# The unit: systemd-analyze verify (directives, the ExecStart binary, the
+# Documentation= man pages). systemd is not PID 1 here, so the unit cannot be
+# started; its ExecStart is what the daemon is started with below.
+UNIT="$DEST$UNITDIR/fluidmemd.service"
+sed "s|^ExecStart=/|ExecStart=$DEST/|" "$UNIT" >"$RUN/fluidmemd.service"
+if command -v systemd-analyze >/dev/null; then
+	check "systemd-analyze verify fluidmemd.service" \
+		env MANPATH="$DEST$PREFIX/share/man" systemd-analyze verify "$RUN/fluidmemd.service"
+fi
+for want in "RuntimeDirectory=fluidmem" "Before=libvirtd.service virtqemud.service" \
+	"ExecStart=$PREFIX/bin/fluidmemd --config $ETC/fluidmem/fluidmemd.toml"; do
+	check "unit has $want" grep -qxF "$want" "$UNIT"
+done
+notify=no
+[ "$(cache SYSTEMD_FOUND)" = 1 ] && notify=yes
+check "unit is Type=notify exactly when built with libsystemd ($notify)" \
+	grep -qx "Type=$([ $notify = yes ] && echo notify || echo simple)" "$UNIT"
+
+# The installed daemon, started with the installed unit's ExecStart (paths
+# under DESTDIR), the installed config, private sockets, and a notify socket
+# standing in for systemd's.
+read -r -a cmd <<<"$(sed -n 's/^ExecStart=//p' "$RUN/fluidmemd.service")"
+for i in "${!cmd[@]}"; do
+	case "${cmd[$i]}" in /*) [ -e "${cmd[$i]}" ] || cmd[$i]="$DEST${cmd[$i]}" ;; esac
+done
 BIN="$DEST$PREFIX/bin"
-SRC_CONFIG="$DEST$ETC/fluidmem/fluidmemd.toml"
-"$BIN/fluidmemd" --config "$SRC_CONFIG" --set "register.path=\"$REG\"" \
+python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1]); s.settimeout(20)
+open(sys.argv[2], "w").write(s.recv(4096).decode())
+' "$RUN/notify.sock" "$RUN/notify.msg" &
+NOTIFY_PID=$!
+for _ in $(seq 100); do [ -S "$RUN/notify.sock" ] && break; sleep 0.05; done
+NOTIFY_SOCKET="$RUN/notify.sock" "${cmd[@]}" --set "register.path=\"$REG\"" \
 	--set "control.path=\"$CTL\"" --set memory.resident_pages=512 2>"$RUN/fluidmemd.log" &
 DAEMON_PID=$!
+if [ $notify = yes ]; then
+	rc=0; wait $NOTIFY_PID || rc=$?
+	check "READY=1 sent to \$NOTIFY_SOCKET" grep -qx "READY=1" "$RUN/notify.msg"
+	check "sockets answer as soon as READY=1 came" "$BIN/fluidmemctl" --socket "$CTL" ping
+else
+	kill $NOTIFY_PID 2>/dev/null || true
+	wait $NOTIFY_PID 2>/dev/null || true
+fi
 for _ in $(seq 200); do
 	"$BIN/fluidmemctl" --socket "$CTL" ping >/dev/null 2>&1 && break
 	sleep 0.05
