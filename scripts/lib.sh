@@ -13,6 +13,10 @@ FM_PACKAGES=(build-essential cmake pkg-config libck-dev libcriterion-dev
 	libsystemd-dev   # fluidmemd: sd_notify for the Type=notify unit (optional)
 	qemu-system-x86 busybox-static cpio python3)   # tests/vm: the VM test and scripts/attach-memory
 
+# Only for the package test (tests/debs/debs.sh, `scripts/test` full mode):
+# building the .debs. scripts/demo never installs these.
+FM_DEB_PACKAGES=(debhelper dpkg-dev scdoc libsystemd-dev)
+
 fm_say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 fm_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
