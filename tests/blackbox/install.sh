@@ -141,7 +141,10 @@ check "installed fault-storm --verify: exit 0" test $rc -eq 0
 check "installed fault-storm: no verify errors" test "$(json_get "$RUN/storm.json" verify_errors)" -eq 0
 check "pages were evicted and fetched back" test "$(stat evictions)" -gt 1000
 
-out=$("$BIN/fluidmem-run" --socket "$REG" -- sh -c 'echo "$LD_PRELOAD"' 2>&1) || true
+# A sanitizer build's shim needs the ASan runtime loaded first; as in test_preload.
+asan_env=()
+[ -z "$san" ] || asan_env=("ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0:detect_leaks=0")
+out=$(env "${asan_env[@]}" "$BIN/fluidmem-run" --socket "$REG" -- sh -c 'echo "$LD_PRELOAD"' 2>&1) || true
 check "installed fluidmem-run finds the installed shim ($out)" \
 	test "$out" = "$(realpath "$LIB/fluidmem/libfluidmem-preload.so")"
 check "clean stop" stop_daemon
