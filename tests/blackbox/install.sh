@@ -61,6 +61,17 @@ if [ -f "$DEST$PREFIX/share/man/man5/fluidmemd.toml.5" ]; then
 	missing=$(while read -r k; do grep -qF "$k" "$RUN/toml.5" || echo "$k"; done <"$RUN/keys" | xargs)
 	check "fluidmemd.toml(5) documents all $(wc -l <"$RUN/keys") keys${missing:+ (missing: $missing)}" \
 		test -z "$missing" -a "$(wc -l <"$RUN/keys")" -gt 40
+	# Each program's page names every option of its --help (and fluidmemctl's
+	# every command), so the pages cannot fall behind the programs.
+	for p in fluidmemd fluidmemctl fluidmem-run fault-storm; do
+		page=$(ls "$DEST$PREFIX"/share/man/man*/"$p".[0-9])
+		words=$("$DEST$PREFIX/bin/$p" --help | grep -oE -- '--[a-z][a-z-]+' | sort -u)
+		[ $p = fluidmemctl ] && words="$words $("$DEST$PREFIX/bin/$p" --help |
+			sed -n '/^Commands:/,/^Options:/s/^  \([a-z-][a-z-]*\) .*/\1/p')"
+		missing=$(for w in $words; do
+			sed 's/\\-/-/g; s/\\&//g' "$page" | grep -qF -- "$w" || echo "$w"; done | xargs)
+		check "$(basename "$page") covers $p --help${missing:+ (missing: $missing)}" test -z "$missing"
+	done
 	for m in "$DEST$PREFIX"/share/man/man*/*; do
 		check "man page $(basename "$m") renders without warnings" \
 			sh -c "! MANWIDTH=80 man --warnings -l '$m' 2>&1 >/dev/null | grep ."
