@@ -54,7 +54,11 @@ done
 
 # Build in a copy: tracked and new (not ignored) files, no build dirs.
 mkdir -p "$WORK/src" "$WORK/run"
-(cd "$SRC" && git ls-files -co --exclude-standard -z | tar --null -cf - -T -) | tar -xf - -C "$WORK/src"
+if git -C "$SRC" rev-parse --git-dir >/dev/null 2>&1; then
+	(cd "$SRC" && git ls-files -co --exclude-standard -z | tar --null -cf - -T -)
+else
+	tar -C "$SRC" --exclude='./build*' --exclude='./obj-*' --exclude='./debian/.debhelper' -cf - .
+fi | tar -xf - -C "$WORK/src"
 start=$(date +%s)
 rc=0; (cd "$WORK/src" && DEB_BUILD_OPTIONS="nocheck parallel=$(nproc)" \
 	nice -n 5 dpkg-buildpackage -us -uc -b >"$WORK/build.log" 2>&1) || rc=$?
