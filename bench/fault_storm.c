@@ -3,6 +3,7 @@
  * handler (the floor). See bench/README.md and --help. */
 #include "client/fluidmem.h"
 
+#include "fm_version.h"
 #include "base/base.h"
 #include "base/hist.h"
 #include "ctl_stats.h"
@@ -80,6 +81,7 @@ static void usage(FILE *f)
 "  --memcached SERVER     before the runs, time %d direct 4 KiB gets (libmemcached,\n"
 "                         binary protocol, as fluidmemd does) on SERVER, host:port\n"
 "                         or a unix socket path; reported as store_get_*\n"
+"  --version              print \"fault-storm VERSION\" and exit\n"
 "  --help                 this text\n"
 "\n"
 "Latencies come from " TIMER_NAME " around each access.\n"
@@ -189,6 +191,13 @@ static void opt_help(struct storm_opts *o, const char *opt, const char *arg)
 	exit(EXIT_OK);
 }
 
+static void opt_version(struct storm_opts *o, const char *opt, const char *arg)
+{
+	(void)o, (void)opt, (void)arg;
+	printf("fault-storm %s\n", FM_VERSION);
+	exit(EXIT_OK);
+}
+
 #define FIELD(f) offsetof(struct storm_opts, f)
 
 static const struct opt_def opt_defs[] = {
@@ -212,6 +221,7 @@ static const struct opt_def opt_defs[] = {
 	{ "raw-cpu", OPT_INT, FIELD(raw_cpu), 0, CPU_SETSIZE - 1, NULL },
 	{ "memcached", OPT_STR, FIELD(memcached), 0, 0, NULL },
 	{ "help", OPT_FLAG, 0, 0, 0, opt_help },
+	{ "version", OPT_FLAG, 0, 0, 0, opt_version },
 };
 #define NOPTS (sizeof(opt_defs) / sizeof(opt_defs[0]))
 

@@ -9,7 +9,13 @@ FM_PACKAGES=(build-essential cmake pkg-config libck-dev libcriterion-dev
 	libmemcached-dev memcached liblz4-dev libzstd-dev   # src/kv: the local store's compression
 	liblmdb-dev   # bench/kv_bench.c: LMDB, the disk engine compared against (optional)
 	libjansson-dev   # fluidmemctl and bench read JSON replies
+	scdoc   # docs/man: the man pages (optional: skipped without it)
+	libsystemd-dev   # fluidmemd: sd_notify for the Type=notify unit (optional)
 	qemu-system-x86 busybox-static cpio python3)   # tests/vm: the VM test and scripts/attach-memory
+
+# Only for the package test (tests/debs/debs.sh, `scripts/test` full mode):
+# building the .debs. scripts/demo never installs these.
+FM_DEB_PACKAGES=(debhelper dpkg-dev scdoc libsystemd-dev)
 
 fm_say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 fm_die() { printf 'error: %s\n' "$*" >&2; exit 1; }

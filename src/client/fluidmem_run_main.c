@@ -8,8 +8,17 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fm_version.h"
 #include "client/fluidmem.h"
 #include "client/preload.h"
+
+/* Set by CMake from the install layout (GNUInstallDirs). */
+#ifndef FM_PRELOAD_INSTALL_REL
+#define FM_PRELOAD_INSTALL_REL "../lib/fluidmem"
+#endif
+#ifndef FM_PRELOAD_INSTALL_ABS
+#define FM_PRELOAD_INSTALL_ABS "/usr/local/lib/fluidmem"
+#endif
 
 static void usage(FILE *f)
 {
@@ -32,8 +41,10 @@ static void usage(FILE *f)
 		"                       contains one, and anonymous memory if LIST has \"anon\"\n"
 		"                       (default $FLUIDMEM_MATCH, else everything large)\n"
 		"  -d, --debug          the shim reports what it takes and skips on stderr\n"
-		"  -p, --preload PATH   shim library (default ../lib/" FM_PRELOAD_LIB "\n"
-		"                       beside this program)\n"
+		"  -p, --preload PATH   shim library (default: " FM_PRELOAD_INSTALL_REL "/" FM_PRELOAD_LIB "\n"
+		"                       beside this program, else ../lib/ beside it (build tree),\n"
+		"                       else " FM_PRELOAD_INSTALL_ABS ")\n"
+		"  -V, --version        print \"fluidmem-run VERSION\" and exit\n"
 		"  -h, --help           this text\n"
 		"\n"
 		"Environment passed to COMMAND (the shim reads these; set them yourself to\n"
@@ -58,21 +69,30 @@ static void usage(FILE *f)
 		"or the shim not found.\n");
 }
 
-/* The shim next to us: <prefix>/bin/fluidmem-run -> <prefix>/lib/<shim>. */
+/* Where the shim is, first found wins: installed beside us (bindir ->
+ * libdir/fluidmem, relative so a DESTDIR or moved tree works), the build
+ * tree (build/bin -> build/lib), then the configured install path. */
 static int default_preload(char *out, size_t cap)
 {
 	char exe[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	char *slash;
 
-	if (n <= 0)
-		return -1;
-	exe[n] = '\0';
-	slash = strrchr(exe, '/');
-	if (!slash)
-		return -1;
-	*slash = '\0';
-	if ((size_t)snprintf(out, cap, "%s/../lib/%s", exe, FM_PRELOAD_LIB) >= cap)
+	if (n > 0) {
+		exe[n] = '\0';
+		slash = strrchr(exe, '/');
+		if (slash) {
+			*slash = '\0';
+			if ((size_t)snprintf(out, cap, "%s/%s/%s", exe, FM_PRELOAD_INSTALL_REL,
+					     FM_PRELOAD_LIB) < cap &&
+			    access(out, R_OK) == 0)
+				return 0;
+			if ((size_t)snprintf(out, cap, "%s/../lib/%s", exe, FM_PRELOAD_LIB) < cap &&
+			    access(out, R_OK) == 0)
+				return 0;
+		}
+	}
+	if ((size_t)snprintf(out, cap, "%s/%s", FM_PRELOAD_INSTALL_ABS, FM_PRELOAD_LIB) >= cap)
 		return -1;
 	return 0;
 }
@@ -86,6 +106,7 @@ int main(int argc, char **argv)
 		{ "debug", no_argument, NULL, 'd' },
 		{ "preload", required_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *sock = getenv("FLUIDMEM_SOCKET"), *min = getenv("FLUIDMEM_MIN_SIZE");
@@ -96,7 +117,7 @@ int main(int argc, char **argv)
 	int opt, debug = 0;
 
 	preload[0] = '\0';
-	while ((opt = getopt_long(argc, argv, "+s:m:M:dp:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+s:m:M:dp:hV", opts, NULL)) != -1) {
 		switch (opt) {
 		case 's': sock = optarg; break;
 		case 'm': min = optarg; break;
@@ -104,6 +125,7 @@ int main(int argc, char **argv)
 		case 'd': debug = 1; break;
 		case 'p': snprintf(preload, sizeof(preload), "%s", optarg); break;
 		case 'h': usage(stdout); return 0;
+		case 'V': printf("fluidmem-run %s\n", FM_VERSION); return 0;
 		default: usage(stderr); return 2;
 		}
 	}

@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fm_version.h"
+
 #define DEFAULT_CONTROL "/run/fluidmem/control.sock"
 #define EXIT_REFUSED 1
 #define EXIT_USAGE 2
@@ -51,6 +53,7 @@ static void usage(FILE *f)
 	fprintf(f, "\nOptions:\n"
 		   "  -s, --socket PATH  control socket (default $FLUIDMEM_CONTROL or " DEFAULT_CONTROL ")\n"
 		   "  -j, --json         print the daemon's JSON reply as is (any command)\n"
+		   "  -V, --version      print \"fluidmemctl VERSION\" and exit\n"
 		   "  -h, --help         this text; `fluidmemctl COMMAND --help` for one command\n"
 		   "\nOnly root and fluidmemd's own user may use the control socket.\n"
 		   "Exit status: 0 ok, 1 the daemon refused the command, 2 usage, 3 no daemon.\n");
@@ -392,7 +395,8 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' }, { "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },         { NULL, 0, NULL, 0 },
+		{ "help", no_argument, NULL, 'h' },         { "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
 	};
 	const struct command *cmd;
 	char req[4096];
@@ -404,7 +408,7 @@ int main(int argc, char **argv)
 	bool ok;
 
 	sock_path = getenv("FLUIDMEM_CONTROL");
-	while ((opt = getopt_long(argc, argv, "+s:jh", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+s:jhV", opts, NULL)) != -1) {
 		switch (opt) {
 		case 's':
 			sock_path = optarg;
@@ -414,6 +418,9 @@ int main(int argc, char **argv)
 			break;
 		case 'h':
 			usage(stdout);
+			return 0;
+		case 'V':
+			printf("fluidmemctl %s\n", FM_VERSION);
 			return 0;
 		default:
 			usage(stderr);

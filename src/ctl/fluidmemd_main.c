@@ -4,7 +4,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#ifdef FM_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "fm_version.h"
 #include "base/failpoint.h"
 #include "base/log.h"
 #include "ctl/config.h"
@@ -12,6 +18,22 @@
 #include "kv/kv.h"
 #include "shard/shard.h"
 #include "uffd/uffd.h"
+
+/* Under systemd (Type=notify, fluidmemd.service) say READY=1 once
+ * daemon_create has bound the registration and control sockets: from then
+ * on a client's connect succeeds, so units ordered After=fluidmemd (libvirt,
+ * VMs) never race the sockets. Outside systemd ($NOTIFY_SOCKET unset) this
+ * does nothing. Without libsystemd at build time the unit is Type=simple. */
+static void notify_ready(void)
+{
+#ifdef FM_HAVE_SYSTEMD
+	int rc = sd_notifyf(0, "READY=1\nSTATUS=serving, version %s\nMAINPID=%ld", FM_VERSION,
+			    (long)getpid());
+
+	if (rc < 0)
+		FM_WARN("sd_notify: %s", strerror(-rc));
+#endif
+}
 
 static void usage(FILE *f)
 {
@@ -26,6 +48,7 @@ static void usage(FILE *f)
 		"  -s, --set KEY=VAL   override one key, e.g. --set memory.resident_pages=1024\n"
 		"                      (applied after the file, in order; TOML value syntax)\n"
 		"      --check         validate the configuration, print it, and exit\n"
+		"  -V, --version       print \"fluidmemd VERSION\" and exit\n"
 		"  -h, --help          this text\n"
 		"\n"
 		"Exit status: 0 clean stop, 1 runtime failure, 2 bad configuration or usage.\n"
@@ -37,7 +60,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' }, { "set", required_argument, NULL, 's' },
 		{ "check", no_argument, NULL, 'C' },        { "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		{ "version", no_argument, NULL, 'V' },      { NULL, 0, NULL, 0 },
 	};
 	const char *config = NULL;
 	const char *sets[64];
@@ -47,7 +70,7 @@ int main(int argc, char **argv)
 	struct daemon *d;
 
 	fm_log_set_prog("fluidmemd");
-	while ((opt = getopt_long(argc, argv, "c:s:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:s:hV", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			config = optarg;
@@ -64,6 +87,9 @@ int main(int argc, char **argv)
 			break;
 		case 'h':
 			usage(stdout);
+			return 0;
+		case 'V':
+			printf("fluidmemd %s\n", FM_VERSION);
 			return 0;
 		default:
 			usage(stderr);
@@ -124,6 +150,7 @@ int main(int argc, char **argv)
 		FM_ERR("cannot start: %s", strerror(errno));
 		return 1;
 	}
+	notify_ready();
 	rc = daemon_run(d);
 	daemon_destroy(d);
 	FM_INFO("stopped");
