@@ -11,17 +11,15 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+/* The enums and sizes of module options live with their module; ctl maps the
+ * config onto each module's parameters (ctl/params.h). */
+#include "kv/kv.h"           /* enum fm_local_compression, fm_mc_distribution */
+#include "shard/policy.h"    /* enum fm_policy_kind */
+
 #define FM_MAX_SHARDS 64
 #define FM_MAX_UIDS 32
 #define FM_SOCK_PATH_MAX 108   /* sizeof(sun_path) */
 
-enum fm_policy_kind { FM_POLICY_FIFO, FM_POLICY_S3FIFO };
-/* store.memcached.distribution */
-enum fm_mc_distribution { FM_MC_KETAMA, FM_MC_MODULA };
-/* store.local.compression; lz4 is 0 so a zeroed config gets the default */
-enum fm_local_compression { FM_LOCAL_LZ4, FM_LOCAL_ZSTD, FM_LOCAL_NONE };
-#define FM_LOCAL_PATH_MAX 256              /* bytes of store.local.path, NUL included */
-#define FM_MC_SERVERS_MAX 1024   /* bytes of store.memcached.servers, NUL included */
 
 struct fm_config {
 	/* [daemon] */

@@ -21,7 +21,8 @@
 #include "base/log.h"
 #include "ctl/http.h"
 #include "ctl/listen.h"
-#include "ctl/proto.h"
+#include "ctl/params.h"
+#include "proto/proto.h"
 #include "ctl/registration.h"
 
 #define TAG_REG_LISTEN 1
@@ -1166,14 +1167,22 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 		uint64_t budget = cfg->resident_pages / d->nshards +
 				  (i < cfg->resident_pages % d->nshards ? 1 : 0);
 
-		d->shards[i] = shard_create(cfg, i, budget, &d->reply_bell);
+		struct shard_params sp;
+
+		fm_config_shard_params(cfg, i, &sp);
+		d->shards[i] = shard_create(&sp, i, budget, &d->reply_bell);
 		if (!d->shards[i]) {
 			rc = -errno;
 			FM_ERR("cannot create shard %u: %s", i, strerror(errno));
 			goto fail;
 		}
 	}
-	d->disp = dispatcher_create(d->shards, d->nshards, cfg->dispatcher_cpu, cfg->dispatcher_batch,
+	struct dispatch_target targets[FM_MAX_SHARDS];
+
+	for (unsigned i = 0; i < d->nshards; i++)
+		targets[i] = (struct dispatch_target){ shard_data_ring(d->shards[i]),
+						       shard_doorbell(d->shards[i]) };
+	d->disp = dispatcher_create(targets, d->nshards, cfg->dispatcher_cpu, cfg->dispatcher_batch,
 				   cfg->dispatcher_spin_us, &d->reply_bell);
 	if (!d->disp) {
 		rc = -errno;

@@ -77,7 +77,6 @@
 
 #include "base/base.h"
 #include "base/log.h"
-#include "ctl/config.h"
 #include "kv/mc_wire.h"
 
 #define MC_MAX_SERVERS 32
@@ -1011,8 +1010,9 @@ static void mc_close(struct kv_store *kv)
 	free(ms);
 }
 
-static struct kv_store *mc_open(const struct fm_config *cfg, unsigned shard)
+static struct kv_store *mc_open(const struct kv_params *p, unsigned shard)
 {
+	const struct kv_mc_params *mp = &p->mc;
 	struct mc_store *ms = calloc(1, sizeof(*ms));
 	unsigned reachable = 0;
 	int rc;
@@ -1020,26 +1020,26 @@ static struct kv_store *mc_open(const struct fm_config *cfg, unsigned shard)
 	if (!ms)
 		return NULL;
 	ms->shard = shard;
-	ms->replicas = cfg->mc_replicas;
-	ms->batch = cfg->mc_batch ? cfg->mc_batch : 1;
-	ms->retries = cfg->mc_retries;
-	ms->retry_ms = cfg->mc_retry_delay_ms ? cfg->mc_retry_delay_ms : 1;
-	ms->connect_ms = cfg->mc_connect_timeout_ms ? cfg->mc_connect_timeout_ms : 1;
-	ms->io_ms = cfg->mc_io_timeout_ms ? cfg->mc_io_timeout_ms : 1;
-	ms->binary = cfg->mc_binary;
+	ms->replicas = mp->replicas;
+	ms->batch = mp->batch ? mp->batch : 1;
+	ms->retries = mp->retries;
+	ms->retry_ms = mp->retry_delay_ms ? mp->retry_delay_ms : 1;
+	ms->connect_ms = mp->connect_timeout_ms ? mp->connect_timeout_ms : 1;
+	ms->io_ms = mp->io_timeout_ms ? mp->io_timeout_ms : 1;
+	ms->binary = mp->binary;
 	ms->sv = calloc(MC_MAX_SERVERS, sizeof(*ms->sv));
 	rc = ms->sv ? 0 : -ENOMEM;
-	if (!rc && !memchr(cfg->mc_servers, '\0', sizeof(cfg->mc_servers)))
+	if (!rc && !memchr(mp->servers, '\0', sizeof(mp->servers)))
 		rc = -EINVAL;
 	if (!rc)
-		rc = parse_servers(ms, cfg->mc_servers);
+		rc = parse_servers(ms, mp->servers);
 	if (!rc && ms->replicas >= ms->nsv) {
 		FM_ERR("kv/memcached: store.memcached.replicas = %u needs at least %u servers, "
 		       "store.memcached.servers has %u", ms->replicas, ms->replicas + 1, ms->nsv);
 		rc = -EINVAL;
 	}
 	if (!rc)
-		rc = router_new(ms, cfg->mc_distribution);
+		rc = router_new(ms, mp->distribution);
 	if (rc)
 		goto fail;
 	rc = -ENOMEM;
@@ -1083,7 +1083,7 @@ static struct kv_store *mc_open(const struct fm_config *cfg, unsigned shard)
 			check_no_evictions(ms, sv);
 	}
 	if (!reachable) {
-		FM_ERR("kv/memcached: shard %u: no server of \"%s\" answers", shard, cfg->mc_servers);
+		FM_ERR("kv/memcached: shard %u: no server of \"%s\" answers", shard, mp->servers);
 		rc = -EIO;
 		goto fail;
 	}

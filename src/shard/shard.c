@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -11,7 +12,6 @@
 
 #include "base/failpoint.h"
 #include "base/log.h"
-#include "ctl/config.h"
 #include "kv/kv.h"
 #include "shard/page_hash.h"
 #include "shard/pagetable.h"
@@ -75,7 +75,6 @@ struct shard {
 	uint32_t *ev_idx;
 	uint32_t spin_us;
 	int cpu;
-	int policy_kind;
 	pthread_t thread;
 	bool started;
 	bool stop;
@@ -1006,7 +1005,7 @@ static void *shard_main(void *arg)
 	return NULL;
 }
 
-struct shard *shard_create(const struct fm_config *cfg, unsigned idx, uint64_t budget,
+struct shard *shard_create(const struct shard_params *p, unsigned idx, uint64_t budget,
 			   struct fm_doorbell *reply_bell)
 {
 	struct shard *s = aligned_alloc(FM_CACHELINE, sizeof(*s));
@@ -1017,15 +1016,14 @@ struct shard *shard_create(const struct fm_config *cfg, unsigned idx, uint64_t b
 	memset(s, 0, sizeof(*s));
 	s->bell.efd = -1;
 	s->idx = idx;
-	s->nshards = cfg->shard_count;
-	pt_init(&s->pt, idx, cfg->shard_count);
+	s->nshards = p->shard_count;
+	pt_init(&s->pt, idx, p->shard_count);
 	s->budget = budget;
 	s->reply_bell = reply_bell;
-	s->spin_us = cfg->spin_us;
-	s->cpu = cfg->shard_cpus_n ? cfg->shard_cpus[idx] : -1;
-	s->evict_batch = cfg->evict_batch;
-	s->policy_kind = cfg->policy;
-	rc = fm_ring_init(&s->data, cfg->ring_slots);
+	s->spin_us = p->spin_us;
+	s->cpu = p->cpu;
+	s->evict_batch = p->evict_batch;
+	rc = fm_ring_init(&s->data, p->ring_slots);
 	if (rc == 0)
 		rc = fm_ring_init(&s->ctl, 64);
 	if (rc == 0)
@@ -1035,7 +1033,7 @@ struct shard *shard_create(const struct fm_config *cfg, unsigned idx, uint64_t b
 	if (rc < 0)
 		goto fail;
 	rc = -ENOMEM;
-	s->policy = policy_create((enum fm_policy_kind)cfg->policy, 0, budget);
+	s->policy = policy_create((enum fm_policy_kind)p->policy, 0, budget);
 	s->bounce = aligned_alloc(FM_PAGE_SIZE, FM_PAGE_SIZE);
 	s->ev_keys = calloc(s->evict_batch, sizeof(*s->ev_keys));
 	s->ev_pages = calloc(s->evict_batch, sizeof(*s->ev_pages));
@@ -1049,7 +1047,7 @@ struct shard *shard_create(const struct fm_config *cfg, unsigned idx, uint64_t b
 	if (!s->policy || !s->bounce || !s->ev_keys || !s->ev_pages || !s->ev_results || !s->ev_put_results ||
 	    !s->ev_ids || !s->ev_hash || !s->ev_rc || !s->ev_idx)
 		goto fail;
-	s->kv = kv_open(cfg, idx);
+	s->kv = kv_open(&p->kv, idx);
 	if (!s->kv) {
 		rc = -errno;
 		goto fail;

@@ -27,7 +27,6 @@
 #include <unistd.h>
 
 #include "base/log.h"
-#include "shard/shard.h"
 
 #define EPOLL_BATCH 64
 #define CMD_EPOLL_TAG UINT64_MAX   /* epoll data of the command eventfd */
@@ -55,7 +54,7 @@ struct parked {
 };
 
 struct dispatcher {
-	struct shard **shards;
+	struct dispatch_target *targets;   /* per shard: its data ring and doorbell */
 	unsigned nshards;
 	int cpu;
 	unsigned batch;
@@ -105,7 +104,7 @@ static void route(struct dispatcher *d, unsigned shard, const struct fm_msg *m)
 	d->kick[shard] = true;
 	/* Order per shard matters (REGION_ADD before faults, REMOVE between
 	 * them), so once anything is parked everything behind it parks too. */
-	if (p->n == 0 && fm_ring_push(shard_data_ring(d->shards[shard]), m))
+	if (p->n == 0 && fm_ring_push(d->targets[shard].ring, m))
 		return;
 	if (p->n == 0) {
 		d->st.ring_full++;
@@ -124,7 +123,7 @@ static void flush_parked(struct dispatcher *d)
 {
 	for (unsigned i = 0; i < d->nshards; i++) {
 		struct parked *p = &d->parked[i];
-		struct fm_ring *ring = shard_data_ring(d->shards[i]);
+		struct fm_ring *ring = d->targets[i].ring;
 
 		while (p->n > 0 && fm_ring_push(ring, &p->v[p->head])) {
 			p->head = (p->head + 1) % p->cap;
@@ -482,14 +481,14 @@ static void *dispatcher_main(void *arg)
 		for (unsigned i = 0; i < d->nshards; i++) {
 			if (d->kick[i]) {
 				d->kick[i] = false;
-				fm_doorbell_ring(shard_doorbell(d->shards[i]));
+				fm_doorbell_ring(d->targets[i].bell);
 			}
 		}
 	}
 	return NULL;
 }
 
-struct dispatcher *dispatcher_create(struct shard **shards, unsigned nshards, int cpu,
+struct dispatcher *dispatcher_create(const struct dispatch_target *targets, unsigned nshards, int cpu,
 				     unsigned batch, unsigned spin_us, struct fm_doorbell *reply_bell)
 {
 	struct dispatcher *d = calloc(1, sizeof(*d));
@@ -499,7 +498,6 @@ struct dispatcher *dispatcher_create(struct shard **shards, unsigned nshards, in
 	if (!d)
 		return NULL;
 	d->epfd = d->cmd_efd = -1;
-	d->shards = shards;
 	d->nshards = nshards;
 	d->cpu = cpu;
 	d->batch = batch ? batch : 64;
@@ -510,11 +508,14 @@ struct dispatcher *dispatcher_create(struct shard **shards, unsigned nshards, in
 		goto fail;
 	}
 	d->slots = calloc(FM_MAX_REGIONS, sizeof(*d->slots));
+	d->targets = calloc(nshards ? nshards : 1, sizeof(*d->targets));
+	if (d->targets)
+		memcpy(d->targets, targets, nshards * sizeof(*d->targets));
 	d->parked = calloc(nshards, sizeof(*d->parked));
 	d->kick = calloc(nshards, sizeof(*d->kick));
 	d->ring_full = calloc(nshards, sizeof(*d->ring_full));
 	d->msgs = calloc(d->batch, sizeof(*d->msgs));
-	if (!d->parked || !d->kick || !d->msgs || !d->ring_full || !d->slots)
+	if (!d->parked || !d->kick || !d->msgs || !d->ring_full || !d->slots || !d->targets)
 		goto fail;
 	if ((rc = fm_ring_init(&d->cmd, 256)) < 0 || (rc = fm_ring_init(&d->reply, 256)) < 0)
 		goto fail;
@@ -614,5 +615,6 @@ void dispatcher_destroy(struct dispatcher *d)
 	free(d->kick);
 	free(d->ring_full);
 	free(d->msgs);
+	free(d->targets);
 	free(d);
 }

@@ -16,19 +16,11 @@
 #include <sys/types.h>
 
 #include "base/base.h"
-#include "ctl/proto.h"
+#include "proto/proto.h"
 #include "ring/ring.h"
 
-/* Pages are dealt to shards in stripes of 2 MiB: a sequential stream stays in
- * one shard (and its store connection) while load still spreads. */
-#define FM_STRIPE_SHIFT 9
-#define FM_STRIPE_PAGES (1u << FM_STRIPE_SHIFT)
 #define FM_MAX_REGIONS 4096
 
-/* Features fluidmem asks of every uffd, and the ones it needs. */
-#define FM_UFFD_FEATURES_REQUIRED                                                          \
-	(UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_EVENT_REMOVE | \
-	 UFFD_FEATURE_EVENT_UNMAP)
 
 struct region {
 	uint64_t id;            /* cluster-unique: node_id << 48 | local counter */
@@ -60,16 +52,8 @@ enum region_state { REGION_ATTACHING, REGION_LIVE, REGION_DETACHING, REGION_RELE
 
 static inline unsigned region_shard_of(const struct region *r, uint64_t page, unsigned nshards)
 {
-	return (unsigned)(((page >> FM_STRIPE_SHIFT) + r->slot) % nshards);
+	return fm_stripe_shard(r->slot, page, nshards);
 }
-
-/* Stripe index of `page` among the stripes of this region that one shard
- * owns (dense, from 0). */
-static inline uint64_t region_local_stripe(uint64_t page, unsigned nshards)
-{
-	return (page >> FM_STRIPE_SHIFT) / nshards;
-}
-
 
 /* ---- the control plane's slot table: slot -> region. Control thread only.
  * The dispatcher keeps its own table, changed only by the commands on its
@@ -123,12 +107,18 @@ int uffd_report_features(int64_t have);
 
 /* ---- the dispatcher thread ---- */
 struct dispatcher;
-struct shard;
 
-/* Create the dispatcher over `nshards` shards (their data rings and
- * doorbells). Its replies to the control plane go on its reply ring and ring
- * `reply_bell`. NULL + errno on failure. */
-struct dispatcher *dispatcher_create(struct shard **shards, unsigned nshards, int cpu,
+/* Where the dispatcher sends shard i's messages: its data ring (the
+ * dispatcher is the only producer) and the doorbell that wakes it. */
+struct dispatch_target {
+	struct fm_ring *ring;
+	struct fm_doorbell *bell;
+};
+
+/* Create the dispatcher over `nshards` targets (copied). Its replies to the
+ * control plane go on its reply ring and ring `reply_bell`. NULL + errno on
+ * failure. */
+struct dispatcher *dispatcher_create(const struct dispatch_target *targets, unsigned nshards, int cpu,
 				     unsigned batch, unsigned spin_us, struct fm_doorbell *reply_bell);
 int dispatcher_start(struct dispatcher *d);
 /* Stop the thread and free. Regions must have been detached. NULL no-op. */

@@ -14,9 +14,10 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 
+#include "config_params.h"
 #include "base/base.h"
 #include "ctl/config.h"
-#include "ctl/proto.h"
+#include "proto/proto.h"
 #include "shard/shard.h"
 #include "uffd/uffd.h"
 #include "harness.h"
@@ -721,8 +722,9 @@ Test(hostile_dataplane, unpollable_uffd_fails_attach, .timeout = 30)
 	cfg.resident_pages = 64;
 	cr_assert_eq(fm_doorbell_init(&bell), 0);
 	bell.sleeping = 1;
-	cr_assert_not_null(sh = shard_create(&cfg, 0, 64, &bell));
-	cr_assert_not_null(d = dispatcher_create(&sh, 1, -1, 64, 0, &bell));
+	cr_assert_not_null(sh = shard_create_cfg(&cfg, 0, 64, &bell));
+	struct dispatch_target t = { shard_data_ring(sh), shard_doorbell(sh) };
+	cr_assert_not_null(d = dispatcher_create(&t, 1, -1, 64, 0, &bell));
 	cr_assert_eq(shard_start(sh), 0);
 	cr_assert_eq(dispatcher_start(d), 0);
 

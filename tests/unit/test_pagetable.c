@@ -2,6 +2,7 @@
 #include <criterion/criterion.h>
 
 #include "shard/pagetable.h"
+#include "uffd/uffd.h"
 
 /* Every page of a region is owned by exactly one shard, and within that
  * shard ids are unique and map back to the same page. */
