@@ -82,22 +82,8 @@
 #define MC_MAX_SERVERS 32
 #define MC_NAME_MAX 272         /* host:port, or a unix socket path (< 108) */
 #define MC_DOWN_MAX_MS 1000u    /* longest down window and retry delay */
-#define MC_HDR_MAX 80           /* one request's header bytes; ASCII needs 52 */
 #define MC_DEFAULT_PORT 11211
 
-/* memcached binary protocol (protocol_binary.h in memcached's tree). */
-#define BIN_REQ 0x80
-#define BIN_RES 0x81
-#define BIN_OP_SET 0x01
-#define BIN_OP_TOUCH 0x1c
-#define BIN_HDR 24
-#define BIN_EXTRAS_SET 8
-#define BIN_EXTRAS_TOUCH 4
-#define BIN_ST_OK 0x0000
-#define BIN_ST_ENOENT 0x0001
-#define BIN_ST_ENOMEM 0x0082
-
-_Static_assert(BIN_HDR + BIN_EXTRAS_SET + KV_MEMCACHED_KEY_LEN <= MC_HDR_MAX, "header room");
 
 struct mc_server {
 	char name[MC_NAME_MAX];         /* as configured, for messages */
@@ -137,7 +123,6 @@ struct mc_store {
 	struct kv_memcached_info info;
 };
 
-static const char crlf[2] = { '\r', '\n' };
 
 static inline struct mc_store *to_mc(struct kv_store *kv)
 {
@@ -445,50 +430,13 @@ static void job_add(struct mc_store *ms, struct mc_server *sv, uint32_t item, co
 	sv->req_item[q] = item;
 	sv->rx.req_done[q] = 0;
 	sv->rx.req_touch[q] = !page;
-	if (!page && ms->binary) {
-		uint32_t body = BIN_EXTRAS_TOUCH + KV_MEMCACHED_KEY_LEN;
-
-		memset(h, 0, BIN_HDR + BIN_EXTRAS_TOUCH);
-		h[0] = BIN_REQ;
-		h[1] = BIN_OP_TOUCH;
-		h[3] = KV_MEMCACHED_KEY_LEN;
-		h[4] = BIN_EXTRAS_TOUCH;
-		h[11] = (uint8_t)body;
-		memcpy(h + 12, &q, sizeof(q));
-		memcpy(h + BIN_HDR + BIN_EXTRAS_TOUCH, ms->keys[item], KV_MEMCACHED_KEY_LEN);
-		sv->iov[sv->niov++] = (struct iovec){ h, BIN_HDR + BIN_EXTRAS_TOUCH + KV_MEMCACHED_KEY_LEN };
-		return;
-	}
-	if (!page) {
-		hlen = (size_t)snprintf((char *)h, MC_HDR_MAX, "touch %s 0\r\n", ms->keys[item]);
-		sv->iov[sv->niov++] = (struct iovec){ h, hlen };
-		return;
-	}
-	if (ms->binary) {
-		uint32_t body = BIN_EXTRAS_SET + KV_MEMCACHED_KEY_LEN + FM_PAGE_SIZE;
-
-		memset(h, 0, BIN_HDR + BIN_EXTRAS_SET);
-		h[0] = BIN_REQ;
-		h[1] = BIN_OP_SET;
-		h[2] = 0;
-		h[3] = KV_MEMCACHED_KEY_LEN;
-		h[4] = BIN_EXTRAS_SET;
-		h[8] = (uint8_t)(body >> 24);
-		h[9] = (uint8_t)(body >> 16);
-		h[10] = (uint8_t)(body >> 8);
-		h[11] = (uint8_t)body;
-		memcpy(h + 12, &q, sizeof(q)); /* opaque: echoed back as sent */
-		/* extras: flags 0, expiry 0 (never) */
-		memcpy(h + BIN_HDR + BIN_EXTRAS_SET, ms->keys[item], KV_MEMCACHED_KEY_LEN);
-		hlen = BIN_HDR + BIN_EXTRAS_SET + KV_MEMCACHED_KEY_LEN;
-	} else {
-		hlen = (size_t)snprintf((char *)h, MC_HDR_MAX, "set %s 0 0 %u\r\n", ms->keys[item],
-					FM_PAGE_SIZE);
-	}
+	hlen = mc_req_header(h, ms->binary, !page, q, ms->keys[item]);
 	sv->iov[sv->niov++] = (struct iovec){ h, hlen };
+	if (!page)
+		return;
 	sv->iov[sv->niov++] = (struct iovec){ (void *)page, FM_PAGE_SIZE };
 	if (!ms->binary)
-		sv->iov[sv->niov++] = (struct iovec){ (void *)crlf, sizeof(crlf) };
+		sv->iov[sv->niov++] = (struct iovec){ (void *)mc_crlf, sizeof(mc_crlf) };
 }
 
 /* The job is over: every request that has no answer counts as unreachable. */
@@ -523,102 +471,6 @@ static void job_answer(void *ctx, uint32_t q, int res)
 		a->ms->it_miss[item]++;
 	else
 		a->ms->it_err[item]++;
-}
-
-int mc_rx_parse(struct mc_rx *rx, mc_rx_answer_fn *answer, void *ctx)
-{
-	size_t pos = 0;
-
-	for (;;) {
-		if (rx->skip) {
-			size_t n = FM_MIN(rx->skip, rx->rlen - pos);
-
-			pos += n;
-			rx->skip -= n;
-			if (rx->skip)
-				break;
-		}
-		if (rx->nresp == rx->nreq)
-			break;
-		if (rx->binary) {
-			const uint8_t *h = rx->rbuf + pos;
-			uint32_t q, body;
-			uint16_t status;
-			int res;
-
-			if (rx->rlen - pos < BIN_HDR)
-				break;
-			memcpy(&q, h + 12, sizeof(q));
-			status = (uint16_t)(h[6] << 8 | h[7]);
-			body = (uint32_t)h[8] << 24 | (uint32_t)h[9] << 16 | (uint32_t)h[10] << 8 | h[11];
-			if (h[0] != BIN_RES || q >= rx->nreq || rx->req_done[q] ||
-			    h[1] != (rx->req_touch[q] ? BIN_OP_TOUCH : BIN_OP_SET))
-				return -EPROTO;
-			res = status == BIN_ST_OK ? 0 : -EIO;
-			if (status == BIN_ST_ENOMEM && !rx->req_touch[q])
-				res = -ENOSPC;
-			else if (status == BIN_ST_ENOENT && rx->req_touch[q])
-				res = -ENOENT;
-			else if (res)
-				fm_log_once(FM_LOG_ERROR, "kv/memcached: %s refused a %s with status "
-					    "0x%04x", rx->name, rx->req_touch[q] ? "touch" : "page write",
-					    status);
-			answer(ctx, q, res);
-			rx->req_done[q] = 1;
-			rx->nresp++;
-			pos += BIN_HDR;
-			rx->skip = body;
-		} else {
-			const char *line = (const char *)rx->rbuf + pos;
-			const char *nl = memchr(line, '\n', rx->rlen - pos);
-			size_t len;
-			int res;
-
-			if (!nl) {
-				if (rx->rlen - pos > MC_LINE_MAX)
-					return -EPROTO;
-				break;
-			}
-			len = (size_t)(nl - line) + 1;
-			/* The same limit as on a line still waiting for its
-			 * newline, or the verdict would depend on how TCP
-			 * split the stream (found by fuzz_mc_ascii). */
-			if (len - 1 > MC_LINE_MAX)
-				return -EPROTO;
-			if (rx->req_touch[rx->nresp]) {
-				if (len >= 9 && !memcmp(line, "TOUCHED\r\n", 9))
-					res = 0;
-				else if (len >= 11 && !memcmp(line, "NOT_FOUND\r\n", 11))
-					res = -ENOENT;
-				else if (len >= 5 && (!memcmp(line, "ERROR", 5) ||
-						      !memcmp(line, "SERVER_ERROR", FM_MIN(len, 12)) ||
-						      !memcmp(line, "CLIENT_ERROR", FM_MIN(len, 12))))
-					res = -EIO;
-				else
-					return -EPROTO;
-			} else if (len >= 8 && !memcmp(line, "STORED\r\n", 8)) {
-				res = 0;
-			} else if (len >= 12 && !memcmp(line, "SERVER_ERROR", 12)) {
-				res = memmem(line, len, "out of memory", 13) ? -ENOSPC : -EIO;
-			} else if ((len >= 10 && !memcmp(line, "NOT_STORED", 10)) ||
-				   (len >= 12 && !memcmp(line, "CLIENT_ERROR", 12)) ||
-				   (len >= 5 && !memcmp(line, "ERROR", 5))) {
-				res = -EIO;
-			} else {
-				return -EPROTO;
-			}
-			if (res == -EIO)
-				fm_log_once(FM_LOG_ERROR, "kv/memcached: %s refused a request: %.*s",
-					    rx->name, (int)(len > 2 ? len - 2 : len), line);
-			answer(ctx, rx->nresp, res);
-			rx->req_done[rx->nresp] = 1;
-			rx->nresp++;
-			pos += len;
-		}
-	}
-	memmove(rx->rbuf, rx->rbuf + pos, rx->rlen - pos);
-	rx->rlen -= pos;
-	return 0;
 }
 
 static int job_send(struct mc_server *sv)

@@ -15,7 +15,7 @@
 #include "kv/kv.h"
 #include "ring/ring.h"
 
-struct region;
+struct uffd_region;
 
 /* One X-macro list per kind makes the fields, their names, the JSON, the
  * Prometheus text and the aggregation. Everything is written by the shard

@@ -22,7 +22,7 @@
 #define FM_MAX_REGIONS 4096
 
 
-struct region {
+struct uffd_region {
 	uint64_t id;            /* cluster-unique: node_id << 48 | local counter */
 	uint32_t slot;          /* index in the region table and shard arrays */
 	int uffd;
@@ -50,7 +50,7 @@ struct region {
  * RELEASING: waiting for the dispatcher's REGION_FORGET ack. */
 enum region_state { REGION_ATTACHING, REGION_LIVE, REGION_DETACHING, REGION_RELEASING };
 
-static inline unsigned region_shard_of(const struct region *r, uint64_t page, unsigned nshards)
+static inline unsigned region_shard_of(const struct uffd_region *r, uint64_t page, unsigned nshards)
 {
 	return fm_stripe_shard(r->slot, page, nshards);
 }
@@ -59,14 +59,14 @@ static inline unsigned region_shard_of(const struct region *r, uint64_t page, un
  * The dispatcher keeps its own table, changed only by the commands on its
  * ring (dispatcher.c), so nothing here is shared between threads. */
 /* Assign r->slot. 0 or -ENOSPC (FM_MAX_REGIONS live). */
-int region_table_publish(struct region *r);
+int region_table_publish(struct uffd_region *r);
 /* NULL when the slot is empty. */
-struct region *region_table_lookup(uint32_t slot);
+struct uffd_region *region_table_lookup(uint32_t slot);
 /* Free the slot; reuse is safe once the dispatcher forgot the region. */
-void region_table_unpublish(struct region *r);
+void region_table_unpublish(struct uffd_region *r);
 unsigned region_table_count(void);
 /* Unmap the view, close the fds, free. NULL is a no-op. */
-void region_release(struct region *r);
+void region_release(struct uffd_region *r);
 
 /* ---- kernel calls: each returns 0 or -errno; EAGAIN is retried inside
  * (a non-fault event is unread; the dispatcher will read it), so callers
@@ -145,9 +145,9 @@ void dispatcher_destroy(struct dispatcher *d);
  * The dispatcher also sends FM_MSG_REGION_HOSTILE (a = -errno, b = region)
  * unasked when a region's uffd cannot be read without blocking (its client
  * cleared O_NONBLOCK) or fails: the control plane must detach it. */
-int dispatcher_attach(struct dispatcher *d, struct region *r);
-int dispatcher_detach(struct dispatcher *d, struct region *r, bool restore);
-int dispatcher_forget(struct dispatcher *d, struct region *r, bool unregister);
+int dispatcher_attach(struct dispatcher *d, struct uffd_region *r);
+int dispatcher_detach(struct dispatcher *d, struct uffd_region *r, bool restore);
+int dispatcher_forget(struct dispatcher *d, struct uffd_region *r, bool unregister);
 /* The dispatcher's replies (FM_MSG_DONE, .shard = FM_DISPATCHER_SENDER, and
  * FM_MSG_REGION_HOSTILE). Consumer: the control thread. */
 struct fm_ring *dispatcher_reply_ring(struct dispatcher *d);

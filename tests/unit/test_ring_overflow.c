@@ -42,7 +42,7 @@ static void disp_stats(struct dispatcher *d, struct dispatch_stats *st, unsigned
 	cr_assert_eq(dispatcher_request_stats(d, &snap, cookie), 0);
 	for (int i = 0; i < 5000; i++) {
 		while (fm_ring_pop(dispatcher_reply_ring(d), &m)) {
-			if (m.flags == FM_MSG_STATS && m.cookie == cookie) {
+			if (m.flags == FM_MSG_STATS && m.done.request == cookie) {
 				*st = snap.st;
 				return;
 			}
@@ -61,7 +61,7 @@ Test(ring_overflow, parked_faults_are_all_served, .timeout = 60)
 	struct fm_doorbell bell;
 	struct dispatcher *d;
 	struct dispatch_stats st;
-	struct region *r = calloc(1, sizeof(*r));
+	struct uffd_region *r = calloc(1, sizeof(*r));
 	size_t pages = 2 * 512;
 	pthread_t th[NTHREADS];
 	struct toucher t[NTHREADS];
