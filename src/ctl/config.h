@@ -64,16 +64,9 @@ struct fm_config {
 	char local_path[FM_LOCAL_PATH_MAX]; /* disk tier directory; "" = RAM only */
 	uint64_t local_disk_mib;           /* disk tier cap, all shards; 0 = the file system's */
 	uint32_t local_segment_mib;        /* disk tier segment size (new files) */
-	/* [store.memcached] (src/kv/memcached.c; documented in configs/memcached.toml) */
-	char mc_servers[FM_MC_SERVERS_MAX]; /* "host:port,/unix/socket,..." */
-	int mc_distribution;               /* enum fm_mc_distribution */
-	uint32_t mc_replicas;              /* extra copies: each page on replicas+1 servers */
-	bool mc_binary;                    /* binary protocol (else ASCII) */
-	uint32_t mc_connect_timeout_ms;
-	uint32_t mc_io_timeout_ms;
-	uint32_t mc_batch;                 /* requests per pipelined flush */
-	uint32_t mc_retries;               /* extra attempts of a get that met an unreachable server */
-	uint32_t mc_retry_delay_ms;        /* first retry delay and down window, doubled each time */
+	/* [store.memcached] (src/kv/memcached.c; documented in configs/memcached.toml):
+	 * the backend's own parameters, as kv_open takes them */
+	struct kv_mc_params mc;
 };
 
 /* Fill every field with its documented default. */

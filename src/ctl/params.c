@@ -16,16 +16,7 @@ void fm_config_kv_params(const struct fm_config *c, struct kv_params *out)
 	out->local.segment_mib = c->local_segment_mib;
 	out->local.shard_count = c->shard_count;
 
-	_Static_assert(sizeof(out->mc.servers) == sizeof(c->mc_servers), "store.memcached.servers");
-	memcpy(out->mc.servers, c->mc_servers, sizeof(out->mc.servers));
-	out->mc.distribution = c->mc_distribution;
-	out->mc.replicas = c->mc_replicas;
-	out->mc.binary = c->mc_binary;
-	out->mc.connect_timeout_ms = c->mc_connect_timeout_ms;
-	out->mc.io_timeout_ms = c->mc_io_timeout_ms;
-	out->mc.batch = c->mc_batch;
-	out->mc.retries = c->mc_retries;
-	out->mc.retry_delay_ms = c->mc_retry_delay_ms;
+	out->mc = c->mc;
 }
 
 void fm_config_shard_params(const struct fm_config *c, unsigned idx, struct shard_params *out)
