@@ -57,7 +57,7 @@
  *   - a server run without -M evicts pages when full; the first shard warns
  *     at start. Those pages then fail their get and are poisoned, never
  *     zero-filled. */
-#include "kv/kv.h"
+#include "kv/mc_priv.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -79,56 +79,6 @@
 #include "base/log.h"
 #include "kv/mc_wire.h"
 
-#define MC_MAX_SERVERS 32
-#define MC_NAME_MAX 272         /* host:port, or a unix socket path (< 108) */
-#define MC_DOWN_MAX_MS 1000u    /* longest down window and retry delay */
-#define MC_DEFAULT_PORT 11211
-
-
-struct mc_server {
-	char name[MC_NAME_MAX];         /* as configured, for messages */
-	char host[MC_NAME_MAX];         /* host name, address or socket path */
-	unsigned port;                  /* 0 for a unix socket */
-	struct sockaddr_storage addr;   /* for our own write connection */
-	socklen_t addrlen;
-	memcached_st *mc;               /* reads and deletes; NULL until needed */
-	memcached_result_st result;     /* reused: a get allocates nothing */
-	bool mc_reset;                  /* failed: rebuild mc before the next use */
-	int wfd;                        /* pipelined write connection, -1 closed */
-	uint64_t down_until;            /* ns; the server is skipped before this */
-	uint32_t delay_ms;              /* length of the next down window */
-	bool down;                      /* failed and not answered since (logged) */
-
-	/* the write job of the current flush */
-	uint32_t niov, iov_pos;
-	bool active;
-	struct iovec *iov;              /* 3 per request */
-	uint8_t *hdr;                   /* MC_HDR_MAX per request */
-	uint32_t *req_item;             /* request -> item of the flush */
-	struct mc_rx rx;                /* requests of the job and their answers */
-};
-
-struct mc_store {
-	struct kv_store base;           /* first: kv.c sees only this */
-	memcached_st *router;           /* all servers: maps a key to its primary */
-	struct mc_server *sv;
-	unsigned nsv, replicas, batch, retries, retry_ms, connect_ms, io_ms;
-	bool binary;
-	unsigned shard;
-	/* one flush: per item tallies and keys */
-	uint8_t *it_ok, *it_full, *it_err, *it_miss;
-	char (*keys)[KV_MEMCACHED_KEY_LEN + 1];
-	struct pollfd *pfd;
-	uint32_t *pfd_sv;
-	struct kv_memcached_info info;
-};
-
-
-static inline struct mc_store *to_mc(struct kv_store *kv)
-{
-	return (struct mc_store *)kv;
-}
-
 void kv_memcached_key(struct kv_key key, char out[KV_MEMCACHED_KEY_LEN + 1])
 {
 	static const char hex[] = "0123456789abcdef";
@@ -140,118 +90,6 @@ void kv_memcached_key(struct kv_key key, char out[KV_MEMCACHED_KEY_LEN + 1])
 	for (int i = 0; i < 16; i++)
 		out[21 + i] = hex[(key.page >> (60 - 4 * i)) & 0xf];
 	out[KV_MEMCACHED_KEY_LEN] = '\0';
-}
-
-/* The i-th server of a key: its primary, then the ones after it. */
-static inline unsigned route(const struct mc_store *ms, const char *key, unsigned i)
-{
-	uint32_t p = memcached_generate_hash(ms->router, key, KV_MEMCACHED_KEY_LEN);
-
-	return (p + i) % ms->nsv;
-}
-
-/* ---- server state ---- */
-
-static void sv_close_write(struct mc_server *sv)
-{
-	if (sv->wfd >= 0)
-		close(sv->wfd);
-	sv->wfd = -1;
-	sv->rx.rlen = 0;
-	sv->rx.skip = 0;
-}
-
-static void sv_handle_free(struct mc_server *sv)
-{
-	if (!sv->mc)
-		return;
-	memcached_result_free(&sv->result);
-	memcached_free(sv->mc);
-	sv->mc = NULL;
-}
-
-static int sv_handle_new(struct mc_store *ms, struct mc_server *sv)
-{
-	memcached_st *mc = memcached_create(NULL);
-	memcached_return_t rc;
-
-	if (!mc)
-		return -ENOMEM;
-	rc = sv->port ? memcached_server_add(mc, sv->host, (in_port_t)sv->port)
-		      : memcached_server_add_unix_socket(mc, sv->host);
-	/* NO_BLOCK makes the connect timeout apply. Noreply stays off: every
-	 * request waits for its answer. libmemcached's own dead-server timer
-	 * counts whole seconds, so a failed handle is rebuilt instead and the
-	 * down window (ours) decides when to try again. */
-	if (rc == MEMCACHED_SUCCESS)
-		rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, ms->binary);
-	if (rc == MEMCACHED_SUCCESS)
-		rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_NO_BLOCK, 1);
-	if (rc == MEMCACHED_SUCCESS)
-		rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
-	if (rc == MEMCACHED_SUCCESS)
-		rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, ms->connect_ms);
-	if (rc == MEMCACHED_SUCCESS)
-		rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, ms->io_ms);
-	if (rc == MEMCACHED_SUCCESS)
-		rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 0);
-	if (rc != MEMCACHED_SUCCESS || !memcached_result_create(mc, &sv->result)) {
-		FM_ERR("kv/memcached: shard %u: cannot set up a handle for %s: %s", ms->shard,
-		       sv->name, memcached_strerror(mc, rc));
-		memcached_free(mc);
-		return -EIO;
-	}
-	sv->mc = mc;
-	sv->mc_reset = false;
-	return 0;
-}
-
-/* Ready the libmemcached handle of a server; 0 or -EIO. */
-static int sv_prepare(struct mc_store *ms, struct mc_server *sv)
-{
-	if (sv->mc && !sv->mc_reset)
-		return 0;
-	sv_handle_free(sv);
-	return sv_handle_new(ms, sv) < 0 ? -EIO : 0;
-}
-
-static inline bool sv_usable(const struct mc_server *sv, uint64_t now)
-{
-	return now >= sv->down_until;
-}
-
-static void sv_failed(struct mc_store *ms, struct mc_server *sv, const char *what,
-		      const char *why)
-{
-	ms->info.server_failures++;
-	if (!sv->down)
-		FM_WARN("kv/memcached: shard %u: server %s failed (%s: %s); skipped for %u ms, "
-			"then retried with doubling delays", ms->shard, sv->name, what, why,
-			sv->delay_ms);
-	sv->down = true;
-	sv->down_until = fm_now_ns() + (uint64_t)sv->delay_ms * 1000000ull;
-	sv->delay_ms = FM_MIN(sv->delay_ms * 2, FM_MAX(MC_DOWN_MAX_MS, ms->retry_ms));
-	sv->mc_reset = true;
-	sv_close_write(sv);
-}
-
-static void sv_answered(struct mc_store *ms, struct mc_server *sv)
-{
-	if (sv->down) {
-		FM_INFO("kv/memcached: shard %u: server %s answers again", ms->shard, sv->name);
-		ms->info.server_recoveries++;
-	}
-	sv->down = false;
-	sv->down_until = 0;
-	sv->delay_ms = ms->retry_ms;
-}
-
-/* libmemcached answers that mean the server did not (reliably) answer. */
-static int sv_lm_error(struct mc_store *ms, struct mc_server *sv, const char *what,
-		       memcached_return_t rc)
-{
-	sv_failed(ms, sv, what, memcached_strerror(sv->mc, rc));
-	return -EIO;
 }
 
 /* ---- reads and deletes (libmemcached) ---- */
@@ -266,20 +104,20 @@ static int sv_get(struct mc_store *ms, struct mc_server *sv, const char *key, vo
 	memcached_return_t rc;
 	int ret;
 
-	if (sv_prepare(ms, sv) < 0) {
-		sv_failed(ms, sv, "get", "no handle");
+	if (mc_sv_prepare(ms, sv) < 0) {
+		mc_sv_failed(ms, sv, "get", "no handle");
 		return -EIO;
 	}
 	rc = memcached_mget(sv->mc, keys, lens, 1);
 	if (rc != MEMCACHED_SUCCESS)
-		return sv_lm_error(ms, sv, "get", rc);
+		return mc_sv_lm_error(ms, sv, "get", rc);
 	res = memcached_fetch_result(sv->mc, &sv->result, &rc);
 	if (!res) {
 		if (rc == MEMCACHED_END || rc == MEMCACHED_NOTFOUND) {
-			sv_answered(ms, sv);
+			mc_sv_answered(ms, sv);
 			return -ENOENT;
 		}
-		return sv_lm_error(ms, sv, "get", rc);
+		return mc_sv_lm_error(ms, sv, "get", rc);
 	}
 	if (memcached_result_length(res) == FM_PAGE_SIZE) {
 		memcpy(page_out, memcached_result_value(res), FM_PAGE_SIZE);
@@ -294,7 +132,7 @@ static int sv_get(struct mc_store *ms, struct mc_server *sv, const char *key, vo
 		;
 	if (rc != MEMCACHED_END && rc != MEMCACHED_NOTFOUND)
 		sv->mc_reset = true;
-	sv_answered(ms, sv);
+	mc_sv_answered(ms, sv);
 	return ret;
 }
 
@@ -316,7 +154,7 @@ static int mc_get_checked(struct kv_store *kv, struct kv_key key, void *page_out
 
 			/* The first pass trusts the down windows; retries
 			 * ask every server, the page may be on the down one. */
-			if (attempt == 0 && !sv_usable(sv, now)) {
+			if (attempt == 0 && !mc_sv_usable(sv, now)) {
 				unreachable++;
 				continue;
 			}
@@ -359,16 +197,16 @@ static int mc_del(struct kv_store *kv, struct kv_key key)
 		struct mc_server *sv = &ms->sv[route(ms, k, i)];
 		memcached_return_t rc;
 
-		if (!sv_usable(sv, now) || sv_prepare(ms, sv) < 0) {
+		if (!mc_sv_usable(sv, now) || mc_sv_prepare(ms, sv) < 0) {
 			unreachable++;
 			continue;
 		}
 		rc = memcached_delete(sv->mc, k, KV_MEMCACHED_KEY_LEN, 0);
 		if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND) {
 			deleted += rc == MEMCACHED_SUCCESS;
-			sv_answered(ms, sv);
+			mc_sv_answered(ms, sv);
 		} else {
-			sv_lm_error(ms, sv, "delete", rc);
+			mc_sv_lm_error(ms, sv, "delete", rc);
 			unreachable++;
 		}
 	}
@@ -379,44 +217,6 @@ static int mc_del(struct kv_store *kv, struct kv_key key)
 }
 
 /* ---- pipelined writes (our own connection per server) ---- */
-
-static int sv_connect_write(struct mc_store *ms, struct mc_server *sv)
-{
-	int fd, one = 1, err = 0;
-	socklen_t len = sizeof(err);
-
-	fd = socket(sv->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (sv->port)
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(fd, (struct sockaddr *)&sv->addr, sv->addrlen) < 0) {
-		struct pollfd p = { .fd = fd, .events = POLLOUT };
-		int n;
-
-		/* A unix socket's EAGAIN is a full backlog, not progress. */
-		if (errno != EINPROGRESS) {
-			err = errno;
-			close(fd);
-			return -err;
-		}
-		n = poll(&p, 1, (int)ms->connect_ms);
-		if (n <= 0) {
-			err = n == 0 ? ETIMEDOUT : errno;
-			close(fd);
-			return -err;
-		}
-		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
-			err = err ? err : errno;
-			close(fd);
-			return -err;
-		}
-	}
-	sv->wfd = fd;
-	sv->rx.rlen = 0;
-	sv->rx.skip = 0;
-	return 0;
-}
 
 /* Queue request q of this server's job: a SET of `page` for item `item`, or
  * with page NULL a TOUCH (exptime 0, as stored) that only asks whether the
@@ -449,7 +249,7 @@ static void job_fail(struct mc_store *ms, struct mc_server *sv, const char *why)
 		}
 	}
 	sv->active = false;
-	sv_failed(ms, sv, "write", why);
+	mc_sv_failed(ms, sv, "write", why);
 }
 
 /* The tally of one answer; ctx is the server whose job it answers. */
@@ -534,7 +334,7 @@ static void flush_jobs(struct mc_store *ms)
 		ms->info.flushes++;
 		ms->info.writes_sent += sv->rx.nreq;
 		sv->active = true;
-		if (sv->wfd < 0 && (rc = sv_connect_write(ms, sv)) < 0)
+		if (sv->wfd < 0 && (rc = mc_sv_connect_write(ms, sv)) < 0)
 			job_fail(ms, sv, strerror(-rc));
 	}
 	for (;;) {
@@ -577,8 +377,8 @@ static void flush_jobs(struct mc_store *ms)
 				/* An answer nobody asked for: the stream is
 				 * out of step, start the next flush afresh. */
 				if (sv->rx.rlen || sv->rx.skip)
-					sv_close_write(sv);
-				sv_answered(ms, sv);
+					mc_sv_close_write(sv);
+				mc_sv_answered(ms, sv);
 			}
 		}
 	}
@@ -603,7 +403,7 @@ static void flush_chunk(struct mc_store *ms, const struct kv_key *keys, const vo
 		for (unsigned r = 0; r <= ms->replicas; r++) {
 			struct mc_server *sv = &ms->sv[route(ms, ms->keys[i], r)];
 
-			if (sv_usable(sv, now))
+			if (mc_sv_usable(sv, now))
 				job_add(ms, sv, (uint32_t)i, pages ? pages[i] : NULL);
 			else
 				ms->it_err[i]++;
@@ -822,7 +622,7 @@ static void check_no_evictions(struct mc_store *ms, struct mc_server *sv)
 {
 	bool evicting = false;
 
-	if (sv_prepare(ms, sv) < 0)
+	if (mc_sv_prepare(ms, sv) < 0)
 		return;
 	if (memcached_stat_execute(sv->mc, "settings", settings_cb, &evicting) != MEMCACHED_SUCCESS) {
 		sv->mc_reset = true;
@@ -841,8 +641,8 @@ static void mc_close(struct kv_store *kv)
 	for (unsigned i = 0; ms->sv && i < ms->nsv; i++) {
 		struct mc_server *sv = &ms->sv[i];
 
-		sv_close_write(sv);
-		sv_handle_free(sv);
+		mc_sv_close_write(sv);
+		mc_sv_handle_free(sv);
 		free(sv->iov);
 		free(sv->hdr);
 		free(sv->req_item);
@@ -925,9 +725,9 @@ static struct kv_store *mc_open(const struct kv_params *p, unsigned shard)
 	for (unsigned i = 0; i < ms->nsv; i++) {
 		struct mc_server *sv = &ms->sv[i];
 
-		rc = sv_connect_write(ms, sv);
+		rc = mc_sv_connect_write(ms, sv);
 		if (rc < 0) {
-			sv_failed(ms, sv, "connect", strerror(-rc));
+			mc_sv_failed(ms, sv, "connect", strerror(-rc));
 			continue;
 		}
 		reachable++;
@@ -959,7 +759,7 @@ int kv_memcached_info(const struct kv_store *kv, struct kv_memcached_info *out)
 	*out = ms->info;
 	out->servers_down = 0;
 	for (unsigned i = 0; i < ms->nsv; i++)
-		out->servers_down += !sv_usable(&ms->sv[i], now);
+		out->servers_down += !mc_sv_usable(&ms->sv[i], now);
 	return 0;
 }
 
