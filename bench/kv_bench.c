@@ -8,7 +8,6 @@
  *            [--path DIR] [--ram-mib M] [--churn OPS]
  */
 #include "base/base.h"
-#include "ctl/config.h"
 #include "kv/codec.h"
 #include "kv/kv.h"
 #include "kv_content.h"
@@ -226,19 +225,19 @@ int main(int argc, char **argv)
 	}
 
 	struct engine e;
-	struct fm_config cfg;
+	struct kv_params kp;
 	struct kv_store *kv = NULL;
-	memset(&cfg, 0, sizeof(cfg));
+	memset(&kp, 0, sizeof(kp));
 	uint64_t rss0 = rss_kib();
 	if (!strcmp(engine, "local")) {
-		snprintf(cfg.store_backend, sizeof(cfg.store_backend), "local");
-		cfg.local_max_mib = ram_mib;
-		cfg.local_compression = !strcmp(comp, "zstd") ? FM_LOCAL_ZSTD
+		snprintf(kp.backend, sizeof(kp.backend), "local");
+		kp.local.max_mib = ram_mib;
+		kp.local.compression = !strcmp(comp, "zstd") ? FM_LOCAL_ZSTD
 					: !strcmp(comp, "none") ? FM_LOCAL_NONE : FM_LOCAL_LZ4;
-		cfg.local_segment_mib = 16;
+		kp.local.segment_mib = 16;
 		if (path)
-			snprintf(cfg.local_path, sizeof(cfg.local_path), "%s", path);
-		kv = kv_open(&cfg, 0);
+			snprintf(kp.local.path, sizeof(kp.local.path), "%s", path);
+		kv = kv_open(&kp, 0);
 		if (!kv) {
 			perror("kv_open");
 			return 1;

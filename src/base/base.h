@@ -9,6 +9,26 @@
 #define FM_CACHELINE 64
 #define FM_PAGE_SIZE 4096u
 #define FM_PAGE_SHIFT 12
+/* Pages are dealt to shards in stripes of 2 MiB: a sequential stream stays in
+ * one shard (and its store connection) while load still spreads. The
+ * dispatcher routes by it and the shards number their pages by it. */
+#define FM_STRIPE_SHIFT 9
+#define FM_STRIPE_PAGES (1u << FM_STRIPE_SHIFT)
+
+/* The shard that owns `page` of the region in table slot `slot`: stripes go
+ * round-robin, starting at a shard that depends on the slot so that small
+ * regions do not all land on shard 0. */
+static inline unsigned fm_stripe_shard(uint32_t slot, uint64_t page, unsigned nshards)
+{
+	return (unsigned)(((page >> FM_STRIPE_SHIFT) + slot) % nshards);
+}
+
+/* Stripe index of `page` among the stripes of its region that one shard
+ * owns (dense, from 0). */
+static inline uint64_t fm_stripe_local(uint64_t page, unsigned nshards)
+{
+	return (page >> FM_STRIPE_SHIFT) / nshards;
+}
 
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)

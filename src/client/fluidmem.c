@@ -18,17 +18,9 @@
 #include <unistd.h>
 
 #include "base/base.h"
-#include "ctl/proto.h"
+#include "proto/proto.h"
 
 #define FM_API __attribute__((visibility("default")))
-#define PAGE 4096u
-#define UFFD_FEATURES                                                                      \
-	(UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_EVENT_REMOVE | \
-	 UFFD_FEATURE_EVENT_UNMAP)
-/* A fork child would get its own uffd for the same memfd: a mapping nobody
- * serves, whose reads fill evicted pages with zeros (README, "What must not
- * share a region's memfd"). Served mappings are MADV_DONTFORK instead. */
-_Static_assert(!(UFFD_FEATURES & UFFD_FEATURE_EVENT_FORK), "never ask for fork events");
 
 struct fm_region {
 	struct fm_client *client;
@@ -181,7 +173,7 @@ static int settle_late(struct fm_client *c)
 	if (late == FM_REG_REGISTER && rep.status == 0) {
 		struct fm_reg_req q = { .magic = FM_PROTO_MAGIC, .version = FM_PROTO_VERSION,
 					.type = FM_REG_UNREGISTER, .length = sizeof(q),
-					.page_size = PAGE, .region_id = rep.region_id };
+					.page_size = FM_PAGE_SIZE, .region_id = rep.region_id };
 
 		rc = transact(c, &q, NULL, 0, &rep);
 		if (rc == -ETIMEDOUT)
@@ -265,10 +257,10 @@ static int open_uffd(void)
  * both descriptors to the daemon. 0 or an errno value (with c->error set). */
 static int register_region(struct fm_client *c, struct fm_region *r, const char *name)
 {
-	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURES };
+	struct uffdio_api api = { .api = UFFD_API, .features = FM_UFFD_FEATURES };
 	struct uffdio_register reg;
 	struct fm_reg_req q = { .magic = FM_PROTO_MAGIC, .version = FM_PROTO_VERSION,
-				.type = FM_REG_REGISTER, .length = sizeof(q), .page_size = PAGE };
+				.type = FM_REG_REGISTER, .length = sizeof(q), .page_size = FM_PAGE_SIZE };
 	struct fm_reg_reply rep;
 	int err, fds[2];
 
@@ -278,9 +270,9 @@ static int register_region(struct fm_client *c, struct fm_region *r, const char 
 		set_error(c, "userfaultfd: %s", strerror(errno));
 		return err;
 	}
-	if (ioctl(r->uffd, UFFDIO_API, &api) < 0 || (api.features & UFFD_FEATURES) != UFFD_FEATURES) {
+	if (ioctl(r->uffd, UFFDIO_API, &api) < 0 || (api.features & FM_UFFD_FEATURES) != FM_UFFD_FEATURES) {
 		set_error(c, "this kernel's userfaultfd lacks features 0x%llx",
-			  (unsigned long long)(UFFD_FEATURES & ~api.features));
+			  (unsigned long long)(FM_UFFD_FEATURES & ~api.features));
 		return ENOSYS;
 	}
 	reg = (struct uffdio_register){
@@ -341,7 +333,7 @@ FM_API struct fm_region *fm_region_create(struct fm_client *c, size_t size, cons
 		errno = EINVAL;
 		return NULL;
 	}
-	size = (size + PAGE - 1) & ~(size_t)(PAGE - 1);
+	size = (size + FM_PAGE_SIZE - 1) & ~(size_t)(FM_PAGE_SIZE - 1);
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return NULL;
@@ -390,7 +382,7 @@ FM_API struct fm_region *fm_region_register(struct fm_client *c, void *addr, siz
 	struct fm_region *r;
 	int err;
 
-	if (!c || size == 0 || size % PAGE || (uintptr_t)addr % PAGE || memfd < 0) {
+	if (!c || size == 0 || size % FM_PAGE_SIZE || (uintptr_t)addr % FM_PAGE_SIZE || memfd < 0) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -435,7 +427,7 @@ FM_API int fm_region_destroy(struct fm_region *r)
 {
 	struct fm_client *c;
 	struct fm_reg_req q = { .magic = FM_PROTO_MAGIC, .version = FM_PROTO_VERSION,
-				.type = FM_REG_UNREGISTER, .length = sizeof(q), .page_size = PAGE };
+				.type = FM_REG_UNREGISTER, .length = sizeof(q), .page_size = FM_PAGE_SIZE };
 	struct fm_reg_reply rep;
 	int rc;
 
@@ -489,7 +481,7 @@ FM_API void fm_client_forget(struct fm_client *c)
 
 FM_API int fm_region_discard(struct fm_region *r, size_t offset, size_t len)
 {
-	if (!r || offset % PAGE || len % PAGE || offset > r->size || len > r->size - offset)
+	if (!r || offset % FM_PAGE_SIZE || len % FM_PAGE_SIZE || offset > r->size || len > r->size - offset)
 		return -EINVAL;
 	if (len == 0)
 		return 0;

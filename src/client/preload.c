@@ -48,13 +48,13 @@
 
 #include "client/fluidmem.h"
 #include "client/maps.h"
+#include "proto/proto.h"
 
 #define SHIM_API __attribute__((visibility("default")))
-#define PAGE 4096ul
+#define PAGE ((size_t)FM_PAGE_SIZE)   /* size_t, so ~(PAGE - 1) masks 64-bit lengths */
 #define MAX_TRACKED 64       /* RAM + DIMM slots of one VM, with room to spare */
 #define MAX_FOREIGN 64       /* a fork child's memory of its parents' memfds */
 #define MAX_MATCH 512
-#define NAME_LEN 64          /* the registration protocol's name field */
 
 typedef void *(*mmap_fn)(void *, size_t, int, int, int, off_t);
 typedef int (*munmap_fn)(void *, size_t);
@@ -699,7 +699,7 @@ static bool second_mapping(void *addr, size_t len, int flags, int fd, char *name
 
 static void *shim_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
-	char name[NAME_LEN];
+	char name[FM_REGION_NAME_MAX];
 	void *p;
 
 	if (fd >= 0 && !(flags & MAP_ANONYMOUS) && nused() &&

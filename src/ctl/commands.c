@@ -22,7 +22,7 @@ struct ctl_command {
 	const char *usage;
 	const char *help;
 	int min_args, max_args;
-	bool (*run)(struct daemon *d, int argc, char **argv, struct strbuf *out);
+	enum ctl_next (*run)(struct daemon *d, int argc, char **argv, struct strbuf *out);
 };
 
 static void fail(struct strbuf *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -76,7 +76,7 @@ static bool no_unknown_flags(int argc, char **argv, struct strbuf *out)
 	return true;
 }
 
-static struct region *find_region(struct daemon *d, const char *arg, struct strbuf *out)
+static struct uffd_region *find_region(struct daemon *d, const char *arg, struct strbuf *out)
 {
 	uint64_t id;
 
@@ -91,7 +91,7 @@ static struct region *find_region(struct daemon *d, const char *arg, struct strb
 	return NULL;
 }
 
-static bool client_alive(const struct region *r)
+static bool client_alive(const struct uffd_region *r)
 {
 	const struct reg_conn *c = r->owner;
 
@@ -159,7 +159,7 @@ static void stats_fields(struct strbuf *out, const struct shard_stats *s)
 		  fm_hist_quantile(&s->fault_ns, 0.999) / 1e3);
 }
 
-static bool cmd_stats(struct daemon *d, int argc, char **argv, struct strbuf *out)
+static enum ctl_next cmd_stats(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
 	bool do_reset = take_flag(&argc, argv, "--reset");
 	struct shard_stats *tot;
@@ -167,25 +167,25 @@ static bool cmd_stats(struct daemon *d, int argc, char **argv, struct strbuf *ou
 	double up = (double)(fm_now_ns() - d->started_ns) / 1e9;
 
 	if (!no_unknown_flags(argc, argv, out))
-		return false;
+		return CTL_CONTINUE;
 	if (argc > 1) {
 		fail(out, "usage: stats [--reset]");
-		return false;
+		return CTL_CONTINUE;
 	}
 	tot = calloc(1, sizeof(*tot));
 	if (!tot) {
 		fail(out, "out of memory");
-		return false;
+		return CTL_CONTINUE;
 	}
 	if (gather_stats(d, tot) < 0) {
 		fail(out, "a shard did not answer within the timeout");
 		free(tot);
-		return false;
+		return CTL_CONTINUE;
 	}
 	if (daemon_dispatcher_request(d, FM_MSG_STATS, &ds) < 0) {
 		fail(out, "the dispatcher did not answer within the timeout");
 		free(tot);
-		return false;
+		return CTL_CONTINUE;
 	}
 	sb_printf(out, "{\"v\":1,\"ok\":true,\"totals\":{");
 	stats_fields(out, tot);
@@ -209,7 +209,7 @@ static bool cmd_stats(struct daemon *d, int argc, char **argv, struct strbuf *ou
 	free(tot);
 	if (do_reset && reset(d, FM_RESET_COUNTERS) < 0)
 		FM_WARN("stats --reset: a shard did not answer; its counters were not cleared");
-	return false;
+	return CTL_CONTINUE;
 }
 
 /* ---- latency ---- */
@@ -246,22 +246,22 @@ static void hists_json(struct strbuf *out, const struct shard_stats *s)
 #undef X
 }
 
-static bool cmd_latency(struct daemon *d, int argc, char **argv, struct strbuf *out)
+static enum ctl_next cmd_latency(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
 	bool do_reset = take_flag(&argc, argv, "--reset");
 	struct shard_stats *tot;
 
 	if (!no_unknown_flags(argc, argv, out))
-		return false;
+		return CTL_CONTINUE;
 	if (argc > 1) {
 		fail(out, "usage: latency [--reset]");
-		return false;
+		return CTL_CONTINUE;
 	}
 	tot = calloc(1, sizeof(*tot));
 	if (!tot || gather_stats(d, tot) < 0) {
 		fail(out, tot ? "a shard did not answer within the timeout" : "out of memory");
 		free(tot);
-		return false;
+		return CTL_CONTINUE;
 	}
 	sb_printf(out, "{\"v\":1,\"ok\":true,\"totals\":{");
 	hists_json(out, tot);
@@ -275,12 +275,12 @@ static bool cmd_latency(struct daemon *d, int argc, char **argv, struct strbuf *
 	free(tot);
 	if (do_reset && reset(d, FM_RESET_LATENCY) < 0)
 		FM_WARN("latency --reset: a shard did not answer; its histograms were not cleared");
-	return false;
+	return CTL_CONTINUE;
 }
 
 /* ---- regions ---- */
 
-static bool cmd_regions(struct daemon *d, int argc, char **argv, struct strbuf *out)
+static enum ctl_next cmd_regions(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
 	static const char *const states[] = { "attaching", "live", "detaching", "detaching" };
 	int64_t res[FM_MAX_SHARDS];
@@ -292,11 +292,11 @@ static bool cmd_regions(struct daemon *d, int argc, char **argv, struct strbuf *
 		a[i] = (uint64_t)(uintptr_t)&d->region_snap[(size_t)i * FM_MAX_REGIONS];
 	if (daemon_shard_request(d, FM_MSG_REGION_STATS, a, NULL, res, det) < 0) {
 		fail(out, "a shard did not answer within the timeout");
-		return false;
+		return CTL_CONTINUE;
 	}
 	sb_printf(out, "{\"v\":1,\"ok\":true,\"regions\":[");
 	for (unsigned slot = 0; slot < FM_MAX_REGIONS; slot++) {
-		const struct region *r = d->regions[slot];
+		const struct uffd_region *r = d->regions[slot];
 		struct shard_region_stats sum = { 0 };
 		bool capped = false;
 
@@ -330,12 +330,12 @@ static bool cmd_regions(struct daemon *d, int argc, char **argv, struct strbuf *
 		first = false;
 	}
 	sb_printf(out, "]}\n");
-	return false;
+	return CTL_CONTINUE;
 }
 
 /* ---- resize, evict ---- */
 
-static bool set_budget(struct daemon *d, uint64_t pages, struct strbuf *out)
+static enum ctl_next set_budget(struct daemon *d, uint64_t pages, struct strbuf *out)
 {
 	uint64_t a[FM_MAX_SHARDS], det[FM_MAX_SHARDS], resident = 0;
 	int64_t res[FM_MAX_SHARDS];
@@ -343,7 +343,7 @@ static bool set_budget(struct daemon *d, uint64_t pages, struct strbuf *out)
 
 	if (pages == 0) {
 		fail(out, "the budget must be at least 1 page");
-		return false;
+		return CTL_CONTINUE;
 	}
 	/* Every shard keeps at least one page, so a faulting thread always
 	 * gets to use the page it faulted in before it can be evicted again. */
@@ -351,7 +351,7 @@ static bool set_budget(struct daemon *d, uint64_t pages, struct strbuf *out)
 		a[i] = FM_MAX(1, pages / d->nshards + (i < pages % d->nshards ? 1 : 0));
 	if (daemon_shard_request(d, FM_MSG_SET_BUDGET, a, NULL, res, det) < 0) {
 		fail(out, "a shard did not answer within the timeout");
-		return false;
+		return CTL_CONTINUE;
 	}
 	for (unsigned i = 0; i < d->nshards; i++) {
 		resident += det[i];
@@ -362,10 +362,10 @@ static bool set_budget(struct daemon *d, uint64_t pages, struct strbuf *out)
 	sb_printf(out, "{\"v\":1,\"ok\":true,\"budget\":%" PRIu64 ",\"resident\":%" PRIu64
 		       ",\"within_budget\":%s}\n",
 		  pages, resident, within ? "true" : "false");
-	return false;
+	return CTL_CONTINUE;
 }
 
-static bool set_region_budget(struct daemon *d, struct region *r, const char *arg, struct strbuf *out)
+static enum ctl_next resize_region(struct daemon *d, struct uffd_region *r, const char *arg, struct strbuf *out)
 {
 	uint64_t pages, a[FM_MAX_SHARDS], det[FM_MAX_SHARDS], resident = 0;
 	int64_t res[FM_MAX_SHARDS];
@@ -373,11 +373,11 @@ static bool set_region_budget(struct daemon *d, struct region *r, const char *ar
 
 	if (!unlimited && !parse_u64(arg, &pages)) {
 		fail(out, "resize: PAGES must be a whole number or \"unlimited\", got \"%.64s\"", arg);
-		return false;
+		return CTL_CONTINUE;
 	}
 	if (!unlimited && pages == 0) {
 		fail(out, "a region budget must be at least 1 page");
-		return false;
+		return CTL_CONTINUE;
 	}
 	uint64_t b[FM_MAX_SHARDS];
 
@@ -389,7 +389,7 @@ static bool set_region_budget(struct daemon *d, struct region *r, const char *ar
 	}
 	if (daemon_shard_request(d, FM_MSG_REGION_BUDGET, a, b, res, det) < 0) {
 		fail(out, "a shard did not answer within the timeout");
-		return false;
+		return CTL_CONTINUE;
 	}
 	for (unsigned i = 0; i < d->nshards; i++) {
 		resident += det[i];
@@ -402,77 +402,77 @@ static bool set_region_budget(struct daemon *d, struct region *r, const char *ar
 		sb_printf(out, "%" PRIu64, pages);
 	sb_printf(out, ",\"resident\":%" PRIu64 ",\"within_budget\":%s}\n", resident,
 		  within ? "true" : "false");
-	return false;
+	return CTL_CONTINUE;
 }
 
-static bool cmd_resize(struct daemon *d, int argc, char **argv, struct strbuf *out)
+static enum ctl_next cmd_resize(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
 	uint64_t pages;
 
 	if (argc == 4 && strcmp(argv[1], "--region") == 0) {
-		struct region *r = find_region(d, argv[2], out);
-		return r ? set_region_budget(d, r, argv[3], out) : false;
+		struct uffd_region *r = find_region(d, argv[2], out);
+		return r ? resize_region(d, r, argv[3], out) : CTL_CONTINUE;
 	}
 	if (argc != 2 || !no_unknown_flags(argc, argv, out)) {
 		if (!out->len)
 			fail(out, "usage: resize PAGES | resize --region ID PAGES|unlimited");
-		return false;
+		return CTL_CONTINUE;
 	}
 	if (!parse_u64(argv[1], &pages)) {
 		fail(out, "resize: PAGES must be a whole number, got \"%.64s\"", argv[1]);
-		return false;
+		return CTL_CONTINUE;
 	}
 	return set_budget(d, pages, out);
 }
 
-static bool cmd_evict(struct daemon *d, int argc, char **argv, struct strbuf *out)
+static enum ctl_next cmd_evict(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
 	uint64_t n, a[FM_MAX_SHARDS], det[FM_MAX_SHARDS], done = 0;
 	int64_t res[FM_MAX_SHARDS];
 
 	if (!parse_u64(argv[1], &n)) {
 		fail(out, "evict: N must be a whole number, got \"%.64s\"", argv[1]);
-		return false;
+		return CTL_CONTINUE;
 	}
 	for (unsigned i = 0; i < d->nshards; i++)
 		a[i] = n / d->nshards + (i < n % d->nshards ? 1 : 0);
 	if (daemon_shard_request(d, FM_MSG_EVICT, a, NULL, res, det) < 0) {
 		fail(out, "a shard did not answer within the timeout");
-		return false;
+		return CTL_CONTINUE;
 	}
 	for (unsigned i = 0; i < d->nshards; i++)
 		done += det[i];
 	sb_printf(out, "{\"v\":1,\"ok\":true,\"requested\":%" PRIu64 ",\"evicted\":%" PRIu64 "}\n", n,
 		  done);
-	return false;
+	return CTL_CONTINUE;
 }
 
 /* ---- detach ---- */
 
-static bool cmd_detach(struct daemon *d, int argc, char **argv, struct strbuf *out)
+static enum ctl_next cmd_detach(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
 	bool force = take_flag(&argc, argv, "--force");
-	struct region *r;
+	struct uffd_region *r;
 	bool alive;
 	uint64_t id;
 
 	if (!no_unknown_flags(argc, argv, out))
-		return false;
+		return CTL_CONTINUE;
 	if (argc != 2) {
 		fail(out, "usage: detach ID [--force]");
-		return false;
+		return CTL_CONTINUE;
 	}
 	if (!(r = find_region(d, argv[1], out)))
-		return false;
+		return CTL_CONTINUE;
 	if (r->state == REGION_DETACHING || r->state == REGION_RELEASING) {
 		fail(out, "region %" PRIu64 " is already being detached", r->id);
-		return false;
+		return CTL_CONTINUE;
 	}
 	alive = client_alive(r);
 	if (alive && !force) {
 		fail(out, "region %" PRIu64 " belongs to live pid %d; --force detaches it anyway "
 			  "(its pages are handed back to it first)", r->id, (int)r->pid);
-		return false;
+		return CTL_CONTINUE;
 	}
 	id = r->id;
 	/* A live client keeps running on memory we hand back; a dead one's
@@ -481,62 +481,62 @@ static bool cmd_detach(struct daemon *d, int argc, char **argv, struct strbuf *o
 	if (daemon_wait_region_gone(d, r, DETACH_TIMEOUT_MS) < 0) {
 		fail(out, "region %" PRIu64 " is still detaching after %d s", id,
 		     DETACH_TIMEOUT_MS / 1000);
-		return false;
+		return CTL_CONTINUE;
 	}
 	FM_INFO("region %" PRIu64 " detached by the operator%s", id, alive ? " (pages handed back)" : "");
 	sb_printf(out, "{\"v\":1,\"ok\":true,\"detached\":%" PRIu64 ",\"pages_restored\":%s}\n", id,
 		  alive ? "true" : "false");
-	return false;
+	return CTL_CONTINUE;
 }
 
 /* ---- misc ---- */
 
-static bool cmd_log_level(struct daemon *d, int argc, char **argv, struct strbuf *out)
+static enum ctl_next cmd_log_level(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
 	int level = fm_log_level_parse(argv[1]);
 
 	if (level < 0) {
 		fail(out, "log-level: want error, warn, info or debug, got \"%.32s\"", argv[1]);
-		return false;
+		return CTL_CONTINUE;
 	}
 	__atomic_store_n(&fm_log_level, level, __ATOMIC_RELAXED);
 	d->cfg.log_level = level;
 	FM_INFO("log level set to %s", fm_log_level_name(level));
 	sb_printf(out, "{\"v\":1,\"ok\":true,\"log_level\":\"%s\"}\n", fm_log_level_name(level));
-	return false;
+	return CTL_CONTINUE;
 }
 
-static bool cmd_metrics(struct daemon *d, int argc, char **argv, struct strbuf *out)
+static enum ctl_next cmd_metrics(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
 	struct strbuf text = { 0 };
 
 	if (ctl_metrics_text(d, &text) < 0 || text.oom) {
 		sb_free(&text);
 		fail(out, "a shard did not answer within the timeout");
-		return false;
+		return CTL_CONTINUE;
 	}
 	sb_printf(out, "{\"v\":1,\"ok\":true,\"content_type\":\"text/plain; version=0.0.4\",\"text\":");
 	sb_json_str(out, text.s ? text.s : "");
 	sb_printf(out, "}\n");
 	sb_free(&text);
-	return false;
+	return CTL_CONTINUE;
 }
 
-static bool cmd_ping(struct daemon *d, int argc, char **argv, struct strbuf *out)
+static enum ctl_next cmd_ping(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
 	sb_printf(out, "{\"v\":1,\"ok\":true,\"pong\":true,\"pid\":%d}\n", (int)getpid());
-	return false;
+	return CTL_CONTINUE;
 }
 
-static bool cmd_shutdown(struct daemon *d, int argc, char **argv, struct strbuf *out)
+static enum ctl_next cmd_shutdown(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
 	bool drop = take_flag(&argc, argv, "--drop");
 
 	if (!no_unknown_flags(argc, argv, out))
-		return false;
+		return CTL_CONTINUE;
 	if (argc > 1) {
 		fail(out, "usage: shutdown [--drop]");
-		return false;
+		return CTL_CONTINUE;
 	}
 	d->restore_on_shutdown = !drop;
 	sb_printf(out, "{\"v\":1,\"ok\":true,\"live_regions\":%u,\"note\":", region_table_count());
@@ -545,10 +545,10 @@ static bool cmd_shutdown(struct daemon *d, int argc, char **argv, struct strbuf 
 			      : "every page of a live region is handed back to its client, which "
 				"keeps running on plain memory; then the daemon stops");
 	sb_printf(out, "}\n");
-	return true;
+	return CTL_SHUTDOWN;
 }
 
-static bool cmd_help(struct daemon *d, int argc, char **argv, struct strbuf *out);
+static enum ctl_next cmd_help(struct daemon *d, int argc, char **argv, struct strbuf *out);
 
 static const struct ctl_command commands[] = {
 	{ "help", "help", "list commands", 0, 0, cmd_help },
@@ -575,7 +575,7 @@ static const struct ctl_command commands[] = {
 	  "stop cleanly; live clients get their pages back unless --drop", 0, 1, cmd_shutdown },
 };
 
-static bool cmd_help(struct daemon *d, int argc, char **argv, struct strbuf *out)
+static enum ctl_next cmd_help(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
 	sb_printf(out, "{\"v\":1,\"ok\":true,\"commands\":[");
 	for (size_t i = 0; i < FM_ARRAY_SIZE(commands); i++) {
@@ -586,34 +586,34 @@ static bool cmd_help(struct daemon *d, int argc, char **argv, struct strbuf *out
 		sb_printf(out, "}");
 	}
 	sb_printf(out, "]}\n");
-	return false;
+	return CTL_CONTINUE;
 }
 
-bool ctl_execute(struct daemon *d, const char *line, struct strbuf *out)
+enum ctl_next ctl_execute(struct daemon *d, const char *line, struct strbuf *out)
 {
 	char buf[CTL_MAX_REQUEST + 1], *argv[MAX_ARGS + 2], *save = NULL, *tok;
 	int argc = 0;
 
 	if (strlen(line) > CTL_MAX_REQUEST) {
 		fail(out, "request longer than %d bytes", CTL_MAX_REQUEST);
-		return false;
+		return CTL_CONTINUE;
 	}
 	snprintf(buf, sizeof(buf), "%s", line);
 	for (tok = strtok_r(buf, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
 		if (argc == MAX_ARGS + 1) {
 			fail(out, "too many arguments");
-			return false;
+			return CTL_CONTINUE;
 		}
 		argv[argc++] = tok;
 	}
 	argv[argc] = NULL;
 	if (argc == 0 || strcmp(argv[0], "v1") != 0) {
 		fail(out, "unsupported protocol: requests start with \"v1\"");
-		return false;
+		return CTL_CONTINUE;
 	}
 	if (argc == 1) {
 		fail(out, "empty request: try \"v1 help\"");
-		return false;
+		return CTL_CONTINUE;
 	}
 	for (size_t i = 0; i < FM_ARRAY_SIZE(commands); i++) {
 		const struct ctl_command *c = &commands[i];
@@ -622,10 +622,10 @@ bool ctl_execute(struct daemon *d, const char *line, struct strbuf *out)
 			continue;
 		if (argc - 2 < c->min_args || argc - 2 > c->max_args) {
 			fail(out, "usage: %s", c->usage);
-			return false;
+			return CTL_CONTINUE;
 		}
 		return c->run(d, argc - 1, argv + 1, out);
 	}
 	fail(out, "unknown command \"%.64s\": try \"v1 help\"", argv[1]);
-	return false;
+	return CTL_CONTINUE;
 }

@@ -11,17 +11,15 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+/* The enums and sizes of module options live with their module; ctl maps the
+ * config onto each module's parameters (ctl/params.h). */
+#include "kv/kv.h"           /* enum fm_local_compression, fm_mc_distribution */
+#include "shard/policy.h"    /* enum fm_policy_kind */
+
 #define FM_MAX_SHARDS 64
 #define FM_MAX_UIDS 32
 #define FM_SOCK_PATH_MAX 108   /* sizeof(sun_path) */
 
-enum fm_policy_kind { FM_POLICY_FIFO, FM_POLICY_S3FIFO };
-/* store.memcached.distribution */
-enum fm_mc_distribution { FM_MC_KETAMA, FM_MC_MODULA };
-/* store.local.compression; lz4 is 0 so a zeroed config gets the default */
-enum fm_local_compression { FM_LOCAL_LZ4, FM_LOCAL_ZSTD, FM_LOCAL_NONE };
-#define FM_LOCAL_PATH_MAX 256              /* bytes of store.local.path, NUL included */
-#define FM_MC_SERVERS_MAX 1024   /* bytes of store.memcached.servers, NUL included */
 
 struct fm_config {
 	/* [daemon] */
@@ -66,16 +64,9 @@ struct fm_config {
 	char local_path[FM_LOCAL_PATH_MAX]; /* disk tier directory; "" = RAM only */
 	uint64_t local_disk_mib;           /* disk tier cap, all shards; 0 = the file system's */
 	uint32_t local_segment_mib;        /* disk tier segment size (new files) */
-	/* [store.memcached] (src/kv/memcached.c; documented in configs/memcached.toml) */
-	char mc_servers[FM_MC_SERVERS_MAX]; /* "host:port,/unix/socket,..." */
-	int mc_distribution;               /* enum fm_mc_distribution */
-	uint32_t mc_replicas;              /* extra copies: each page on replicas+1 servers */
-	bool mc_binary;                    /* binary protocol (else ASCII) */
-	uint32_t mc_connect_timeout_ms;
-	uint32_t mc_io_timeout_ms;
-	uint32_t mc_batch;                 /* requests per pipelined flush */
-	uint32_t mc_retries;               /* extra attempts of a get that met an unreachable server */
-	uint32_t mc_retry_delay_ms;        /* first retry delay and down window, doubled each time */
+	/* [store.memcached] (src/kv/memcached.c; documented in configs/memcached.toml):
+	 * the backend's own parameters, as kv_open takes them */
+	struct kv_mc_params mc;
 };
 
 /* Fill every field with its documented default. */

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/strbuf.h"   /* replies are built in a struct strbuf */
 #include "ctl/config.h"
 
 #define CTL_MAX_REQUEST 4096
@@ -30,19 +31,12 @@ int daemon_run(struct daemon *d);
 /* Detach every region, stop every thread, remove the sockets. NULL no-op. */
 void daemon_destroy(struct daemon *d);
 
-/* A growable string for replies. */
-struct strbuf {
-	char *s;
-	size_t len, cap;
-	bool oom;
-};
-void sb_printf(struct strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void sb_json_str(struct strbuf *b, const char *s);   /* a quoted, escaped JSON string */
-void sb_free(struct strbuf *b);
+/* What the daemon does after a control request. */
+enum ctl_next { CTL_CONTINUE, CTL_SHUTDOWN };
 
 /* Execute one control request line (without the newline) and append the
  * JSON reply line. Pure with respect to sockets: tests call it directly on a
- * daemon. Returns true when the daemon should shut down. */
-bool ctl_execute(struct daemon *d, const char *line, struct strbuf *out);
+ * daemon. CTL_SHUTDOWN after a successful shutdown command. */
+enum ctl_next ctl_execute(struct daemon *d, const char *line, struct strbuf *out);
 
 #endif

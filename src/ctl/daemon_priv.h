@@ -1,8 +1,13 @@
-/* ctl internals shared by daemon.c (sockets, registration, wiring) and
- * commands.c (control commands). Not a public header. */
+/* ctl internals shared by daemon.c (wiring, the epoll loop), requests.c,
+ * regions.c, ctl_conn.c and commands.c (control commands). Not a public
+ * header. */
 #ifndef FM_DAEMON_PRIV_H
 #define FM_DAEMON_PRIV_H
 
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "ctl/ctl.h"
@@ -12,11 +17,11 @@
 
 /* A registration connection: one client process. */
 struct reg_conn {
-	struct reg_conn *prev, *next;   /* every connection, freed at shutdown */
+	LIST_ENTRY(reg_conn) link;   /* every connection, freed at shutdown */
 	int fd;
 	pid_t pid;
 	uid_t uid;
-	struct region **regions;   /* regions registered on this connection */
+	struct uffd_region **regions;   /* regions registered on this connection */
 	unsigned nregions, cap;
 	bool closed;               /* peer gone; free when nregions == 0 */
 	bool denied;               /* uid not allowed: every request is refused */
@@ -24,7 +29,7 @@ struct reg_conn {
 
 /* A control connection. */
 struct ctl_conn {
-	struct ctl_conn *prev, *next;
+	LIST_ENTRY(ctl_conn) link;
 	int fd;
 	char in[CTL_MAX_REQUEST + 1];
 	size_t in_len;
@@ -49,9 +54,9 @@ struct daemon {
 	uint64_t started_ns;
 	bool stopping;
 	/* every live region, for listing and teardown */
-	struct region *regions[FM_MAX_REGIONS];
-	struct reg_conn *reg_conns;
-	struct ctl_conn *ctl_conns;
+	struct uffd_region *regions[FM_MAX_REGIONS];
+	LIST_HEAD(, reg_conn) reg_conns;
+	LIST_HEAD(, ctl_conn) ctl_conns;
 	/* per-shard snapshot buffers; only shards write them, on request */
 	struct shard_stats *snap;
 	struct shard_region_stats *region_snap;   /* nshards * FM_MAX_REGIONS */
@@ -68,7 +73,10 @@ struct daemon {
 };
 
 /* Send one control message to every shard and wait for all replies (5 s
- * for queries, 2 min for requests that evict). a[i], b[i] are the arguments for shard i (NULL: 0 for all);
+ * for queries, 2 min for requests that evict). a[i], b[i] are the arguments
+ * for shard i (NULL: 0 for all): REGION_STATS a = the array to fill;
+ * SET_BUDGET, EVICT a = pages; RESET a = FM_RESET_* bits; REGION_BUDGET
+ * a = the region, b = pages; STATS none (the daemon's snapshot is filled);
  * results[i]/details[i] receive the replies. 0, or -ETIMEDOUT. Other
  * replies that arrive meanwhile (region acks) are handled as usual. */
 int daemon_shard_request(struct daemon *d, uint16_t type, const uint64_t *a, const uint64_t *b,
@@ -86,8 +94,58 @@ int ctl_metrics_text(struct daemon *d, struct strbuf *out);
 
 /* Start detaching a region (client gone, unregister, detach command).
  * restore: shards hand every page back to the still-running client first. */
-void daemon_detach_region(struct daemon *d, struct region *r, bool restore);
+void daemon_detach_region(struct daemon *d, struct uffd_region *r, bool restore);
 /* Handle shard replies until `r` is freed or timeout_ms passes. 0 or -ETIMEDOUT. */
-int daemon_wait_region_gone(struct daemon *d, struct region *r, int timeout_ms);
+int daemon_wait_region_gone(struct daemon *d, struct uffd_region *r, int timeout_ms);
+
+/* ---- the epoll loop (daemon.c) ---- */
+#define TAG_REG_LISTEN 1
+#define TAG_CTL_LISTEN 2
+#define TAG_SIGNAL 3
+#define TAG_REPLIES 4
+#define TAG_REG_CONN 5
+#define TAG_CTL_CONN 6
+#define TAG_METRICS_LISTEN 7
+#define TAG_BITS 3
+/* epoll data: a tag in the low bits, the object pointer above them. */
+static inline uint64_t tagged(int tag, void *p)
+{
+	return (uint64_t)(uintptr_t)p | (uint64_t)tag;
+}
+
+/* The registration socket admits register.allowed_uids (default: root and
+ * our uid); the control socket only root and our own uid: it can stop us. */
+bool daemon_uid_allowed(const struct daemon *d, uid_t uid);
+bool daemon_peer_allowed(struct daemon *d, int fd, struct ucred *cred, bool control);
+/* accept4 on a listener, or -1 when the loop should stop accepting for now
+ * (out of descriptors: the listeners pause). */
+int daemon_accept_one(struct daemon *d, int lfd);
+
+/* ---- replies (requests.c) ---- */
+/* Handle every reply queued by the shards and the dispatcher. */
+void daemon_drain_replies(struct daemon *d);
+/* Free the buffers kept for replies that never came (shutdown). */
+void daemon_requests_free(void);
+
+/* ---- registration connections and regions (regions.c) ---- */
+void reg_accept(struct daemon *d);
+void reg_conn_readable(struct daemon *d, struct reg_conn *c, uint32_t events);
+/* Close and free a connection; its regions must be gone. */
+void reg_conn_free(struct daemon *d, struct reg_conn *c);
+/* A shard or the dispatcher acknowledged r's pending request (REGION_ADD,
+ * REGION_DEL or REGION_FORGET) with result: advance r's life cycle. */
+void daemon_region_acked(struct daemon *d, struct uffd_region *r, int64_t result);
+/* The dispatcher cannot read r's uffd (error -why): detach r, restoring. */
+void daemon_region_hostile(struct daemon *d, struct uffd_region *r, int why);
+
+/* ---- control connections (ctl_conn.c) ---- */
+/* http: a metrics scrape on the HTTP listener. */
+void ctl_accept(struct daemon *d, bool http);
+void ctl_conn_readable(struct daemon *d, struct ctl_conn *c);
+/* Write what the socket takes of c's reply (EPOLLOUT). */
+void ctl_conn_flush(struct daemon *d, struct ctl_conn *c);
+void ctl_conn_free(struct daemon *d, struct ctl_conn *c);
+/* Cut off metrics connections whose request is late or doomed. */
+void ctl_sweep_metrics_conns(struct daemon *d, uint64_t now);
 
 #endif

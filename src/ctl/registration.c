@@ -159,10 +159,10 @@ int reg_check_uffd(int fd, char *why, size_t whylen)
 		return fail(-EINVAL, why, whylen,
 			    "the userfaultfd has UFFD_FEATURE_WP_ASYNC, which breaks eviction's "
 			    "synchronous write-protect");
-	if ((feat & FM_UFFD_FEATURES_REQUIRED) != FM_UFFD_FEATURES_REQUIRED)
+	if ((feat & FM_UFFD_FEATURES) != FM_UFFD_FEATURES)
 		return fail(-EINVAL, why, whylen,
 			    "the userfaultfd lacks required features 0x%llx",
-			    (unsigned long long)(FM_UFFD_FEATURES_REQUIRED & ~feat));
+			    (unsigned long long)(FM_UFFD_FEATURES & ~feat));
 	return 0;
 }
 

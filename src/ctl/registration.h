@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "ctl/proto.h"
+#include "proto/proto.h"
 
 /* Decode one received packet: the len bytes recvmsg returned (len may be
  * larger than a request when the sender sent more), its msg_flags and the
@@ -33,7 +33,7 @@ int reg_check_fields(const struct fm_reg_req *q, int nfds, uint64_t max_bytes, c
 int reg_uffd_features_parse(const char *fdinfo, uint64_t *features);
 
 /* fd is a userfaultfd whose API handshake asked for every feature in
- * FM_UFFD_FEATURES_REQUIRED and none the daemon cannot serve: EVENT_FORK
+ * FM_UFFD_FEATURES and none the daemon cannot serve: EVENT_FORK
  * (a fork would hand the daemon the child's uffd, and the child would share
  * the memfd unserved) and WP_ASYNC (it makes write-protect faults resolve
  * by themselves, which breaks eviction's write-protect window).

@@ -5,7 +5,6 @@
 
 #include "base/base.h"
 #include "base/log.h"
-#include "ctl/config.h"
 
 #include <errno.h>
 #include <string.h>
@@ -16,18 +15,18 @@ static const struct kv_ops *const kv_backends[] = {
 	&kv_memcached_ops,
 };
 
-struct kv_store *kv_open(const struct fm_config *cfg, unsigned shard)
+struct kv_store *kv_open(const struct kv_params *p, unsigned shard)
 {
 	const char *name;
 	struct kv_store *kv;
 
-	if (!cfg) {
+	if (!p) {
 		errno = EINVAL;
 		return NULL;
 	}
-	name = cfg->store_backend;
+	name = p->backend;
 	/* A name filling the whole array has no terminator; never read past it. */
-	if (strnlen(name, sizeof(cfg->store_backend)) == sizeof(cfg->store_backend)) {
+	if (strnlen(name, sizeof(p->backend)) == sizeof(p->backend)) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -36,7 +35,7 @@ struct kv_store *kv_open(const struct fm_config *cfg, unsigned shard)
 
 		if (strcmp(name, ops->name) != 0)
 			continue;
-		kv = ops->open(cfg, shard);
+		kv = ops->open(p, shard);
 		if (!kv)
 			return NULL;
 		kv->ops = ops;

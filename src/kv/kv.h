@@ -43,7 +43,41 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct fm_config;
+/* store.local.compression; lz4 is 0 so zeroed params get the default */
+enum fm_local_compression { FM_LOCAL_LZ4, FM_LOCAL_ZSTD, FM_LOCAL_NONE };
+/* store.memcached.distribution */
+enum fm_mc_distribution { FM_MC_KETAMA, FM_MC_MODULA };
+#define FM_LOCAL_PATH_MAX 256    /* bytes of store.local.path, NUL included */
+#define FM_MC_SERVERS_MAX 1024   /* bytes of store.memcached.servers, NUL included */
+
+/* What kv_open needs, filled by ctl from the [store] tables of the config
+ * (fm_config_kv_params). Each backend reads only its own part. */
+struct kv_local_params {
+	uint64_t max_mib;              /* RAM tier, all shards */
+	int compression;               /* enum fm_local_compression */
+	char path[FM_LOCAL_PATH_MAX];  /* disk tier directory; "" = RAM only */
+	uint64_t disk_mib;             /* disk tier cap, all shards; 0 = the file system's */
+	uint32_t segment_mib;          /* disk tier segment size (new files) */
+	uint32_t shard_count;          /* the caps above are divided among this many */
+};
+
+struct kv_mc_params {
+	char servers[FM_MC_SERVERS_MAX];   /* "host:port,/unix/socket,..." */
+	int distribution;                  /* enum fm_mc_distribution */
+	uint32_t replicas;                 /* extra copies: each page on replicas+1 servers */
+	bool binary;                       /* binary protocol (else ASCII) */
+	uint32_t connect_timeout_ms;
+	uint32_t io_timeout_ms;
+	uint32_t batch;                    /* requests per pipelined flush */
+	uint32_t retries;                  /* extra attempts of a get that met an unreachable server */
+	uint32_t retry_delay_ms;           /* first retry delay and down window, doubled each time */
+};
+
+struct kv_params {
+	char backend[16];                  /* "local" | "memcached" */
+	struct kv_local_params local;
+	struct kv_mc_params mc;
+};
 
 struct kv_key {
 	uint64_t region;
@@ -81,16 +115,16 @@ struct kv_stats {
 
 struct kv_store;
 
-/* Open the backend named in cfg (store.backend) for one shard.
+/* Open the backend named in p->backend for one shard.
  * Returns NULL and sets errno (EINVAL unknown backend or bad options,
  * ENOMEM, EIO could not connect).
- * local: cfg->local_max_mib / shard_count caps the RAM this handle's RAM
+ * local: p->local.max_mib / shard_count caps the RAM this handle's RAM
  * tier holds (compressed pages in size classes); it must be
- * 1..KV_LOCAL_MAX_MIB. With cfg->local_path set, kv_open recovers the
+ * 1..KV_LOCAL_MAX_MIB. With p->local.path set, kv_open recovers the
  * shard's file there (see "Durability" above); errno EBUSY when another
  * process has it open, EINVAL when disk_mib / shard_count holds fewer than
  * two segments or the file is not a store. */
-struct kv_store *kv_open(const struct fm_config *cfg, unsigned shard);
+struct kv_store *kv_open(const struct kv_params *p, unsigned shard);
 /* Close and free; kv_close(NULL) is a no-op. Pages held only by an embedded
  * backend are freed with it. */
 void kv_close(struct kv_store *kv);
@@ -151,7 +185,7 @@ struct kv_ops {
 	bool keeps_after_get;
 	/* Returns a zeroed-stats handle, or NULL with errno set; kv_open
 	 * fills in ->ops. */
-	struct kv_store *(*open)(const struct fm_config *cfg, unsigned shard);
+	struct kv_store *(*open)(const struct kv_params *p, unsigned shard);
 	void (*close)(struct kv_store *kv);
 	int (*get)(struct kv_store *kv, struct kv_key key, void *page_out);
 	/* Optional; the generic layer runs get then check when NULL. */

@@ -26,7 +26,6 @@
 
 #include "base/base.h"
 #include "base/log.h"
-#include "ctl/config.h"
 #include "kv/codec.h"
 #include "kv/dlog.h"
 #include "kv/slab.h"
@@ -547,20 +546,21 @@ static const enum kv_enc enc_of_choice[] = {
 	[FM_LOCAL_NONE] = KV_ENC_RAW,
 };
 
-static struct kv_store *local_open(const struct fm_config *cfg, unsigned shard)
+static struct kv_store *local_open(const struct kv_params *p, unsigned shard)
 {
+	const struct kv_local_params *lp = &p->local;
 	struct local_store *ls;
-	uint64_t shards = cfg->shard_count ? cfg->shard_count : 1;
+	uint64_t shards = lp->shard_count ? lp->shard_count : 1;
 	int err;
 
-	if (cfg->local_max_mib == 0 || cfg->local_max_mib > KV_LOCAL_MAX_MIB) {
+	if (lp->max_mib == 0 || lp->max_mib > KV_LOCAL_MAX_MIB) {
 		FM_ERR("kv/local: store.local.max_mib %llu is outside 1..%llu",
-		       (unsigned long long)cfg->local_max_mib,
+		       (unsigned long long)lp->max_mib,
 		       (unsigned long long)KV_LOCAL_MAX_MIB);
 		errno = EINVAL;
 		return NULL;
 	}
-	if ((unsigned)cfg->local_compression >= FM_ARRAY_SIZE(enc_of_choice)) {
+	if ((unsigned)lp->compression >= FM_ARRAY_SIZE(enc_of_choice)) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -572,30 +572,30 @@ static struct kv_store *local_open(const struct fm_config *cfg, unsigned shard)
 	ls->grow_at = grow_threshold(LOCAL_TABLE_MIN);
 	/* The cap is the daemon's total; each shard's handle holds an equal
 	 * share (pages of one shard never land in another's store). */
-	uint64_t total = cfg->local_max_mib << (20 - FM_PAGE_SHIFT);
+	uint64_t total = lp->max_mib << (20 - FM_PAGE_SHIFT);
 	kv_slab_init(&ls->slab, ((total + shards - 1) / shards) << FM_PAGE_SHIFT);
 	ls->tab = calloc(LOCAL_TABLE_MIN, sizeof(*ls->tab));
-	ls->codec = kv_codec_create(enc_of_choice[cfg->local_compression]);
+	ls->codec = kv_codec_create(enc_of_choice[lp->compression]);
 	if (!ls->tab || !ls->codec) {
 		err = ENOMEM;
 		goto fail;
 	}
-	if (cfg->local_path[0]) {
-		uint64_t seg_mib = cfg->local_segment_mib ? cfg->local_segment_mib
+	if (lp->path[0]) {
+		uint64_t seg_mib = lp->segment_mib ? lp->segment_mib
 							  : LOCAL_SEG_MIB_DEFAULT;
-		uint64_t cap = cfg->local_disk_mib ? (cfg->local_disk_mib << 20) / shards : 0;
+		uint64_t cap = lp->disk_mib ? (lp->disk_mib << 20) / shards : 0;
 		struct dlog_owner own = { own_live, own_moved, own_found, ls };
 
-		ls->dlog = dlog_open(cfg->local_path, shard, seg_mib << 20, cap, &own);
+		ls->dlog = dlog_open(lp->path, shard, seg_mib << 20, cap, &own);
 		if (!ls->dlog) {
 			err = errno;
 			FM_ERR("kv/local: shard %u: cannot open the store under %s: %s", shard,
-			       cfg->local_path, strerror(err));
+			       lp->path, strerror(err));
 			goto fail;
 		}
 		if (ls->used)
 			FM_INFO("kv/local: shard %u: recovered %zu pages from %s", shard, ls->used,
-				cfg->local_path);
+				lp->path);
 	}
 	return &ls->base;
 fail:

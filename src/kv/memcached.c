@@ -57,7 +57,7 @@
  *   - a server run without -M evicts pages when full; the first shard warns
  *     at start. Those pages then fail their get and are poisoned, never
  *     zero-filled. */
-#include "kv/kv.h"
+#include "kv/mc_priv.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -77,73 +77,7 @@
 
 #include "base/base.h"
 #include "base/log.h"
-#include "ctl/config.h"
 #include "kv/mc_wire.h"
-
-#define MC_MAX_SERVERS 32
-#define MC_NAME_MAX 272         /* host:port, or a unix socket path (< 108) */
-#define MC_DOWN_MAX_MS 1000u    /* longest down window and retry delay */
-#define MC_HDR_MAX 80           /* one request's header bytes; ASCII needs 52 */
-#define MC_DEFAULT_PORT 11211
-
-/* memcached binary protocol (protocol_binary.h in memcached's tree). */
-#define BIN_REQ 0x80
-#define BIN_RES 0x81
-#define BIN_OP_SET 0x01
-#define BIN_OP_TOUCH 0x1c
-#define BIN_HDR 24
-#define BIN_EXTRAS_SET 8
-#define BIN_EXTRAS_TOUCH 4
-#define BIN_ST_OK 0x0000
-#define BIN_ST_ENOENT 0x0001
-#define BIN_ST_ENOMEM 0x0082
-
-_Static_assert(BIN_HDR + BIN_EXTRAS_SET + KV_MEMCACHED_KEY_LEN <= MC_HDR_MAX, "header room");
-
-struct mc_server {
-	char name[MC_NAME_MAX];         /* as configured, for messages */
-	char host[MC_NAME_MAX];         /* host name, address or socket path */
-	unsigned port;                  /* 0 for a unix socket */
-	struct sockaddr_storage addr;   /* for our own write connection */
-	socklen_t addrlen;
-	memcached_st *mc;               /* reads and deletes; NULL until needed */
-	memcached_result_st result;     /* reused: a get allocates nothing */
-	bool mc_reset;                  /* failed: rebuild mc before the next use */
-	int wfd;                        /* pipelined write connection, -1 closed */
-	uint64_t down_until;            /* ns; the server is skipped before this */
-	uint32_t delay_ms;              /* length of the next down window */
-	bool down;                      /* failed and not answered since (logged) */
-
-	/* the write job of the current flush */
-	uint32_t niov, iov_pos;
-	bool active;
-	struct iovec *iov;              /* 3 per request */
-	uint8_t *hdr;                   /* MC_HDR_MAX per request */
-	uint32_t *req_item;             /* request -> item of the flush */
-	struct mc_rx rx;                /* requests of the job and their answers */
-};
-
-struct mc_store {
-	struct kv_store base;           /* first: kv.c sees only this */
-	memcached_st *router;           /* all servers: maps a key to its primary */
-	struct mc_server *sv;
-	unsigned nsv, replicas, batch, retries, retry_ms, connect_ms, io_ms;
-	bool binary;
-	unsigned shard;
-	/* one flush: per item tallies and keys */
-	uint8_t *it_ok, *it_full, *it_err, *it_miss;
-	char (*keys)[KV_MEMCACHED_KEY_LEN + 1];
-	struct pollfd *pfd;
-	uint32_t *pfd_sv;
-	struct kv_memcached_info info;
-};
-
-static const char crlf[2] = { '\r', '\n' };
-
-static inline struct mc_store *to_mc(struct kv_store *kv)
-{
-	return (struct mc_store *)kv;
-}
 
 void kv_memcached_key(struct kv_key key, char out[KV_MEMCACHED_KEY_LEN + 1])
 {
@@ -158,118 +92,6 @@ void kv_memcached_key(struct kv_key key, char out[KV_MEMCACHED_KEY_LEN + 1])
 	out[KV_MEMCACHED_KEY_LEN] = '\0';
 }
 
-/* The i-th server of a key: its primary, then the ones after it. */
-static inline unsigned route(const struct mc_store *ms, const char *key, unsigned i)
-{
-	uint32_t p = memcached_generate_hash(ms->router, key, KV_MEMCACHED_KEY_LEN);
-
-	return (p + i) % ms->nsv;
-}
-
-/* ---- server state ---- */
-
-static void sv_close_write(struct mc_server *sv)
-{
-	if (sv->wfd >= 0)
-		close(sv->wfd);
-	sv->wfd = -1;
-	sv->rx.rlen = 0;
-	sv->rx.skip = 0;
-}
-
-static void sv_handle_free(struct mc_server *sv)
-{
-	if (!sv->mc)
-		return;
-	memcached_result_free(&sv->result);
-	memcached_free(sv->mc);
-	sv->mc = NULL;
-}
-
-static int sv_handle_new(struct mc_store *ms, struct mc_server *sv)
-{
-	memcached_st *mc = memcached_create(NULL);
-	memcached_return_t rc;
-
-	if (!mc)
-		return -ENOMEM;
-	rc = sv->port ? memcached_server_add(mc, sv->host, (in_port_t)sv->port)
-		      : memcached_server_add_unix_socket(mc, sv->host);
-	/* NO_BLOCK makes the connect timeout apply. Noreply stays off: every
-	 * request waits for its answer. libmemcached's own dead-server timer
-	 * counts whole seconds, so a failed handle is rebuilt instead and the
-	 * down window (ours) decides when to try again. */
-	if (rc == MEMCACHED_SUCCESS)
-		rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, ms->binary);
-	if (rc == MEMCACHED_SUCCESS)
-		rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_NO_BLOCK, 1);
-	if (rc == MEMCACHED_SUCCESS)
-		rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
-	if (rc == MEMCACHED_SUCCESS)
-		rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, ms->connect_ms);
-	if (rc == MEMCACHED_SUCCESS)
-		rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, ms->io_ms);
-	if (rc == MEMCACHED_SUCCESS)
-		rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 0);
-	if (rc != MEMCACHED_SUCCESS || !memcached_result_create(mc, &sv->result)) {
-		FM_ERR("kv/memcached: shard %u: cannot set up a handle for %s: %s", ms->shard,
-		       sv->name, memcached_strerror(mc, rc));
-		memcached_free(mc);
-		return -EIO;
-	}
-	sv->mc = mc;
-	sv->mc_reset = false;
-	return 0;
-}
-
-/* Ready the libmemcached handle of a server; 0 or -EIO. */
-static int sv_prepare(struct mc_store *ms, struct mc_server *sv)
-{
-	if (sv->mc && !sv->mc_reset)
-		return 0;
-	sv_handle_free(sv);
-	return sv_handle_new(ms, sv) < 0 ? -EIO : 0;
-}
-
-static inline bool sv_usable(const struct mc_server *sv, uint64_t now)
-{
-	return now >= sv->down_until;
-}
-
-static void sv_failed(struct mc_store *ms, struct mc_server *sv, const char *what,
-		      const char *why)
-{
-	ms->info.server_failures++;
-	if (!sv->down)
-		FM_WARN("kv/memcached: shard %u: server %s failed (%s: %s); skipped for %u ms, "
-			"then retried with doubling delays", ms->shard, sv->name, what, why,
-			sv->delay_ms);
-	sv->down = true;
-	sv->down_until = fm_now_ns() + (uint64_t)sv->delay_ms * 1000000ull;
-	sv->delay_ms = FM_MIN(sv->delay_ms * 2, FM_MAX(MC_DOWN_MAX_MS, ms->retry_ms));
-	sv->mc_reset = true;
-	sv_close_write(sv);
-}
-
-static void sv_answered(struct mc_store *ms, struct mc_server *sv)
-{
-	if (sv->down) {
-		FM_INFO("kv/memcached: shard %u: server %s answers again", ms->shard, sv->name);
-		ms->info.server_recoveries++;
-	}
-	sv->down = false;
-	sv->down_until = 0;
-	sv->delay_ms = ms->retry_ms;
-}
-
-/* libmemcached answers that mean the server did not (reliably) answer. */
-static int sv_lm_error(struct mc_store *ms, struct mc_server *sv, const char *what,
-		       memcached_return_t rc)
-{
-	sv_failed(ms, sv, what, memcached_strerror(sv->mc, rc));
-	return -EIO;
-}
-
 /* ---- reads and deletes (libmemcached) ---- */
 
 /* One server's copy: 0 (page_out filled), -ENOENT, -EBADMSG (a value that is
@@ -282,20 +104,20 @@ static int sv_get(struct mc_store *ms, struct mc_server *sv, const char *key, vo
 	memcached_return_t rc;
 	int ret;
 
-	if (sv_prepare(ms, sv) < 0) {
-		sv_failed(ms, sv, "get", "no handle");
+	if (mc_sv_prepare(ms, sv) < 0) {
+		mc_sv_failed(ms, sv, "get", "no handle");
 		return -EIO;
 	}
 	rc = memcached_mget(sv->mc, keys, lens, 1);
 	if (rc != MEMCACHED_SUCCESS)
-		return sv_lm_error(ms, sv, "get", rc);
+		return mc_sv_lm_error(ms, sv, "get", rc);
 	res = memcached_fetch_result(sv->mc, &sv->result, &rc);
 	if (!res) {
 		if (rc == MEMCACHED_END || rc == MEMCACHED_NOTFOUND) {
-			sv_answered(ms, sv);
+			mc_sv_answered(ms, sv);
 			return -ENOENT;
 		}
-		return sv_lm_error(ms, sv, "get", rc);
+		return mc_sv_lm_error(ms, sv, "get", rc);
 	}
 	if (memcached_result_length(res) == FM_PAGE_SIZE) {
 		memcpy(page_out, memcached_result_value(res), FM_PAGE_SIZE);
@@ -310,7 +132,7 @@ static int sv_get(struct mc_store *ms, struct mc_server *sv, const char *key, vo
 		;
 	if (rc != MEMCACHED_END && rc != MEMCACHED_NOTFOUND)
 		sv->mc_reset = true;
-	sv_answered(ms, sv);
+	mc_sv_answered(ms, sv);
 	return ret;
 }
 
@@ -332,7 +154,7 @@ static int mc_get_checked(struct kv_store *kv, struct kv_key key, void *page_out
 
 			/* The first pass trusts the down windows; retries
 			 * ask every server, the page may be on the down one. */
-			if (attempt == 0 && !sv_usable(sv, now)) {
+			if (attempt == 0 && !mc_sv_usable(sv, now)) {
 				unreachable++;
 				continue;
 			}
@@ -375,16 +197,16 @@ static int mc_del(struct kv_store *kv, struct kv_key key)
 		struct mc_server *sv = &ms->sv[route(ms, k, i)];
 		memcached_return_t rc;
 
-		if (!sv_usable(sv, now) || sv_prepare(ms, sv) < 0) {
+		if (!mc_sv_usable(sv, now) || mc_sv_prepare(ms, sv) < 0) {
 			unreachable++;
 			continue;
 		}
 		rc = memcached_delete(sv->mc, k, KV_MEMCACHED_KEY_LEN, 0);
 		if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND) {
 			deleted += rc == MEMCACHED_SUCCESS;
-			sv_answered(ms, sv);
+			mc_sv_answered(ms, sv);
 		} else {
-			sv_lm_error(ms, sv, "delete", rc);
+			mc_sv_lm_error(ms, sv, "delete", rc);
 			unreachable++;
 		}
 	}
@@ -395,44 +217,6 @@ static int mc_del(struct kv_store *kv, struct kv_key key)
 }
 
 /* ---- pipelined writes (our own connection per server) ---- */
-
-static int sv_connect_write(struct mc_store *ms, struct mc_server *sv)
-{
-	int fd, one = 1, err = 0;
-	socklen_t len = sizeof(err);
-
-	fd = socket(sv->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (sv->port)
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(fd, (struct sockaddr *)&sv->addr, sv->addrlen) < 0) {
-		struct pollfd p = { .fd = fd, .events = POLLOUT };
-		int n;
-
-		/* A unix socket's EAGAIN is a full backlog, not progress. */
-		if (errno != EINPROGRESS) {
-			err = errno;
-			close(fd);
-			return -err;
-		}
-		n = poll(&p, 1, (int)ms->connect_ms);
-		if (n <= 0) {
-			err = n == 0 ? ETIMEDOUT : errno;
-			close(fd);
-			return -err;
-		}
-		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
-			err = err ? err : errno;
-			close(fd);
-			return -err;
-		}
-	}
-	sv->wfd = fd;
-	sv->rx.rlen = 0;
-	sv->rx.skip = 0;
-	return 0;
-}
 
 /* Queue request q of this server's job: a SET of `page` for item `item`, or
  * with page NULL a TOUCH (exptime 0, as stored) that only asks whether the
@@ -446,50 +230,13 @@ static void job_add(struct mc_store *ms, struct mc_server *sv, uint32_t item, co
 	sv->req_item[q] = item;
 	sv->rx.req_done[q] = 0;
 	sv->rx.req_touch[q] = !page;
-	if (!page && ms->binary) {
-		uint32_t body = BIN_EXTRAS_TOUCH + KV_MEMCACHED_KEY_LEN;
-
-		memset(h, 0, BIN_HDR + BIN_EXTRAS_TOUCH);
-		h[0] = BIN_REQ;
-		h[1] = BIN_OP_TOUCH;
-		h[3] = KV_MEMCACHED_KEY_LEN;
-		h[4] = BIN_EXTRAS_TOUCH;
-		h[11] = (uint8_t)body;
-		memcpy(h + 12, &q, sizeof(q));
-		memcpy(h + BIN_HDR + BIN_EXTRAS_TOUCH, ms->keys[item], KV_MEMCACHED_KEY_LEN);
-		sv->iov[sv->niov++] = (struct iovec){ h, BIN_HDR + BIN_EXTRAS_TOUCH + KV_MEMCACHED_KEY_LEN };
-		return;
-	}
-	if (!page) {
-		hlen = (size_t)snprintf((char *)h, MC_HDR_MAX, "touch %s 0\r\n", ms->keys[item]);
-		sv->iov[sv->niov++] = (struct iovec){ h, hlen };
-		return;
-	}
-	if (ms->binary) {
-		uint32_t body = BIN_EXTRAS_SET + KV_MEMCACHED_KEY_LEN + FM_PAGE_SIZE;
-
-		memset(h, 0, BIN_HDR + BIN_EXTRAS_SET);
-		h[0] = BIN_REQ;
-		h[1] = BIN_OP_SET;
-		h[2] = 0;
-		h[3] = KV_MEMCACHED_KEY_LEN;
-		h[4] = BIN_EXTRAS_SET;
-		h[8] = (uint8_t)(body >> 24);
-		h[9] = (uint8_t)(body >> 16);
-		h[10] = (uint8_t)(body >> 8);
-		h[11] = (uint8_t)body;
-		memcpy(h + 12, &q, sizeof(q)); /* opaque: echoed back as sent */
-		/* extras: flags 0, expiry 0 (never) */
-		memcpy(h + BIN_HDR + BIN_EXTRAS_SET, ms->keys[item], KV_MEMCACHED_KEY_LEN);
-		hlen = BIN_HDR + BIN_EXTRAS_SET + KV_MEMCACHED_KEY_LEN;
-	} else {
-		hlen = (size_t)snprintf((char *)h, MC_HDR_MAX, "set %s 0 0 %u\r\n", ms->keys[item],
-					FM_PAGE_SIZE);
-	}
+	hlen = mc_req_header(h, ms->binary, !page, q, ms->keys[item]);
 	sv->iov[sv->niov++] = (struct iovec){ h, hlen };
+	if (!page)
+		return;
 	sv->iov[sv->niov++] = (struct iovec){ (void *)page, FM_PAGE_SIZE };
 	if (!ms->binary)
-		sv->iov[sv->niov++] = (struct iovec){ (void *)crlf, sizeof(crlf) };
+		sv->iov[sv->niov++] = (struct iovec){ (void *)mc_crlf, sizeof(mc_crlf) };
 }
 
 /* The job is over: every request that has no answer counts as unreachable. */
@@ -502,7 +249,7 @@ static void job_fail(struct mc_store *ms, struct mc_server *sv, const char *why)
 		}
 	}
 	sv->active = false;
-	sv_failed(ms, sv, "write", why);
+	mc_sv_failed(ms, sv, "write", why);
 }
 
 /* The tally of one answer; ctx is the server whose job it answers. */
@@ -524,102 +271,6 @@ static void job_answer(void *ctx, uint32_t q, int res)
 		a->ms->it_miss[item]++;
 	else
 		a->ms->it_err[item]++;
-}
-
-int mc_rx_parse(struct mc_rx *rx, mc_rx_answer_fn *answer, void *ctx)
-{
-	size_t pos = 0;
-
-	for (;;) {
-		if (rx->skip) {
-			size_t n = FM_MIN(rx->skip, rx->rlen - pos);
-
-			pos += n;
-			rx->skip -= n;
-			if (rx->skip)
-				break;
-		}
-		if (rx->nresp == rx->nreq)
-			break;
-		if (rx->binary) {
-			const uint8_t *h = rx->rbuf + pos;
-			uint32_t q, body;
-			uint16_t status;
-			int res;
-
-			if (rx->rlen - pos < BIN_HDR)
-				break;
-			memcpy(&q, h + 12, sizeof(q));
-			status = (uint16_t)(h[6] << 8 | h[7]);
-			body = (uint32_t)h[8] << 24 | (uint32_t)h[9] << 16 | (uint32_t)h[10] << 8 | h[11];
-			if (h[0] != BIN_RES || q >= rx->nreq || rx->req_done[q] ||
-			    h[1] != (rx->req_touch[q] ? BIN_OP_TOUCH : BIN_OP_SET))
-				return -EPROTO;
-			res = status == BIN_ST_OK ? 0 : -EIO;
-			if (status == BIN_ST_ENOMEM && !rx->req_touch[q])
-				res = -ENOSPC;
-			else if (status == BIN_ST_ENOENT && rx->req_touch[q])
-				res = -ENOENT;
-			else if (res)
-				fm_log_once(FM_LOG_ERROR, "kv/memcached: %s refused a %s with status "
-					    "0x%04x", rx->name, rx->req_touch[q] ? "touch" : "page write",
-					    status);
-			answer(ctx, q, res);
-			rx->req_done[q] = 1;
-			rx->nresp++;
-			pos += BIN_HDR;
-			rx->skip = body;
-		} else {
-			const char *line = (const char *)rx->rbuf + pos;
-			const char *nl = memchr(line, '\n', rx->rlen - pos);
-			size_t len;
-			int res;
-
-			if (!nl) {
-				if (rx->rlen - pos > MC_LINE_MAX)
-					return -EPROTO;
-				break;
-			}
-			len = (size_t)(nl - line) + 1;
-			/* The same limit as on a line still waiting for its
-			 * newline, or the verdict would depend on how TCP
-			 * split the stream (found by fuzz_mc_ascii). */
-			if (len - 1 > MC_LINE_MAX)
-				return -EPROTO;
-			if (rx->req_touch[rx->nresp]) {
-				if (len >= 9 && !memcmp(line, "TOUCHED\r\n", 9))
-					res = 0;
-				else if (len >= 11 && !memcmp(line, "NOT_FOUND\r\n", 11))
-					res = -ENOENT;
-				else if (len >= 5 && (!memcmp(line, "ERROR", 5) ||
-						      !memcmp(line, "SERVER_ERROR", FM_MIN(len, 12)) ||
-						      !memcmp(line, "CLIENT_ERROR", FM_MIN(len, 12))))
-					res = -EIO;
-				else
-					return -EPROTO;
-			} else if (len >= 8 && !memcmp(line, "STORED\r\n", 8)) {
-				res = 0;
-			} else if (len >= 12 && !memcmp(line, "SERVER_ERROR", 12)) {
-				res = memmem(line, len, "out of memory", 13) ? -ENOSPC : -EIO;
-			} else if ((len >= 10 && !memcmp(line, "NOT_STORED", 10)) ||
-				   (len >= 12 && !memcmp(line, "CLIENT_ERROR", 12)) ||
-				   (len >= 5 && !memcmp(line, "ERROR", 5))) {
-				res = -EIO;
-			} else {
-				return -EPROTO;
-			}
-			if (res == -EIO)
-				fm_log_once(FM_LOG_ERROR, "kv/memcached: %s refused a request: %.*s",
-					    rx->name, (int)(len > 2 ? len - 2 : len), line);
-			answer(ctx, rx->nresp, res);
-			rx->req_done[rx->nresp] = 1;
-			rx->nresp++;
-			pos += len;
-		}
-	}
-	memmove(rx->rbuf, rx->rbuf + pos, rx->rlen - pos);
-	rx->rlen -= pos;
-	return 0;
 }
 
 static int job_send(struct mc_server *sv)
@@ -683,7 +334,7 @@ static void flush_jobs(struct mc_store *ms)
 		ms->info.flushes++;
 		ms->info.writes_sent += sv->rx.nreq;
 		sv->active = true;
-		if (sv->wfd < 0 && (rc = sv_connect_write(ms, sv)) < 0)
+		if (sv->wfd < 0 && (rc = mc_sv_connect_write(ms, sv)) < 0)
 			job_fail(ms, sv, strerror(-rc));
 	}
 	for (;;) {
@@ -726,8 +377,8 @@ static void flush_jobs(struct mc_store *ms)
 				/* An answer nobody asked for: the stream is
 				 * out of step, start the next flush afresh. */
 				if (sv->rx.rlen || sv->rx.skip)
-					sv_close_write(sv);
-				sv_answered(ms, sv);
+					mc_sv_close_write(sv);
+				mc_sv_answered(ms, sv);
 			}
 		}
 	}
@@ -752,7 +403,7 @@ static void flush_chunk(struct mc_store *ms, const struct kv_key *keys, const vo
 		for (unsigned r = 0; r <= ms->replicas; r++) {
 			struct mc_server *sv = &ms->sv[route(ms, ms->keys[i], r)];
 
-			if (sv_usable(sv, now))
+			if (mc_sv_usable(sv, now))
 				job_add(ms, sv, (uint32_t)i, pages ? pages[i] : NULL);
 			else
 				ms->it_err[i]++;
@@ -971,7 +622,7 @@ static void check_no_evictions(struct mc_store *ms, struct mc_server *sv)
 {
 	bool evicting = false;
 
-	if (sv_prepare(ms, sv) < 0)
+	if (mc_sv_prepare(ms, sv) < 0)
 		return;
 	if (memcached_stat_execute(sv->mc, "settings", settings_cb, &evicting) != MEMCACHED_SUCCESS) {
 		sv->mc_reset = true;
@@ -990,8 +641,8 @@ static void mc_close(struct kv_store *kv)
 	for (unsigned i = 0; ms->sv && i < ms->nsv; i++) {
 		struct mc_server *sv = &ms->sv[i];
 
-		sv_close_write(sv);
-		sv_handle_free(sv);
+		mc_sv_close_write(sv);
+		mc_sv_handle_free(sv);
 		free(sv->iov);
 		free(sv->hdr);
 		free(sv->req_item);
@@ -1011,8 +662,9 @@ static void mc_close(struct kv_store *kv)
 	free(ms);
 }
 
-static struct kv_store *mc_open(const struct fm_config *cfg, unsigned shard)
+static struct kv_store *mc_open(const struct kv_params *p, unsigned shard)
 {
+	const struct kv_mc_params *mp = &p->mc;
 	struct mc_store *ms = calloc(1, sizeof(*ms));
 	unsigned reachable = 0;
 	int rc;
@@ -1020,26 +672,26 @@ static struct kv_store *mc_open(const struct fm_config *cfg, unsigned shard)
 	if (!ms)
 		return NULL;
 	ms->shard = shard;
-	ms->replicas = cfg->mc_replicas;
-	ms->batch = cfg->mc_batch ? cfg->mc_batch : 1;
-	ms->retries = cfg->mc_retries;
-	ms->retry_ms = cfg->mc_retry_delay_ms ? cfg->mc_retry_delay_ms : 1;
-	ms->connect_ms = cfg->mc_connect_timeout_ms ? cfg->mc_connect_timeout_ms : 1;
-	ms->io_ms = cfg->mc_io_timeout_ms ? cfg->mc_io_timeout_ms : 1;
-	ms->binary = cfg->mc_binary;
+	ms->replicas = mp->replicas;
+	ms->batch = mp->batch ? mp->batch : 1;
+	ms->retries = mp->retries;
+	ms->retry_ms = mp->retry_delay_ms ? mp->retry_delay_ms : 1;
+	ms->connect_ms = mp->connect_timeout_ms ? mp->connect_timeout_ms : 1;
+	ms->io_ms = mp->io_timeout_ms ? mp->io_timeout_ms : 1;
+	ms->binary = mp->binary;
 	ms->sv = calloc(MC_MAX_SERVERS, sizeof(*ms->sv));
 	rc = ms->sv ? 0 : -ENOMEM;
-	if (!rc && !memchr(cfg->mc_servers, '\0', sizeof(cfg->mc_servers)))
+	if (!rc && !memchr(mp->servers, '\0', sizeof(mp->servers)))
 		rc = -EINVAL;
 	if (!rc)
-		rc = parse_servers(ms, cfg->mc_servers);
+		rc = parse_servers(ms, mp->servers);
 	if (!rc && ms->replicas >= ms->nsv) {
 		FM_ERR("kv/memcached: store.memcached.replicas = %u needs at least %u servers, "
 		       "store.memcached.servers has %u", ms->replicas, ms->replicas + 1, ms->nsv);
 		rc = -EINVAL;
 	}
 	if (!rc)
-		rc = router_new(ms, cfg->mc_distribution);
+		rc = router_new(ms, mp->distribution);
 	if (rc)
 		goto fail;
 	rc = -ENOMEM;
@@ -1073,9 +725,9 @@ static struct kv_store *mc_open(const struct fm_config *cfg, unsigned shard)
 	for (unsigned i = 0; i < ms->nsv; i++) {
 		struct mc_server *sv = &ms->sv[i];
 
-		rc = sv_connect_write(ms, sv);
+		rc = mc_sv_connect_write(ms, sv);
 		if (rc < 0) {
-			sv_failed(ms, sv, "connect", strerror(-rc));
+			mc_sv_failed(ms, sv, "connect", strerror(-rc));
 			continue;
 		}
 		reachable++;
@@ -1083,7 +735,7 @@ static struct kv_store *mc_open(const struct fm_config *cfg, unsigned shard)
 			check_no_evictions(ms, sv);
 	}
 	if (!reachable) {
-		FM_ERR("kv/memcached: shard %u: no server of \"%s\" answers", shard, cfg->mc_servers);
+		FM_ERR("kv/memcached: shard %u: no server of \"%s\" answers", shard, mp->servers);
 		rc = -EIO;
 		goto fail;
 	}
@@ -1107,7 +759,7 @@ int kv_memcached_info(const struct kv_store *kv, struct kv_memcached_info *out)
 	*out = ms->info;
 	out->servers_down = 0;
 	for (unsigned i = 0; i < ms->nsv; i++)
-		out->servers_down += !sv_usable(&ms->sv[i], now);
+		out->servers_down += !mc_sv_usable(&ms->sv[i], now);
 	return 0;
 }
 

@@ -14,6 +14,9 @@
 
 #include <ck_ring.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <sched.h>
+#include <time.h>
 #include <stdint.h>
 
 #include "base/base.h"
@@ -21,24 +24,24 @@
 enum fm_msg_type {
 	FM_MSG_NONE = 0,
 	/* data ring, from the dispatcher */
-	FM_MSG_FAULT,       /* a=region*, b=page index, flags=FM_FAULT_*, cookie=read time ns */
-	FM_MSG_REMOVE,      /* a=region*, b=first page, cookie=page count: range is now zero */
-	FM_MSG_UNMAP,       /* a=region*, b=first page, cookie=page count: range is gone */
-	FM_MSG_REGION_ADD,  /* a=region*; reply DONE with cookie = region id */
-	FM_MSG_REGION_DEL,  /* a=region*, flags=FM_DEL_RESTORE?; reply DONE: no reference kept */
+	FM_MSG_FAULT,       /* .fault */
+	FM_MSG_REMOVE,      /* .range: the range is now zero */
+	FM_MSG_UNMAP,       /* .range: the range is gone */
+	FM_MSG_REGION_ADD,  /* .region; reply DONE with detail = the region */
+	FM_MSG_REGION_DEL,  /* .region, flags=FM_DEL_RESTORE?; reply DONE: no reference kept */
 	/* ctl ring, from the control plane */
-	FM_MSG_STATS,       /* a=struct shard_stats * to fill, cookie=request id */
-	FM_MSG_SET_BUDGET,  /* a=resident pages for this shard, cookie=request id */
-	FM_MSG_EVICT,       /* a=pages to evict now, cookie=request id */
-	FM_MSG_RESET,       /* a=FM_RESET_* bits, cookie=request id */
-	FM_MSG_REGION_STATS,/* a=struct shard_region_stats[FM_MAX_REGIONS] to fill, by slot */
-	FM_MSG_REGION_BUDGET,/* a=region*, b=resident pages for this shard's part */
-	FM_MSG_STOP,        /* shard thread exits after replying */
+	FM_MSG_STATS,       /* .fill: struct shard_stats (dispatcher: struct dispatch_snapshot) */
+	FM_MSG_SET_BUDGET,  /* .pages: resident pages for this shard */
+	FM_MSG_EVICT,       /* .pages: pages to evict now */
+	FM_MSG_RESET,       /* .reset */
+	FM_MSG_REGION_STATS,/* .fill: struct shard_region_stats[FM_MAX_REGIONS], by slot */
+	FM_MSG_REGION_BUDGET,/* .region_budget */
+	FM_MSG_STOP,        /* no payload; the shard thread exits after replying */
 	/* dispatcher command ring only (see dispatcher_forget) */
-	FM_MSG_REGION_FORGET,/* a=region*, flags=FM_FORGET_UNREGISTER?; reply DONE: dropped */
-	FM_MSG_REGION_HOSTILE,/* dispatcher -> control: a=-errno, b=region*: detach it */
+	FM_MSG_REGION_FORGET,/* .region, flags=FM_FORGET_UNREGISTER?; reply DONE: dropped */
+	FM_MSG_REGION_HOSTILE,/* dispatcher -> control: .hostile: detach it */
 	/* reply ring, to the control plane */
-	FM_MSG_DONE,        /* a=result (0 or -errno), b=detail, cookie=request id */
+	FM_MSG_DONE,        /* .done, flags = the type of the request it completes */
 	FM_MSG_NR
 };
 
@@ -56,17 +59,92 @@ enum fm_msg_type {
 #define FM_FAULT_WRITE 0x1u
 #define FM_FAULT_WP 0x2u
 
+/* Named, never dereferenced here: the ring only carries the pointers. */
+struct uffd_region;
+
+/* One message: a header, then the payload that `type` selects (the union
+ * member named in enum fm_msg_type). Every payload that expects a reply
+ * keeps its request id in the last word, so a reply can always name it. */
 struct fm_msg {
-	uint16_t type;
+	uint16_t type;      /* enum fm_msg_type */
 	uint16_t shard;     /* sender's or receiver's shard index */
-	uint32_t flags;
-	uint64_t a;
-	uint64_t b;
-	uint64_t cookie;
+	uint32_t flags;     /* FM_FAULT_*, FM_DEL_RESTORE, FM_FORGET_UNREGISTER; DONE: request type */
+	union {
+		struct {                    /* FAULT */
+			struct uffd_region *region;
+			uint64_t page;      /* page index in the region */
+			uint64_t read_ns;   /* when the dispatcher read the event */
+		} fault;
+		struct {                    /* REMOVE, UNMAP */
+			struct uffd_region *region;
+			uint64_t first;     /* first page index */
+			uint64_t count;     /* pages */
+		} range;
+		struct {                    /* REGION_ADD, REGION_DEL, REGION_FORGET */
+			struct uffd_region *region;
+			uint64_t unused;
+			uint64_t request;
+		} region;
+		struct {                    /* STATS, REGION_STATS */
+			void *out;          /* filled before the reply */
+			uint64_t unused;
+			uint64_t request;
+		} fill;
+		struct {                    /* SET_BUDGET, EVICT */
+			uint64_t pages;
+			uint64_t unused;
+			uint64_t request;
+		} pages;
+		struct {                    /* RESET */
+			uint64_t what;      /* FM_RESET_* bits */
+			uint64_t unused;
+			uint64_t request;
+		} reset;
+		struct {                    /* REGION_BUDGET */
+			struct uffd_region *region;
+			uint64_t pages;     /* resident pages for this shard's part */
+			uint64_t request;
+		} region_budget;
+		struct {                    /* REGION_HOSTILE */
+			int64_t error;      /* -errno: why the region must go */
+			struct uffd_region *region;
+			uint64_t unused;
+		} hostile;
+		struct {                    /* DONE */
+			int64_t result;     /* 0 or -errno */
+			uint64_t detail;    /* region replies: the region; else request-specific */
+			uint64_t request;
+		} done;
+		struct {                    /* STOP, and any request's id (fm_msg_request) */
+			uint64_t unused[2];
+			uint64_t request;
+		} any;
+	};
 };
 _Static_assert(sizeof(struct fm_msg) == 32, "fm_msg is the wire contract: keep it 32 bytes");
+#define FM_MSG_REQUEST_AT(member)                                                          \
+	_Static_assert(offsetof(struct fm_msg, member.request) == offsetof(struct fm_msg, any.request), \
+		       #member ": the request id is the last word")
+FM_MSG_REQUEST_AT(region);
+FM_MSG_REQUEST_AT(fill);
+FM_MSG_REQUEST_AT(pages);
+FM_MSG_REQUEST_AT(reset);
+FM_MSG_REQUEST_AT(region_budget);
+FM_MSG_REQUEST_AT(done);
+#undef FM_MSG_REQUEST_AT
+
+/* The request id of any message that expects a reply. */
+static inline uint64_t fm_msg_request(const struct fm_msg *m)
+{
+	return m->any.request;
+}
+_Static_assert(sizeof(void *) == sizeof(uint64_t), "payload words hold pointers");
 
 CK_RING_PROTOTYPE(fm_msg, fm_msg)
+
+#define FM_RING_WAIT_YIELDS 16        /* fm_ring_full_wait: yields before sleeping */
+#define FM_RING_WAIT_MIN_NS 10000u    /* first sleep, 10 us */
+#define FM_RING_WAIT_DOUBLINGS 7      /* longest sleep: 10 us << 7, about 1.3 ms */
 
 struct fm_ring {
 	ck_ring_t ring;             /* producer and consumer indices, cache-line split by ck */
@@ -85,6 +163,25 @@ void fm_ring_destroy(struct fm_ring *r);
 static inline bool fm_ring_push(struct fm_ring *r, const struct fm_msg *m)
 {
 	return ck_ring_enqueue_spsc_fm_msg(&r->ring, r->slots, (struct fm_msg *)m);
+}
+
+/* A producer that found a ring full (or a command queue answering -EAGAIN)
+ * waits for its consumer, another running thread, to make room: it yields
+ * at first, then sleeps with a delay that doubles from 10 us to about 1 ms,
+ * so a long wait costs no CPU. Retry the push after each call; `attempt`
+ * starts at 0 and is kept across the calls of one wait. */
+static inline void fm_ring_full_wait(unsigned *attempt)
+{
+	unsigned n = (*attempt)++;
+	struct timespec ts = { 0, 0 };
+
+	if (n < FM_RING_WAIT_YIELDS) {
+		sched_yield();
+		return;
+	}
+	n -= FM_RING_WAIT_YIELDS;
+	ts.tv_nsec = (long)(FM_RING_WAIT_MIN_NS << (n < FM_RING_WAIT_DOUBLINGS ? n : FM_RING_WAIT_DOUBLINGS));
+	nanosleep(&ts, NULL);
 }
 
 /* Consumer only. Returns false when empty. */

@@ -107,7 +107,7 @@ static int stripe_alloc(struct pagetable *pt, struct pt_region *pr, uint64_t ls)
 
 int pt_stripe_alloc(struct pagetable *pt, struct pt_region *pr, uint64_t page)
 {
-	return stripe_alloc(pt, pr, region_local_stripe(page, pt->nshards));
+	return stripe_alloc(pt, pr, fm_stripe_local(page, pt->nshards));
 }
 
 int pt_region_add(struct pagetable *pt, struct pt_region *pr, uint32_t slot, uint64_t npages)

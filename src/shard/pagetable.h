@@ -16,7 +16,7 @@
 
 #include <stdint.h>
 
-#include "uffd/uffd.h"   /* stripe geometry */
+#include "base/base.h"   /* stripe geometry */
 
 enum page_state {
 	PS_NONE = 0,      /* never touched, or discarded: zero-fill on fault */
@@ -83,7 +83,7 @@ static inline uint64_t pt_tracked(const struct pagetable *pt)
 static inline int pt_has_stripe(const struct pagetable *pt, const struct pt_region *pr,
 				uint64_t page)
 {
-	return pr->chunk[region_local_stripe(page, pt->nshards)] != 0;
+	return pr->chunk[fm_stripe_local(page, pt->nshards)] != 0;
 }
 
 /* Region page index of the first page of local stripe ls. */
@@ -98,7 +98,7 @@ static inline uint64_t pt_stripe_first_page(const struct pagetable *pt, const st
 /* id of a page this shard owns (the caller checked region_shard_of). */
 static inline uint32_t pt_id(const struct pagetable *pt, const struct pt_region *pr, uint64_t page)
 {
-	uint64_t ls = region_local_stripe(page, pt->nshards);
+	uint64_t ls = fm_stripe_local(page, pt->nshards);
 
 	return (pr->chunk[ls] << FM_STRIPE_SHIFT) | (uint32_t)(page & (FM_STRIPE_PAGES - 1));
 }

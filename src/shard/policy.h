@@ -20,7 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ctl/config.h"   /* enum fm_policy_kind */
+/* memory.policy: "fifo" | "s3fifo" */
+enum fm_policy_kind { FM_POLICY_FIFO, FM_POLICY_S3FIFO };
 
 #define POLICY_NONE UINT32_MAX
 

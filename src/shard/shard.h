@@ -12,10 +12,10 @@
 #include <stdint.h>
 
 #include "base/hist.h"
+#include "kv/kv.h"
 #include "ring/ring.h"
 
-struct fm_config;
-struct region;
+struct uffd_region;
 
 /* One X-macro list per kind makes the fields, their names, the JSON, the
  * Prometheus text and the aggregation. Everything is written by the shard
@@ -94,8 +94,20 @@ struct shard_region_stats {
 
 struct shard;
 
+/* What one shard is built from; ctl fills it from the config
+ * (fm_config_shard_params). */
+struct shard_params {
+	uint32_t shard_count;      /* pages are striped over this many shards */
+	uint32_t ring_slots;       /* the dispatcher -> shard ring; power of two */
+	uint32_t spin_us;          /* busy-poll before sleeping */
+	int cpu;                   /* -1 = unpinned */
+	uint32_t evict_batch;      /* pages evicted per store round trip */
+	int policy;                /* enum fm_policy_kind */
+	struct kv_params kv;       /* this shard's store handle */
+};
+
 /* Create shard `idx` (not started). NULL + errno. */
-struct shard *shard_create(const struct fm_config *cfg, unsigned idx, uint64_t budget,
+struct shard *shard_create(const struct shard_params *p, unsigned idx, uint64_t budget,
 			   struct fm_doorbell *reply_bell);
 int shard_start(struct shard *s);
 /* Join (after FM_MSG_STOP was sent and acknowledged) and free. NULL no-op. */

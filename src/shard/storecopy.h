@@ -27,7 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "uffd/uffd.h"   /* FM_STRIPE_SHIFT: ids come in chunks of 512 */
+#include "base/base.h"   /* FM_STRIPE_SHIFT: ids come in chunks of 512 */
 
 struct sc_chunk {
 	uint64_t hash[FM_STRIPE_PAGES];

@@ -27,9 +27,11 @@
 #include <unistd.h>
 
 #include "base/log.h"
-#include "shard/shard.h"
 
 #define EPOLL_BATCH 64
+#define DEFAULT_BATCH 64           /* events read per wake-up when the config says 0 */
+#define CMD_SLOTS 256              /* control plane -> dispatcher commands */
+#define REPLY_SLOTS 256            /* dispatcher -> control plane replies */
 #define CMD_EPOLL_TAG UINT64_MAX   /* epoll data of the command eventfd */
 #define IDLE_WAIT_MS 1000
 /* Bound on the messages read from one uffd in one go when it must be read
@@ -42,7 +44,7 @@ enum dslot_state { DS_FREE, DS_LIVE, DS_DRAINING };
 
 /* The dispatcher's own view of one region slot. */
 struct dslot {
-	struct region *r;
+	struct uffd_region *r;
 	uint32_t gen;        /* bumped when the slot is freed */
 	uint8_t state;       /* enum dslot_state */
 	bool polled;         /* the uffd is in the epoll set */
@@ -55,7 +57,7 @@ struct parked {
 };
 
 struct dispatcher {
-	struct shard **shards;
+	struct dispatch_target *targets;   /* per shard: its data ring and doorbell */
 	unsigned nshards;
 	int cpu;
 	unsigned batch;
@@ -105,7 +107,7 @@ static void route(struct dispatcher *d, unsigned shard, const struct fm_msg *m)
 	d->kick[shard] = true;
 	/* Order per shard matters (REGION_ADD before faults, REMOVE between
 	 * them), so once anything is parked everything behind it parks too. */
-	if (p->n == 0 && fm_ring_push(shard_data_ring(d->shards[shard]), m))
+	if (p->n == 0 && fm_ring_push(d->targets[shard].ring, m))
 		return;
 	if (p->n == 0) {
 		d->st.ring_full++;
@@ -124,7 +126,7 @@ static void flush_parked(struct dispatcher *d)
 {
 	for (unsigned i = 0; i < d->nshards; i++) {
 		struct parked *p = &d->parked[i];
-		struct fm_ring *ring = shard_data_ring(d->shards[i]);
+		struct fm_ring *ring = d->targets[i].ring;
 
 		while (p->n > 0 && fm_ring_push(ring, &p->v[p->head])) {
 			p->head = (p->head + 1) % p->cap;
@@ -143,20 +145,26 @@ static inline uint64_t slot_tag(uint32_t slot, uint32_t gen)
 
 /* Replies never block the dispatcher: the control thread may itself be
  * waiting for room on our command ring, so a full reply ring parks. */
-static void disp_send(struct dispatcher *d, uint16_t type, uint32_t what, int64_t result,
-		      uint64_t detail, uint64_t cookie)
+static void disp_send(struct dispatcher *d, const struct fm_msg *m)
 {
-	struct fm_msg m = { .type = type, .shard = FM_DISPATCHER_SENDER, .flags = what,
-			    .a = (uint64_t)result, .b = detail, .cookie = cookie };
-
-	if (d->reply_parked.n == 0 && fm_ring_push(&d->reply, &m)) {
+	if (d->reply_parked.n == 0 && fm_ring_push(&d->reply, m)) {
 		fm_doorbell_ring(d->reply_bell);
 		return;
 	}
-	while (parked_push(&d->reply_parked, &m) < 0) {
+	while (parked_push(&d->reply_parked, m) < 0) {
 		fm_log_once(FM_LOG_ERROR, "dispatcher: out of memory parking a reply; retrying");
 		usleep(1000);
 	}
+}
+
+/* DONE for the request `what` (enum fm_msg_type) with id `request`. */
+static void disp_done(struct dispatcher *d, uint32_t what, int64_t result, uint64_t detail,
+		      uint64_t request)
+{
+	struct fm_msg m = { .type = FM_MSG_DONE, .shard = FM_DISPATCHER_SENDER, .flags = what,
+			    .done = { .result = result, .detail = detail, .request = request } };
+
+	disp_send(d, &m);
 }
 
 static void flush_replies(struct dispatcher *d)
@@ -193,14 +201,16 @@ static void report_hostile(struct dispatcher *d, struct dslot *s, uint32_t slot,
 		(int)s->r->pid,
 		why == -EPERM || why == -EINVAL ? "its client made the uffd blocking"
 						: "its uffd cannot be read");
-	disp_send(d, FM_MSG_REGION_HOSTILE, 0, why, (uint64_t)(uintptr_t)s->r, 0);
+	struct fm_msg m = { .type = FM_MSG_REGION_HOSTILE, .shard = FM_DISPATCHER_SENDER,
+			    .hostile = { .error = why, .region = s->r } };
+	disp_send(d, &m);
 }
 
-static void route_range(struct dispatcher *d, struct region *r, uint16_t type, uint64_t start,
+static void route_range(struct dispatcher *d, struct uffd_region *r, uint16_t type, uint64_t start,
 			uint64_t end)
 {
 	uint64_t first, last;
-	struct fm_msg m = { .type = type, .a = (uint64_t)(uintptr_t)r };
+	struct fm_msg m = { .type = type, .range.region = r };
 
 	if (end <= r->base || start >= r->base + (r->npages << FM_PAGE_SHIFT))
 		return;
@@ -210,8 +220,8 @@ static void route_range(struct dispatcher *d, struct region *r, uint16_t type, u
 	last = (end - r->base + FM_PAGE_SIZE - 1) >> FM_PAGE_SHIFT;
 	if (last > r->npages)
 		last = r->npages;
-	m.b = first;
-	m.cookie = last - first;
+	m.range.first = first;
+	m.range.count = last - first;
 	/* A range inside one stripe (a balloon page) goes to its owner only;
 	 * larger ones go to every shard, which skips pages it does not own. */
 	if ((first >> FM_STRIPE_SHIFT) == ((last - 1) >> FM_STRIPE_SHIFT)) {
@@ -228,7 +238,7 @@ static void route_range(struct dispatcher *d, struct region *r, uint16_t type, u
  * forget(); its REMOVE/UNMAP senders by this very read. */
 static void handle_msg(struct dispatcher *d, struct dslot *s, const struct uffd_msg *u, uint64_t now)
 {
-	struct region *r = s->r;
+	struct uffd_region *r = s->r;
 
 	d->st.events++;
 	if (u->event == UFFD_EVENT_FORK) {
@@ -247,7 +257,7 @@ static void handle_msg(struct dispatcher *d, struct dslot *s, const struct uffd_
 	switch (u->event) {
 	case UFFD_EVENT_PAGEFAULT: {
 		uint64_t addr = u->arg.pagefault.address & ~(uint64_t)(FM_PAGE_SIZE - 1);
-		struct fm_msg m = { .type = FM_MSG_FAULT, .a = (uint64_t)(uintptr_t)r, .cookie = now };
+		struct fm_msg m = { .type = FM_MSG_FAULT, .fault = { .region = r, .read_ns = now } };
 
 		if (addr < r->base || addr >= r->base + (r->npages << FM_PAGE_SHIFT)) {
 			d->st.stray_faults++;
@@ -255,13 +265,13 @@ static void handle_msg(struct dispatcher *d, struct dslot *s, const struct uffd_
 				    (unsigned long long)addr, (unsigned long long)r->id);
 			break;
 		}
-		m.b = (addr - r->base) >> FM_PAGE_SHIFT;
+		m.fault.page = (addr - r->base) >> FM_PAGE_SHIFT;
 		if (u->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE)
 			m.flags |= FM_FAULT_WRITE;
 		if (u->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
 			m.flags |= FM_FAULT_WP;
 		d->st.fault_events++;
-		route(d, region_shard_of(r, m.b, d->nshards), &m);
+		route(d, region_shard_of(r, m.fault.page, d->nshards), &m);
 		break;
 	}
 	case UFFD_EVENT_REMOVE:
@@ -316,7 +326,7 @@ static void read_region(struct dispatcher *d, uint32_t slot, bool to_empty)
 static int forget(struct dispatcher *d, uint32_t slot, bool unregister)
 {
 	struct dslot *s = &d->slots[slot];
-	struct region *r = s->r;
+	struct uffd_region *r = s->r;
 	int rc = unregister ? -EAGAIN : 0;
 
 	for (unsigned i = 0; i < UNREGISTER_TRIES && rc == -EAGAIN; i++) {
@@ -357,10 +367,11 @@ static void handle_commands(struct dispatcher *d)
 		/* EAGAIN: nothing new; the ring is checked anyway */
 	}
 	while (fm_ring_pop(&d->cmd, &c)) {
-		struct region *r = (struct region *)(uintptr_t)c.a;
-		struct fm_msg m = { .type = c.type, .flags = c.flags, .a = c.a, .cookie = c.cookie };
-		struct dslot *s = r && c.type != FM_MSG_STATS && c.type != FM_MSG_RESET
-					  ? &d->slots[r->slot] : NULL;
+		bool about_region = c.type == FM_MSG_REGION_ADD || c.type == FM_MSG_REGION_DEL ||
+				    c.type == FM_MSG_REGION_FORGET;
+		struct uffd_region *r = about_region ? c.region.region : NULL;
+		struct fm_msg m = { .type = c.type, .flags = c.flags, .region = c.region };
+		struct dslot *s = r ? &d->slots[r->slot] : NULL;
 
 		switch (c.type) {
 		case FM_MSG_REGION_ADD: {
@@ -388,7 +399,7 @@ static void handle_commands(struct dispatcher *d)
 			/* Shards learn of the region before its first fault. */
 			for (unsigned i = 0; i < d->nshards; i++)
 				route(d, i, &m);
-			disp_send(d, FM_MSG_DONE, FM_MSG_REGION_ADD, rc, c.a, c.cookie);
+			disp_done(d, FM_MSG_REGION_ADD, rc, (uint64_t)(uintptr_t)r, c.region.request);
 			break;
 		}
 		case FM_MSG_REGION_DEL:
@@ -401,23 +412,23 @@ static void handle_commands(struct dispatcher *d)
 				route(d, i, &m);
 			break;
 		case FM_MSG_REGION_FORGET:
-			disp_send(d, FM_MSG_DONE, FM_MSG_REGION_FORGET,
+			disp_done(d, FM_MSG_REGION_FORGET,
 				  s->r == r ? forget(d, r->slot, c.flags & FM_FORGET_UNREGISTER) : -ENOENT,
-				  c.a, c.cookie);
+				  (uint64_t)(uintptr_t)r, c.region.request);
 			break;
 		case FM_MSG_STATS: {
-			struct dispatch_snapshot *out = (struct dispatch_snapshot *)(uintptr_t)c.a;
+			struct dispatch_snapshot *out = c.fill.out;
 
 			out->st = d->st;
 			for (unsigned i = 0; i < d->nshards && i < FM_DISPATCH_MAX_SHARDS; i++)
 				out->ring_full[i] = d->ring_full[i];
-			disp_send(d, FM_MSG_DONE, FM_MSG_STATS, 0, 0, c.cookie);
+			disp_done(d, FM_MSG_STATS, 0, 0, c.fill.request);
 			break;
 		}
 		case FM_MSG_RESET:
 			memset(&d->st, 0, sizeof(d->st));
 			memset(d->ring_full, 0, d->nshards * sizeof(*d->ring_full));
-			disp_send(d, FM_MSG_DONE, FM_MSG_RESET, 0, 0, c.cookie);
+			disp_done(d, FM_MSG_RESET, 0, 0, c.reset.request);
 			break;
 		default:
 			fm_log_once(FM_LOG_ERROR, "dispatcher: unexpected command %u", c.type);
@@ -482,14 +493,14 @@ static void *dispatcher_main(void *arg)
 		for (unsigned i = 0; i < d->nshards; i++) {
 			if (d->kick[i]) {
 				d->kick[i] = false;
-				fm_doorbell_ring(shard_doorbell(d->shards[i]));
+				fm_doorbell_ring(d->targets[i].bell);
 			}
 		}
 	}
 	return NULL;
 }
 
-struct dispatcher *dispatcher_create(struct shard **shards, unsigned nshards, int cpu,
+struct dispatcher *dispatcher_create(const struct dispatch_target *targets, unsigned nshards, int cpu,
 				     unsigned batch, unsigned spin_us, struct fm_doorbell *reply_bell)
 {
 	struct dispatcher *d = calloc(1, sizeof(*d));
@@ -499,10 +510,9 @@ struct dispatcher *dispatcher_create(struct shard **shards, unsigned nshards, in
 	if (!d)
 		return NULL;
 	d->epfd = d->cmd_efd = -1;
-	d->shards = shards;
 	d->nshards = nshards;
 	d->cpu = cpu;
-	d->batch = batch ? batch : 64;
+	d->batch = batch ? batch : DEFAULT_BATCH;
 	d->spin_ns = (uint64_t)spin_us * 1000;
 	d->reply_bell = reply_bell;
 	if (nshards > FM_DISPATCH_MAX_SHARDS) {
@@ -510,13 +520,16 @@ struct dispatcher *dispatcher_create(struct shard **shards, unsigned nshards, in
 		goto fail;
 	}
 	d->slots = calloc(FM_MAX_REGIONS, sizeof(*d->slots));
+	d->targets = calloc(nshards ? nshards : 1, sizeof(*d->targets));
+	if (d->targets)
+		memcpy(d->targets, targets, nshards * sizeof(*d->targets));
 	d->parked = calloc(nshards, sizeof(*d->parked));
 	d->kick = calloc(nshards, sizeof(*d->kick));
 	d->ring_full = calloc(nshards, sizeof(*d->ring_full));
 	d->msgs = calloc(d->batch, sizeof(*d->msgs));
-	if (!d->parked || !d->kick || !d->msgs || !d->ring_full || !d->slots)
+	if (!d->parked || !d->kick || !d->msgs || !d->ring_full || !d->slots || !d->targets)
 		goto fail;
-	if ((rc = fm_ring_init(&d->cmd, 256)) < 0 || (rc = fm_ring_init(&d->reply, 256)) < 0)
+	if ((rc = fm_ring_init(&d->cmd, CMD_SLOTS)) < 0 || (rc = fm_ring_init(&d->reply, REPLY_SLOTS)) < 0)
 		goto fail;
 	d->epfd = epoll_create1(EPOLL_CLOEXEC);
 	d->cmd_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -541,34 +554,38 @@ int dispatcher_start(struct dispatcher *d)
 	return 0;
 }
 
-static int command(struct dispatcher *d, uint16_t type, uint64_t a, uint32_t flags,
-		   uint64_t cookie)
+static int command(struct dispatcher *d, const struct fm_msg *m)
 {
-	struct fm_msg m = { .type = type, .flags = flags, .a = a, .cookie = cookie };
 	uint64_t one = 1;
 
-	if (!fm_ring_push(&d->cmd, &m))
+	if (!fm_ring_push(&d->cmd, m))
 		return -EAGAIN;
 	if (write(d->cmd_efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		return -errno;
 	return 0;
 }
 
-int dispatcher_attach(struct dispatcher *d, struct region *r)
+static int region_command(struct dispatcher *d, uint16_t type, struct uffd_region *r, uint32_t flags)
 {
-	return command(d, FM_MSG_REGION_ADD, (uint64_t)(uintptr_t)r, 0, r->request);
+	struct fm_msg m = { .type = type, .flags = flags,
+			    .region = { .region = r, .request = r->request } };
+
+	return command(d, &m);
 }
 
-int dispatcher_detach(struct dispatcher *d, struct region *r, bool restore)
+int dispatcher_attach(struct dispatcher *d, struct uffd_region *r)
 {
-	return command(d, FM_MSG_REGION_DEL, (uint64_t)(uintptr_t)r, restore ? FM_DEL_RESTORE : 0,
-		       r->request);
+	return region_command(d, FM_MSG_REGION_ADD, r, 0);
 }
 
-int dispatcher_forget(struct dispatcher *d, struct region *r, bool unregister)
+int dispatcher_detach(struct dispatcher *d, struct uffd_region *r, bool restore)
 {
-	return command(d, FM_MSG_REGION_FORGET, (uint64_t)(uintptr_t)r,
-		       unregister ? FM_FORGET_UNREGISTER : 0, r->request);
+	return region_command(d, FM_MSG_REGION_DEL, r, restore ? FM_DEL_RESTORE : 0);
+}
+
+int dispatcher_forget(struct dispatcher *d, struct uffd_region *r, bool unregister)
+{
+	return region_command(d, FM_MSG_REGION_FORGET, r, unregister ? FM_FORGET_UNREGISTER : 0);
 }
 
 struct fm_ring *dispatcher_reply_ring(struct dispatcher *d)
@@ -576,14 +593,19 @@ struct fm_ring *dispatcher_reply_ring(struct dispatcher *d)
 	return &d->reply;
 }
 
-int dispatcher_request_stats(struct dispatcher *d, struct dispatch_snapshot *out, uint64_t cookie)
+int dispatcher_request_stats(struct dispatcher *d, struct dispatch_snapshot *out, uint64_t request)
 {
-	return command(d, FM_MSG_STATS, (uint64_t)(uintptr_t)out, 0, cookie);
+	struct fm_msg m = { .type = FM_MSG_STATS, .fill = { .out = out, .request = request } };
+
+	return command(d, &m);
 }
 
-int dispatcher_request_reset(struct dispatcher *d, uint64_t cookie)
+int dispatcher_request_reset(struct dispatcher *d, uint64_t request)
 {
-	return command(d, FM_MSG_RESET, 0, 0, cookie);
+	struct fm_msg m = { .type = FM_MSG_RESET,
+			    .reset = { .what = FM_RESET_COUNTERS, .request = request } };
+
+	return command(d, &m);
 }
 
 void dispatcher_destroy(struct dispatcher *d)
@@ -614,5 +636,6 @@ void dispatcher_destroy(struct dispatcher *d)
 	free(d->kick);
 	free(d->ring_full);
 	free(d->msgs);
+	free(d->targets);
 	free(d);
 }

@@ -15,10 +15,10 @@
 
 
 
-static struct region *table[FM_MAX_REGIONS];
+static struct uffd_region *table[FM_MAX_REGIONS];
 static uint32_t next_slot;
 
-int region_table_publish(struct region *r)
+int region_table_publish(struct uffd_region *r)
 {
 	for (uint32_t i = 0; i < FM_MAX_REGIONS; i++) {
 		uint32_t slot = (next_slot + i) % FM_MAX_REGIONS;
@@ -34,14 +34,14 @@ int region_table_publish(struct region *r)
 	return -ENOSPC;
 }
 
-struct region *region_table_lookup(uint32_t slot)
+struct uffd_region *region_table_lookup(uint32_t slot)
 {
 	if (slot >= FM_MAX_REGIONS)
 		return NULL;
 	return table[slot];
 }
 
-void region_table_unpublish(struct region *r)
+void region_table_unpublish(struct uffd_region *r)
 {
 	if (r->slot < FM_MAX_REGIONS && table[r->slot] == r)
 		table[r->slot] = NULL;
@@ -56,7 +56,7 @@ unsigned region_table_count(void)
 	return n;
 }
 
-void region_release(struct region *r)
+void region_release(struct uffd_region *r)
 {
 	if (!r)
 		return;

@@ -16,21 +16,13 @@
 #include <sys/types.h>
 
 #include "base/base.h"
-#include "ctl/proto.h"
+#include "proto/proto.h"
 #include "ring/ring.h"
 
-/* Pages are dealt to shards in stripes of 2 MiB: a sequential stream stays in
- * one shard (and its store connection) while load still spreads. */
-#define FM_STRIPE_SHIFT 9
-#define FM_STRIPE_PAGES (1u << FM_STRIPE_SHIFT)
 #define FM_MAX_REGIONS 4096
 
-/* Features fluidmem asks of every uffd, and the ones it needs. */
-#define FM_UFFD_FEATURES_REQUIRED                                                          \
-	(UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_EVENT_REMOVE | \
-	 UFFD_FEATURE_EVENT_UNMAP)
 
-struct region {
+struct uffd_region {
 	uint64_t id;            /* cluster-unique: node_id << 48 | local counter */
 	uint32_t slot;          /* index in the region table and shard arrays */
 	int uffd;
@@ -58,31 +50,23 @@ struct region {
  * RELEASING: waiting for the dispatcher's REGION_FORGET ack. */
 enum region_state { REGION_ATTACHING, REGION_LIVE, REGION_DETACHING, REGION_RELEASING };
 
-static inline unsigned region_shard_of(const struct region *r, uint64_t page, unsigned nshards)
+static inline unsigned region_shard_of(const struct uffd_region *r, uint64_t page, unsigned nshards)
 {
-	return (unsigned)(((page >> FM_STRIPE_SHIFT) + r->slot) % nshards);
+	return fm_stripe_shard(r->slot, page, nshards);
 }
-
-/* Stripe index of `page` among the stripes of this region that one shard
- * owns (dense, from 0). */
-static inline uint64_t region_local_stripe(uint64_t page, unsigned nshards)
-{
-	return (page >> FM_STRIPE_SHIFT) / nshards;
-}
-
 
 /* ---- the control plane's slot table: slot -> region. Control thread only.
  * The dispatcher keeps its own table, changed only by the commands on its
  * ring (dispatcher.c), so nothing here is shared between threads. */
 /* Assign r->slot. 0 or -ENOSPC (FM_MAX_REGIONS live). */
-int region_table_publish(struct region *r);
+int region_table_publish(struct uffd_region *r);
 /* NULL when the slot is empty. */
-struct region *region_table_lookup(uint32_t slot);
+struct uffd_region *region_table_lookup(uint32_t slot);
 /* Free the slot; reuse is safe once the dispatcher forgot the region. */
-void region_table_unpublish(struct region *r);
+void region_table_unpublish(struct uffd_region *r);
 unsigned region_table_count(void);
 /* Unmap the view, close the fds, free. NULL is a no-op. */
-void region_release(struct region *r);
+void region_release(struct uffd_region *r);
 
 /* ---- kernel calls: each returns 0 or -errno; EAGAIN is retried inside
  * (a non-fault event is unread; the dispatcher will read it), so callers
@@ -123,12 +107,18 @@ int uffd_report_features(int64_t have);
 
 /* ---- the dispatcher thread ---- */
 struct dispatcher;
-struct shard;
 
-/* Create the dispatcher over `nshards` shards (their data rings and
- * doorbells). Its replies to the control plane go on its reply ring and ring
- * `reply_bell`. NULL + errno on failure. */
-struct dispatcher *dispatcher_create(struct shard **shards, unsigned nshards, int cpu,
+/* Where the dispatcher sends shard i's messages: its data ring (the
+ * dispatcher is the only producer) and the doorbell that wakes it. */
+struct dispatch_target {
+	struct fm_ring *ring;
+	struct fm_doorbell *bell;
+};
+
+/* Create the dispatcher over `nshards` targets (copied). Its replies to the
+ * control plane go on its reply ring and ring `reply_bell`. NULL + errno on
+ * failure. */
+struct dispatcher *dispatcher_create(const struct dispatch_target *targets, unsigned nshards, int cpu,
 				     unsigned batch, unsigned spin_us, struct fm_doorbell *reply_bell);
 int dispatcher_start(struct dispatcher *d);
 /* Stop the thread and free. Regions must have been detached. NULL no-op. */
@@ -155,9 +145,9 @@ void dispatcher_destroy(struct dispatcher *d);
  * The dispatcher also sends FM_MSG_REGION_HOSTILE (a = -errno, b = region)
  * unasked when a region's uffd cannot be read without blocking (its client
  * cleared O_NONBLOCK) or fails: the control plane must detach it. */
-int dispatcher_attach(struct dispatcher *d, struct region *r);
-int dispatcher_detach(struct dispatcher *d, struct region *r, bool restore);
-int dispatcher_forget(struct dispatcher *d, struct region *r, bool unregister);
+int dispatcher_attach(struct dispatcher *d, struct uffd_region *r);
+int dispatcher_detach(struct dispatcher *d, struct uffd_region *r, bool restore);
+int dispatcher_forget(struct dispatcher *d, struct uffd_region *r, bool unregister);
 /* The dispatcher's replies (FM_MSG_DONE, .shard = FM_DISPATCHER_SENDER, and
  * FM_MSG_REGION_HOSTILE). Consumer: the control thread. */
 struct fm_ring *dispatcher_reply_ring(struct dispatcher *d);

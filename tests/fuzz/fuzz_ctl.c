@@ -8,7 +8,7 @@
  *
  * Input: what a control client sends on one connection: lines split at
  * '\n', a trailing '\r' dropped, each line up to its first NUL, the way
- * daemon.c's ctl_conn_readable hands them over. A line longer than
+ * ctl_conn.c's ctl_conn_readable hands them over. A line longer than
  * CTL_MAX_REQUEST ends the input (the daemon cuts such a client off).
  *
  * Checked beyond memory safety: each request gets exactly one reply line,

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "ctl/proto.h"
+#include "proto/proto.h"
 #include "ctl/registration.h"
 
 #define DUMMY_SIZE (64 * 4096)

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config_params.h"
 #include "base/base.h"
 #include "ctl/config.h"
 #include "kv/kv.h"
@@ -31,7 +32,7 @@ static inline struct fm_config kvp_cfg(uint64_t max_mib, int compression, const 
 
 static inline struct kv_store *kvp_open(const struct fm_config *c)
 {
-	struct kv_store *kv = kv_open(c, 0);
+	struct kv_store *kv = kv_open_cfg(c, 0);
 
 	cr_assert_not_null(kv, "kv_open: errno %d", errno);
 	return kv;

@@ -7,7 +7,7 @@
 #include <sys/mman.h>
 
 #include "base/base.h"
-#include "ctl/proto.h"
+#include "proto/proto.h"
 #include "harness.h"
 
 #define FAKE FM_BUILD_DIR "/tests/fake-qemu"

@@ -14,9 +14,10 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 
+#include "config_params.h"
 #include "base/base.h"
 #include "ctl/config.h"
-#include "ctl/proto.h"
+#include "proto/proto.h"
 #include "shard/shard.h"
 #include "uffd/uffd.h"
 #include "harness.h"
@@ -694,7 +695,7 @@ Test(hostile_dataplane, unpollable_uffd_fails_attach, .timeout = 30)
 	struct shard *sh;
 	struct fm_doorbell bell;
 	struct dispatcher *d;
-	struct region *r = calloc(1, sizeof(*r));
+	struct uffd_region *r = calloc(1, sizeof(*r));
 	struct fm_msg m;
 	size_t pages = 512;
 
@@ -704,8 +705,9 @@ Test(hostile_dataplane, unpollable_uffd_fails_attach, .timeout = 30)
 	cfg.resident_pages = 64;
 	cr_assert_eq(fm_doorbell_init(&bell), 0);
 	bell.sleeping = 1;
-	cr_assert_not_null(sh = shard_create(&cfg, 0, 64, &bell));
-	cr_assert_not_null(d = dispatcher_create(&sh, 1, -1, 64, 0, &bell));
+	cr_assert_not_null(sh = shard_create_cfg(&cfg, 0, 64, &bell));
+	struct dispatch_target t = { shard_data_ring(sh), shard_doorbell(sh) };
+	cr_assert_not_null(d = dispatcher_create(&t, 1, -1, 64, 0, &bell));
 	cr_assert_eq(shard_start(sh), 0);
 	cr_assert_eq(dispatcher_start(d), 0);
 
@@ -719,11 +721,11 @@ Test(hostile_dataplane, unpollable_uffd_fails_attach, .timeout = 30)
 	cr_assert_eq(region_table_publish(r), 0);
 	cr_assert_eq(dispatcher_attach(d, r), 0);
 	m = await_reply(dispatcher_reply_ring(d), FM_MSG_REGION_ADD);
-	cr_expect_eq((int64_t)m.a, -EPERM, "the dispatcher took a uffd it cannot poll (%lld)",
-		     (long long)(int64_t)m.a);
-	cr_expect_eq(m.b, (uint64_t)(uintptr_t)r);
+	cr_expect_eq(m.done.result, -EPERM, "the dispatcher took a uffd it cannot poll (%lld)",
+		     (long long)m.done.result);
+	cr_expect_eq(m.done.detail, (uint64_t)(uintptr_t)r);
 	m = await_reply(shard_reply_ring(sh), FM_MSG_REGION_ADD);
-	cr_expect_eq((int64_t)m.a, 0);
+	cr_expect_eq(m.done.result, 0);
 
 	/* The control plane's answer to a refusal: detach, then forget. */
 	cr_assert_eq(dispatcher_detach(d, r, false), 0);

@@ -12,7 +12,7 @@
 #include <sys/syscall.h>
 
 #include "client/fluidmem.h"
-#include "ctl/proto.h"
+#include "proto/proto.h"
 #include "ctl/registration.h"
 #include "harness.h"
 #include "uffd/uffd.h"

@@ -3,6 +3,7 @@
  * Every page whose put returned 0 (and was not deleted) reads back
  * identical, every deleted page stays deleted, and the one operation in
  * flight at the kill ends either way, never as wrong data. */
+#include "config_params.h"
 #include "kv_pages.h"
 
 #include <fcntl.h>
@@ -34,7 +35,7 @@ static struct kv_key key_of(uint64_t i)
 static void child(struct journal *j, const char *dir, uint64_t rs)
 {
 	struct fm_config c = kvp_cfg(1, FM_LOCAL_LZ4, dir);
-	struct kv_store *kv = kv_open(&c, 0);
+	struct kv_store *kv = kv_open_cfg(&c, 0);
 
 	if (!kv)
 		_exit(2);

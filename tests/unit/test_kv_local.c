@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config_params.h"
 #include "base/base.h"
 #include "ctl/config.h"
 #include "kv/kv.h"
@@ -31,7 +32,7 @@ static struct fm_config make_cfg(const char *backend, uint64_t max_mib)
 static struct kv_store *open_local(uint64_t max_mib)
 {
 	struct fm_config c = make_cfg("local", max_mib);
-	struct kv_store *kv = kv_open(&c, 0);
+	struct kv_store *kv = kv_open_cfg(&c, 0);
 
 	cr_assert_not_null(kv, "kv_open(local, %llu MiB): errno %d", (unsigned long long)max_mib,
 			   errno);
@@ -118,14 +119,14 @@ Test(kv, open_rejects_unknown_backend)
 	for (size_t i = 0; i < FM_ARRAY_SIZE(bad); i++) {
 		c = make_cfg(bad[i], 64);
 		errno = 0;
-		cr_assert_null(kv_open(&c, 0), "backend \"%s\" opened", bad[i]);
+		cr_assert_null(kv_open_cfg(&c, 0), "backend \"%s\" opened", bad[i]);
 		cr_assert_eq(errno, EINVAL, "backend \"%s\": errno %d", bad[i], errno);
 	}
 	/* No terminator in the name: must not read past the array. */
 	c = make_cfg("local", 64);
 	memset(c.store_backend, 'l', sizeof(c.store_backend));
 	errno = 0;
-	cr_assert_null(kv_open(&c, 0));
+	cr_assert_null(kv_open_cfg(&c, 0));
 	cr_assert_eq(errno, EINVAL);
 	errno = 0;
 	cr_assert_null(kv_open(NULL, 0));
@@ -138,15 +139,15 @@ Test(kv, open_local_checks_cap)
 	struct kv_store *kv;
 
 	errno = 0;
-	cr_assert_null(kv_open(&c, 0));
+	cr_assert_null(kv_open_cfg(&c, 0));
 	cr_assert_eq(errno, EINVAL);
 	c.local_max_mib = KV_LOCAL_MAX_MIB + 1;
 	errno = 0;
-	cr_assert_null(kv_open(&c, 0));
+	cr_assert_null(kv_open_cfg(&c, 0));
 	cr_assert_eq(errno, EINVAL);
 	/* The largest cap opens without reserving anything for it. */
 	c.local_max_mib = KV_LOCAL_MAX_MIB;
-	kv = kv_open(&c, 3);
+	kv = kv_open_cfg(&c, 3);
 	cr_assert_not_null(kv);
 	cr_assert_eq(info_of(kv).max_pages, KV_LOCAL_MAX_MIB * PAGES_PER_MIB);
 	cr_assert_eq(info_of(kv).chunks, 0);

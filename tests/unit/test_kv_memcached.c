@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <libmemcached/memcached.h>
 
+#include "config_params.h"
 #include "base/base.h"
 #include "ctl/config.h"
 #include "kv/kv.h"
@@ -144,7 +145,7 @@ Test(kv_generic, checked_get_and_touch_on_a_backend_without_them)
 	struct kv_key keys[2] = { { 1, 2 }, { 1, 3 } };
 
 	fm_config_defaults(&c);
-	kv = kv_open(&c, 0);
+	kv = kv_open_cfg(&c, 0);
 	cr_assert_not_null(kv);
 	cr_assert_eq(kv_put(kv, k, page), 0);
 	cr_expect_eq(kv_get_checked(kv, k, out, always, kv), 0);
@@ -192,19 +193,19 @@ static struct kv_store *open_store(unsigned replicas, bool binary, const char *e
 
 	fm_config_defaults(&c);
 	snprintf(c.store_backend, sizeof(c.store_backend), "memcached");
-	c.mc_servers[0] = '\0';
+	c.mc.servers[0] = '\0';
 	for (unsigned i = 0; i < nsrv; i++)
-		len += (size_t)snprintf(c.mc_servers + len, sizeof(c.mc_servers) - len, "%s%s",
+		len += (size_t)snprintf(c.mc.servers + len, sizeof(c.mc.servers) - len, "%s%s",
 					i ? "," : "", srv[i].addr);
 	if (extra_server)
-		snprintf(c.mc_servers + len, sizeof(c.mc_servers) - len, ",%s", extra_server);
-	c.mc_replicas = replicas;
-	c.mc_binary = binary;
-	c.mc_batch = 16;
-	c.mc_retries = 2;
-	c.mc_retry_delay_ms = 5;
-	c.mc_io_timeout_ms = 500;
-	return kv_open(&c, 0);
+		snprintf(c.mc.servers + len, sizeof(c.mc.servers) - len, ",%s", extra_server);
+	c.mc.replicas = replicas;
+	c.mc.binary = binary;
+	c.mc.batch = 16;
+	c.mc.retries = 2;
+	c.mc.retry_delay_ms = 5;
+	c.mc.io_timeout_ms = 500;
+	return kv_open_cfg(&c, 0);
 }
 
 static void fill(uint8_t *page, uint64_t pno, uint32_t version)
@@ -560,30 +561,30 @@ Test(kv_memcached, open_errors, .timeout = 60)
 	fm_config_defaults(&c);
 	snprintf(c.store_backend, sizeof(c.store_backend), "memcached");
 	/* nobody listens there */
-	snprintf(c.mc_servers, sizeof(c.mc_servers), "127.0.0.1:%u", mcd_free_port());
+	snprintf(c.mc.servers, sizeof(c.mc.servers), "127.0.0.1:%u", mcd_free_port());
 	errno = 0;
-	cr_expect_null(kv_open(&c, 0));
+	cr_expect_null(kv_open_cfg(&c, 0));
 	cr_expect_eq(errno, EIO);
-	snprintf(c.mc_servers, sizeof(c.mc_servers), "/nonexistent/mc.sock");
-	cr_expect_null(kv_open(&c, 0));
+	snprintf(c.mc.servers, sizeof(c.mc.servers), "/nonexistent/mc.sock");
+	cr_expect_null(kv_open_cfg(&c, 0));
 	cr_expect_eq(errno, EIO);
 	static const char *const bad[] = { "", " , ", "127.0.0.1:0", "127.0.0.1:70000",
 					   "127.0.0.1:x", "::1:11211", "[::1", ":11211",
 					   "no-such-host.invalid:11211" };
 	for (size_t i = 0; i < FM_ARRAY_SIZE(bad); i++) {
-		snprintf(c.mc_servers, sizeof(c.mc_servers), "%s", bad[i]);
+		snprintf(c.mc.servers, sizeof(c.mc.servers), "%s", bad[i]);
 		errno = 0;
-		cr_expect_null(kv_open(&c, 0), "\"%s\" was accepted", bad[i]);
+		cr_expect_null(kv_open_cfg(&c, 0), "\"%s\" was accepted", bad[i]);
 		cr_expect_eq(errno, EINVAL, "\"%s\": %s", bad[i], strerror(errno));
 	}
 	start_servers(1, 8, false);
-	snprintf(c.mc_servers, sizeof(c.mc_servers), "%s", srv[0].addr);
-	c.mc_replicas = 1;
-	cr_expect_null(kv_open(&c, 0), "1 replica needs 2 servers");
+	snprintf(c.mc.servers, sizeof(c.mc.servers), "%s", srv[0].addr);
+	c.mc.replicas = 1;
+	cr_expect_null(kv_open_cfg(&c, 0), "1 replica needs 2 servers");
 	cr_expect_eq(errno, EINVAL);
 	/* One server of two down at start: open, the other is retried later. */
-	snprintf(c.mc_servers, sizeof(c.mc_servers), "%s, 127.0.0.1:%u", srv[0].addr, mcd_free_port());
-	struct kv_store *kv = kv_open(&c, 0);
+	snprintf(c.mc.servers, sizeof(c.mc.servers), "%s, 127.0.0.1:%u", srv[0].addr, mcd_free_port());
+	struct kv_store *kv = kv_open_cfg(&c, 0);
 	cr_expect_not_null(kv, "a cluster with one server up must open");
 	if (kv) {
 		struct kv_memcached_info info;
@@ -605,12 +606,12 @@ Test(kv_memcached, ketama_spreads_and_modula_differs, .timeout = 60)
 	start_servers(3, 8, false);
 	fm_config_defaults(&c);
 	snprintf(c.store_backend, sizeof(c.store_backend), "memcached");
-	snprintf(c.mc_servers, sizeof(c.mc_servers), "%s,%s,%s", srv[0].addr, srv[1].addr,
+	snprintf(c.mc.servers, sizeof(c.mc.servers), "%s,%s,%s", srv[0].addr, srv[1].addr,
 		 srv[2].addr);
-	c.mc_replicas = 2;
-	ket = kv_open(&c, 0);
-	c.mc_distribution = FM_MC_MODULA;
-	mod = kv_open(&c, 1);
+	c.mc.replicas = 2;
+	ket = kv_open_cfg(&c, 0);
+	c.mc.distribution = FM_MC_MODULA;
+	mod = kv_open_cfg(&c, 1);
 	cr_assert_not_null(ket);
 	cr_assert_not_null(mod);
 	for (uint64_t p = 0; p < 3000; p++) {

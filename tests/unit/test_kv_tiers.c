@@ -4,6 +4,7 @@
  * Each property is checked against a mirror of seeds: the store must answer
  * like a plain map, whatever tier a page sits in, and a damaged record must
  * never be returned as a page. */
+#include "config_params.h"
 #include "kv_pages.h"
 
 #include <fcntl.h>
@@ -431,7 +432,7 @@ Test(kv_tiers, one_process_per_file_and_any_codec_reads_back)
 	for (uint64_t i = 0; i < 100; i++)
 		cr_assert_eq(kvp_put(kv, (struct kv_key){ 1, i }, i + 1), 0);
 	errno = 0;
-	kv2 = kv_open(&c, 0); /* flock is per open file: a second open is refused */
+	kv2 = kv_open_cfg(&c, 0); /* flock is per open file: a second open is refused */
 	cr_assert_null(kv2);
 	cr_assert_eq(errno, EBUSY);
 	kv_close(kv);

@@ -358,6 +358,6 @@ Test(memcached, shipped_config_loads)
 					 sizeof(err)), 0, "%s", err);
 	cr_assert_eq(fm_config_validate(&cfg, err, sizeof(err)), 0, "%s", err);
 	cr_expect_str_eq(cfg.store_backend, "memcached");
-	cr_expect(cfg.mc_binary);
-	cr_expect_eq(cfg.mc_distribution, FM_MC_KETAMA);
+	cr_expect(cfg.mc.binary);
+	cr_expect_eq(cfg.mc.distribution, FM_MC_KETAMA);
 }

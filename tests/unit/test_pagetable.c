@@ -2,6 +2,7 @@
 #include <criterion/criterion.h>
 
 #include "shard/pagetable.h"
+#include "uffd/uffd.h"
 
 /* Every page of a region is owned by exactly one shard, and within that
  * shard ids are unique and map back to the same page. */
@@ -9,7 +10,7 @@ static void check_partition(unsigned nshards, uint32_t slot, uint64_t npages)
 {
 	struct pagetable pt[8];
 	struct pt_region pr[8];
-	struct region r = { .slot = slot, .npages = npages };
+	struct uffd_region r = { .slot = slot, .npages = npages };
 	uint64_t owned = 0;
 
 	for (unsigned s = 0; s < nshards; s++) {
@@ -56,7 +57,7 @@ Test(pagetable, ids_are_unique_within_a_shard)
 {
 	struct pagetable pt;
 	struct pt_region a, b;
-	struct region ra = { .slot = 1, .npages = 5000 }, rb = { .slot = 2, .npages = 3000 };
+	struct uffd_region ra = { .slot = 1, .npages = 5000 }, rb = { .slot = 2, .npages = 3000 };
 
 	pt_init(&pt, 0, 2);
 	cr_assert_eq(pt_region_add(&pt, &a, 1, 5000), 0);
@@ -64,7 +65,7 @@ Test(pagetable, ids_are_unique_within_a_shard)
 	uint8_t *used = calloc(pt_capacity(&pt), 1);
 	struct {
 		struct pt_region *pr;
-		struct region *r;
+		struct uffd_region *r;
 	} regs[] = { { &a, &ra }, { &b, &rb } };
 	for (int k = 0; k < 2; k++) {
 		for (uint64_t p = 0; p < regs[k].r->npages; p++) {

@@ -7,7 +7,7 @@
 #include <sys/syscall.h>
 
 #include "client/fluidmem.h"
-#include "ctl/proto.h"
+#include "proto/proto.h"
 #include "harness.h"
 
 #define PAGE 4096u

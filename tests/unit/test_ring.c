@@ -27,14 +27,14 @@ Test(ring, full_ring_refuses_and_keeps_order)
 	unsigned pushed = 0;
 
 	cr_assert_eq(fm_ring_init(&r, 64), 0);
-	for (m.b = 0; fm_ring_push(&r, &m); m.b++)
+	for (m.fault.page = 0; fm_ring_push(&r, &m); m.fault.page++)
 		pushed++;
 	cr_expect_eq(pushed, r.capacity, "a full ring took %u, capacity %u", pushed, r.capacity);
 	cr_expect_eq(fm_ring_depth(&r), pushed);
 	/* The refused message was not written anywhere. */
 	for (uint64_t i = 0; i < pushed; i++) {
 		cr_assert(fm_ring_pop(&r, &out));
-		cr_expect_eq(out.b, i);
+		cr_expect_eq(out.fault.page, i);
 	}
 	cr_expect_not(fm_ring_pop(&r, &out));
 	cr_expect_eq(fm_ring_depth(&r), 0);
@@ -48,14 +48,14 @@ Test(ring, wraps_around_many_times)
 
 	cr_assert_eq(fm_ring_init(&r, 8), 0);
 	for (uint64_t i = 0; i < 100000; i++) {
-		m.b = i;
-		m.cookie = ~i;
+		m.fault.page = i;
+		m.fault.read_ns = ~i;
 		cr_assert(fm_ring_push(&r, &m));
 		if (i % 3 == 0)
 			cr_assert(fm_ring_push(&r, &m));
 		cr_assert(fm_ring_pop(&r, &out));
-		cr_assert_eq(out.b, i);
-		cr_assert_eq(out.cookie, ~i);
+		cr_assert_eq(out.fault.page, i);
+		cr_assert_eq(out.fault.read_ns, ~i);
 		if (i % 3 == 0)
 			cr_assert(fm_ring_pop(&r, &out));
 	}
@@ -70,9 +70,9 @@ static void *producer(void *arg)
 	struct fm_msg m = { .type = FM_MSG_FAULT };
 
 	for (uint64_t i = 0; i < STRESS_N; i++) {
-		m.a = i;
-		m.b = i * 0x9e3779b97f4a7c15ull;
-		m.cookie = ~m.b;
+		m.fault.region = (struct uffd_region *)(uintptr_t)i;
+		m.fault.page = i * 0x9e3779b97f4a7c15ull;
+		m.fault.read_ns = ~m.fault.page;
 		m.flags = (uint32_t)i;
 		while (!fm_ring_push(r, &m))
 			__builtin_ia32_pause();
@@ -92,7 +92,8 @@ Test(ring, two_threads_every_message_arrives_intact, .timeout = 120)
 	for (uint64_t i = 0; i < STRESS_N; i++) {
 		while (!fm_ring_pop(&r, &out))
 			__builtin_ia32_pause();
-		if (out.a != i || out.b != i * 0x9e3779b97f4a7c15ull || out.cookie != ~out.b ||
+		if ((uintptr_t)out.fault.region != i || out.fault.page != i * 0x9e3779b97f4a7c15ull ||
+		    out.fault.read_ns != ~out.fault.page ||
 		    out.flags != (uint32_t)i || out.type != FM_MSG_FAULT)
 			bad++;
 	}

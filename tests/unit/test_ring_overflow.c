@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "config_params.h"
 #include "ctl/config.h"
 #include "kv/kv.h"
 #include "shard/shard.h"
@@ -41,7 +42,7 @@ static void disp_stats(struct dispatcher *d, struct dispatch_stats *st, unsigned
 	cr_assert_eq(dispatcher_request_stats(d, &snap, cookie), 0);
 	for (int i = 0; i < 5000; i++) {
 		while (fm_ring_pop(dispatcher_reply_ring(d), &m)) {
-			if (m.flags == FM_MSG_STATS && m.cookie == cookie) {
+			if (m.flags == FM_MSG_STATS && m.done.request == cookie) {
 				*st = snap.st;
 				return;
 			}
@@ -60,7 +61,7 @@ Test(ring_overflow, parked_faults_are_all_served, .timeout = 60)
 	struct fm_doorbell bell;
 	struct dispatcher *d;
 	struct dispatch_stats st;
-	struct region *r = calloc(1, sizeof(*r));
+	struct uffd_region *r = calloc(1, sizeof(*r));
 	size_t pages = 2 * 512;
 	pthread_t th[NTHREADS];
 	struct toucher t[NTHREADS];
@@ -73,12 +74,14 @@ Test(ring_overflow, parked_faults_are_all_served, .timeout = 60)
 	cr_assert_eq(fm_doorbell_init(&bell), 0);
 	bell.sleeping = 1;
 	for (unsigned i = 0; i < 2; i++)
-		cr_assert_not_null(shards[i] = shard_create(&cfg, i, 2048, &bell));
-	cr_assert_not_null(d = dispatcher_create(shards, 2, -1, 64, 0, &bell));
+		cr_assert_not_null(shards[i] = shard_create_cfg(&cfg, i, 2048, &bell));
+	struct dispatch_target targets[2] = { { shard_data_ring(shards[0]), shard_doorbell(shards[0]) },
+					{ shard_data_ring(shards[1]), shard_doorbell(shards[1]) } };
+	cr_assert_not_null(d = dispatcher_create(targets, 2, -1, 64, 0, &bell));
 	cr_assert_eq(dispatcher_start(d), 0);
 
 	/* A region registered on a uffd in this very process. */
-	struct uffdio_api api = { .api = UFFD_API, .features = FM_UFFD_FEATURES_REQUIRED };
+	struct uffdio_api api = { .api = UFFD_API, .features = FM_UFFD_FEATURES };
 	r->memfd = memfd_create("overflow", MFD_CLOEXEC);
 	cr_assert_eq(ftruncate(r->memfd, (off_t)(pages * PAGE)), 0);
 	uint8_t *mem = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, r->memfd, 0);

@@ -9,7 +9,7 @@
 
 #include "base/log.h"
 #include "ctl/http.h"
-#include "ctl/proto.h"
+#include "proto/proto.h"
 #include "harness.h"
 
 #define PAGE 4096u

@@ -1,5 +1,7 @@
-/* ctl/proto: the registration wire contract between libfluidmem and
- * fluidmemd. A SOCK_SEQPACKET unix socket; each message is one packet.
+/* proto: the contract between libfluidmem and fluidmemd, in one neutral
+ * header both sides include (the client never includes the daemon's modules).
+ *
+ * Registration is a SOCK_SEQPACKET unix socket; each message is one packet.
  *
  * REGISTER  client -> daemon: struct fm_reg_req + SCM_RIGHTS [uffd, memfd]
  * UNREGISTER client -> daemon: struct fm_reg_req with region_id
@@ -12,11 +14,24 @@
 #ifndef FM_PROTO_H
 #define FM_PROTO_H
 
+#include <linux/userfaultfd.h>
 #include <stdint.h>
+
+#include "base/base.h"   /* FM_PAGE_SIZE: the only page_size a request may carry */
 
 #define FM_PROTO_MAGIC 0x464d5247u   /* "FMRG" */
 #define FM_PROTO_VERSION 1
-#define FM_REGION_NAME_MAX 64
+#define FM_REGION_NAME_MAX 64   /* the name field, NUL included */
+
+/* The uffd features a client asks for on every region's uffd, and exactly
+ * the ones the daemon requires of a handed-over uffd. */
+#define FM_UFFD_FEATURES                                                                   \
+	(UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_EVENT_REMOVE | \
+	 UFFD_FEATURE_EVENT_UNMAP)
+/* A fork child would get its own uffd for the same memfd: a mapping nobody
+ * serves, whose reads fill evicted pages with zeros (README, "What must not
+ * share a region's memfd"). Served mappings are MADV_DONTFORK instead. */
+_Static_assert(!(FM_UFFD_FEATURES & UFFD_FEATURE_EVENT_FORK), "never ask for fork events");
 
 enum fm_reg_type { FM_REG_REGISTER = 1, FM_REG_UNREGISTER = 2, FM_REG_REPLY = 3 };
 

@@ -1,0 +1,309 @@
+/* shard/fault: serving faults (fetch, zero-fill, poison), the ranges a
+ * client discards or unmaps, and handing pages back when a region goes. */
+#include "shard/shard_priv.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "base/failpoint.h"
+#include "base/log.h"
+#include "kv/kv.h"
+#include "shard/page_hash.h"
+#include "shard/pagetable.h"
+#include "shard/policy.h"
+#include "shard/storecopy.h"
+#include "uffd/uffd.h"
+
+/* Log an ioctl failure once per call site; ESRCH (the client's mm is gone)
+ * is expected while a dead client's region waits to be torn down. */
+void shard_note_ioctl_error(struct shard *s, struct shard_region *sr, const char *what, int rc,
+			     uint64_t page)
+{
+	if (rc == -ESRCH)
+		return;
+	if (rc == -EAGAIN)
+		s->st.eagain_giveups++;
+	fm_log_once(FM_LOG_ERROR, "shard %u: %s on region %llu page %llu failed: %s", s->idx, what,
+		    (unsigned long long)sr->r->id, (unsigned long long)page, strerror(-rc));
+}
+
+/* Page state for the stripe of `page`, allocated on its first touch: the
+ * only allocation on the fault path, once per 2 MiB stripe. 0 or -ENOMEM /
+ * -ENOSPC / -EINVAL (the policy cannot grow). */
+static int stripe_state(struct shard *s, struct shard_region *sr, uint64_t page)
+{
+	int rc;
+
+	if (pt_has_stripe(&s->pt, &sr->pt, page))
+		return 0;
+	if ((rc = pt_stripe_alloc(&s->pt, &sr->pt, page)) < 0)
+		return rc;
+	/* The ids are handed out; a policy or storecopy too small for them
+	 * is grown now, and on failure the stripe simply stays unused. */
+	if ((rc = policy_grow(s->policy, pt_capacity(&s->pt))) < 0 ||
+	    (rc = sc_reserve(&s->sc, s->pt.cap)) < 0)
+		return rc;
+	return 0;
+}
+
+static void make_resident(struct shard *s, struct shard_region *sr, uint32_t id)
+{
+	shard_set_state(s, sr, id, PS_RESIDENT);
+	policy_admit(s->policy, id);
+}
+
+struct fetch_check {
+	const struct page_hash_key *key;
+	uint64_t want;
+};
+
+static bool fetch_ok(const void *page, void *arg)
+{
+	const struct fetch_check *c = arg;
+
+	return page_hash(c->key, page) == c->want;
+}
+
+/* Fetch a stored page into the bounce buffer, timing it. 0 or -errno. A
+ * keeping store's copy must hash as recorded: a stale replica or a corrupt
+ * value is refused, never installed. */
+static int fetch(struct shard *s, struct shard_region *sr, uint64_t page)
+{
+	struct kv_key k = { sr->r->id, page };
+	struct fetch_check chk = { &sr->hkey, 0 };
+	uint64_t t0 = fm_now_ns();
+	int rc = sc_synced_hash(&s->sc, page_id(s, sr, page), &chk.want)
+			 ? kv_get_checked(s->kv, k, s->bounce, fetch_ok, &chk)
+			 : kv_get(s->kv, k, s->bounce);
+
+	fm_hist_add(&s->st.fetch_ns, fm_now_ns() - t0);
+	return rc;
+}
+
+/* Never a silent zero: a page we stored and cannot get back is an error
+ * the client must see, as SIGBUS on every touch. */
+static int poison(struct shard *s, struct shard_region *sr, uint32_t id, uint64_t page, int why)
+{
+	s->st.store_errors++;
+	s->st.poisoned++;
+	shard_set_state(s, sr, id, PS_POISONED);
+	FM_ERR("shard %u: region %llu page %llu lost by the store (%s): poisoned", s->idx,
+	       (unsigned long long)sr->r->id, (unsigned long long)page, strerror(-why));
+	return uffd_poison(sr->r->uffd, sr->base + (page << FM_PAGE_SHIFT), FM_PAGE_SIZE,
+			   &s->st.eagain_retries);
+}
+
+/* Serve one fault. Returns the outcome counter to bump; every fault ends in
+ * exactly one (see the invariant in shard.h). */
+static uint64_t *serve_fault(struct shard *s, struct shard_region *sr, uint64_t page, uint32_t flags)
+{
+	struct uffd_region *r = sr->r;
+	uint32_t id = page_id(s, sr, page);
+	uint64_t addr = sr->base + (page << FM_PAGE_SHIFT);
+	int rc;
+
+	if (flags & FM_FAULT_WP) {
+		/* A writer met an eviction's write-protect window. If the
+		 * eviction finished, the page is gone and waking sends the
+		 * writer to a MISSING fault; if it was refused, the page stayed
+		 * and un-protecting it wakes the writer. */
+		if ((s->pt.state[id] & PS_MASK) == PS_RESIDENT)
+			rc = uffd_writeprotect(r->uffd, addr, FM_PAGE_SIZE, false, &s->st.eagain_retries);
+		else
+			rc = uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
+		if (rc < 0)
+			goto fail;
+		return &s->st.wp_faults;
+	}
+
+	switch (s->pt.state[id] & PS_MASK) {
+	case PS_RESIDENT:
+		/* Usually a second thread on the same page: the first fault
+		 * already filled it, EEXIST says so, and we wake. If the client
+		 * punched the page out of its memfd, zero-filling is exactly
+		 * what it asked for. */
+		rc = uffd_zeropage(r->uffd, addr, FM_PAGE_SIZE, &s->st.eagain_retries);
+		if (rc == -EEXIST) {
+			rc = uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
+			if (rc < 0)
+				goto fail;
+			return &s->st.dup_faults;
+		}
+		if (rc < 0)
+			goto fail;
+		return &s->st.zero_fills;
+	case PS_NONE:
+	case PS_ZERO:
+		if (!pt_has_stripe(&s->pt, &sr->pt, page)) {
+			rc = stripe_state(s, sr, page);
+			if (rc < 0) {
+				/* Untracked, the page could not be evicted or
+				 * accounted; the client gets SIGBUS, not a page
+				 * the daemon lost track of. */
+				s->st.state_alloc_failures++;
+				fm_log_ratelimited(FM_LOG_ERROR,
+						   "shard %u: no memory for page state of region %llu "
+						   "page %llu (%s): poisoned",
+						   s->idx, (unsigned long long)r->id,
+						   (unsigned long long)page, strerror(-rc));
+				rc = uffd_poison(r->uffd, addr, FM_PAGE_SIZE, &s->st.eagain_retries);
+				if (rc < 0 && rc != -EEXIST)
+					goto fail;
+				return &s->st.poison_faults;
+			}
+			id = page_id(s, sr, page);
+		}
+		rc = uffd_zeropage(r->uffd, addr, FM_PAGE_SIZE, &s->st.eagain_retries);
+		if (rc == -EEXIST)   /* present already (registered with contents) */
+			rc = uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
+		if (rc < 0)
+			goto fail;
+		make_resident(s, sr, id);
+		return &s->st.zero_fills;
+	case PS_STORED:
+		rc = fetch(s, sr, page);
+		if (rc < 0) {
+			rc = poison(s, sr, id, page, rc);
+			if (rc < 0 && rc != -EEXIST)
+				goto fail;
+			return &s->st.poison_faults;
+		}
+		rc = uffd_copy(r->uffd, addr, s->bounce, FM_PAGE_SIZE, &s->st.eagain_retries);
+		if (rc == -EEXIST)
+			rc = uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
+		if (rc < 0)
+			goto fail;
+		make_resident(s, sr, id);
+		if (!s->kv_keeps) {
+			struct kv_key k = { r->id, page };
+
+			if (kv_del(s->kv, k) < 0)
+				s->st.store_errors++;
+		}
+		return &s->st.fetches;
+	case PS_POISONED:
+		rc = uffd_poison(r->uffd, addr, FM_PAGE_SIZE, &s->st.eagain_retries);
+		if (rc == -EEXIST)
+			rc = uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
+		if (rc < 0)
+			goto fail;
+		return &s->st.poison_faults;
+	}
+	rc = -EINVAL;
+fail:
+	shard_note_ioctl_error(s, sr, "serving a fault", rc, page);
+	return &s->st.fault_errors;
+}
+
+void shard_handle_fault(struct shard *s, const struct fm_msg *m)
+{
+	struct uffd_region *r = m->fault.region;
+	struct shard_region *sr = s->regions[r->slot];
+
+	if (unlikely(!sr || sr->r != r || m->fault.page >= r->npages)) {
+		s->st.stale_faults++;
+		return;
+	}
+	s->st.faults++;
+	sr->faults++;
+	(*serve_fault(s, sr, m->fault.page, m->flags))++;
+	fm_hist_add(&s->st.fault_ns, fm_now_ns() - m->fault.read_ns);
+}
+
+/* REMOVE: the client discarded [first, first+n) with madvise. UNMAP: the
+ * range is gone from the client. Either way stored copies are dropped and
+ * the pages read as zero next time. A resident page that is still in the
+ * memfd after a REMOVE keeps its contents (MADV_DONTNEED on a shared mapping
+ * only zaps page tables); punching it here would race with the client's next
+ * write, so only the client may free it (fm_region_discard punches first). */
+void shard_handle_range(struct shard *s, const struct fm_msg *m)
+{
+	struct uffd_region *r = m->range.region;
+	struct shard_region *sr = s->regions[r->slot];
+	uint64_t first = m->range.first, end = m->range.first + m->range.count;
+	bool unmap = m->type == FM_MSG_UNMAP;
+
+	if (!sr || sr->r != r)
+		return;
+	if (end > r->npages)
+		end = r->npages;
+	for (uint64_t page = first; page < end; page++) {
+		uint32_t id;
+		uint8_t st;
+
+		if (region_shard_of(r, page, s->nshards) != s->idx ||
+		    !pt_has_stripe(&s->pt, &sr->pt, page)) {
+			page |= FM_STRIPE_PAGES - 1;   /* skip to the next stripe */
+			continue;
+		}
+		id = page_id(s, sr, page);
+		st = s->pt.state[id] & PS_MASK;
+		if (st == PS_RESIDENT) {
+			unsigned char inmem = 1;
+
+			if (!unmap) {
+				if (mincore(r->view + (page << FM_PAGE_SHIFT), FM_PAGE_SIZE, &inmem) < 0)
+					inmem = 1;
+				if (inmem & 1)
+					continue;
+			} else if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					     (off_t)(page << FM_PAGE_SHIFT), FM_PAGE_SIZE) < 0) {
+				/* The client unmapped it: the page is nobody's
+				 * data any more; only the memory stays with the
+				 * memfd until it is closed. */
+				s->st.punch_errors++;
+			}
+		} else if (st == PS_NONE) {
+			continue;
+		}
+		shard_drop_copy(s, sr, id, page, st);
+		policy_drop(s->policy, id);
+		shard_set_state(s, sr, id, PS_NONE);
+		s->st.discarded++;
+	}
+}
+
+
+/* Hand every stored page of a region back to its client (copied in), before
+ * forgetting a region that a live client still maps, so it loses no data.
+ * Zero and untouched pages are left alone: the dispatcher unregisters the
+ * range next, which wakes every waiting fault, and from then on the kernel
+ * fills holes with zeros itself, which is exactly their content. (Filling
+ * them here cost a zero-page per page of the region, and grew the client.) */
+void shard_restore_region(struct shard *s, struct shard_region *sr)
+{
+	for (uint64_t ls = 0; ls < sr->pt.nstripes; ls++) {
+		uint32_t c = sr->pt.chunk[ls];
+		/* a never-touched stripe reads PS_NONE through the null chunk */
+		uint64_t first = pt_stripe_first_page(&s->pt, &sr->pt, ls);
+
+		for (uint32_t off = 0; off < FM_STRIPE_PAGES && first + off < sr->pt.npages; off++) {
+			uint32_t id = (c << FM_STRIPE_SHIFT) | off;
+			uint64_t page = first + off, addr = sr->base + (page << FM_PAGE_SHIFT);
+			uint8_t st = s->pt.state[id] & PS_MASK;
+			int rc;
+
+			if (st != PS_STORED)
+				continue;
+			rc = fetch(s, sr, page);
+			rc = rc < 0 ? poison(s, sr, id, page, rc)
+				    : uffd_copy(sr->r->uffd, addr, s->bounce, FM_PAGE_SIZE,
+						&s->st.eagain_retries);
+			if (rc == -ESRCH)
+				return;   /* the client is gone: nothing to hand back */
+			if (rc == 0 || rc == -EEXIST) {
+				s->st.restored++;
+			} else {
+				s->st.restore_errors++;
+				shard_note_ioctl_error(s, sr, "restoring a page", rc, page);
+			}
+		}
+	}
+}

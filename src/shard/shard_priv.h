@@ -1,0 +1,124 @@
+/* shard internals shared by shard.c (the thread, its messages, region
+ * life cycle and page states), fault.c (serving faults, handing pages back)
+ * and evict.c (choosing, storing and dropping pages under the budget). Not a
+ * public header: one shard thread owns everything here. */
+#ifndef FM_SHARD_PRIV_H
+#define FM_SHARD_PRIV_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kv/kv.h"
+#include "ring/ring.h"
+#include "shard/page_hash.h"
+#include "shard/pagetable.h"
+#include "shard/policy.h"
+#include "shard/shard.h"
+#include "shard/storecopy.h"
+#include "uffd/uffd.h"
+
+#define EVICT_BACKOFF_NS 10000000ull   /* after a refused eviction, wait 10 ms, */
+#define EVICT_BACKOFF_MAX_NS 1000000000ull   /* doubling while refusals go on, up to 1 s */
+
+#define PS_MASK 0x0f
+
+/* The shard's view of one region. */
+struct shard_region {
+	struct pt_region pt;    /* first: pt_page_of() results cast back */
+	struct uffd_region *r;
+	uint64_t base;          /* client address of page 0 */
+	uint64_t resident;      /* pages of this region in each state (this shard) */
+	uint64_t stored;
+	uint64_t zero;
+	uint64_t faults;
+	uint64_t budget;        /* this shard's cap for the region; UINT64_MAX = none */
+	uint64_t hand;          /* next local page index the per-region scan looks at */
+	struct page_hash_key hkey;   /* content hashes of this region's pages (storecopy.h) */
+};
+
+struct shard {
+	/* hot: the fault path */
+	struct fm_ring data FM_ALIGNED_CL;
+	struct fm_ring ctl;
+	struct fm_doorbell bell;
+	unsigned idx;
+	unsigned nshards;
+	uint64_t budget;
+	uint64_t resident;
+	struct pagetable pt;
+	struct policy *policy;
+	struct kv_store *kv;
+	bool kv_keeps;
+	void *bounce;                   /* one page for store gets */
+	uint64_t evict_backoff_until;
+	uint64_t evict_backoff_ns;      /* the next backoff: doubles per refused round */
+	struct storecopy sc;            /* what a keeping store holds per page */
+	unsigned capped_regions;        /* regions with a budget of their own */
+	struct shard_stats st;
+
+	/* cold */
+	struct fm_ring reply FM_ALIGNED_CL;
+	struct fm_doorbell *reply_bell;
+	struct shard_region *regions[FM_MAX_REGIONS];
+	uint32_t evict_batch;
+	struct kv_key *ev_keys;
+	const void **ev_pages;
+	int *ev_results;
+	int *ev_put_results;
+	uint32_t *ev_ids;
+	uint64_t *ev_hash;              /* per evicted page: its content hash */
+	int *ev_rc;                     /* per evicted page: the store's answer */
+	uint32_t *ev_idx;
+	uint32_t spin_us;
+	int cpu;
+	pthread_t thread;
+	bool started;
+	bool stop;
+};
+
+/* ---- page ids ---- */
+static inline uint32_t page_id(const struct shard *s, const struct shard_region *sr, uint64_t page)
+{
+	return pt_id(&s->pt, &sr->pt, page);
+}
+
+/* The region (and, in *page, the page index) that shard-local page id `id` names. */
+static inline struct shard_region *region_of_id(const struct shard *s, uint32_t id, uint64_t *page)
+{
+	return (struct shard_region *)pt_page_of(&s->pt, id, page);
+}
+
+/* ---- shard.c ---- */
+/* Every state change goes through here so the per-shard and per-region
+ * counts stay exact. The policy is told separately. */
+void shard_set_state(struct shard *s, struct shard_region *sr, uint32_t id, uint8_t to);
+/* Delete the store's copy of a page, in state st, that leaves its care
+ * (discarded, found zero, region gone); a failed delete is retried later. */
+void shard_drop_copy(struct shard *s, struct shard_region *sr, uint32_t id, uint64_t page,
+		     uint8_t st);
+
+/* ---- fault.c ---- */
+/* Log an ioctl failure once per call site; ESRCH (the client's mm is gone)
+ * is expected while a dead client's region waits to be torn down. */
+void shard_note_ioctl_error(struct shard *s, struct shard_region *sr, const char *what, int rc,
+			    uint64_t page);
+/* FM_MSG_FAULT: serve one page fault. */
+void shard_handle_fault(struct shard *s, const struct fm_msg *m);
+/* FM_MSG_REMOVE, FM_MSG_UNMAP: the client discarded or unmapped a range. */
+void shard_handle_range(struct shard *s, const struct fm_msg *m);
+/* Copy every stored page of sr back into the client before sr is forgotten. */
+void shard_restore_region(struct shard *s, struct shard_region *sr);
+
+/* ---- evict.c ---- */
+/* Evict up to want pages (the policy's victims, or only `only`'s). Returns
+ * the pages evicted; a refusal starts a backoff. */
+uint64_t shard_evict(struct shard *s, uint64_t want, struct shard_region *only);
+/* Evict down to the shard's budget and every capped region's cap, unless
+ * backing off after a refusal. */
+void shard_enforce_budget(struct shard *s);
+/* FM_MSG_REGION_BUDGET: cap r's resident pages in this shard (UINT64_MAX:
+ * no cap), evicting at once. */
+void shard_region_budget_apply(struct shard *s, struct uffd_region *r, uint64_t pages);
+
+#endif
