@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "client/fluidmem.h"
-#include "ctl/proto.h"
+#include "proto/proto.h"
 
 struct td {
 	pid_t pid;
