@@ -9,6 +9,7 @@ FM_PACKAGES=(build-essential cmake pkg-config libck-dev libcriterion-dev
 	libmemcached-dev memcached liblz4-dev libzstd-dev   # src/kv: the local store's compression
 	liblmdb-dev   # bench/kv_bench.c: LMDB, the disk engine compared against (optional)
 	libjansson-dev   # fluidmemctl and bench read JSON replies
+	libzookeeper-mt-dev zookeeper   # src/cluster; the tests start the server (it pulls in default-jre)
 	qemu-system-x86 busybox-static cpio python3)   # tests/vm: the VM test and scripts/attach-memory
 
 fm_say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
