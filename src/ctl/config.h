@@ -22,6 +22,7 @@ enum fm_mc_distribution { FM_MC_KETAMA, FM_MC_MODULA };
 enum fm_local_compression { FM_LOCAL_LZ4, FM_LOCAL_ZSTD, FM_LOCAL_NONE };
 #define FM_LOCAL_PATH_MAX 256              /* bytes of store.local.path, NUL included */
 #define FM_MC_SERVERS_MAX 1024   /* bytes of store.memcached.servers, NUL included */
+#define FM_ZK_HOSTS_MAX 256      /* bytes of cluster.zk_hosts, NUL included */
 
 struct fm_config {
 	/* [daemon] */
@@ -76,6 +77,13 @@ struct fm_config {
 	uint32_t mc_batch;                 /* requests per pipelined flush */
 	uint32_t mc_retries;               /* extra attempts of a get that met an unreachable server */
 	uint32_t mc_retry_delay_ms;        /* first retry delay and down window, doubled each time */
+	/* [cluster] (src/cluster; off while zk_hosts is "") */
+	char cluster_zk_hosts[FM_ZK_HOSTS_MAX]; /* "host:port,..." */
+	char cluster_node_id[8];           /* "auto" or "0".."65535"; replaces daemon.node_id */
+	uint32_t cluster_orphan_grace_s;   /* a lease gone this long: the node's keys are collected */
+	uint32_t cluster_session_timeout_ms;
+	char cluster_root[128];            /* znode path of this cluster */
+	uint32_t cluster_queue_max;        /* writes held while ZooKeeper is unreachable */
 };
 
 /* Fill every field with its documented default. */
