@@ -437,6 +437,7 @@ Test(cluster, queued_writes_applied_after_restart, .timeout = 60)
 	cr_assert_eq(zkh_start(&z), 0);
 	o = opts_for(z.hosts, "/t_down", 1);
 	o.session_timeout_ms = 15000;
+	o.queue_max = 4;
 	c = cluster_create(&o);
 	cr_assert(c);
 	keep = region_of(c, "keep", 4096);
@@ -458,10 +459,12 @@ Test(cluster, queued_writes_applied_after_restart, .timeout = 60)
 	cr_assert_eq(cluster_region_update(c, &keep), 1);
 	cr_assert_eq(cluster_region_delete(c, gone.id), 1);
 	cr_assert_eq(cluster_servers_set(c, "m1:11211"), 1);
+	cr_assert_eq(cluster_region_update(c, &keep), -ENOSPC, "the queue is bounded");
 	cr_assert_eq(cluster_regions_list(c, 1, &v, &n), -ENOTCONN);
 	cluster_get_stats(c, &st);
 	cr_assert_eq(st.queue_len, 4);
 	cr_assert_eq(st.queued, 4);
+	cr_assert_eq(st.queue_full, 1);
 
 	cr_assert_eq(zkh_restart(&z), 0);
 	for (int i = 0; i < 500; i++) {
@@ -485,4 +488,85 @@ Test(cluster, queued_writes_applied_after_restart, .timeout = 60)
 	cr_assert_str_eq(buf, "m1:11211");
 	cluster_destroy(c);
 	zkh_stop(&z);
+}
+
+/* The session expires under a node (its process stopped longer than the
+ * session timeout): back, it makes a new session and re-takes its lease,
+ * or, when another took the id meanwhile, reports LOST. Run in a child so
+ * that SIGSTOP freezes the module's threads and ZooKeeper's together. */
+static int expiry_child(const char *hosts, int wfd)
+{
+	struct cluster_opts o = opts_for(hosts, "/t_expire", 5);
+	struct cluster *c;
+	struct cluster_stats st;
+	char ready = 'r';
+
+	o.session_timeout_ms = 1000;
+	c = cluster_create(&o);
+	if (!c)
+		return 10;
+	if (write(wfd, &ready, 1) != 1)
+		return 11;
+	/* The parent stops us here, then continues us. */
+	for (int i = 0; i < 1000; i++) {
+		cluster_get_stats(c, &st);
+		if (st.reconnects == 1 && cluster_state(c) == CLUSTER_CONNECTED)
+			break;
+		if (cluster_state(c) == CLUSTER_LOST)
+			break;
+		zkh_sleep_ms(20);
+	}
+	int rc = cluster_state(c) == CLUSTER_CONNECTED ? 0 : cluster_state(c) == CLUSTER_LOST ? 3 : 4;
+
+	cluster_destroy(c);
+	return rc;
+}
+
+static int run_expiry(bool steal)
+{
+	int pfd[2], status = -1;
+	char ready;
+	pid_t pid;
+	struct cluster *thief = NULL;
+
+	cr_assert_eq(pipe(pfd), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(expiry_child(zk_hosts(), pfd[1]));
+	cr_assert_eq(read(pfd[0], &ready, 1), 1, "the child did not start");
+	kill(pid, SIGSTOP);
+	if (steal) {
+		struct cluster_opts o = opts_for(zk_hosts(), "/t_expire", 5);
+
+		/* The stopped child's lease is not stale (its process lives):
+		 * it goes only when the server expires the session. */
+		for (int i = 0; i < 200 && !thief; i++) {
+			thief = cluster_create(&o);
+			if (!thief) {
+				cr_assert_eq(errno, EEXIST);
+				zkh_sleep_ms(50);
+			}
+		}
+		cr_assert(thief, "the expired session's lease never went");
+	} else {
+		zkh_sleep_ms(3000);
+	}
+	kill(pid, SIGCONT);
+	waitpid(pid, &status, 0);
+	cluster_destroy(thief);
+	close(pfd[0]);
+	close(pfd[1]);
+	cr_assert(WIFEXITED(status), "status %#x", status);
+	return WEXITSTATUS(status);
+}
+
+Test(cluster, session_expiry_relets_lease)
+{
+	cr_assert_eq(run_expiry(false), 0, "not reconnected after expiry");
+}
+
+Test(cluster, session_expiry_lease_taken_is_lost)
+{
+	cr_assert_eq(run_expiry(true), 3, "the node did not report LOST");
 }
