@@ -47,7 +47,7 @@ struct cluster {
 	struct cluster_opts o;
 	uint16_t node;
 	uint16_t gen;
-	_Atomic uint32_t counter;
+	_Atomic uint64_t next_id;        /* gen << 32 | counter: one word, so a bump is atomic */
 	char lease_data[LEASE_DATA_MAX];
 
 	/* zh is replaced only by the worker, under the write lock; readers
@@ -481,7 +481,7 @@ static int bump_generation(struct cluster *c)
 	if (rc != ZOK)
 		return -EIO;
 	c->gen = (uint16_t)st.version;
-	atomic_store(&c->counter, 0);
+	atomic_store(&c->next_id, (uint64_t)c->gen << 32);
 	return 0;
 }
 
@@ -926,10 +926,12 @@ static void *worker_main(void *arg)
 				pthread_mutex_unlock(&c->mu);
 				int rc = elect(c);
 				pthread_mutex_lock(&c->mu);
-				if (rc != ZOK)
-					c->elect_dirty = true;
 				c->st.leader = c->leader;
-				continue;
+				if (rc == ZOK)
+					continue;
+				/* Retry at the next tick, not in a spin. */
+				c->elect_dirty = true;
+				goto wait;
 			}
 			if (c->servers_dirty) {
 				c->servers_dirty = false;
@@ -965,6 +967,7 @@ static void *worker_main(void *arg)
 				continue;
 			}
 		}
+wait:;
 		struct timespec ts;
 
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -1100,11 +1103,15 @@ void cluster_get_stats(const struct cluster *c, struct cluster_stats *s)
 
 int cluster_region_id(struct cluster *c, uint64_t *id)
 {
-	uint32_t n = atomic_fetch_add(&c->counter, 1);
+	uint64_t v = atomic_load(&c->next_id);
 
-	if (n == UINT32_MAX)
-		return -ENOSPC;
-	*id = (uint64_t)c->node << 48 | (uint64_t)c->gen << 32 | n;
+	/* CAS, not fetch_add: an exhausted counter must not carry into the
+	 * generation bits (those ids belong to a later lease). */
+	do {
+		if ((uint32_t)v == UINT32_MAX)
+			return -ENOSPC;
+	} while (!atomic_compare_exchange_weak(&c->next_id, &v, v + 1));
+	*id = (uint64_t)c->node << 48 | v;
 	return 0;
 }
 

@@ -56,7 +56,9 @@ enum cluster_state {
 /* Called on the worker thread by the elected node, once per orphan, with
  * the node's lease held by the collector so that the owner cannot come back
  * meanwhile: delete every store key of `node`. Return 0 when done; < 0
- * keeps the records and retries at a later scan. */
+ * keeps the records and retries at a later scan. It must be idempotent (a
+ * leader that dies mid-collection leaves the work to the next one) and it
+ * holds up the worker: queued writes wait until it returns. */
 typedef int (*cluster_collect_fn)(void *arg, uint16_t node);
 /* Called on the worker thread with the new server list whenever the
  * servers znode changes (and once at start if it exists). */
@@ -124,11 +126,13 @@ void cluster_get_stats(const struct cluster *c, struct cluster_stats *s);
 int cluster_region_id(struct cluster *c, uint64_t *id);
 
 /* Write r's record (r->node is ignored: the record is this node's). Called
- * before the client's acknowledgement. Returns 0 when applied, 1 when
- * queued (session down, or no reply within sync_wait_ms: applied later, in
- * order), -ENOSPC (queue full, counted), -EINVAL (bad field, or the id is
- * not this node's), -ENOMEM. cluster_region_update is the same for a
- * changed record; both create or overwrite. */
+ * before the client's acknowledgement. Returns 0 when applied (or dropped
+ * on a non-retryable ZooKeeper error such as ZNOAUTH: logged and counted in
+ * write_errors), 1 when queued (session down, or no reply within
+ * sync_wait_ms: applied later, in order), -ENOSPC (queue full, counted),
+ * -EINVAL (bad field, or the id is not this node's), -ENOMEM.
+ * cluster_region_update is the same for a changed record; both create or
+ * overwrite. */
 int cluster_region_create(struct cluster *c, const struct cluster_region *r);
 int cluster_region_update(struct cluster *c, const struct cluster_region *r);
 /* Remove a record, after the region's keys are deleted. 0, 1, -ENOSPC as
