@@ -570,3 +570,52 @@ Test(cluster, session_expiry_lease_taken_is_lost)
 {
 	cr_assert_eq(run_expiry(true), 3, "the node did not report LOST");
 }
+
+static _Atomic int succ_calls[8];
+
+static int succ_collect(void *arg, uint16_t node)
+{
+	(void)arg;
+	if (node < 8)
+		succ_calls[node]++;
+	return 0;
+}
+
+static bool is_leader(struct cluster *c)
+{
+	struct cluster_stats st;
+
+	cluster_get_stats(c, &st);
+	return st.leader;
+}
+
+/* Each node watches only its predecessor: the middle one leaving changes
+ * nothing, the leader leaving hands over to the next, which then collects
+ * both departed nodes after the grace. */
+Test(cluster, leadership_passes_to_successor)
+{
+	struct cluster_opts o = opts_for(zk_hosts(), "/t_succ", 3);
+	struct cluster *n1 = open_node("/t_succ", 1), *n2 = open_node("/t_succ", 2), *n3;
+
+	o.collect = succ_collect;
+	n3 = cluster_create(&o);
+	cr_assert(n3);
+	for (int i = 0; i < 100 && !is_leader(n1); i++)
+		zkh_sleep_ms(20);
+	cr_assert(is_leader(n1));
+	cr_assert_not(is_leader(n2));
+	cr_assert_not(is_leader(n3));
+	cluster_destroy(n2);
+	zkh_sleep_ms(300);
+	cr_assert_not(is_leader(n3), "node 3 took over while node 1 still leads");
+	cluster_destroy(n1);
+	for (int i = 0; i < 100 && !is_leader(n3); i++)
+		zkh_sleep_ms(20);
+	cr_assert(is_leader(n3), "the successor did not take over");
+	for (int i = 0; i < 250 && (succ_calls[1] == 0 || succ_calls[2] == 0); i++)
+		zkh_sleep_ms(20);
+	cr_assert_eq(succ_calls[1], 1);
+	cr_assert_eq(succ_calls[2], 1);
+	cr_assert_eq(succ_calls[3], 0);
+	cluster_destroy(n3);
+}
