@@ -132,7 +132,8 @@ static int field(const char **p, const char *end, char *f, size_t cap)
 	size_t n = 0;
 
 	while (*p < end && **p != ' ') {
-		if (n + 1 >= cap)
+		/* A NUL would end the C string early and hide what follows. */
+		if (n + 1 >= cap || **p == '\0')
 			return -EINVAL;
 		f[n++] = *(*p)++;
 	}

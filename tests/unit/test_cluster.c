@@ -129,6 +129,11 @@ Test(cluster, record_encoding_round_trip)
 	cr_assert_eq(cluster_region_encode(&r, buf, sizeof(buf)), -EINVAL);
 	cr_assert_eq(cluster_region_decode("1 0000000000000001 70000 1 1 1 ns x", 35, &d),
 		     -EINVAL, "node above 65535");
+	/* Found by fuzz_cluster_record: a NUL inside a field hid its tail. */
+	static const char nul[] = "1 0001000100000000 1 4242 123456 1073741824 fm\0\0\0\0\0006 1073am";
+	cr_assert_eq(cluster_region_decode(nul, sizeof(nul) - 1, &d), -EINVAL);
+	static const char nulnum[] = "1 0001000100000000 1 42\0x 1 1 ns name";
+	cr_assert_eq(cluster_region_decode(nulnum, sizeof(nulnum) - 1, &d), -EINVAL);
 }
 
 Test(cluster, config_checks)
