@@ -769,16 +769,15 @@ static int apply(struct cluster *c, const struct op *op)
 						&ZOO_OPEN_ACL_UNSAFE, ZOO_PERSISTENT, NULL, 0);
 			break;
 		}
-		if (rc == ZNONODE && op->kind != OP_DELETE) {
-			/* The node dir went (collected while we were away): remake it. */
-			char parent[PATH_MAX_ZK];
-
-			snprintf(parent, sizeof(parent), "%s", op->path);
-			*strrchr(parent, '/') = '\0';
-			ensure(c->zh, parent);
-			continue;
-		}
 		break;
+	}
+	if (rc == ZNONODE && op->kind != OP_DELETE) {
+		/* Only a collection deletes our node dir: the leader took us for
+		 * an orphan and deleted our keys. Remaking it would hide that. */
+		FM_ERR("cluster: %s: our records were collected; this node is lost", op->path);
+		atomic_store(&c->state, CLUSTER_LOST);
+		c->st.write_errors++;
+		return ZOK;
 	}
 	if (rc == ZCONNECTIONLOSS || rc == ZOPERATIONTIMEOUT || rc == ZSESSIONEXPIRED ||
 	    rc == ZINVALIDSTATE || rc == ZCLOSING || rc == ZSESSIONMOVED)
@@ -797,6 +796,8 @@ static int enqueue(struct cluster *c, enum op_kind kind, const char *path, const
 	uint64_t seq, end;
 	int rc;
 
+	if (atomic_load(&c->state) == CLUSTER_LOST)
+		return -ESTALE;
 	pthread_mutex_lock(&c->mu);
 	if (c->qlen >= c->o.queue_max) {
 		c->st.queue_full++;
@@ -876,6 +877,24 @@ static void reestablish(struct cluster *c)
 		return;
 	}
 	rc = lease_one(c, c->node);
+	if (rc == 0) {
+		char p[PATH_MAX_ZK];
+
+		/* Our dir gone means the leader collected us meanwhile (it
+		 * released our id when done): our keys are gone. */
+		path_of(c, p, "regions/%u", c->node);
+		rc = zoo_exists(c->zh, p, 0, NULL);
+		if (rc == ZNONODE) {
+			FM_ERR("cluster: node %u was collected while our session was gone", c->node);
+			char lp[PATH_MAX_ZK];
+
+			path_of(c, lp, "nodes/%u", c->node);
+			zoo_delete(c->zh, lp, -1);
+			atomic_store(&c->state, CLUSTER_LOST);
+			return;
+		}
+		rc = rc == ZOK ? 0 : -EIO;
+	}
 	if (rc == 0 && bump_generation(c))
 		rc = -EIO;   /* a new generation: ids of the old one stay unique */
 	if (rc == -EEXIST) {

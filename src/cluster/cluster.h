@@ -49,7 +49,8 @@ enum cluster_state {
 	CLUSTER_CONNECTING,   /* no session yet, or the server is unreachable: writes queue */
 	CLUSTER_CONNECTED,    /* session up, lease held */
 	CLUSTER_EXPIRED,      /* the session expired: a new one is being made, the lease re-taken */
-	CLUSTER_LOST,         /* the lease went to someone else after expiry: stop serving */
+	CLUSTER_LOST,         /* while our session was gone the id went to another node, or
+			       * the leader collected us (our keys are gone): stop serving */
 	CLUSTER_STATE_NR
 };
 
@@ -130,13 +131,14 @@ int cluster_region_id(struct cluster *c, uint64_t *id);
  * on a non-retryable ZooKeeper error such as ZNOAUTH: logged and counted in
  * write_errors), 1 when queued (session down, or no reply within
  * sync_wait_ms: applied later, in order), -ENOSPC (queue full, counted),
- * -EINVAL (bad field, or the id is not this node's), -ENOMEM.
+ * -EINVAL (bad field, or the id is not this node's), -ENOMEM, -ESTALE
+ * (state CLUSTER_LOST: nothing is written any more).
  * cluster_region_update is the same for a changed record; both create or
  * overwrite. */
 int cluster_region_create(struct cluster *c, const struct cluster_region *r);
 int cluster_region_update(struct cluster *c, const struct cluster_region *r);
-/* Remove a record, after the region's keys are deleted. 0, 1, -ENOSPC as
- * above; a missing record is not an error. */
+/* Remove a record, after the region's keys are deleted. 0, 1, -ENOSPC,
+ * -ESTALE as above; a missing record is not an error. */
 int cluster_region_delete(struct cluster *c, uint64_t id);
 
 /* Read the records of `node`, or of every node (node < 0), into a malloc'd

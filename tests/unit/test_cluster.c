@@ -502,9 +502,9 @@ Test(cluster, queued_writes_applied_after_restart, .timeout = 60)
  * session timeout): back, it makes a new session and re-takes its lease,
  * or, when another took the id meanwhile, reports LOST. Run in a child so
  * that SIGSTOP freezes the module's threads and ZooKeeper's together. */
-static int expiry_child(const char *hosts, int wfd)
+static int expiry_child(const char *hosts, const char *root, int wfd)
 {
-	struct cluster_opts o = opts_for(hosts, "/t_expire", 5);
+	struct cluster_opts o = opts_for(hosts, root, 5);
 	struct cluster *c;
 	struct cluster_stats st;
 	char ready = 'r';
@@ -525,27 +525,57 @@ static int expiry_child(const char *hosts, int wfd)
 		zkh_sleep_ms(20);
 	}
 	int rc = cluster_state(c) == CLUSTER_CONNECTED ? 0 : cluster_state(c) == CLUSTER_LOST ? 3 : 4;
+	struct cluster_region r = { .pid = 1, .size = 1 };
+
+	cluster_region_id(c, &r.id);
+	strcpy(r.ns, "x");
+	if (rc == 3 && cluster_region_create(c, &r) != -ESTALE)
+		rc = 5;   /* a lost node must not write */
 
 	cluster_destroy(c);
 	return rc;
 }
 
-static int run_expiry(bool steal)
+enum expiry_mode { EXPIRY_BACK, EXPIRY_STOLEN, EXPIRY_COLLECTED };
+
+static _Atomic int expiry_collected;
+
+static int expiry_collect(void *arg, uint16_t node)
+{
+	(void)arg;
+	if (node == 5)
+		expiry_collected++;
+	return 0;
+}
+
+static int run_expiry(enum expiry_mode mode, const char *root)
 {
 	int pfd[2], status = -1;
 	char ready;
 	pid_t pid;
 	struct cluster *thief = NULL;
 
+	if (mode == EXPIRY_COLLECTED) {
+		/* The leader, whose grace (1.5 s) is shorter than the stop. */
+		struct cluster_opts o = opts_for(zk_hosts(), root, 1);
+
+		o.collect = expiry_collect;
+		thief = cluster_create(&o);
+		cr_assert(thief);
+	}
 	cr_assert_eq(pipe(pfd), 0);
 	pid = fork();
 	cr_assert_geq(pid, 0);
 	if (pid == 0)
-		_exit(expiry_child(zk_hosts(), pfd[1]));
+		_exit(expiry_child(zk_hosts(), root, pfd[1]));
 	cr_assert_eq(read(pfd[0], &ready, 1), 1, "the child did not start");
 	kill(pid, SIGSTOP);
-	if (steal) {
-		struct cluster_opts o = opts_for(zk_hosts(), "/t_expire", 5);
+	if (mode == EXPIRY_COLLECTED) {
+		for (int i = 0; i < 300 && !expiry_collected; i++)
+			zkh_sleep_ms(20);
+		cr_assert_eq(expiry_collected, 1, "the stopped node was not collected");
+	} else if (mode == EXPIRY_STOLEN) {
+		struct cluster_opts o = opts_for(zk_hosts(), root, 5);
 
 		/* The stopped child's lease is not stale (its process lives):
 		 * it goes only when the server expires the session. */
@@ -571,12 +601,21 @@ static int run_expiry(bool steal)
 
 Test(cluster, session_expiry_relets_lease)
 {
-	cr_assert_eq(run_expiry(false), 0, "not reconnected after expiry");
+	cr_assert_eq(run_expiry(EXPIRY_BACK, "/t_expire"), 0, "not reconnected after expiry");
 }
 
 Test(cluster, session_expiry_lease_taken_is_lost)
 {
-	cr_assert_eq(run_expiry(true), 3, "the node did not report LOST");
+	cr_assert_eq(run_expiry(EXPIRY_STOLEN, "/t_expire_stolen"), 3,
+		     "the node did not report LOST (5: it still wrote)");
+}
+
+/* Gone longer than the grace: collected. Back, the node must not re-take
+ * its id as if nothing happened: its keys were deleted. */
+Test(cluster, session_expiry_after_collection_is_lost)
+{
+	cr_assert_eq(run_expiry(EXPIRY_COLLECTED, "/t_expire_coll"), 3,
+		     "a collected node came back as if alive (5: it still wrote)");
 }
 
 static _Atomic int succ_calls[8];
