@@ -112,8 +112,10 @@ struct cluster_stats {
  * process can no longer use it. */
 struct cluster *cluster_create(const struct cluster_opts *o);
 /* Close the session: the lease is released at once (records stay for
- * re-adoption or, after the grace, collection). NULL is a no-op. Not
- * concurrent with any other call on c. */
+ * re-adoption or, after the grace, collection). Writes still queued are
+ * dropped and logged: a daemon that exits with ZooKeeper down leaves its
+ * records as they were, which the next start re-adopts or the leader
+ * collects. NULL is a no-op. Not concurrent with any other call on c. */
 void cluster_destroy(struct cluster *c);
 
 uint16_t cluster_node_id(const struct cluster *c);
