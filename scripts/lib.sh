@@ -11,6 +11,7 @@ FM_PACKAGES=(build-essential cmake pkg-config libck-dev libcriterion-dev
 	libjansson-dev   # fluidmemctl and bench read JSON replies
 	scdoc   # docs/man: the man pages (optional: skipped without it)
 	libsystemd-dev   # fluidmemd: sd_notify for the Type=notify unit (optional)
+	libzookeeper-mt-dev zookeeper   # src/cluster; the tests start the server (it pulls in default-jre)
 	qemu-system-x86 busybox-static cpio python3)   # tests/vm: the VM test and scripts/attach-memory
 
 # Only for the package test (tests/debs/debs.sh, `scripts/test` full mode):

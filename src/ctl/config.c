@@ -9,6 +9,7 @@
 
 #include "base/base.h"
 #include "base/log.h"
+#include "cluster/cluster.h"
 #include "ctl/toml.h"
 
 enum opt_type {
@@ -38,6 +39,7 @@ struct opt {
 	int64_t min, max;             /* numbers and array items; strings: length */
 	const char *def;              /* TOML value syntax, bare strings allowed */
 	const struct choices *choices;
+	bool int_ok;                  /* OPT_STR: an integer is taken as its decimal text */
 	const char *help;             /* what it does and its unit */
 };
 
@@ -203,6 +205,24 @@ static const struct opt opts[] = {
 	{ .key = "store.memcached.retry_delay_ms", .type = OPT_UINT, FIELD(mc.retry_delay_ms),
 	  .min = 1, .max = 10000, .def = "10",
 	  .help = "first retry delay and down window of a failed server, doubled each time (capped at 1 s)" },
+
+	{ .key = "cluster.zk_hosts", .type = OPT_STR, FIELD(cluster_zk_hosts), .min = 0,
+	  .max = sizeof(MEMBER(cluster_zk_hosts)) - 1, .def = "",
+	  .help = "ZooKeeper servers, host:port,host:port; empty = no cluster state (the default)" },
+	{ .key = "cluster.node_id", .type = OPT_STR, STRING(cluster_node_id), .def = "auto",
+	  .int_ok = true,
+	  .help = "this node's id, leased in ZooKeeper: \"auto\" or 0..65535 (replaces daemon.node_id)" },
+	{ .key = "cluster.orphan_grace_s", .type = OPT_UINT, FIELD(cluster_orphan_grace_s),
+	  .min = 1, .max = 7 * 86400, .def = "60",
+	  .help = "seconds a node's lease may be gone before its keys and records are collected" },
+	{ .key = "cluster.session_timeout_ms", .type = OPT_UINT, FIELD(cluster_session_timeout_ms),
+	  .min = 100, .max = 600000, .def = "10000",
+	  .help = "ZooKeeper session timeout asked for (the server clamps it to its min..max)" },
+	{ .key = "cluster.root", .type = OPT_STR, STRING(cluster_root), .def = "/fluidmem",
+	  .help = "znode under which this cluster's state lives" },
+	{ .key = "cluster.queue_max", .type = OPT_UINT, FIELD(cluster_queue_max), .min = 1,
+	  .max = 1 << 24, .def = "65536",
+	  .help = "state changes held while ZooKeeper is unreachable; more are refused and counted" },
 };
 
 #define NOPTS FM_ARRAY_SIZE(opts)
@@ -385,6 +405,15 @@ static int apply(struct fm_config *c, const struct opt *o, const struct toml_val
 		*(bool *)f = v->b;
 		return 0;
 	case OPT_STR:
+		if (v->type == TOML_INT && o->int_ok) {
+			char num[24];
+			struct toml_value sv = { .type = TOML_STRING, .line = v->line };
+
+			snprintf(num, sizeof(num), "%lld", (long long)v->i);
+			sv.s.ptr = num;
+			sv.s.len = strlen(num);
+			return apply(c, o, &sv, why, n);
+		}
 		if (v->type != TOML_STRING)
 			return wrong_type(o->type, v->type, why, n);
 		rc = check_string(o, v->s.ptr, v->s.len, why, n);
@@ -472,6 +501,25 @@ static const char *check_rules(const struct fm_config *c, char *why, size_t n)
 		snprintf(why, n, "%llu is below shards.count (%u): every shard needs a page",
 			 (unsigned long long)c->resident_pages, c->shard_count);
 		return "memory.resident_pages";
+	}
+	{
+		int32_t id;
+
+		if (cluster_parse_node_id(c->cluster_node_id, &id) < 0) {
+			snprintf(why, n, "\"%s\" is neither \"auto\" nor a number 0..65535",
+				 c->cluster_node_id);
+			return "cluster.node_id";
+		}
+	}
+	if (cluster_check_root(c->cluster_root) < 0) {
+		snprintf(why, n, "\"%s\" is not an absolute znode path (\"/fluidmem\", no trailing '/')",
+			 c->cluster_root);
+		return "cluster.root";
+	}
+	if (c->cluster_zk_hosts[0] && cluster_check_hosts(c->cluster_zk_hosts) < 0) {
+		snprintf(why, n, "\"%.64s\" is not a comma-separated list of host:port",
+			 c->cluster_zk_hosts);
+		return "cluster.zk_hosts";
 	}
 	if (c->metrics_listen[0]) {
 		struct sockaddr_storage ss;

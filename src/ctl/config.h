@@ -20,6 +20,7 @@
 #define FM_MAX_UIDS 32
 #define FM_SOCK_PATH_MAX 108   /* sizeof(sun_path) */
 
+#define FM_ZK_HOSTS_MAX 256      /* bytes of cluster.zk_hosts, NUL included */
 
 struct fm_config {
 	/* [daemon] */
@@ -67,6 +68,13 @@ struct fm_config {
 	/* [store.memcached] (src/kv/memcached.c; documented in configs/memcached.toml):
 	 * the backend's own parameters, as kv_open takes them */
 	struct kv_mc_params mc;
+	/* [cluster] (src/cluster; off while zk_hosts is "") */
+	char cluster_zk_hosts[FM_ZK_HOSTS_MAX]; /* "host:port,..." */
+	char cluster_node_id[8];           /* "auto" or "0".."65535"; replaces daemon.node_id */
+	uint32_t cluster_orphan_grace_s;   /* a lease gone this long: the node's keys are collected */
+	uint32_t cluster_session_timeout_ms;
+	char cluster_root[128];            /* znode path of this cluster */
+	uint32_t cluster_queue_max;        /* writes held while ZooKeeper is unreachable */
 };
 
 /* Fill every field with its documented default. */

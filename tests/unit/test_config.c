@@ -512,7 +512,15 @@ Test(config, dump_format)
 			       "io_timeout_ms = 1000\n"
 			       "batch = 64\n"
 			       "retries = 3\n"
-			       "retry_delay_ms = 10\n");
+			       "retry_delay_ms = 10\n"
+			       "\n"
+			       "[cluster]\n"
+			       "zk_hosts = \"\"\n"
+			       "node_id = \"auto\"\n"
+			       "orphan_grace_s = 60\n"
+			       "session_timeout_ms = 10000\n"
+			       "root = \"/fluidmem\"\n"
+			       "queue_max = 65536\n");
 	free(text);
 }
 
@@ -736,4 +744,36 @@ Test(config, metrics_listen_must_be_loopback)
 	fm_config_defaults(&c);
 	cr_expect_eq(fm_config_load_string(&c, "m.toml", "[control]\nmetrics_listen = \"127.0.0.1:99999\"\n",
 					   err, sizeof(err)), -EINVAL);
+}
+
+/* [cluster]: node_id is "auto" or an id, as a string or a number; the
+ * hosts and root are checked even while the section is off. */
+Test(config, cluster_section)
+{
+	struct fm_config c;
+
+	load_ok(&c, "[cluster]\nzk_hosts = \"127.0.0.1:2181,zk2:2181\"\nnode_id = 7\n");
+	cr_assert_str_eq(c.cluster_node_id, "7");
+	cr_assert_str_eq(c.cluster_zk_hosts, "127.0.0.1:2181,zk2:2181");
+	load_ok(&c, "[cluster]\nnode_id = \"65535\"\n");
+	load_ok(&c, "[cluster]\nnode_id = \"auto\"\n");
+	fm_config_defaults(&c);
+	cr_assert_eq(fm_config_load_string(&c, "t", "[cluster]\nnode_id = 65536\n", err,
+					   sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "cluster.node_id"), "%s", err);
+	fm_config_defaults(&c);
+	cr_assert_eq(fm_config_load_string(&c, "t", "[cluster]\nnode_id = \"one\"\n", err,
+					   sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "cluster.node_id"), "%s", err);
+	fm_config_defaults(&c);
+	cr_assert_eq(fm_config_load_string(&c, "t", "[cluster]\nzk_hosts = \"zk1\"\n", err,
+					   sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "cluster.zk_hosts"), "%s", err);
+	fm_config_defaults(&c);
+	cr_assert_eq(fm_config_load_string(&c, "t", "[cluster]\nroot = \"fluidmem/\"\n", err,
+					   sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "cluster.root"), "%s", err);
+	fm_config_defaults(&c);
+	cr_assert_eq(fm_config_set(&c, "cluster.node_id", "12", err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.cluster_node_id, "12");
 }
