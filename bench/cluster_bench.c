@@ -130,7 +130,7 @@ int main(int argc, char **argv)
 	char rec[128], path[64];
 
 	for (int i = 0; i < 500 && zh && zoo_state(zh) != ZOO_CONNECTED_STATE; i++)
-		zkh_sleep_ms(10);
+		lb_sleep_ms(10);
 	memset(rec, 'x', 80);
 	for (int pass = 0; zh && pass < 2; pass++) {
 		z0 = zxid(port);

@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loopback.h"
+
 struct mcd {
 	pid_t pid;
 	unsigned port;          /* 0 for a unix socket */
@@ -32,29 +34,6 @@ struct mcd {
 	char sock[108];
 	char addr[128];         /* what store.memcached.servers names it by */
 };
-
-static inline void mcd_sleep_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-
-	nanosleep(&ts, NULL);
-}
-
-/* A loopback port nobody listens on right now. */
-static inline unsigned mcd_free_port(void)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	unsigned port = 0;
-
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-		port = ntohs(sa.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
-}
 
 static inline bool mcd_answers(const struct mcd *m)
 {
@@ -130,7 +109,7 @@ static inline int mcd_spawn(struct mcd *m)
 			m->pid = 0;
 			return -1;
 		}
-		mcd_sleep_ms(10);
+		lb_sleep_ms(10);
 	}
 	return -1;
 }
@@ -154,7 +133,7 @@ static inline int mcd_start(struct mcd *m, unsigned mib, bool unix_socket)
 	}
 	/* The port may be taken between the probe and memcached's bind. */
 	for (int attempt = 0; attempt < 5; attempt++) {
-		m->port = mcd_free_port();
+		m->port = lb_free_port();
 		snprintf(m->addr, sizeof(m->addr), "127.0.0.1:%u", m->port);
 		if (m->port && mcd_spawn(m) == 0)
 			return 0;
@@ -181,7 +160,7 @@ static inline int mcd_restart(struct mcd *m)
 	for (int attempt = 0; attempt < 50; attempt++) {
 		if (mcd_spawn(m) == 0)
 			return 0;
-		mcd_sleep_ms(20);   /* the port may linger briefly */
+		lb_sleep_ms(20);   /* the port may linger briefly */
 	}
 	return -1;
 }

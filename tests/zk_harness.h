@@ -27,6 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loopback.h"
+
 #define ZKH_TICK_MS 200   /* server tick: sessions may be 2..300 ticks */
 
 struct zkh {
@@ -41,28 +43,6 @@ struct zke {                      /* a three-server ensemble */
 	struct zkh s[3];
 	char hosts[200];
 };
-
-static inline void zkh_sleep_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-
-	nanosleep(&ts, NULL);
-}
-
-static inline unsigned zkh_free_port(void)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	unsigned port = 0;
-
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-		port = ntohs(sa.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
-}
 
 /* Send a four-letter word; the reply (up to len-1 bytes) in buf. 0 or -1. */
 static inline int zkh_4lw(unsigned port, const char *cmd, char *buf, size_t len)
@@ -173,7 +153,7 @@ static inline int zkh_wait(struct zkh *z, int ms)
 			z->pid = 0;
 			return -1;
 		}
-		zkh_sleep_ms(50);
+		lb_sleep_ms(50);
 	}
 	return -1;
 }
@@ -186,7 +166,7 @@ static inline int zkh_start(struct zkh *z)
 	if (!mkdtemp(z->dir))
 		return -1;
 	for (int attempt = 0; attempt < 3; attempt++) {
-		z->port = zkh_free_port();
+		z->port = lb_free_port();
 		snprintf(z->hosts, sizeof(z->hosts), "127.0.0.1:%u", z->port);
 		if (zkh_write_cfg(z, "") == 0 && zkh_spawn(z) == 0 && zkh_wait(z, 30000) == 0)
 			return 0;
@@ -251,9 +231,9 @@ static inline int zke_start(struct zke *e)
 		if (!mkdtemp(z->dir))
 			return -1;
 		z->myid = i + 1;
-		z->port = zkh_free_port();
-		z->peer_port = zkh_free_port();
-		z->elect_port = zkh_free_port();
+		z->port = lb_free_port();
+		z->peer_port = lb_free_port();
+		z->elect_port = lb_free_port();
 		snprintf(z->hosts, sizeof(z->hosts), "127.0.0.1:%u", z->port);
 		n += (size_t)snprintf(servers + n, sizeof(servers) - n,
 				      "server.%u=127.0.0.1:%u:%u\n", z->myid, z->peer_port,

@@ -344,22 +344,22 @@ Test(cluster, orphan_collected_once_after_grace)
 	cluster_destroy(n2);
 	cluster_destroy(n3);
 	gone = ms_now();
-	zkh_sleep_ms(300);
+	lb_sleep_ms(300);
 	n3 = open_node("/t_orphan", 3);   /* back within the grace: re-adopts */
 
 	/* Nothing within the grace. */
 	while (ms_now() - gone < 1200) {
 		cr_assert_eq(collected_calls[2], 0, "collected within the grace");
-		zkh_sleep_ms(50);
+		lb_sleep_ms(50);
 	}
 	for (int i = 0; i < 200 && collected_calls[2] == 0; i++)
-		zkh_sleep_ms(50);
+		lb_sleep_ms(50);
 	cr_assert_eq(collected_calls[2], 1);
 	cr_assert_geq(ms_now() - gone, 1500);
 	for (int i = 0; i < 100 && count_of(n1, 2) != 0; i++)
-		zkh_sleep_ms(20);
+		lb_sleep_ms(20);
 	cr_assert_eq(count_of(n1, 2), 0, "node 2's records survived its collection");
-	zkh_sleep_ms(2000);   /* more scans: still exactly once, node 3 never */
+	lb_sleep_ms(2000);   /* more scans: still exactly once, node 3 never */
 	cr_assert_eq(collected_calls[2], 1);
 	cr_assert_eq(collected_calls[3], 0);
 	cr_assert_eq(collected_calls[1], 0);
@@ -414,12 +414,12 @@ Test(cluster, server_list_watch_fires)
 
 	cr_assert_eq(cluster_servers_set(n2, "10.0.0.1:11211"), 0);
 	for (int i = 0; i < 100 && !seen_is(&s, "10.0.0.1:11211"); i++)
-		zkh_sleep_ms(20);
+		lb_sleep_ms(20);
 	cr_assert(seen_is(&s, "10.0.0.1:11211"), "the watch did not fire on creation");
 	before = s.calls;
 	cr_assert_eq(cluster_servers_set(n2, "10.0.0.1:11211,10.0.0.2:11211"), 0);
 	for (int i = 0; i < 100 && !seen_is(&s, "10.0.0.1:11211,10.0.0.2:11211"); i++)
-		zkh_sleep_ms(20);
+		lb_sleep_ms(20);
 	cr_assert(seen_is(&s, "10.0.0.1:11211,10.0.0.2:11211"), "the watch did not fire on change");
 	cr_assert_eq(s.calls, before + 1);
 	cr_assert_eq(cluster_servers_get(n1, buf, sizeof(buf)), 0);
@@ -455,7 +455,7 @@ Test(cluster, queued_writes_applied_after_restart, .timeout = 60)
 
 	zkh_kill(&z, SIGKILL);
 	for (int i = 0; i < 200 && cluster_state(c) == CLUSTER_CONNECTED; i++)
-		zkh_sleep_ms(20);
+		lb_sleep_ms(20);
 	cr_assert_eq(cluster_state(c), CLUSTER_CONNECTING, "state %s",
 		     cluster_state_name(cluster_state(c)));
 	late = region_of(c, "late", 8192);
@@ -480,7 +480,7 @@ Test(cluster, queued_writes_applied_after_restart, .timeout = 60)
 		cluster_get_stats(c, &st);
 		if (cluster_state(c) == CLUSTER_CONNECTED && st.queue_len == 0)
 			break;
-		zkh_sleep_ms(20);
+		lb_sleep_ms(20);
 	}
 	cr_assert_eq(cluster_state(c), CLUSTER_CONNECTED, "state %s after %llu ms",
 		     cluster_state_name(cluster_state(c)), (unsigned long long)(ms_now() - t0));
@@ -523,7 +523,7 @@ static int expiry_child(const char *hosts, const char *root, int wfd)
 			break;
 		if (cluster_state(c) == CLUSTER_LOST)
 			break;
-		zkh_sleep_ms(20);
+		lb_sleep_ms(20);
 	}
 	int rc = cluster_state(c) == CLUSTER_CONNECTED ? 0 : cluster_state(c) == CLUSTER_LOST ? 3 : 4;
 	struct cluster_region r = { .pid = 1, .size = 1 };
@@ -581,7 +581,7 @@ static int run_expiry(enum expiry_mode mode, const char *root)
 		thief = cluster_create(&o);
 		cr_assert(thief);
 		for (int i = 0; i < 500 && !expiry_collected; i++)
-			zkh_sleep_ms(20);
+			lb_sleep_ms(20);
 		cr_assert_eq(expiry_collected, 1, "the stopped node was not collected");
 	} else if (mode == EXPIRY_STOLEN) {
 		struct cluster_opts o = opts_for(zk_hosts(), root, 5);
@@ -592,12 +592,12 @@ static int run_expiry(enum expiry_mode mode, const char *root)
 			thief = cluster_create(&o);
 			if (!thief) {
 				cr_assert_eq(errno, EEXIST);
-				zkh_sleep_ms(50);
+				lb_sleep_ms(50);
 			}
 		}
 		cr_assert(thief, "the expired session's lease never went");
 	} else {
-		zkh_sleep_ms(3000);
+		lb_sleep_ms(3000);
 	}
 	kill(pid, SIGCONT);
 	waitpid(pid, &status, 0);
@@ -656,19 +656,19 @@ Test(cluster, leadership_passes_to_successor)
 	n3 = cluster_create(&o);
 	cr_assert(n3);
 	for (int i = 0; i < 100 && !is_leader(n1); i++)
-		zkh_sleep_ms(20);
+		lb_sleep_ms(20);
 	cr_assert(is_leader(n1));
 	cr_assert_not(is_leader(n2));
 	cr_assert_not(is_leader(n3));
 	cluster_destroy(n2);
-	zkh_sleep_ms(300);
+	lb_sleep_ms(300);
 	cr_assert_not(is_leader(n3), "node 3 took over while node 1 still leads");
 	cluster_destroy(n1);
 	for (int i = 0; i < 100 && !is_leader(n3); i++)
-		zkh_sleep_ms(20);
+		lb_sleep_ms(20);
 	cr_assert(is_leader(n3), "the successor did not take over");
 	for (int i = 0; i < 250 && (succ_calls[1] == 0 || succ_calls[2] == 0); i++)
-		zkh_sleep_ms(20);
+		lb_sleep_ms(20);
 	cr_assert_eq(succ_calls[1], 1);
 	cr_assert_eq(succ_calls[2], 1);
 	cr_assert_eq(succ_calls[3], 0);

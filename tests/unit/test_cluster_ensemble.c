@@ -51,7 +51,7 @@ Test(cluster_ensemble, leader_killed_module_keeps_working, .timeout = 120)
 		cluster_get_stats(c, &st);
 		if (cluster_state(c) == CLUSTER_CONNECTED && st.queue_len == 0)
 			break;
-		zkh_sleep_ms(20);
+		lb_sleep_ms(20);
 	}
 	cr_assert_eq(cluster_state(c), CLUSTER_CONNECTED, "state %s",
 		     cluster_state_name(cluster_state(c)));

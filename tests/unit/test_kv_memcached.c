@@ -412,10 +412,10 @@ Test(kv_memcached, down_server_is_eio_then_recovers, .timeout = 60)
 	cr_expect_gt(info.server_failures, 0);
 	/* A restarted server is empty: a miss, not an error. */
 	cr_assert_eq(mcd_restart(&srv[0]), 0);
-	mcd_sleep_ms(50);
+	lb_sleep_ms(50);
 	rc = kv_get(kv, (struct kv_key){ 7, 3 }, page);
 	for (int i = 0; i < 100 && rc == -EIO; i++) {
-		mcd_sleep_ms(20);
+		lb_sleep_ms(20);
 		rc = kv_get(kv, (struct kv_key){ 7, 3 }, page);
 	}
 	cr_expect_eq(rc, -ENOENT, "after restart: %s", strerror(-rc));
@@ -475,7 +475,7 @@ Test(kv_memcached, replica_survives_a_killed_server, .timeout = 60)
 		/* Until its down window ends the restarted server is skipped;
 		 * wait for that, however long the store makes the window. */
 		do {
-			mcd_sleep_ms(10);
+			lb_sleep_ms(10);
 			kv_memcached_info(kv, &info);
 		} while (info.servers_down > 0);
 		cr_expect_eq(bad_pages(kv, 0, 400, 2), 0);
@@ -561,7 +561,7 @@ Test(kv_memcached, open_errors, .timeout = 60)
 	fm_config_defaults(&c);
 	snprintf(c.store_backend, sizeof(c.store_backend), "memcached");
 	/* nobody listens there */
-	snprintf(c.mc.servers, sizeof(c.mc.servers), "127.0.0.1:%u", mcd_free_port());
+	snprintf(c.mc.servers, sizeof(c.mc.servers), "127.0.0.1:%u", lb_free_port());
 	errno = 0;
 	cr_expect_null(kv_open_cfg(&c, 0));
 	cr_expect_eq(errno, EIO);
@@ -583,7 +583,7 @@ Test(kv_memcached, open_errors, .timeout = 60)
 	cr_expect_null(kv_open_cfg(&c, 0), "1 replica needs 2 servers");
 	cr_expect_eq(errno, EINVAL);
 	/* One server of two down at start: open, the other is retried later. */
-	snprintf(c.mc.servers, sizeof(c.mc.servers), "%s, 127.0.0.1:%u", srv[0].addr, mcd_free_port());
+	snprintf(c.mc.servers, sizeof(c.mc.servers), "%s, 127.0.0.1:%u", srv[0].addr, lb_free_port());
 	struct kv_store *kv = kv_open_cfg(&c, 0);
 	cr_expect_not_null(kv, "a cluster with one server up must open");
 	if (kv) {

@@ -138,7 +138,7 @@ Test(memcached, replica_killed_mid_run, .timeout = 240)
 	r = td_region(&fmd, &c, 2048, "mc-replica");
 	storm_start(&st, fm_region_addr(r), 2048, 4, 40000);
 	while (storm_progress(&st) < 40000)   /* a quarter of the run */
-		mcd_sleep_ms(5);
+		lb_sleep_ms(5);
 	faults_at_kill = (uint64_t)td_stat(&fmd, "faults");
 	mcd_kill(&srv[0], SIGKILL);
 	errors = storm_finish(&st);
@@ -298,7 +298,7 @@ Test(memcached, zero_and_clean_pages_cost_no_write, .timeout = 120)
 	fm_region_destroy(r);
 	fm_disconnect(c);
 	/* destroying the region deletes what is left */
-	mcd_sleep_ms(100);
+	lb_sleep_ms(100);
 	cr_expect_eq(keys_held(&srv[0], id, 1024), 0, "a freed region left pages");
 	stop_all();
 }
@@ -332,7 +332,7 @@ Test(memcached, restarted_server_gets_clean_pages_rewritten, .timeout = 120)
 	/* evict them (the first flush may meet the dead connection: retry) */
 	for (int i = 0; i < 20 && td_stat(&fmd, "resident") > 0; i++) {
 		free(td_ctl(&fmd, "v1 evict 64"));
-		mcd_sleep_ms(20);
+		lb_sleep_ms(20);
 	}
 	cr_expect_eq(td_stat(&fmd, "resident"), 0);
 	cr_expect_geq(td_stat(&fmd, "store_puts"), puts + 64, "lost copies were not rewritten");
