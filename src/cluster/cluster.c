@@ -749,26 +749,23 @@ static int apply(struct cluster *c, const struct op *op)
 {
 	int rc;
 
-	for (int attempt = 0; attempt < 3; attempt++) {
-		switch (op->kind) {
-		case OP_DELETE:
-			rc = zoo_delete(c->zh, op->path, -1);
-			if (rc == ZNONODE)
-				rc = ZOK;
-			break;
-		case OP_CREATE:
+	switch (op->kind) {
+	case OP_DELETE:
+		rc = zoo_delete(c->zh, op->path, -1);
+		if (rc == ZNONODE)
+			rc = ZOK;
+		break;
+	case OP_CREATE:
+		rc = zoo_create(c->zh, op->path, op->data, (int)op->len, &ZOO_OPEN_ACL_UNSAFE,
+				ZOO_PERSISTENT, NULL, 0);
+		if (rc == ZNODEEXISTS)
+			rc = zoo_set(c->zh, op->path, op->data, (int)op->len, -1);
+		break;
+	default:
+		rc = zoo_set(c->zh, op->path, op->data, (int)op->len, -1);
+		if (rc == ZNONODE)
 			rc = zoo_create(c->zh, op->path, op->data, (int)op->len, &ZOO_OPEN_ACL_UNSAFE,
 					ZOO_PERSISTENT, NULL, 0);
-			if (rc == ZNODEEXISTS)
-				rc = zoo_set(c->zh, op->path, op->data, (int)op->len, -1);
-			break;
-		default:
-			rc = zoo_set(c->zh, op->path, op->data, (int)op->len, -1);
-			if (rc == ZNONODE)
-				rc = zoo_create(c->zh, op->path, op->data, (int)op->len,
-						&ZOO_OPEN_ACL_UNSAFE, ZOO_PERSISTENT, NULL, 0);
-			break;
-		}
 		break;
 	}
 	if (rc == ZNONODE && op->kind != OP_DELETE) {
