@@ -15,6 +15,7 @@
  * behind its last routed message on every shard ring, so no shard ever sees
  * a region pointer after it acknowledged REGION_DEL. */
 #include "uffd/uffd.h"
+#include "uffd/route.h"
 #include "uffd/uffd_compat.h"
 
 #include <errno.h>
@@ -209,23 +210,15 @@ static void report_hostile(struct dispatcher *d, struct dslot *s, uint32_t slot,
 static void route_range(struct dispatcher *d, struct uffd_region *r, uint16_t type, uint64_t start,
 			uint64_t end)
 {
-	uint64_t first, last;
+	struct uffd_route rt;
 	struct fm_msg m = { .type = type, .range.region = r };
 
-	if (end <= r->base || start >= r->base + (r->npages << FM_PAGE_SHIFT))
+	if (!uffd_route_range(r, d->nshards, start, end, &rt))
 		return;
-	if (start < r->base)
-		start = r->base;
-	first = (start - r->base) >> FM_PAGE_SHIFT;
-	last = (end - r->base + FM_PAGE_SIZE - 1) >> FM_PAGE_SHIFT;
-	if (last > r->npages)
-		last = r->npages;
-	m.range.first = first;
-	m.range.count = last - first;
-	/* A range inside one stripe (a balloon page) goes to its owner only;
-	 * larger ones go to every shard, which skips pages it does not own. */
-	if ((first >> FM_STRIPE_SHIFT) == ((last - 1) >> FM_STRIPE_SHIFT)) {
-		route(d, region_shard_of(r, first, d->nshards), &m);
+	m.range.first = rt.first;
+	m.range.count = rt.count;
+	if (rt.owner >= 0) {
+		route(d, (unsigned)rt.owner, &m);
 		return;
 	}
 	for (unsigned i = 0; i < d->nshards; i++)
