@@ -464,7 +464,7 @@ static enum ctl_next cmd_detach(struct daemon *d, int argc, char **argv, struct 
 	}
 	if (!(r = find_region(d, argv[1], out)))
 		return CTL_CONTINUE;
-	if (r->state == REGION_DETACHING || r->state == REGION_RELEASING) {
+	if (r->state == UFFD_REGION_DETACHING || r->state == UFFD_REGION_RELEASING) {
 		fail(out, "region %" PRIu64 " is already being detached", r->id);
 		return CTL_CONTINUE;
 	}

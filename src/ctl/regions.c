@@ -194,7 +194,7 @@ static void do_register(struct daemon *d, struct reg_conn *c, const struct fm_re
 		return;
 	}
 	d->regions[r->slot] = r;
-	r->state = REGION_ATTACHING;
+	r->state = UFFD_REGION_ATTACHING;
 	r->acks_pending = (int)d->nshards + 1;   /* + the dispatcher */
 	r->request = ++d->next_request;
 	for (unsigned attempt = 0; dispatcher_attach(d->disp, r) == -EAGAIN;)
@@ -229,14 +229,14 @@ static void region_finish_detach(struct daemon *d, struct uffd_region *r)
 
 void daemon_detach_region(struct daemon *d, struct uffd_region *r, bool restore)
 {
-	if (r->state == REGION_DETACHING || r->state == REGION_RELEASING)
+	if (r->state == UFFD_REGION_DETACHING || r->state == UFFD_REGION_RELEASING)
 		return;
 	r->restore = restore;
-	if (r->state == REGION_ATTACHING) {
+	if (r->state == UFFD_REGION_ATTACHING) {
 		r->detach_when_live = true;
 		return;
 	}
-	r->state = REGION_DETACHING;
+	r->state = UFFD_REGION_DETACHING;
 	r->acks_pending = (int)d->nshards;
 	r->request = ++d->next_request;
 	for (unsigned attempt = 0; dispatcher_detach(d->disp, r, r->restore) == -EAGAIN;)
@@ -263,7 +263,7 @@ int daemon_wait_region_gone(struct daemon *d, struct uffd_region *r, int timeout
  * may be alive, and its data is never dropped for its misbehaviour. */
 void daemon_region_hostile(struct daemon *d, struct uffd_region *r, int why)
 {
-	if (r->state != REGION_LIVE && r->state != REGION_ATTACHING)
+	if (r->state != UFFD_REGION_LIVE && r->state != UFFD_REGION_ATTACHING)
 		return;
 	FM_WARN("region %llu of pid %d: its uffd %s; detaching it", (unsigned long long)r->id,
 		(int)r->pid, why == -EPERM ? "was made blocking by its client" : "failed");
@@ -272,30 +272,30 @@ void daemon_region_hostile(struct daemon *d, struct uffd_region *r, int why)
 
 void daemon_region_acked(struct daemon *d, struct uffd_region *r, int64_t result)
 {
-	if (result < 0 && r->state == REGION_ATTACHING && r->attach_error == 0)
+	if (result < 0 && r->state == UFFD_REGION_ATTACHING && r->attach_error == 0)
 		r->attach_error = (int)result;
 	if (--r->acks_pending > 0)
 		return;
-	if (r->state == REGION_DETACHING) {
+	if (r->state == UFFD_REGION_DETACHING) {
 		/* Every shard let go: now the dispatcher unregisters the
 		 * range and drops the region. Not after dropping a live
 		 * client's stored pages (shutdown --drop): its faults then
 		 * wait until it exits rather than read zeros. */
 		bool unregister = r->restore || r->reply_on_detach || r->attach_error;
 
-		r->state = REGION_RELEASING;
+		r->state = UFFD_REGION_RELEASING;
 		r->acks_pending = 1;
 		r->request = ++d->next_request;
 		for (unsigned attempt = 0; dispatcher_forget(d->disp, r, unregister) == -EAGAIN;)
 			fm_ring_full_wait(&attempt);
 		return;
 	}
-	if (r->state == REGION_RELEASING) {
+	if (r->state == UFFD_REGION_RELEASING) {
 		region_finish_detach(d, r);
 		return;
 	}
 	/* attached */
-	r->state = REGION_LIVE;
+	r->state = UFFD_REGION_LIVE;
 	if (r->attach_error) {
 		if (r->owner)
 			reg_reply(((struct reg_conn *)r->owner)->fd, r->attach_error, 0,
@@ -378,7 +378,7 @@ void reg_conn_readable(struct daemon *d, struct reg_conn *c, uint32_t events)
 		for (unsigned i = 0; i < c->nregions; i++)
 			if (c->regions[i]->id == q.region_id)
 				r = c->regions[i];
-		if (!r || r->state == REGION_DETACHING) {
+		if (!r || r->state == UFFD_REGION_DETACHING) {
 			refuse(d, c, -ENOENT, "no such region on this connection");
 		} else {
 			r->reply_on_detach = true;

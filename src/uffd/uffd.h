@@ -37,7 +37,7 @@ struct uffd_region {
 	void *owner;            /* the registration connection (ctl) */
 	/* written by ctl only */
 	int acks_pending;       /* shard acknowledgements still awaited */
-	int state;              /* enum region_state */
+	int state;              /* enum uffd_region_state */
 	uint64_t request;       /* what the pending acks complete */
 	int attach_error;       /* first shard refusal of REGION_ADD */
 	bool reply_on_detach;   /* the client asked to unregister: answer it */
@@ -48,7 +48,7 @@ struct uffd_region {
 /* ATTACHING: waiting for REGION_ADD acks (every shard + the dispatcher).
  * DETACHING: waiting for every shard's REGION_DEL ack.
  * RELEASING: waiting for the dispatcher's REGION_FORGET ack. */
-enum region_state { REGION_ATTACHING, REGION_LIVE, REGION_DETACHING, REGION_RELEASING };
+enum uffd_region_state { UFFD_REGION_ATTACHING, UFFD_REGION_LIVE, UFFD_REGION_DETACHING, UFFD_REGION_RELEASING };
 
 static inline unsigned region_shard_of(const struct uffd_region *r, uint64_t page, unsigned nshards)
 {
