@@ -5,10 +5,12 @@
 #define FM_TEST_HARNESS_H
 
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +24,7 @@
 
 #include "client/fluidmem.h"
 #include "proto/proto.h"
+#include "loopback.h"
 
 struct td {
 	pid_t pid;
@@ -33,8 +36,7 @@ struct td {
 
 static inline void td_sleep_ms(int ms)
 {
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
+	lb_sleep_ms(ms);
 }
 
 /* Send one control request; returns the malloc'd reply line or NULL. */
@@ -92,23 +94,19 @@ static inline int64_t td_stat(const struct td *t, const char *key)
 	return v;
 }
 
-/* Start fluidmemd with configs/local.toml, private socket paths and the
- * given NULL-terminated "key=value" overrides. 0 or -1. */
-static inline int td_start(struct td *t, const char *const *sets)
+/* Fork and exec fluidmemd on configs/local.toml with these socket paths,
+ * its output in `log`, and the NULL-terminated "key=value" overrides; do
+ * not wait for it. Its pid, or -1. */
+static inline pid_t td_exec_daemon(const char *reg, const char *ctl, const char *log,
+				   const char *const *sets)
 {
 	const char *argv[64];
 	char regset[160], ctlset[160];
 	int argc = 0;
+	pid_t pid;
 
-	memset(t, 0, sizeof(*t));
-	snprintf(t->dir, sizeof(t->dir), "/tmp/fmtest.XXXXXX");
-	if (!mkdtemp(t->dir))
-		return -1;
-	snprintf(t->reg, sizeof(t->reg), "%s/reg.sock", t->dir);
-	snprintf(t->ctl, sizeof(t->ctl), "%s/ctl.sock", t->dir);
-	snprintf(t->log, sizeof(t->log), "%s/fluidmemd.log", t->dir);
-	snprintf(regset, sizeof(regset), "register.path=\"%s\"", t->reg);
-	snprintf(ctlset, sizeof(ctlset), "control.path=\"%s\"", t->ctl);
+	snprintf(regset, sizeof(regset), "register.path=\"%s\"", reg);
+	snprintf(ctlset, sizeof(ctlset), "control.path=\"%s\"", ctl);
 	argv[argc++] = FM_BUILD_DIR "/bin/fluidmemd";
 	argv[argc++] = "--config";
 	argv[argc++] = FM_SOURCE_DIR "/configs/local.toml";
@@ -121,14 +119,12 @@ static inline int td_start(struct td *t, const char *const *sets)
 		argv[argc++] = sets[i];
 	}
 	argv[argc] = NULL;
-	t->pid = fork();
-	if (t->pid < 0)
-		return -1;
-	if (t->pid == 0) {
+	pid = fork();
+	if (pid == 0) {
 		/* Die with the test: a test that times out or crashes must not
 		 * leave a daemon behind. */
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		int fd = open(t->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 		if (fd >= 0) {
 			dup2(fd, 1);
 			dup2(fd, 2);
@@ -136,6 +132,23 @@ static inline int td_start(struct td *t, const char *const *sets)
 		execv(argv[0], (char *const *)argv);
 		_exit(127);
 	}
+	return pid;
+}
+
+/* Start fluidmemd with configs/local.toml, private socket paths and the
+ * given NULL-terminated "key=value" overrides. 0 or -1. */
+static inline int td_start(struct td *t, const char *const *sets)
+{
+	memset(t, 0, sizeof(*t));
+	snprintf(t->dir, sizeof(t->dir), "/tmp/fmtest.XXXXXX");
+	if (!mkdtemp(t->dir))
+		return -1;
+	snprintf(t->reg, sizeof(t->reg), "%s/reg.sock", t->dir);
+	snprintf(t->ctl, sizeof(t->ctl), "%s/ctl.sock", t->dir);
+	snprintf(t->log, sizeof(t->log), "%s/fluidmemd.log", t->dir);
+	t->pid = td_exec_daemon(t->reg, t->ctl, t->log, sets);
+	if (t->pid < 0)
+		return -1;
 	for (int i = 0; i < 500; i++) {
 		char *rep = td_ctl(t, "v1 ping");
 		if (rep) {
@@ -149,6 +162,12 @@ static inline int td_start(struct td *t, const char *const *sets)
 		td_sleep_ms(10);
 	}
 	return -1;
+}
+
+/* td_start, or fail the test at once. */
+static inline void td_must_start(struct td *t, const char *const *sets)
+{
+	cr_assert_eq(td_start(t, sets), 0, "fluidmemd did not start");
 }
 
 /* True when the daemon process is still running. */
@@ -192,6 +211,125 @@ reaped:
 		}
 	}
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* Poll a stats total until it equals `want` (td_await_stat) or reaches at
+ * least `want` (td_await_stat_min): the daemon's own counters are the events
+ * a test waits for. Gives up after 60 s so that a failing test says which
+ * value it saw (the test's .timeout is the real bound). The last value read. */
+static inline int64_t td_await_stat_how(const struct td *t, const char *key, int64_t want, bool min)
+{
+	int64_t v = -1;
+
+	for (int i = 0; i < 6000; i++) {
+		v = td_stat(t, key);
+		if (v == want || (min && v > want))
+			break;
+		td_sleep_ms(10);
+	}
+	return v;
+}
+
+static inline int64_t td_await_stat(const struct td *t, const char *key, int64_t want)
+{
+	return td_await_stat_how(t, key, want, false);
+}
+
+static inline int64_t td_await_stat_min(const struct td *t, const char *key, int64_t want)
+{
+	return td_await_stat_how(t, key, want, true);
+}
+
+/* Wait up to ms for a child to exit: its status (128 + signal when killed
+ * by one), or -1 when it still runs. */
+static inline int td_wait_exit(pid_t pid, int ms)
+{
+	int status;
+
+	for (int i = 0; i < ms / 10; i++) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		td_sleep_ms(10);
+	}
+	return -1;
+}
+
+/* Call fn(name, arg) for each entry of a directory but . and ..; stop at
+ * the first non-zero answer and return it. 0 at the end, -ENOENT when the
+ * directory cannot be opened. */
+static inline int td_dir_each(const char *path, int (*fn)(const char *name, void *arg), void *arg)
+{
+	DIR *dir = opendir(path);
+	struct dirent *e;
+	int rc = 0;
+
+	if (!dir)
+		return -ENOENT;
+	while (rc == 0 && (e = readdir(dir)))
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+			rc = fn(e->d_name, arg);
+	closedir(dir);
+	return rc;
+}
+
+static inline int td_count_one(const char *name, void *arg)
+{
+	(void)name;
+	++*(int *)arg;
+	return 0;
+}
+
+/* Open descriptors of a process, or -1. */
+static inline int td_count_fds(pid_t pid)
+{
+	char path[64];
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	return td_dir_each(path, td_count_one, &n) < 0 ? -1 : n;
+}
+
+/* One line of a /proc file into buf (NUL-terminated, newline dropped);
+ * its length or -1. */
+static inline ssize_t td_read_proc(const char *path, char *buf, size_t cap)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, buf, cap - 1) : -1;
+
+	if (fd >= 0)
+		close(fd);
+	buf[n > 0 ? n : 0] = '\0';
+	if (n > 0 && buf[n - 1] == '\n')
+		buf[--n] = '\0';
+	return n;
+}
+
+/* One thread of td_in_uffd_wait: 1 when it sleeps in handle_userfault,
+ * -ENOTSUP when it sleeps and its wchan reads "0" (hidden), else 0. */
+static inline int td_thread_in_uffd(const char *tid, void *arg)
+{
+	char p[128], w[64], st[512];
+	const char *paren;
+
+	if (snprintf(p, sizeof(p), "%s/%.16s/wchan", (const char *)arg, tid) >= (int)sizeof(p) ||
+	    td_read_proc(p, w, sizeof(w)) <= 0)
+		return 0;
+	if (strcmp(w, "handle_userfault") == 0)
+		return 1;
+	snprintf(p, sizeof(p), "%s/%.16s/stat", (const char *)arg, tid);
+	paren = td_read_proc(p, st, sizeof(st)) > 0 ? strrchr(st, ')') : NULL;
+	return strcmp(w, "0") == 0 && paren && paren[1] == ' ' && paren[2] == 'S' ? -ENOTSUP : 0;
+}
+
+/* Whether some thread of `pid` sleeps in a userfaultfd fault (its wchan is
+ * handle_userfault): 1 yes, 0 not now, -ENOENT when the process is gone,
+ * -ENOTSUP when this kernel hides wchan (a sleeping thread reads "0"). */
+static inline int td_in_uffd_wait(pid_t pid)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	return td_dir_each(path, td_thread_in_uffd, path);
 }
 
 /* Connect to the daemon and create a region of `pages` pages; the test

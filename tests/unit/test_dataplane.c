@@ -14,16 +14,6 @@
 
 static struct td fmd;
 
-static void start(const char *const *sets)
-{
-	cr_assert_eq(td_start(&fmd, sets), 0, "fluidmemd did not start");
-}
-
-static void stop(void)
-{
-	td_expect_stop(&fmd);
-}
-
 /* ---- writers racing eviction, checked against a mirror ---- */
 
 Test(dataplane, writers_race_eviction_8x_budget, .timeout = 240)
@@ -33,7 +23,7 @@ Test(dataplane, writers_race_eviction_8x_budget, .timeout = 240)
 	struct fm_region *r;
 	uint64_t errors;
 
-	start(sets);
+	td_must_start(&fmd, sets);
 	r = td_region(&fmd, &c, 4096, "stress");
 	struct storm st;
 
@@ -46,7 +36,7 @@ Test(dataplane, writers_race_eviction_8x_budget, .timeout = 240)
 	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
 	fm_region_destroy(r);
 	fm_disconnect(c);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 /* Atomic increments on shared pages from several threads: a write lost in
@@ -79,7 +69,7 @@ Test(dataplane, shared_counters_survive_eviction, .timeout = 240)
 	struct incr_arg a[4];
 	uint64_t total = 0, want = 0;
 
-	start(sets);
+	td_must_start(&fmd, sets);
 	r = td_region(&fmd, &c, 512, "counters");
 	for (int i = 0; i < 4; i++) {
 		a[i] = (struct incr_arg){ fm_region_addr(r), 512, 20000, 99 + (uint64_t)i };
@@ -100,7 +90,7 @@ Test(dataplane, shared_counters_survive_eviction, .timeout = 240)
 	cr_expect_gt(td_stat(&fmd, "wp_faults"), 0, "no writer ever met an eviction window");
 	fm_region_destroy(r);
 	fm_disconnect(c);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 Test(dataplane, zero_pages_are_not_stored, .timeout = 60)
@@ -111,7 +101,7 @@ Test(dataplane, zero_pages_are_not_stored, .timeout = 60)
 	volatile uint8_t *p;
 	uint64_t sum = 0;
 
-	start(sets);
+	td_must_start(&fmd, sets);
 	r = td_region(&fmd, &c, 1024, "zeros");
 	p = fm_region_addr(r);
 	for (size_t i = 0; i < 1024; i++)   /* read-touch: zero-filled pages */
@@ -124,7 +114,7 @@ Test(dataplane, zero_pages_are_not_stored, .timeout = 60)
 	cr_expect_eq(td_stat(&fmd, "store_bytes"), 0);
 	fm_region_destroy(r);
 	fm_disconnect(c);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 Test(dataplane, discard_reads_zero_and_frees_store, .timeout = 60)
@@ -134,7 +124,7 @@ Test(dataplane, discard_reads_zero_and_frees_store, .timeout = 60)
 	struct fm_region *r;
 	uint8_t *p;
 
-	start(sets);
+	td_must_start(&fmd, sets);
 	r = td_region(&fmd, &c, 2048, "discard");
 	p = fm_region_addr(r);
 	for (size_t i = 0; i < 2048; i++)
@@ -156,7 +146,7 @@ Test(dataplane, discard_reads_zero_and_frees_store, .timeout = 60)
 	cr_expect_eq(fm_region_discard(r, 0, 4096 * PAGE), -EINVAL);
 	fm_region_destroy(r);
 	fm_disconnect(c);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 Test(dataplane, partial_munmap_drops_pages, .timeout = 60)
@@ -166,7 +156,7 @@ Test(dataplane, partial_munmap_drops_pages, .timeout = 60)
 	struct fm_region *r;
 	uint8_t *p;
 
-	start(sets);
+	td_must_start(&fmd, sets);
 	r = td_region(&fmd, &c, 2048, "unmap");
 	p = fm_region_addr(r);
 	for (size_t i = 0; i < 2048; i++)
@@ -178,7 +168,7 @@ Test(dataplane, partial_munmap_drops_pages, .timeout = 60)
 	cr_expect_eq(td_stat(&fmd, "dispatch_unmap_events"), 1);
 	fm_region_destroy(r);
 	fm_disconnect(c);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 Test(dataplane, full_store_keeps_pages_resident, .timeout = 60)
@@ -189,7 +179,7 @@ Test(dataplane, full_store_keeps_pages_resident, .timeout = 60)
 	struct fm_region *r;
 	uint8_t *p;
 
-	start(sets);
+	td_must_start(&fmd, sets);
 	r = td_region(&fmd, &c, 1024, "full");
 	p = fm_region_addr(r);
 	for (size_t i = 0; i < 1024; i++)
@@ -201,7 +191,7 @@ Test(dataplane, full_store_keeps_pages_resident, .timeout = 60)
 	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
 	fm_region_destroy(r);
 	fm_disconnect(c);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 Test(dataplane, many_regions_and_clients, .timeout = 120)
@@ -210,7 +200,7 @@ Test(dataplane, many_regions_and_clients, .timeout = 120)
 	struct fm_client *c[4];
 	struct fm_region *r[4][3];
 
-	start(sets);
+	td_must_start(&fmd, sets);
 	for (int i = 0; i < 4; i++) {
 		c[i] = fm_connect(fmd.reg);
 		cr_assert_not_null(c[i]);
@@ -239,7 +229,7 @@ Test(dataplane, many_regions_and_clients, .timeout = 120)
 		fm_disconnect(c[i]);   /* destroys its regions */
 	cr_expect_eq(td_stat(&fmd, "regions"), 0);
 	cr_expect_eq(td_stat(&fmd, "store_bytes"), 0);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 Test(dataplane, register_existing_mapping, .timeout = 60)
@@ -250,7 +240,7 @@ Test(dataplane, register_existing_mapping, .timeout = 60)
 	int memfd = memfd_create("external", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	uint8_t *p;
 
-	start(sets);
+	td_must_start(&fmd, sets);
 	cr_assert_eq(ftruncate(memfd, 512 * PAGE), 0);
 	p = mmap(NULL, 512 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
 	cr_assert_neq(p, MAP_FAILED);
@@ -277,5 +267,5 @@ Test(dataplane, register_existing_mapping, .timeout = 60)
 	munmap(p, 512 * PAGE);
 	close(memfd);
 	fm_disconnect(c);
-	stop();
+	td_expect_stop(&fmd);
 }

@@ -26,16 +26,6 @@
 
 static struct td fmd;
 
-static void start(const char *const *sets)
-{
-	cr_assert_eq(td_start(&fmd, sets), 0, "fluidmemd did not start");
-}
-
-static void stop(void)
-{
-	td_expect_stop(&fmd);
-}
-
 /* ---- a raw client ---- */
 
 struct raw {
@@ -134,34 +124,17 @@ static bool stamped(const uint8_t *p, uint64_t page, uint64_t tag)
 	return a == v && b == v;
 }
 
-/* Poll a stat until it equals want (or 10 s pass). */
-static int64_t await_stat(const char *key, int64_t want)
-{
-	int64_t v = -1;
-
-	for (int i = 0; i < 1000; i++) {
-		v = td_stat(&fmd, key);
-		if (v == want)
-			break;
-		td_sleep_ms(10);
-	}
-	return v;
-}
-
 /* Wait for a child up to timeout_ms; SIGKILL it after. Its exit status, or
  * -1 when it had to be killed. */
 static int await_child(pid_t pid, int timeout_ms)
 {
-	int status;
+	int rc = td_wait_exit(pid, timeout_ms);
 
-	for (int i = 0; i < timeout_ms / 10; i++) {
-		if (waitpid(pid, &status, WNOHANG) == pid)
-			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-		td_sleep_ms(10);
+	if (rc == -1) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
 	}
-	kill(pid, SIGKILL);
-	waitpid(pid, &status, 0);
-	return -1;
+	return rc;
 }
 
 /* fork() for a client child: it dies with the test (a failed assertion
@@ -175,23 +148,6 @@ static pid_t fork_client(void)
 		alarm(60);
 	}
 	return pid;
-}
-
-static int count_fds(pid_t pid)
-{
-	char path[64];
-	struct dirent *e;
-	int n = 0;
-	DIR *dir;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	dir = opendir(path);
-	if (!dir)
-		return -1;
-	while ((e = readdir(dir)))
-		n += e->d_name[0] != '.';
-	closedir(dir);
-	return n;
 }
 
 /* Where a blocked thread of ours sleeps in the kernel (root only). */
@@ -253,7 +209,7 @@ Test(hostile_dataplane, hangup_while_faulting, .timeout = 120)
 	const char *sets[] = { "memory.resident_pages=1024", NULL };
 	int rounds = getenv("FM_HANGUP_ROUNDS") ? atoi(getenv("FM_HANGUP_ROUNDS")) : 60;
 
-	start(sets);
+	td_must_start(&fmd, sets);
 	srand(8);
 	for (int round = 0; round < rounds; round++) {
 		struct raw h;
@@ -271,7 +227,7 @@ Test(hostile_dataplane, hangup_while_faulting, .timeout = 120)
 		td_sleep_ms(5 + rand() % 40);
 		close(h.sock);   /* hang up while the threads fault */
 		h.sock = -1;
-		cr_assert_eq(await_stat("regions", 0), 0, "round %d: the region was not freed", round);
+		cr_assert_eq(td_await_stat(&fmd, "regions", 0), 0, "round %d: the region was not freed", round);
 		stop_flag = true;
 		for (unsigned t = 0; t < HANGUP_THREADS; t++) {
 			for (int i = 0; i < 1000 && !__atomic_load_n(&w[t].done, __ATOMIC_ACQUIRE); i++)
@@ -287,7 +243,7 @@ Test(hostile_dataplane, hangup_while_faulting, .timeout = 120)
 		raw_free(&h);
 		cr_assert(td_alive(&fmd), "fluidmemd died in round %d", round);
 	}
-	stop();
+	td_expect_stop(&fmd);
 }
 
 /* ---- finding 2: a client makes its uffd blocking ---- */
@@ -313,7 +269,7 @@ Test(hostile_dataplane, blocking_uffd_is_detached, .timeout = 60)
 	pid_t good;
 	int status;
 
-	start(sets);
+	td_must_start(&fmd, sets);
 	cr_assert_eq(raw_create(&h, 64 * PAGE, 0), 0, "refused: %s", h.why);
 	cr_assert_eq(fcntl(h.uffd, F_SETFL, fcntl(h.uffd, F_GETFL) & ~O_NONBLOCK), 0);
 	/* A fault on the hostile region: it must end (served, restored or
@@ -342,8 +298,8 @@ Test(hostile_dataplane, blocking_uffd_is_detached, .timeout = 60)
 		_exit(0);
 	}
 	cr_expect_eq(await_child(good, 30000), 0, "a well-behaved client was not served");
-	cr_expect_eq(await_stat("dispatch_hostile_regions", 1), 1, "the hostile region was not reported");
-	cr_expect_eq(await_stat("regions", 0), 0, "the hostile region was not detached");
+	cr_expect_eq(td_await_stat(&fmd, "dispatch_hostile_regions", 1), 1, "the hostile region was not reported");
+	cr_expect_eq(td_await_stat(&fmd, "regions", 0), 0, "the hostile region was not detached");
 	for (int i = 0; i < 500; i++) {
 		if (pthread_tryjoin_np(th, NULL) == 0)
 			break;
@@ -439,7 +395,7 @@ static void restore_detach_while_madvising(bool by_shutdown)
 	uint64_t t0;
 	pid_t child;
 
-	start(sets);
+	td_must_start(&fmd, sets);
 	cr_assert_eq(pipe(up), 0);
 	cr_assert_eq(pipe(down), 0);
 	child = fork_client();
@@ -464,7 +420,7 @@ static void restore_detach_while_madvising(bool by_shutdown)
 	cr_assert_eq(write(down[1], "g", 1), 1);
 	cr_expect_eq(await_child(child, 20000), 0, "the client's madvise or reads blocked after the detach");
 	if (!by_shutdown)
-		stop();
+		td_expect_stop(&fmd);
 }
 
 /* Issue 8 finding 4: the old restoring detach stopped reading the uffd before
@@ -491,7 +447,7 @@ Test(hostile_dataplane, dropping_shutdown_never_reads_zeros, .timeout = 60)
 	pid_t child;
 	char *rep;
 
-	start(sets);
+	td_must_start(&fmd, sets);
 	cr_assert_eq(pipe(up), 0);
 	cr_assert_eq(pipe(down), 0);
 	child = fork_client();
@@ -547,7 +503,7 @@ Test(hostile_dataplane, punch_failure_keeps_page_resident, .timeout = 60)
 	struct raw h;
 
 	setenv("FLUIDMEM_FAILPOINTS", "evict.punch=EPERM", 1);
-	start(sets);
+	td_must_start(&fmd, sets);
 	unsetenv("FLUIDMEM_FAILPOINTS");
 	cr_assert_eq(raw_create(&h, pages * PAGE, 0), 0, "refused: %s", h.why);
 	for (uint64_t pg = 0; pg < pages; pg++)
@@ -567,7 +523,7 @@ Test(hostile_dataplane, punch_failure_keeps_page_resident, .timeout = 60)
 	cr_expect_eq(td_stat(&fmd, "resident"), (int64_t)pages);
 	cr_assert_eq(raw_unregister(&h), 0, "%s", h.why);
 	raw_free(&h);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 /* ---- finding 7: UFFD_EVENT_FORK ---- */
@@ -584,16 +540,16 @@ Test(hostile_dataplane, fork_events_leak_no_descriptor, .timeout = 180)
 	struct raw h;
 	int rc;
 
-	start(sets);
+	td_must_start(&fmd, sets);
 	rc = raw_create(&h, 64 * PAGE, UFFD_FEATURE_EVENT_FORK);
 	if (rc != 0) {
 		cr_log_info("EVENT_FORK uffd refused at registration: %s", h.why);
 		raw_free(&h);
-		stop();
+		td_expect_stop(&fmd);
 		return;
 	}
 	stamp(h.addr, 1, 1);
-	before = count_fds(fmd.pid);
+	before = td_count_fds(fmd.pid);
 	for (int i = 0; i < forks; i++) {
 		pid_t p = fork();
 
@@ -602,13 +558,13 @@ Test(hostile_dataplane, fork_events_leak_no_descriptor, .timeout = 180)
 			_exit(0);
 		waitpid(p, NULL, 0);
 	}
-	cr_expect_eq(await_stat("dispatch_fork_events", forks), forks);
-	after = count_fds(fmd.pid);
+	cr_expect_eq(td_await_stat(&fmd, "dispatch_fork_events", forks), forks);
+	after = td_count_fds(fmd.pid);
 	cr_expect_lt(after - before, 8, "fluidmemd's descriptors grew from %d to %d", before, after);
 	cr_expect(stamped(h.addr, 1, 1));
 	cr_assert_eq(raw_unregister(&h), 0, "%s", h.why);
 	raw_free(&h);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 /* ---- finding 11: acknowledged after release ---- */
@@ -621,7 +577,7 @@ Test(hostile_dataplane, munmap_after_unregister_does_not_block, .timeout = 60)
 	const char *sets[] = { "memory.resident_pages=64", NULL };
 	pid_t child;
 
-	start(sets);
+	td_must_start(&fmd, sets);
 	child = fork_client();
 	if (child == 0) {
 		struct raw h;
@@ -638,7 +594,7 @@ Test(hostile_dataplane, munmap_after_unregister_does_not_block, .timeout = 60)
 		_exit(0);
 	}
 	cr_expect_eq(await_child(child, 20000), 0, "munmap after UNREGISTER blocked or failed");
-	stop();
+	td_expect_stop(&fmd);
 }
 
 /* Dispatcher counters come from the dispatcher thread on request, and a
@@ -652,7 +608,7 @@ Test(hostile_dataplane, dispatcher_stats_by_message, .timeout = 60)
 	char *rep;
 	uint8_t *p;
 
-	start(sets);
+	td_must_start(&fmd, sets);
 	r = td_region(&fmd, &c, 256, "stats");
 	p = fm_region_addr(r);
 	for (uint64_t pg = 0; pg < 256; pg++)
@@ -664,7 +620,7 @@ Test(hostile_dataplane, dispatcher_stats_by_message, .timeout = 60)
 	cr_expect_eq(td_stat(&fmd, "dispatch_fault_events"), 0);
 	fm_region_destroy(r);
 	fm_disconnect(c);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 /* ---- finding 11: a uffd that cannot be polled ---- */

@@ -25,11 +25,6 @@
 
 static struct td fmd;
 
-static void stop(void)
-{
-	td_expect_stop(&fmd);
-}
-
 static int reg_connect(void)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -137,7 +132,7 @@ Test(hostile_register, regular_file_is_refused_and_truncation_is_harmless, .time
 	close(uffd);
 	munmap(addr, 64 * PAGE);
 	close(memfd);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 /* Finding 3: the memfd must be the one the client maps at that address,
@@ -203,7 +198,7 @@ Test(hostile_register, memfd_not_mapped_there_is_refused, .timeout = 60)
 	close(uffd);
 	munmap(addr, 64 * PAGE);
 	close(memfd);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 /* Findings 3 and 7: features the daemon cannot serve are refused by name. */
@@ -245,7 +240,7 @@ Test(hostile_register, fork_and_wp_async_uffds_are_refused, .timeout = 60)
 	close(memfd);
 	close(fd);
 	expect_serving();
-	stop();
+	td_expect_stop(&fmd);
 }
 
 /* The parsers behind those checks, without a daemon. */
@@ -337,7 +332,7 @@ Test(hostile_register, per_uid_quotas, .timeout = 60)
 	expect_serving();
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 static long rss_kib(pid_t pid)
@@ -398,5 +393,5 @@ Test(hostile_register, huge_sparse_regions_cost_nothing_until_touched, .timeout 
 	for (int i = 0; i < 2; i++)
 		fm_region_destroy(r[i]);
 	fm_disconnect(c);
-	stop();
+	td_expect_stop(&fmd);
 }

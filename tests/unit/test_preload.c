@@ -122,17 +122,6 @@ static int finish(struct child *c)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-static void start(const char *const *sets)
-{
-	cr_assert_eq(td_start(&fmd, sets), 0, "fluidmemd did not start");
-}
-
-static void stop(void)
-{
-	if (fmd.pid > 0)
-		cr_expect_eq(td_stop(&fmd), 0, "fluidmemd did not exit cleanly");
-}
-
 /* QEMU-like RAM (converted anonymous memory) and a memfd backend, 12x the
  * budget: registered inside mmap, served, evicted, verified; discards read
  * zeros and free stored copies; munmap unregisters. */
@@ -143,7 +132,7 @@ Test(preload, serves_anonymous_and_memfd_ram, .timeout = 240)
 			       "64", NULL };
 	struct child c;
 
-	start(sets);
+	td_must_start(&fmd, sets);
 	argv[2] = fmd.reg;
 	spawn(&c, argv, NULL);
 	cr_assert(collect(&c, "UNMAPPED", 180000), "fake-qemu did not get through:\n%s\n%s",
@@ -157,7 +146,7 @@ Test(preload, serves_anonymous_and_memfd_ram, .timeout = 240)
 	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
 	cr_expect_eq(finish(&c), 0);
 	cr_expect_null(strstr(c.outbuf, "FAIL"));
-	stop();
+	td_expect_stop(&fmd);
 }
 
 Test(preload, run_without_daemon_exits_3)
@@ -191,13 +180,13 @@ Test(preload, refused_registration_exits)
 	const char *argv[] = { RUN, "--socket", NULL, "--", FAKE, "one", "80", NULL };
 	struct child c;
 
-	start(sets);
+	td_must_start(&fmd, sets);
 	argv[2] = fmd.reg;
 	spawn(&c, argv, NULL);
 	cr_expect_eq(finish(&c), 1);
 	cr_expect_null(strstr(c.outbuf, "TOUCHED"));
 	cr_expect_not_null(strstr(c.errbuf, "may not register memory here"), "%s", c.errbuf);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 /* Once memory is served, a refused mapping (a hot-plug) fails with ENOMEM
@@ -208,7 +197,7 @@ Test(preload, later_mapping_fails_with_enomem, .timeout = 60)
 			       NULL };
 	struct child c;
 
-	start(NULL);
+	td_must_start(&fmd, NULL);
 	argv[2] = fmd.reg;
 	spawn(&c, argv, NULL);
 	cr_assert(collect(&c, "READY", 30000), "%s\n%s", c.outbuf, c.errbuf);
@@ -225,7 +214,7 @@ Test(preload, match_filter_and_threshold)
 			       FAKE, "one", "80", NULL };
 	struct child c;
 
-	start(NULL);
+	td_must_start(&fmd, NULL);
 	argv[2] = fmd.reg;
 	spawn(&c, argv, NULL);
 	cr_expect_eq(finish(&c), 0);
@@ -239,7 +228,7 @@ Test(preload, match_filter_and_threshold)
 		cr_expect_eq(finish(&c), 0);
 	}
 	cr_expect_eq(td_stat(&fmd, "registrations"), 0);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 Test(preload, bad_sizes_are_refused_clearly)
@@ -259,7 +248,7 @@ Test(preload, bad_sizes_are_refused_clearly)
 }
 
 /* Run fake-qemu MODE MIB under fluidmem-run (min size 16M) on the daemon
- * started by start(); wait for `want` on stdout. */
+ * started by td_must_start(&fmd, ); wait for `want` on stdout. */
 static void run_fake(struct child *c, const char *mode, const char *mib, const char *want,
 		     int timeout_ms)
 {
@@ -271,6 +260,16 @@ static void run_fake(struct child *c, const char *mode, const char *mib, const c
 		  want, c->outbuf, c->errbuf);
 }
 
+/* A daemon with the default config, fake-qemu MODE run to `want` and to a
+ * clean exit. */
+static void run_fake_alone(struct child *c, const char *mode, const char *mib, const char *want,
+			   int timeout_ms)
+{
+	td_must_start(&fmd, NULL);
+	run_fake(c, mode, mib, want, timeout_ms);
+	cr_expect_eq(finish(c), 0, "%s\n%s", c->outbuf, c->errbuf);
+}
+
 /* Issue 8 finding 7: a fork child read a served memfd through its inherited
  * mapping, and 31,744 of 32,768 pages of the parent's read as zeros. Served
  * mappings are MADV_DONTFORK, and a second mapping of a served memfd is
@@ -280,14 +279,14 @@ Test(preload, fork_child_cannot_zero_a_served_memfd, .timeout = 120)
 	const char *sets[] = { "memory.resident_pages=2048", NULL };
 	struct child c;
 
-	start(sets);
+	td_must_start(&fmd, sets);
 	run_fake(&c, "fork", "128", "FORK done", 90000);
 	cr_expect_eq(finish(&c), 0, "%s\n%s", c.outbuf, c.errbuf);
 	cr_expect_not_null(strstr(c.outbuf, "child has no mapping"), "%s", c.outbuf);
 	cr_expect_not_null(strstr(c.outbuf, "parent: 0 of 32768 pages changed"), "%s", c.outbuf);
 	cr_expect_gt(td_stat(&fmd, "evictions"), 20000, "most pages must have been evicted");
 	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 /* Finding 8: the shim unregistered a region before the mmap meant to
@@ -298,7 +297,7 @@ Test(preload, failed_mmap_over_served_memory_keeps_it_served, .timeout = 120)
 	const char *sets[] = { "memory.resident_pages=1024", NULL };
 	struct child c;
 
-	start(sets);
+	td_must_start(&fmd, sets);
 	run_fake(&c, "replace", "64", "REPLACED", 90000);
 	cr_expect_not_null(strstr(c.outbuf, "after failed replacements: 0 of 16384 pages changed"),
 			   "%s\n%s", c.outbuf, c.errbuf);
@@ -306,7 +305,7 @@ Test(preload, failed_mmap_over_served_memory_keeps_it_served, .timeout = 120)
 	cr_expect_eq(td_stat(&fmd, "registrations"), 1);
 	cr_expect_eq(td_stat(&fmd, "regions"), 0, "the successful replacement unregisters");
 	cr_expect_eq(finish(&c), 0, "%s\n%s", c.outbuf, c.errbuf);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 /* Finding 10: 64 rounds of RAM freed in pieces leaked a slot each, so the
@@ -316,7 +315,7 @@ Test(preload, partial_munmaps_free_the_region, .timeout = 120)
 	struct child c;
 	char *regions;
 
-	start(NULL);
+	td_must_start(&fmd, NULL);
 	run_fake(&c, "halves", "64", "HALVES done", 90000);
 	cr_expect_eq(td_stat(&fmd, "registrations"), 65);
 	cr_expect_eq(td_stat(&fmd, "regions"), 1, "only the last mapping is still registered");
@@ -331,7 +330,7 @@ Test(preload, partial_munmaps_free_the_region, .timeout = 120)
 	}
 	free(regions);
 	cr_expect_eq(finish(&c), 0, "%s\n%s", c.outbuf, c.errbuf);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 /* Finding 10: every large private anonymous mapping of any preloaded
@@ -341,11 +340,9 @@ Test(preload, plain_program_keeps_fork_semantics, .timeout = 60)
 {
 	struct child c;
 
-	start(NULL);
-	run_fake(&c, "malloc", "256", "MALLOC done", 30000);
-	cr_expect_eq(finish(&c), 0, "%s\n%s", c.outbuf, c.errbuf);
+	run_fake_alone(&c, "malloc", "256", "MALLOC done", 30000);
 	cr_expect_eq(td_stat(&fmd, "registrations"), 0, "malloc'd memory is not taken over");
-	stop();
+	td_expect_stop(&fmd);
 }
 
 /* Finding 10: the atfork child handler kept the parent's connection and
@@ -356,11 +353,9 @@ Test(preload, fork_during_registration, .timeout = 120)
 {
 	struct child c;
 
-	start(NULL);
-	run_fake(&c, "forkreg", "16", "FORKREG done", 90000);
-	cr_expect_eq(finish(&c), 0, "%s\n%s", c.outbuf, c.errbuf);
+	run_fake_alone(&c, "forkreg", "16", "FORKREG done", 90000);
 	cr_expect_not_null(strstr(c.outbuf, "20 of 20 children fine"), "%s", c.outbuf);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 /* Finding 10: a hot-plug while fluidmemd is stopped (SIGSTOP: it holds the
@@ -379,7 +374,7 @@ Test(preload, hotplug_against_stopped_daemon_fails_in_time, .timeout = 60)
 	struct child c;
 	uint64_t t0;
 
-	start(NULL);
+	td_must_start(&fmd, NULL);
 	argv[2] = fmd.reg;
 	spawn(&c, argv, env);
 	cr_assert(collect(&c, "READY", 30000), "%s\n%s", c.outbuf, c.errbuf);
@@ -403,5 +398,5 @@ Test(preload, hotplug_against_stopped_daemon_fails_in_time, .timeout = 60)
 		cr_expect_gt(rounds, 10, "%s", u);
 		cr_expect_lt(slowest, 1000, "%s", u);
 	}
-	stop();
+	td_expect_stop(&fmd);
 }

@@ -16,45 +16,36 @@
 
 static struct td fmd;
 
-static void stop(void)
-{
-	td_expect_stop(&fmd);
-}
-
 /* Start fluidmemd on the sockets under dir without waiting for it. */
 static pid_t spawn(const char *dir, const char *log)
 {
-	char regset[200], ctlset[200];
-	pid_t pid;
+	char reg[128], ctl[128];
 
-	snprintf(regset, sizeof(regset), "register.path=\"%s/reg.sock\"", dir);
-	snprintf(ctlset, sizeof(ctlset), "control.path=\"%s/ctl.sock\"", dir);
-	pid = fork();
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		execl(FM_BUILD_DIR "/bin/fluidmemd", "fluidmemd", "--config",
-		      FM_SOURCE_DIR "/configs/local.toml", "--set", regset, "--set", ctlset, NULL);
-		_exit(127);
-	}
-	return pid;
+	snprintf(reg, sizeof(reg), "%s/reg.sock", dir);
+	snprintf(ctl, sizeof(ctl), "%s/ctl.sock", dir);
+	return td_exec_daemon(reg, ctl, log, NULL);
 }
 
-/* Wait up to ms for pid to exit; its status, or -1 if it still runs. */
-static int wait_exit(pid_t pid, int ms)
+/* A daemon that must refuse to start: its exit status, or -1 when it ran
+ * on for 10 s (then it is killed). */
+static int refused_start(const char *dir, const char *log)
 {
-	int status;
+	pid_t pid = spawn(dir, log);
+	int rc = td_wait_exit(pid, 10000);
 
-	for (int i = 0; i < ms / 10; i++) {
-		if (waitpid(pid, &status, WNOHANG) == pid)
-			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-		td_sleep_ms(10);
+	if (rc == -1) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
 	}
-	return -1;
+	return rc;
+}
+
+static void rm_rf(const char *dir)
+{
+	char cmd[160];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	cr_expect_eq(system(cmd), 0);
 }
 
 static bool file_has(const char *path, const char *needle)
@@ -89,7 +80,6 @@ Test(sockets, regular_file_at_path_survives, .timeout = 30)
 {
 	char dir[] = "/tmp/fmsock.XXXXXX", path[128], log[128];
 	struct stat st;
-	pid_t pid;
 	int fd, rc;
 
 	cr_assert_not_null(mkdtemp(dir));
@@ -98,18 +88,12 @@ Test(sockets, regular_file_at_path_survives, .timeout = 30)
 	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
 	cr_assert_eq(write(fd, "precious", 8), 8);
 	close(fd);
-	pid = spawn(dir, log);
-	rc = wait_exit(pid, 10000);
+	rc = refused_start(dir, log);
 	cr_expect_neq(rc, 0, "fluidmemd started over a regular file");
 	cr_expect_eq(stat(path, &st), 0, "the file was deleted");
 	cr_expect(S_ISREG(st.st_mode) && st.st_size == 8, "the file was replaced");
 	cr_expect(file_has(log, "not a socket"), "no clear reason in the log");
-	if (rc == -1) {
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
-	}
-	snprintf(log, sizeof(log), "rm -rf '%s'", dir);
-	cr_expect_eq(system(log), 0);
+	rm_rf(dir);
 }
 
 /* Finding 12: a symlink at the path is neither followed nor chmod'ed
@@ -118,7 +102,6 @@ Test(sockets, symlink_at_path_is_not_followed, .timeout = 30)
 {
 	char dir[] = "/tmp/fmsock.XXXXXX", path[128], target[128], log[128];
 	struct stat st;
-	pid_t pid;
 	int fd, rc;
 
 	cr_assert_not_null(mkdtemp(dir));
@@ -129,19 +112,13 @@ Test(sockets, symlink_at_path_is_not_followed, .timeout = 30)
 	close(fd);
 	cr_assert_eq(chmod(target, 0600), 0);
 	cr_assert_eq(symlink(target, path), 0);
-	pid = spawn(dir, log);
-	rc = wait_exit(pid, 10000);
+	rc = refused_start(dir, log);
 	cr_expect_neq(rc, 0, "fluidmemd started over a symlink");
 	cr_expect_eq(lstat(path, &st), 0);
 	cr_expect(S_ISLNK(st.st_mode), "the symlink was replaced");
 	cr_expect_eq(stat(target, &st), 0);
 	cr_expect_eq(st.st_mode & 07777, 0600, "the target's mode changed to %o", st.st_mode & 07777);
-	if (rc == -1) {
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
-	}
-	snprintf(log, sizeof(log), "rm -rf '%s'", dir);
-	cr_expect_eq(system(log), 0);
+	rm_rf(dir);
 }
 
 /* Finding 12: two daemons started at once: exactly one serves, the other
@@ -149,7 +126,7 @@ Test(sockets, symlink_at_path_is_not_followed, .timeout = 30)
 Test(sockets, two_daemons_at_once_one_wins, .timeout = 120)
 {
 	for (int round = 0; round < 3; round++) {
-		char dir[] = "/tmp/fmsock.XXXXXX", loga[128], logb[128], cmd[160];
+		char dir[] = "/tmp/fmsock.XXXXXX", loga[128], logb[128];
 		pid_t a, b;
 		int ra, rb;
 
@@ -158,8 +135,8 @@ Test(sockets, two_daemons_at_once_one_wins, .timeout = 120)
 		snprintf(logb, sizeof(logb), "%s/b.log", dir);
 		a = spawn(dir, loga);
 		b = spawn(dir, logb);
-		ra = wait_exit(a, 3000);
-		rb = ra == -1 ? wait_exit(b, 3000) : wait_exit(b, 100);
+		ra = td_wait_exit(a, 3000);
+		rb = ra == -1 ? td_wait_exit(b, 3000) : td_wait_exit(b, 100);
 		cr_expect((ra == -1) != (rb == -1), "round %d: a %d, b %d: want exactly one running",
 			  round, ra, rb);
 		pid_t loser = ra == -1 ? b : a, winner = ra == -1 ? a : b;
@@ -181,8 +158,7 @@ Test(sockets, two_daemons_at_once_one_wins, .timeout = 120)
 		kill(b, SIGTERM);
 		waitpid(a, NULL, 0);
 		waitpid(b, NULL, 0);
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-		cr_expect_eq(system(cmd), 0);
+		rm_rf(dir);
 	}
 }
 
@@ -209,7 +185,7 @@ Test(sockets, empty_packet_is_not_eof, .timeout = 30)
 		cr_expect(strstr(rep.reason, "empty") != NULL, "reason: %s", rep.reason);
 	}
 	close(fd);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 static int connect_unix(const char *path, int type)
@@ -225,21 +201,6 @@ static int connect_unix(const char *path, int type)
 	return fd;
 }
 
-static int count_fds(pid_t pid)
-{
-	char cmd[96], out[32] = { 0 };
-	FILE *p;
-
-	snprintf(cmd, sizeof(cmd), "ls /proc/%d/fd | wc -l", (int)pid);
-	p = popen(cmd, "r");
-	if (!p)
-		return -1;
-	if (!fgets(out, sizeof(out), p))
-		out[0] = '\0';
-	pclose(p);
-	return atoi(out);
-}
-
 /* Findings 5 and 12: 290 refused connects are each answered and closed,
  * log a bounded number of lines, and hold no descriptor of the daemon. */
 Test(sockets, refused_connects_are_closed_and_rate_limited, .timeout = 60)
@@ -248,14 +209,14 @@ Test(sockets, refused_connects_are_closed_and_rate_limited, .timeout = 60)
 	int fds[290], before;
 
 	cr_assert_eq(td_start(&fmd, sets), 0);
-	before = count_fds(fmd.pid);
+	before = td_count_fds(fmd.pid);
 	for (int i = 0; i < 290; i++) {
 		fds[i] = connect_unix(fmd.reg, SOCK_SEQPACKET);
 		cr_assert_geq(fds[i], 0, "connect %d: %s", i, strerror(errno));
 	}
 	td_sleep_ms(300);
-	cr_expect_leq(count_fds(fmd.pid), before + 2, "refused peers hold descriptors: %d, was %d",
-		      count_fds(fmd.pid), before);
+	cr_expect_leq(td_count_fds(fmd.pid), before + 2, "refused peers hold descriptors: %d, was %d",
+		      td_count_fds(fmd.pid), before);
 	/* Each got the reason. */
 	struct fm_reg_reply rep;
 	cr_expect_eq(recv(fds[0], &rep, sizeof(rep), MSG_DONTWAIT), (ssize_t)sizeof(rep));
@@ -266,7 +227,7 @@ Test(sockets, refused_connects_are_closed_and_rate_limited, .timeout = 60)
 	cr_expect_leq(lines, 10, "%d log lines for 290 refused connects", lines);
 	cr_expect_geq(lines, 1);
 	cr_expect_geq(td_stat(&fmd, "conns_refused"), 290);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 /* Finding 5: user nobody opening many registration and control connections
@@ -281,7 +242,7 @@ Test(sockets, nobody_cannot_exhaust_connections, .timeout = 60)
 
 	cr_assert_eq(td_start(&fmd, sets), 0);
 	cr_assert_eq(chmod(fmd.dir, 0755), 0);
-	before = count_fds(fmd.pid);
+	before = td_count_fds(fmd.pid);
 	cr_assert_eq(pipe(pipefd), 0);
 	pid = fork();
 	if (pid == 0) {
@@ -305,7 +266,7 @@ Test(sockets, nobody_cannot_exhaust_connections, .timeout = 60)
 	cr_assert_eq(read(pipefd[0], &c, 1), 1);
 	close(pipefd[0]);
 	td_sleep_ms(300);
-	int held = count_fds(fmd.pid) - before;
+	int held = td_count_fds(fmd.pid) - before;
 	cr_expect_leq(held, 40, "nobody holds %d descriptors of the daemon", held);
 	/* Root still registers and controls. */
 	struct fm_client *cl;
@@ -317,7 +278,7 @@ Test(sockets, nobody_cannot_exhaust_connections, .timeout = 60)
 	free(rep);
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 static int tcp_connect(int port)
@@ -331,19 +292,6 @@ static int tcp_connect(int port)
 		return -1;
 	}
 	return fd;
-}
-
-/* A free loopback port (a race with other programs, good enough here). */
-static int free_port(void)
-{
-	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sin);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	bind(fd, (struct sockaddr *)&sin, sizeof(sin));
-	getsockname(fd, (struct sockaddr *)&sin, &len);
-	close(fd);
-	return ntohs(sin.sin_port);
 }
 
 static bool scrape(int port)
@@ -370,12 +318,12 @@ static bool scrape(int port)
 Test(sockets, idle_metrics_connections_are_limited, .timeout = 60)
 {
 	char listen[64];
-	int port = free_port(), fds[300], before, idle_closed = 0;
+	int port = (int)lb_free_port(), fds[300], before, idle_closed = 0;
 
 	snprintf(listen, sizeof(listen), "control.metrics_listen=\"127.0.0.1:%d\"", port);
 	const char *sets[] = { listen, "control.metrics_timeout_ms=500", NULL };
 	cr_assert_eq(td_start(&fmd, sets), 0);
-	before = count_fds(fmd.pid);
+	before = td_count_fds(fmd.pid);
 	for (int i = 0; i < 300; i++)
 		fds[i] = tcp_connect(port);
 	/* Half of them start a request they never finish. */
@@ -383,7 +331,7 @@ Test(sockets, idle_metrics_connections_are_limited, .timeout = 60)
 		if (fds[i] >= 0 && write(fds[i], "GET /metr", 9) != 9)
 			cr_log_warn("write %d", i);
 	td_sleep_ms(200);
-	int held = count_fds(fmd.pid) - before;
+	int held = td_count_fds(fmd.pid) - before;
 	cr_expect_leq(held, 20, "300 idle metrics connections hold %d descriptors", held);
 	cr_expect(scrape(port), "a real scrape failed");
 	char *rep = td_ctl(&fmd, "v1 ping");
@@ -398,8 +346,8 @@ Test(sockets, idle_metrics_connections_are_limited, .timeout = 60)
 			close(fds[i]);
 	}
 	cr_expect_eq(idle_closed, 300, "only %d of 300 idle connections were closed", idle_closed);
-	cr_expect_leq(count_fds(fmd.pid), before + 1);
-	stop();
+	cr_expect_leq(td_count_fds(fmd.pid), before + 1);
+	td_expect_stop(&fmd);
 }
 
 static long cpu_ticks(pid_t pid)
@@ -429,7 +377,7 @@ Test(sockets, emfile_does_not_spin, .timeout = 60)
 	int fds[64], n = 0, before;
 
 	cr_assert_eq(td_start(&fmd, NULL), 0);
-	before = count_fds(fmd.pid);
+	before = td_count_fds(fmd.pid);
 	rl.rlim_cur = rl.rlim_max = (rlim_t)before + 8;
 	cr_assert_eq(prlimit(fmd.pid, RLIMIT_NOFILE, &rl, NULL), 0);
 	/* Fill its table with control connections, then queue more. */
@@ -453,7 +401,7 @@ Test(sockets, emfile_does_not_spin, .timeout = 60)
 	cr_expect_gt(td_stat(&fmd, "accept_paused"), 0, "the listeners never paused");
 	rl.rlim_cur = rl.rlim_max = 4096;
 	prlimit(fmd.pid, RLIMIT_NOFILE, &rl, NULL);
-	stop();
+	td_expect_stop(&fmd);
 }
 
 /* Finding 12: the limiter behind fm_log_ratelimited: a burst per interval,
