@@ -73,6 +73,10 @@ void shard_set_state(struct shard *s, struct shard_region *sr, uint32_t id, uint
 	if (to == PS_RESIDENT) {
 		s->resident++;
 		sr->resident++;
+		/* Exact, unlike a reader sampling `resident` between turns:
+		 * tests check the budget against it. */
+		if (s->resident > s->st.resident_max)
+			s->st.resident_max = s->resident;
 	} else if (to == PS_STORED) {
 		sr->stored++;
 	} else if (to == PS_ZERO) {
@@ -230,6 +234,7 @@ static void handle_ctl(struct shard *s, const struct fm_msg *m)
 		policy_set_budget(s->policy, s->budget);
 		s->evict_backoff_until = 0;
 		shard_enforce_budget(s);
+		s->st.resident_max = s->resident;   /* the high-water mark of this budget */
 		reply(s, m->type, s->resident <= s->budget ? 0 : -ENOSPC, s->resident, m->pages.request);
 		break;
 	case FM_MSG_EVICT:

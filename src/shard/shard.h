@@ -54,6 +54,7 @@ struct uffd_region;
 
 #define SHARD_GAUGE_FIELDS(X)                                                         \
 	X(resident, "resident pages now")                                             \
+	X(resident_max, "most resident pages at once since the budget was last set") \
 	X(budget, "resident budget of this shard")                                    \
 	X(tracked, "pages with state in this shard")                                  \
 	X(store_bytes, "bytes the store holds for this shard, where known")          \

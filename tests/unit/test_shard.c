@@ -1,0 +1,422 @@
+/* The shard's page-state machine on its own: one shard thread, no
+ * dispatcher, no control plane, no daemon. The test is both: it pushes the
+ * messages they would send (faults, ranges, budgets) and reads the shard's
+ * answers (its counters and the per-region state counts), against a region
+ * registered on a uffd in this very process.
+ *
+ *   NONE --fault--> RESIDENT --evict--> STORED | ZERO --fault--> RESIDENT
+ *   any --REMOVE/UNMAP--> NONE (stored copy dropped)
+ *   STORED --fault, store lost it--> POISONED --fault--> SIGBUS again
+ *   (POISONED -> NONE by REMOVE needs the client's madvise, which waits for
+ *   a dispatcher to read its event: covered by test_memcached)
+ *   RESIDENT --evict refused (store or punch failed)--> RESIDENT
+ *
+ * The test never touches a page of the client mapping that is not
+ * resident: with no dispatcher, nobody would serve the fault. It writes
+ * through a second, unregistered mapping of the memfd instead. */
+#include <criterion/criterion.h>
+#include <linux/userfaultfd.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include "config_params.h"
+#include "base/base.h"
+#include "base/failpoint.h"
+#include "ctl/config.h"
+#include "proto/proto.h"
+#include "ring/ring.h"
+#include "shard/shard.h"
+#include "uffd/uffd.h"
+#include "memcached_harness.h"
+
+#define PAGE ((uint64_t)FM_PAGE_SIZE)
+#define NPAGES (2 * FM_STRIPE_PAGES)
+
+struct rig {
+	struct shard *sh;
+	struct fm_doorbell bell;
+	struct uffd_region r, other;   /* other: never added (stale faults) */
+	uint8_t *mem;                  /* the client's mapping, registered */
+	uint8_t *poke;                 /* another mapping of the memfd, for writes */
+	uint64_t request;
+};
+
+static void rig_start(struct rig *g, const struct fm_config *cfg)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = FM_UFFD_FEATURES };
+	struct uffd_region *r = &g->r;
+
+	memset(g, 0, sizeof(*g));
+	cr_assert_eq(fm_doorbell_init(&g->bell), 0);
+	g->bell.sleeping = 1;   /* replies ring it; the test polls instead */
+	g->sh = shard_create_cfg(cfg, 0, 1000, &g->bell);
+	cr_assert_not_null(g->sh, "shard_create: %s", strerror(errno));
+	cr_assert_eq(shard_start(g->sh), 0);
+
+	r->memfd = memfd_create("shard-test", MFD_CLOEXEC);
+	cr_assert_eq(ftruncate(r->memfd, (off_t)(NPAGES * PAGE)), 0);
+	g->mem = mmap(NULL, NPAGES * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, r->memfd, 0);
+	g->poke = mmap(NULL, NPAGES * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, r->memfd, 0);
+	r->view = mmap(NULL, NPAGES * PAGE, PROT_READ, MAP_SHARED, r->memfd, 0);
+	cr_assert(g->mem != MAP_FAILED && g->poke != MAP_FAILED && r->view != MAP_FAILED);
+	cr_assert_geq(r->uffd = uffd_open(), 0);
+	cr_assert_eq(ioctl(r->uffd, UFFDIO_API, &api), 0);
+	struct uffdio_register reg = { .range = { (uint64_t)(uintptr_t)g->mem, NPAGES * PAGE },
+				       .mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP };
+	cr_assert_eq(ioctl(r->uffd, UFFDIO_REGISTER, &reg), 0);
+	r->base = (uint64_t)(uintptr_t)g->mem;
+	r->npages = NPAGES;
+	r->id = 5;
+	r->slot = 3;
+	g->other = *r;
+	g->other.slot = 4;
+	g->other.id = 6;
+}
+
+static struct fm_msg await_done(struct rig *g, uint64_t request)
+{
+	struct fm_msg m;
+
+	for (unsigned attempt = 0;;) {
+		if (fm_ring_pop(shard_reply_ring(g->sh), &m)) {
+			cr_assert_eq(m.type, FM_MSG_DONE);
+			cr_assert_eq(fm_msg_request(&m), request, "a reply out of order: %lu (to %u), want %lu", (unsigned long)fm_msg_request(&m), m.flags, (unsigned long)request);
+			return m;
+		}
+		fm_ring_full_wait(&attempt);
+	}
+}
+
+static void push(struct rig *g, struct fm_ring *ring, const struct fm_msg *m)
+{
+	for (unsigned attempt = 0; !fm_ring_push(ring, m);)
+		fm_ring_full_wait(&attempt);
+	fm_doorbell_ring(shard_doorbell(g->sh));
+}
+
+/* A data-ring request, answered once every message before it is handled:
+ * the ring is FIFO and the shard takes it in order. */
+static struct fm_msg data_req(struct rig *g, uint16_t type, struct uffd_region *r)
+{
+	struct fm_msg m = { .type = type, .region = { .region = r, .request = ++g->request } };
+
+	push(g, shard_data_ring(g->sh), &m);
+	return await_done(g, g->request);
+}
+
+/* Everything pushed on the data ring so far has been handled: a REGION_DEL
+ * of a region the shard does not have is a no-op that still answers. */
+static void barrier(struct rig *g)
+{
+	data_req(g, FM_MSG_REGION_DEL, &g->other);
+}
+
+static void fault(struct rig *g, struct uffd_region *r, uint64_t page, uint32_t flags)
+{
+	struct fm_msg m = { .type = FM_MSG_FAULT, .flags = flags,
+			    .fault = { .region = r, .page = page, .read_ns = fm_now_ns() } };
+
+	push(g, shard_data_ring(g->sh), &m);
+}
+
+static void range(struct rig *g, uint16_t type, uint64_t first, uint64_t count)
+{
+	struct fm_msg m = { .type = type, .range = { .region = &g->r, .first = first, .count = count } };
+
+	push(g, shard_data_ring(g->sh), &m);
+	barrier(g);
+}
+
+/* A control request after the data ring is drained. */
+static struct fm_msg ctl_req(struct rig *g, uint16_t type, uint64_t a, void *out)
+{
+	struct fm_msg m = { .type = type };
+
+	barrier(g);
+	if (type == FM_MSG_STATS || type == FM_MSG_REGION_STATS)
+		m.fill = (typeof(m.fill)){ .out = out, .request = ++g->request };
+	else
+		m.pages = (typeof(m.pages)){ .pages = a, .request = ++g->request };
+	push(g, shard_ctl_ring(g->sh), &m);
+	return await_done(g, g->request);
+}
+
+static struct shard_stats stats(struct rig *g)
+{
+	struct shard_stats st;
+
+	ctl_req(g, FM_MSG_STATS, 0, &st);
+	/* every fault ends in exactly one outcome (shard.h) */
+	cr_assert_eq(st.faults, st.zero_fills + st.fetches + st.dup_faults + st.wp_faults +
+					st.poison_faults + st.fault_errors);
+	return st;
+}
+
+static struct shard_region_stats region_stats(struct rig *g)
+{
+	static struct shard_region_stats all[FM_MAX_REGIONS];
+
+	memset(all, 0, sizeof(all));
+	ctl_req(g, FM_MSG_REGION_STATS, 0, all);
+	cr_assert_eq(all[g->r.slot].present, 1);
+	return all[g->r.slot];
+}
+
+#define expect_states(g, res, sto, zer)                                                      \
+	do {                                                                                \
+		struct shard_region_stats rs_ = region_stats(g);                            \
+		cr_expect_eq(rs_.resident, (res), "resident %lu, want %lu",                 \
+			     (unsigned long)rs_.resident, (unsigned long)(res));             \
+		cr_expect_eq(rs_.stored, (sto), "stored %lu, want %lu",                     \
+			     (unsigned long)rs_.stored, (unsigned long)(sto));               \
+		cr_expect_eq(rs_.zero, (zer), "zero %lu, want %lu", (unsigned long)rs_.zero, \
+			     (unsigned long)(zer));                                          \
+	} while (0)
+
+static uint64_t stamp_of(uint64_t page, uint64_t round)
+{
+	return fm_mix64(page << 8 | round) | 1;   /* never zero */
+}
+
+static void stamp(struct rig *g, uint64_t page, uint64_t round)
+{
+	uint64_t v = stamp_of(page, round);
+
+	memcpy(g->poke + page * PAGE, &v, sizeof(v));
+	memcpy(g->poke + page * PAGE + PAGE - sizeof(v), &v, sizeof(v));
+}
+
+/* The page's contents as the client would read them (only for resident
+ * pages: reading a hole through a mapping would fill it). */
+static bool holds(struct rig *g, uint64_t page, uint64_t round)
+{
+	uint64_t v = round ? stamp_of(page, round) : 0, a, b;
+
+	memcpy(&a, g->r.view + page * PAGE, sizeof(a));
+	memcpy(&b, g->r.view + page * PAGE + PAGE - sizeof(b), sizeof(b));
+	return a == v && b == v;
+}
+
+/* Pages [first, first + n) made resident by faults, then written. */
+static void resident_stamped(struct rig *g, uint64_t first, uint64_t n, uint64_t round)
+{
+	for (uint64_t p = first; p < first + n; p++)
+		fault(g, &g->r, p, 0);
+	barrier(g);
+	for (uint64_t p = first; p < first + n; p++)
+		stamp(g, p, round);
+}
+
+static void rig_stop(struct rig *g)
+{
+	struct fm_msg m = { .type = FM_MSG_STOP };
+
+	data_req(g, FM_MSG_REGION_DEL, &g->r);
+	m.any.request = ++g->request;
+	push(g, shard_ctl_ring(g->sh), &m);
+	await_done(g, g->request);
+	shard_destroy(g->sh);
+	fm_doorbell_destroy(&g->bell);
+	/* Close the uffd first: an unmap of a registered range would wait for
+	 * a reader of its UNMAP event, and there is none. */
+	close(g->r.uffd);
+	munmap(g->mem, NPAGES * PAGE);
+	munmap(g->poke, NPAGES * PAGE);
+	munmap(g->r.view, NPAGES * PAGE);
+	close(g->r.memfd);
+}
+
+static void local_config(struct fm_config *cfg)
+{
+	fm_config_defaults(cfg);
+	cfg->shard_count = 1;
+	cfg->shard_cpus_n = 0;
+	cfg->spin_us = 0;
+	cfg->evict_batch = 4;
+	cfg->policy = FM_POLICY_FIFO;
+	snprintf(cfg->store_backend, sizeof(cfg->store_backend), "local");
+}
+
+Test(shard, every_transition_of_the_page_state_machine, .timeout = 60)
+{
+	struct fm_config cfg;
+	struct rig g;
+	struct shard_stats st;
+
+	local_config(&cfg);
+	rig_start(&g, &cfg);
+	cr_assert_eq(data_req(&g, FM_MSG_REGION_ADD, &g.r).done.result, 0);
+	cr_expect_eq(data_req(&g, FM_MSG_REGION_ADD, &g.r).done.result, -EEXIST, "added twice");
+	expect_states(&g, 0, 0, 0);
+
+	/* NONE -> RESIDENT: first touches are zero-filled */
+	for (uint64_t p = 0; p < 10; p++)
+		fault(&g, &g.r, p, 0);
+	st = stats(&g);
+	cr_expect_eq(st.zero_fills, 10);
+	cr_expect_eq(st.resident, 10);
+	cr_expect_eq(st.resident_max, 10);
+	cr_expect_eq(st.tracked, FM_STRIPE_PAGES, "one stripe has state, the untouched one none");
+	expect_states(&g, 10, 0, 0);
+	for (uint64_t p = 0; p < 10; p++)
+		cr_assert(holds(&g, p, 0));
+
+	/* RESIDENT -> STORED (data) and RESIDENT -> ZERO (all zero, not stored) */
+	for (uint64_t p = 0; p < 5; p++)
+		stamp(&g, p, 1);
+	cr_expect_eq(ctl_req(&g, FM_MSG_SET_BUDGET, 0, NULL).done.result, 0);
+	st = stats(&g);
+	cr_expect_eq(st.evictions, 10);
+	cr_expect_eq(st.store_puts, 5);
+	cr_expect_eq(st.evict_zero, 5);
+	cr_expect_eq(st.store_pages, 5);
+	cr_expect_eq(st.resident, 0);
+	cr_expect_eq(st.resident_max, 0, "the high-water mark restarts at a new budget");
+	expect_states(&g, 0, 5, 5);
+
+	/* STORED -> RESIDENT (fetched, same bytes) and ZERO -> RESIDENT */
+	cr_expect_eq(ctl_req(&g, FM_MSG_SET_BUDGET, 100, NULL).done.result, 0);
+	for (uint64_t p = 0; p < 10; p++)
+		fault(&g, &g.r, p, FM_FAULT_WRITE);
+	st = stats(&g);
+	cr_expect_eq(st.fetches, 5);
+	cr_expect_eq(st.zero_fills, 15);
+	cr_expect_eq(st.store_pages, 0, "the embedded store drops a copy once fetched");
+	cr_expect_eq(st.resident_max, 10);
+	expect_states(&g, 10, 0, 0);
+	for (uint64_t p = 0; p < 10; p++)
+		cr_assert(holds(&g, p, p < 5 ? 1 : 0), "page %lu came back wrong", (unsigned long)p);
+
+	/* RESIDENT stays RESIDENT: a second thread's fault, a write-protect
+	 * fault; nothing changes */
+	fault(&g, &g.r, 0, 0);
+	fault(&g, &g.r, 1, FM_FAULT_WRITE | FM_FAULT_WP);
+	st = stats(&g);
+	cr_expect_eq(st.dup_faults, 1);
+	cr_expect_eq(st.wp_faults, 1);
+	expect_states(&g, 10, 0, 0);
+	cr_assert(holds(&g, 0, 1) && holds(&g, 1, 1));
+
+	/* STORED and ZERO -> NONE by REMOVE, the stored copy dropped */
+	cr_expect_eq(ctl_req(&g, FM_MSG_SET_BUDGET, 0, NULL).done.result, 0);
+	expect_states(&g, 0, 5, 5);
+	range(&g, FM_MSG_REMOVE, 0, 3);
+	st = stats(&g);
+	cr_expect_eq(st.discarded, 3);
+	cr_expect_eq(st.store_pages, 2);
+	expect_states(&g, 0, 2, 5);
+	/* ... and by UNMAP; NONE pages are left alone */
+	range(&g, FM_MSG_UNMAP, 0, 10);
+	st = stats(&g);
+	cr_expect_eq(st.discarded, 10);
+	cr_expect_eq(st.store_pages, 0);
+	expect_states(&g, 0, 0, 0);
+
+	/* NONE again: a discarded page reads zero, not its old bytes */
+	cr_expect_eq(ctl_req(&g, FM_MSG_SET_BUDGET, 100, NULL).done.result, 0);
+	fault(&g, &g.r, 3, 0);
+	st = stats(&g);
+	cr_expect_eq(st.zero_fills, 16);
+	expect_states(&g, 1, 0, 0);
+	cr_assert(holds(&g, 3, 0));
+
+	/* REMOVE of a resident page still in the memfd keeps it: only the
+	 * client may free what it may still write */
+	stamp(&g, 3, 2);
+	range(&g, FM_MSG_REMOVE, 3, 1);
+	expect_states(&g, 1, 0, 0);
+	cr_assert(holds(&g, 3, 2));
+
+	/* faults for a region this shard does not serve, or past its end */
+	fault(&g, &g.other, 0, 0);
+	fault(&g, &g.r, NPAGES, 0);
+	st = stats(&g);
+	cr_expect_eq(st.stale_faults, 2);
+	cr_expect_eq(st.faults, 10 + 10 + 2 + 1, "stale faults are not served faults");
+	rig_stop(&g);
+}
+
+/* RESIDENT -> RESIDENT when the hole punch fails: the page is still the
+ * client's live copy, so it stays resident and tracked, and the store keeps
+ * no orphan copy. */
+Test(shard, a_failed_punch_keeps_the_page_resident, .timeout = 60)
+{
+	struct fm_config cfg;
+	struct rig g;
+	struct shard_stats st;
+
+	cr_assert_eq(fm_failpoints_parse("evict.punch=EIO"), 0);
+	local_config(&cfg);
+	rig_start(&g, &cfg);
+	cr_assert_eq(data_req(&g, FM_MSG_REGION_ADD, &g.r).done.result, 0);
+	resident_stamped(&g, 0, 4, 1);
+	cr_expect_eq(ctl_req(&g, FM_MSG_SET_BUDGET, 0, NULL).done.result, -ENOSPC,
+		     "the budget cannot be met");
+	st = stats(&g);
+	cr_expect_eq(st.evictions, 0);
+	cr_expect_geq(st.punch_errors, 1);
+	cr_expect_eq(st.store_pages, 0, "a copy of a page that stayed was left in the store");
+	expect_states(&g, 4, 0, 0);
+	for (uint64_t p = 0; p < 4; p++)
+		cr_assert(holds(&g, p, 1));
+	rig_stop(&g);
+}
+
+/* With a store that keeps copies (memcached): an unchanged page is evicted
+ * without a write (clean), a store that refuses keeps the page RESIDENT,
+ * and STORED -> POISONED when the store lost the page: every touch gets
+ * SIGBUS, never zeros. */
+Test(shard, a_lost_page_is_poisoned_and_a_refused_one_kept, .timeout = 90)
+{
+	struct fm_config cfg;
+	struct rig g;
+	struct shard_stats st;
+	struct mcd srv;
+
+	cr_assert_eq(mcd_start(&srv, 16, false), 0, "cannot start memcached (scripts/test installs it)");
+	local_config(&cfg);
+	snprintf(cfg.store_backend, sizeof(cfg.store_backend), "memcached");
+	snprintf(cfg.mc.servers, sizeof(cfg.mc.servers), "%s", srv.addr);
+	cfg.mc.retries = 0;
+	rig_start(&g, &cfg);
+	cr_assert_eq(data_req(&g, FM_MSG_REGION_ADD, &g.r).done.result, 0);
+	resident_stamped(&g, 0, 8, 1);
+	cr_expect_eq(ctl_req(&g, FM_MSG_SET_BUDGET, 0, NULL).done.result, 0);
+	st = stats(&g);
+	cr_expect_eq(st.store_puts, 8);
+	expect_states(&g, 0, 8, 0);
+
+	/* fetched and unchanged: the kept copy is confirmed, not rewritten */
+	cr_expect_eq(ctl_req(&g, FM_MSG_SET_BUDGET, 100, NULL).done.result, 0);
+	for (uint64_t p = 0; p < 4; p++)
+		fault(&g, &g.r, p, 0);
+	cr_expect_eq(ctl_req(&g, FM_MSG_SET_BUDGET, 0, NULL).done.result, 0);
+	st = stats(&g);
+	cr_expect_eq(st.fetches, 4);
+	cr_expect_eq(st.evict_clean, 4);
+	cr_expect_eq(st.store_puts, 8);
+	expect_states(&g, 0, 8, 0);
+
+	/* the store loses everything */
+	mcd_kill(&srv, SIGKILL);
+	cr_expect_eq(ctl_req(&g, FM_MSG_SET_BUDGET, 100, NULL).done.result, 0);
+	fault(&g, &g.r, 0, 0);
+	fault(&g, &g.r, 0, 0);   /* touched again: SIGBUS again, no second fetch */
+	st = stats(&g);
+	cr_expect_eq(st.poisoned, 1);
+	cr_expect_eq(st.poison_faults, 2);
+	cr_expect_eq(st.fetches, 4);
+	expect_states(&g, 0, 7, 0);   /* POISONED is counted in none of the three */
+
+	/* a refused eviction: the page stays RESIDENT with its bytes */
+	resident_stamped(&g, 100, 1, 3);
+	cr_expect_eq(ctl_req(&g, FM_MSG_SET_BUDGET, 0, NULL).done.result, -ENOSPC);
+	st = stats(&g);
+	cr_expect_geq(st.evict_refused, 1);   /* and again after each backoff */
+	expect_states(&g, 1, 7, 0);
+	cr_assert(holds(&g, 100, 3));
+
+	rig_stop(&g);
+	mcd_stop(&srv);
+}
