@@ -7,8 +7,9 @@ RUN=$(mktemp -d /tmp/fmbb.XXXXXX)
 REG="$RUN/reg.sock"
 CTL="$RUN/ctl.sock"
 DAEMON_PID=
-PASSED=0
-FAILED=0
+CHECK_DIR="$RUN"
+# shellcheck source=../checks.bash
+source "$(dirname "${BASH_SOURCE[0]}")/../checks.bash"
 
 cleanup() {
 	if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
@@ -18,13 +19,6 @@ cleanup() {
 	rm -rf "$RUN"
 }
 trap cleanup EXIT
-
-ok() { PASSED=$((PASSED + 1)); echo "ok: $*"; }
-not_ok() { FAILED=$((FAILED + 1)); echo "NOT OK: $*"; }
-check() { # check "description" command...
-	local what="$1"; shift
-	if "$@" >"$RUN/check.out" 2>&1; then ok "$what"; else not_ok "$what"; cat "$RUN/check.out"; fi
-}
 
 # start_daemon [--set k=v]...: fluidmemd on configs/local.toml with private sockets.
 start_daemon() {
@@ -58,9 +52,4 @@ stat() {
 # json_get FILE KEY: a top-level number from fault-storm --json output
 json_get() {
 	python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
-}
-
-finish() {
-	echo "$PASSED passed, $FAILED failed"
-	[ "$FAILED" -eq 0 ]
 }

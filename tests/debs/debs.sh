@@ -21,15 +21,9 @@ REG="$WORK/run/register.sock"
 CTL="$WORK/run/control.sock"
 DAEMON_PID=
 INSTALLED=0
-PASSED=0
-FAILED=0
-
-ok() { PASSED=$((PASSED + 1)); echo "ok: $*"; }
-not_ok() { FAILED=$((FAILED + 1)); echo "NOT OK: $*"; }
-check() {
-	local what="$1"; shift
-	if "$@" >"$WORK/check.out" 2>&1; then ok "$what"; else not_ok "$what"; cat "$WORK/check.out"; fi
-}
+CHECK_DIR="$WORK"
+# shellcheck source=../checks.bash
+source "$SRC/tests/checks.bash"
 purge() { dpkg --purge "${PKGS[@]}" >"$WORK/purge.log" 2>&1; }
 cleanup() {
 	if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
@@ -128,5 +122,4 @@ done <"$WORK/files" | xargs)
 check "no packaged file is left${left:+: $left}" test -z "$left"
 check "/etc/fluidmem is gone" test ! -e /etc/fluidmem
 check "no unit enablement left" sh -c "! ls /etc/systemd/system/*/fluidmemd.service 2>/dev/null | grep -q ."
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" -eq 0 ]
+finish
