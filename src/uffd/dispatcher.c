@@ -40,6 +40,8 @@
  * fast as we read them cannot keep the dispatcher from everyone else. */
 #define DRAIN_MAX_MSGS 65536
 #define UNREGISTER_TRIES 3
+#define PARKED_FIRST_CAP 256       /* messages a parked queue holds at first; doubles */
+#define OOM_RETRY_US 1000          /* out of memory parking: wait, then retry */
 
 enum dslot_state { DS_FREE, DS_LIVE, DS_DRAINING };
 
@@ -84,7 +86,7 @@ struct dispatcher {
 static int parked_push(struct parked *p, const struct fm_msg *m)
 {
 	if (p->n == p->cap) {
-		size_t cap = p->cap ? p->cap * 2 : 256;
+		size_t cap = p->cap ? p->cap * 2 : PARKED_FIRST_CAP;
 		struct fm_msg *v = malloc(cap * sizeof(*v));
 
 		if (!v)
@@ -116,7 +118,7 @@ static void route(struct dispatcher *d, unsigned shard, const struct fm_msg *m)
 	}
 	while (parked_push(p, m) < 0) {
 		fm_log_once(FM_LOG_ERROR, "dispatcher: out of memory parking a fault; retrying");
-		usleep(1000);
+		usleep(OOM_RETRY_US);
 	}
 	d->parked_total++;
 	if (d->parked_total > d->st.parked_max)
@@ -154,7 +156,7 @@ static void disp_send(struct dispatcher *d, const struct fm_msg *m)
 	}
 	while (parked_push(&d->reply_parked, m) < 0) {
 		fm_log_once(FM_LOG_ERROR, "dispatcher: out of memory parking a reply; retrying");
-		usleep(1000);
+		usleep(OOM_RETRY_US);
 	}
 }
 

@@ -20,7 +20,8 @@
  * nobody is reading, and retrying forever would wedge the shard (and with it
  * shutdown): give up with -EAGAIN and let the caller count it. */
 #define UFFD_EAGAIN_SPIN_LOOPS 64
-#define UFFD_EAGAIN_MAX_LOOPS (UFFD_EAGAIN_SPIN_LOOPS + 40000)
+#define UFFD_EAGAIN_SLEEP_NS 50000
+#define UFFD_EAGAIN_MAX_LOOPS (UFFD_EAGAIN_SPIN_LOOPS + 40000)   /* 40000 x 50 us = 2 s */
 
 static bool eagain_pause(unsigned loop)
 {
@@ -31,7 +32,7 @@ static bool eagain_pause(unsigned loop)
 	if (loop < UFFD_EAGAIN_SPIN_LOOPS) {
 		sched_yield();
 	} else {
-		struct timespec ts = { 0, 50000 };
+		struct timespec ts = { 0, UFFD_EAGAIN_SLEEP_NS };
 		nanosleep(&ts, NULL);
 	}
 	return true;
