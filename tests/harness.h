@@ -372,7 +372,10 @@ static inline void td_expect_stop(struct td *t)
 
 /* Send one packet with descriptors attached (SCM_RIGHTS): the raw
  * registration protocol, for tests that speak it without libfluidmem.
- * sendmsg's result. */
+ * sendmsg's result. A deliberate copy of the cmsg set-up in
+ * src/client/fluidmem.c (transact): the client library may include only
+ * proto and base, never test code, and these tests must be able to send
+ * what the library never would (too many descriptors, none, garbage). */
 static inline ssize_t td_send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds)
 {
 	char cbuf[CMSG_SPACE(sizeof(int) * 8)];
