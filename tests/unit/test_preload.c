@@ -122,6 +122,16 @@ static int finish(struct child *c)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* Start the daemon with `sets`, then argv (whose argv[2] is the --socket
+ * value, filled in here) as a child with env. */
+static void spawn_on_daemon(struct child *c, const char **argv, const char *const *sets,
+			    const char *const *env)
+{
+	td_must_start(&fmd, sets);
+	argv[2] = fmd.reg;
+	spawn(c, argv, env);
+}
+
 /* QEMU-like RAM (converted anonymous memory) and a memfd backend, 12x the
  * budget: registered inside mmap, served, evicted, verified; discards read
  * zeros and free stored copies; munmap unregisters. */
@@ -132,9 +142,7 @@ Test(preload, serves_anonymous_and_memfd_ram, .timeout = 240)
 			       "64", NULL };
 	struct child c;
 
-	td_must_start(&fmd, sets);
-	argv[2] = fmd.reg;
-	spawn(&c, argv, NULL);
+	spawn_on_daemon(&c, argv, sets, NULL);
 	cr_assert(collect(&c, "UNMAPPED", 180000), "fake-qemu did not get through:\n%s\n%s",
 		  c.outbuf, c.errbuf);
 	cr_expect_eq(td_stat(&fmd, "registrations"), 2, "RAM and the memfd backend, nothing else");
@@ -180,9 +188,7 @@ Test(preload, refused_registration_exits)
 	const char *argv[] = { RUN, "--socket", NULL, "--", FAKE, "one", "80", NULL };
 	struct child c;
 
-	td_must_start(&fmd, sets);
-	argv[2] = fmd.reg;
-	spawn(&c, argv, NULL);
+	spawn_on_daemon(&c, argv, sets, NULL);
 	cr_expect_eq(finish(&c), 1);
 	cr_expect_null(strstr(c.outbuf, "TOUCHED"));
 	cr_expect_not_null(strstr(c.errbuf, "may not register memory here"), "%s", c.errbuf);
@@ -197,9 +203,7 @@ Test(preload, later_mapping_fails_with_enomem, .timeout = 60)
 			       NULL };
 	struct child c;
 
-	td_must_start(&fmd, NULL);
-	argv[2] = fmd.reg;
-	spawn(&c, argv, NULL);
+	spawn_on_daemon(&c, argv, NULL, NULL);
 	cr_assert(collect(&c, "READY", 30000), "%s\n%s", c.outbuf, c.errbuf);
 	cr_expect_eq(td_stop(&fmd), 0);
 	cr_expect_eq(write(c.in, "\n", 1), 1);
@@ -214,9 +218,7 @@ Test(preload, match_filter_and_threshold)
 			       FAKE, "one", "80", NULL };
 	struct child c;
 
-	td_must_start(&fmd, NULL);
-	argv[2] = fmd.reg;
-	spawn(&c, argv, NULL);
+	spawn_on_daemon(&c, argv, NULL, NULL);
 	cr_expect_eq(finish(&c), 0);
 	cr_expect_not_null(strstr(c.outbuf, "TOUCHED"));
 	cr_expect_not_null(strstr(c.errbuf, "FLUIDMEM_MATCH has no \"anon\""), "%s", c.errbuf);
@@ -374,9 +376,7 @@ Test(preload, hotplug_against_stopped_daemon_fails_in_time, .timeout = 60)
 	struct child c;
 	uint64_t t0;
 
-	td_must_start(&fmd, NULL);
-	argv[2] = fmd.reg;
-	spawn(&c, argv, env);
+	spawn_on_daemon(&c, argv, NULL, env);
 	cr_assert(collect(&c, "READY", 30000), "%s\n%s", c.outbuf, c.errbuf);
 	cr_assert_eq(kill(fmd.pid, SIGSTOP), 0);
 	t0 = now_ms();
