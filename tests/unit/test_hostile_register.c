@@ -83,6 +83,14 @@ static int make_region(uint64_t features, size_t size, int *memfd, void **addr, 
 	return uffd;
 }
 
+/* Undo make_region: the uffd first, so the unmap raises no event. */
+static void free_region(int uffd, int memfd, void *addr, size_t size)
+{
+	close(uffd);
+	munmap(addr, size);
+	close(memfd);
+}
+
 static void expect_serving(void)
 {
 	struct fm_client *c;
@@ -129,9 +137,7 @@ Test(hostile_register, regular_file_is_refused_and_truncation_is_harmless, .time
 	/* Evictions run on another client; the daemon is alive and serving. */
 	expect_serving();
 	cr_expect(td_alive(&fmd));
-	close(uffd);
-	munmap(addr, 64 * PAGE);
-	close(memfd);
+	free_region(uffd, memfd, addr, 64 * PAGE);
 	td_expect_stop(&fmd);
 }
 
@@ -195,9 +201,7 @@ Test(hostile_register, memfd_not_mapped_there_is_refused, .timeout = 60)
 	close(memfd2);
 	munmap(addr2, 64 * PAGE);
 	expect_serving();
-	close(uffd);
-	munmap(addr, 64 * PAGE);
-	close(memfd);
+	free_region(uffd, memfd, addr, 64 * PAGE);
 	td_expect_stop(&fmd);
 }
 
@@ -214,9 +218,7 @@ Test(hostile_register, fork_and_wp_async_uffds_are_refused, .timeout = 60)
 	cr_assert_geq(uffd, 0);
 	cr_expect_eq(reg_send(fd, (uint64_t)(uintptr_t)addr, 64 * PAGE, uffd, memfd, reason), -EINVAL);
 	cr_expect(strstr(reason, "EVENT_FORK") != NULL, "reason: %s", reason);
-	close(uffd);
-	munmap(addr, 64 * PAGE);
-	close(memfd);
+	free_region(uffd, memfd, addr, 64 * PAGE);
 
 	uffd = make_region(FEATURES | UFFD_FEATURE_WP_ASYNC, 64 * PAGE, &memfd, &addr, true);
 	if (uffd >= 0) {
@@ -235,9 +237,7 @@ Test(hostile_register, fork_and_wp_async_uffds_are_refused, .timeout = 60)
 			   &memfd, &addr, true);
 	cr_expect_eq(reg_send(fd, (uint64_t)(uintptr_t)addr, 64 * PAGE, uffd, memfd, reason), -EINVAL);
 	cr_expect(strstr(reason, "lacks required features") != NULL, "reason: %s", reason);
-	close(uffd);
-	munmap(addr, 64 * PAGE);
-	close(memfd);
+	free_region(uffd, memfd, addr, 64 * PAGE);
 	close(fd);
 	expect_serving();
 	td_expect_stop(&fmd);
