@@ -45,6 +45,16 @@ static void start_server(int i, unsigned mib, bool unix_socket)
 		     "cannot start memcached (scripts/test installs it)");
 }
 
+/* One memcached of mib MiB, the daemon on it with `sets`, and a region of
+ * `pages` pages from a new client. */
+static struct fm_region *one_server_region(unsigned mib, bool unix_socket, const char *const *sets,
+					   struct fm_client **c, size_t pages, const char *name)
+{
+	start_server(0, mib, unix_socket);
+	start_daemon(sets);
+	return td_region(&fmd, c, pages, name);
+}
+
 static void stop_all(void)
 {
 	if (fmd.pid > 0) {
@@ -71,9 +81,7 @@ static void writers_8x_budget(bool binary, bool unix_socket)
 	struct storm st;
 	uint64_t errors;
 
-	start_server(0, 64, unix_socket);
-	start_daemon(sets);
-	r = td_region(&fmd, &c, 4096, "mc-stress");
+	r = one_server_region(64, unix_socket, sets, &c, 4096, "mc-stress");
 	storm_start(&st, fm_region_addr(r), 4096, 4, 30000);
 	errors = storm_finish(&st);
 	cr_expect_eq(errors, 0, "%lu pages differ from the mirror", (unsigned long)errors);
@@ -106,9 +114,7 @@ Test(memcached, full_server_refuses_and_loses_nothing, .timeout = 120)
 	uint8_t *p;
 	size_t bad = 0;
 
-	start_server(0, 2, false);
-	start_daemon(sets);
-	r = td_region(&fmd, &c, 1536, "mc-full");
+	r = one_server_region(2, false, sets, &c, 1536, "mc-full");
 	p = fm_region_addr(r);
 	for (size_t i = 0; i < 1536; i++)
 		stamp(p + i * PAGE, i, 7);
@@ -181,9 +187,7 @@ Test(memcached, only_server_killed_gives_sigbus_not_zeros, .timeout = 120)
 	size_t bus = 0, good = 0, bad = 0;
 	uint64_t v;
 
-	start_server(0, 64, false);
-	start_daemon(sets);
-	r = td_region(&fmd, &c, 512, "mc-dead");
+	r = one_server_region(64, false, sets, &c, 512, "mc-dead");
 	p = fm_region_addr(r);
 	for (size_t i = 0; i < 512; i++)
 		stamp(p + i * PAGE, i, 3);
@@ -248,9 +252,7 @@ Test(memcached, zero_and_clean_pages_cost_no_write, .timeout = 120)
 	int64_t puts, ev0, ev1, clean, puts1;
 	uint64_t id;
 
-	start_server(0, 64, false);
-	start_daemon(sets);
-	r = td_region(&fmd, &c, 1024, "mc-zero-clean");
+	r = one_server_region(64, false, sets, &c, 1024, "mc-zero-clean");
 	p = fm_region_addr(r);
 	id = fm_region_id(r);
 	/* read-touched pages are zero: evicted without a write */
@@ -314,9 +316,7 @@ Test(memcached, restarted_server_gets_clean_pages_rewritten, .timeout = 120)
 	size_t bad = 0;
 	int64_t puts, clean;
 
-	start_server(0, 64, false);
-	start_daemon(sets);
-	r = td_region(&fmd, &c, 512, "mc-restart");
+	r = one_server_region(64, false, sets, &c, 512, "mc-restart");
 	p = fm_region_addr(r);
 	for (size_t i = 0; i < 512; i++)
 		stamp(p + i * PAGE, i, 5);
