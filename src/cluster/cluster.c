@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 /* The multi-threaded client (libzookeeper_mt) declares its sync calls only
@@ -73,6 +74,7 @@ struct cluster {
 	char *servers_seen;
 
 	struct cluster_stats st;
+	int event_fd;                    /* cluster_event_fd: applied writes, state changes */
 };
 
 static uint64_t now_ms(void)
@@ -268,6 +270,16 @@ static void path_of(const struct cluster *c, char *buf, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* Tell the daemon's loop (cluster_event_fd); never blocks. */
+static void notify(struct cluster *c)
+{
+	uint64_t one = 1;
+
+	if (c->event_fd >= 0 && write(c->event_fd, &one, sizeof(one)) < 0) {
+		/* EAGAIN: the counter is already non-zero, the loop will wake */
+	}
+}
+
 static void wake_worker(struct cluster *c, bool elect, bool servers)
 {
 	pthread_mutex_lock(&c->mu);
@@ -296,6 +308,7 @@ static void on_event(zhandle_t *zh, int type, int state, const char *path, void 
 			atomic_store(&c->state, CLUSTER_EXPIRED);
 		/* After a reconnect re-check what watches may have missed. */
 		wake_worker(c, true, true);
+		notify(c);
 		return;
 	}
 	path_of(c, sp, "servers");
@@ -787,7 +800,7 @@ static int apply(struct cluster *c, const struct op *op)
 }
 
 static int enqueue(struct cluster *c, enum op_kind kind, const char *path, const char *data,
-		   size_t len)
+		   size_t len, bool block, uint64_t *ticket)
 {
 	struct op *op;
 	uint64_t seq, end;
@@ -822,9 +835,11 @@ static int enqueue(struct cluster *c, enum op_kind kind, const char *path, const
 	c->tail = op;
 	c->qlen++;
 	pthread_cond_broadcast(&c->wake);
+	if (ticket)
+		*ticket = seq;
 	/* Wait for the reply only while a session is up: a down ZooKeeper
 	 * must not stall the control thread. */
-	end = now_ms() + c->o.sync_wait_ms;
+	end = now_ms() + (block ? c->o.sync_wait_ms : 0);
 	while (c->applied_seq < seq && atomic_load(&c->state) == CLUSTER_CONNECTED &&
 	       !c->stop) {
 		struct timespec ts;
@@ -842,7 +857,8 @@ static int enqueue(struct cluster *c, enum op_kind kind, const char *path, const
 		pthread_cond_timedwait(&c->done, &c->mu, &ts);
 	}
 	rc = c->applied_seq >= seq ? 0 : 1;
-	if (rc)
+	/* A write nobody waited for counts only when the session was down. */
+	if (rc && (block || atomic_load(&c->state) != CLUSTER_CONNECTED))
 		c->st.queued++;
 	pthread_mutex_unlock(&c->mu);
 	return rc;
@@ -906,6 +922,7 @@ static void reestablish(struct cluster *c)
 	c->st.reconnects++;
 	atomic_store(&c->state, CLUSTER_CONNECTED);
 	wake_worker(c, true, true);
+	notify(c);
 }
 
 static void *worker_main(void *arg)
@@ -972,6 +989,7 @@ static void *worker_main(void *arg)
 					c->st.applied++;
 					free(op);
 					pthread_cond_broadcast(&c->done);
+					notify(c);
 					continue;
 				}
 				/* Connection trouble: wait for the session event. */
@@ -1031,6 +1049,13 @@ struct cluster *cluster_create(const struct cluster_opts *o)
 		c->o.queue_max = 65536;
 	if (!c->o.sync_wait_ms)
 		c->o.sync_wait_ms = 2000;
+	c->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (c->event_fd < 0) {
+		free(c->hosts);
+		free(c->root);
+		free(c);
+		return NULL;
+	}
 	pthread_rwlock_init(&c->zh_lock, NULL);
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->wake, NULL);
@@ -1056,6 +1081,7 @@ struct cluster *cluster_create(const struct cluster_opts *o)
 	if (rc) {
 		if (c->zh)
 			zookeeper_close(c->zh);
+		close(c->event_fd);
 		free(c->hosts);
 		free(c->root);
 		free(c);
@@ -1089,6 +1115,7 @@ void cluster_destroy(struct cluster *c)
 	}
 	free(c->missing);
 	free(c->servers_seen);
+	close(c->event_fd);
 	free(c->hosts);
 	free(c->root);
 	pthread_rwlock_destroy(&c->zh_lock);
@@ -1132,7 +1159,8 @@ int cluster_region_id(struct cluster *c, uint64_t *id)
 	return 0;
 }
 
-static int put(struct cluster *c, const struct cluster_region *r, enum op_kind kind)
+static int put(struct cluster *c, const struct cluster_region *r, enum op_kind kind, bool block,
+	       uint64_t *ticket)
 {
 	struct cluster_region mine = *r;
 	char p[PATH_MAX_ZK], buf[CLUSTER_RECORD_MAX];
@@ -1145,30 +1173,46 @@ static int put(struct cluster *c, const struct cluster_region *r, enum op_kind k
 	if (n < 0)
 		return n;
 	path_of(c, p, "regions/%u/%016" PRIx64, c->node, r->id);
-	return enqueue(c, kind, p, buf, (size_t)n);
+	return enqueue(c, kind, p, buf, (size_t)n, block, ticket);
 }
 
 int cluster_region_create(struct cluster *c, const struct cluster_region *r)
 {
-	return put(c, r, OP_CREATE);
+	return put(c, r, OP_CREATE, true, NULL);
 }
 
 int cluster_region_update(struct cluster *c, const struct cluster_region *r)
 {
-	return put(c, r, OP_UPDATE);
+	return put(c, r, OP_UPDATE, true, NULL);
 }
 
-int cluster_region_delete(struct cluster *c, uint64_t id)
+int cluster_region_create_nowait(struct cluster *c, const struct cluster_region *r,
+				 uint64_t *ticket)
+{
+	return put(c, r, OP_CREATE, false, ticket);
+}
+
+static int del(struct cluster *c, uint64_t id, bool block)
 {
 	char p[PATH_MAX_ZK];
 
 	if (id >> 48 != c->node)
 		return -EINVAL;
 	path_of(c, p, "regions/%u/%016" PRIx64, c->node, id);
-	return enqueue(c, OP_DELETE, p, NULL, 0);
+	return enqueue(c, OP_DELETE, p, NULL, 0, block, NULL);
 }
 
-int cluster_servers_set(struct cluster *c, const char *servers)
+int cluster_region_delete(struct cluster *c, uint64_t id)
+{
+	return del(c, id, true);
+}
+
+int cluster_region_delete_nowait(struct cluster *c, uint64_t id)
+{
+	return del(c, id, false);
+}
+
+static int servers_set(struct cluster *c, const char *servers, bool block)
 {
 	char p[PATH_MAX_ZK];
 	size_t n = strlen(servers);
@@ -1176,7 +1220,48 @@ int cluster_servers_set(struct cluster *c, const char *servers)
 	if (n >= SERVERS_MAX)
 		return -EINVAL;
 	path_of(c, p, "servers");
-	return enqueue(c, OP_SERVERS, p, servers, n);
+	return enqueue(c, OP_SERVERS, p, servers, n, block, NULL);
+}
+
+int cluster_servers_set(struct cluster *c, const char *servers)
+{
+	return servers_set(c, servers, true);
+}
+
+int cluster_servers_set_nowait(struct cluster *c, const char *servers)
+{
+	return servers_set(c, servers, false);
+}
+
+bool cluster_applied(struct cluster *c, uint64_t ticket)
+{
+	bool done;
+
+	pthread_mutex_lock(&c->mu);
+	done = c->applied_seq >= ticket;
+	pthread_mutex_unlock(&c->mu);
+	return done;
+}
+
+int cluster_event_fd(const struct cluster *c)
+{
+	return c->event_fd;
+}
+
+int cluster_flush(struct cluster *c, uint32_t ms)
+{
+	uint64_t end = now_ms() + ms;
+	int rc;
+
+	pthread_mutex_lock(&c->mu);
+	while (c->head && atomic_load(&c->state) == CLUSTER_CONNECTED && now_ms() < end) {
+		pthread_mutex_unlock(&c->mu);
+		sleep_ms(5);
+		pthread_mutex_lock(&c->mu);
+	}
+	rc = c->head ? -ETIMEDOUT : 0;
+	pthread_mutex_unlock(&c->mu);
+	return rc;
 }
 
 /* Hold the handle for a synchronous read; NULL when no session. */
