@@ -203,4 +203,39 @@ static inline uint64_t cd_check(struct fm_region *r, uint64_t pages, uint64_t sa
 	return bad;
 }
 
+/* memcached's "STAT <name> N" of server m, or -1. */
+static inline long cd_mc_stat(const struct mcd *m, const char *name)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)m->port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	char buf[16384], pat[64], *p;
+	size_t got = 0;
+	long v = -1;
+
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    write(fd, "stats\r\n", 7) != 7) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	while (got + 1 < sizeof(buf)) {
+		struct pollfd pf = { fd, POLLIN, 0 };
+		ssize_t r;
+
+		if (poll(&pf, 1, 5000) <= 0 || (r = read(fd, buf + got, sizeof(buf) - 1 - got)) <= 0)
+			break;
+		got += (size_t)r;
+		buf[got] = '\0';
+		if (strstr(buf, "END\r\n"))
+			break;
+	}
+	buf[got] = '\0';
+	close(fd);
+	snprintf(pat, sizeof(pat), "STAT %s ", name);
+	if ((p = strstr(buf, pat)))
+		v = strtol(p + strlen(pat), NULL, 10);
+	return v;
+}
+
 #endif

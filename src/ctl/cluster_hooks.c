@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,12 @@ struct ctl_cluster {
 	uint64_t records_failed;     /* records refused (queue full, bad field) */
 	uint64_t acks_held, acks_timed_out;
 	_Atomic uint64_t collected_keys;   /* store keys deleted for orphans */
+	/* The servers znode changed (worker thread); the control thread hands
+	 * the list to the shards (ctl_cluster_events). */
+	pthread_mutex_t mu;
+	char *servers_pending;       /* under mu */
+	_Atomic bool servers_dirty;
+	uint64_t server_changes, server_change_errors;
 };
 
 bool ctl_cluster_on(const struct daemon *d)
@@ -110,6 +117,83 @@ static int collect_keys(void *arg, uint16_t node)
 	return rc;
 }
 
+/* The servers znode changed (and once at start if it exists). Worker
+ * thread: the collector's handle follows at once; the shards' handles are
+ * theirs, so the list goes to the control thread, which sends it to them
+ * in messages. */
+static void servers_changed(void *arg, const char *servers)
+{
+	struct ctl_cluster *cl = arg;
+	struct cluster *c = atomic_load(&cl->c);
+	char *copy = strdup(servers);
+
+	if (!copy)
+		return;
+	if (strlen(servers) < sizeof(cl->kvp.mc.servers))
+		snprintf(cl->kvp.mc.servers, sizeof(cl->kvp.mc.servers), "%s", servers);
+	if (cl->kv && kv_set_servers(cl->kv, servers) < 0) {
+		kv_close(cl->kv);   /* reopened from kvp at the next collection */
+		cl->kv = NULL;
+	}
+	pthread_mutex_lock(&cl->mu);
+	free(cl->servers_pending);
+	cl->servers_pending = copy;
+	pthread_mutex_unlock(&cl->mu);
+	atomic_store(&cl->servers_dirty, true);
+	if (c) {
+		uint64_t one = 1;
+
+		if (write(cluster_event_fd(c), &one, sizeof(one)) < 0) {
+			/* the loop polls while servers_dirty is set */
+		}
+	}
+}
+
+/* Send the new list to every shard; each opens it and keeps the old one
+ * for reads of pages not yet rewritten (kv_set_servers). */
+static void apply_servers(struct daemon *d)
+{
+	struct ctl_cluster *cl = d->cl;
+	uint64_t a[FM_MAX_SHARDS], det[FM_MAX_SHARDS];
+	int64_t res[FM_MAX_SHARDS];
+	char *list;
+	int failed = 0;
+
+	pthread_mutex_lock(&cl->mu);
+	list = cl->servers_pending;
+	cl->servers_pending = NULL;
+	atomic_store(&cl->servers_dirty, false);
+	pthread_mutex_unlock(&cl->mu);
+	if (!list)
+		return;
+	if (strcmp(d->cfg.store_backend, "memcached") || !strcmp(list, d->cfg.mc.servers) ||
+	    strlen(list) >= sizeof(d->cfg.mc.servers)) {
+		free(list);
+		return;
+	}
+	for (unsigned i = 0; i < d->nshards; i++)
+		a[i] = (uint64_t)(uintptr_t)strdup(list);
+	if (daemon_shard_request(d, FM_MSG_SET_SERVERS, a, NULL, res, det) < 0)
+		failed = -ETIMEDOUT;
+	for (unsigned i = 0; i < d->nshards; i++) {
+		/* A message that never left is still ours to free. */
+		if (res[i] == -EBUSY)
+			free((char *)(uintptr_t)a[i]);
+		if (res[i] < 0 && !failed)
+			failed = (int)res[i];
+	}
+	if (failed) {
+		cl->server_change_errors++;
+		FM_ERR("cluster: store servers \"%s\": a shard could not switch (%s); shards may "
+		       "disagree until the list changes again", list, strerror(-failed));
+	} else {
+		cl->server_changes++;
+		FM_INFO("cluster: store servers now \"%s\" (was \"%s\")", list, d->cfg.mc.servers);
+	}
+	snprintf(d->cfg.mc.servers, sizeof(d->cfg.mc.servers), "%s", list);
+	free(list);
+}
+
 /* ---- start, stop, events ---- */
 
 int ctl_cluster_start(struct daemon *d)
@@ -127,6 +211,7 @@ int ctl_cluster_start(struct daemon *d)
 	cl = calloc(1, sizeof(*cl));
 	if (!cl)
 		return -ENOMEM;
+	pthread_mutex_init(&cl->mu, NULL);
 	fm_config_kv_params(&d->cfg, &cl->kvp);
 	o = (struct cluster_opts){
 		.hosts = d->cfg.cluster_hosts,
@@ -136,6 +221,7 @@ int ctl_cluster_start(struct daemon *d)
 		.orphan_grace_ms = d->cfg.cluster_orphan_grace_s * 1000u,
 		.queue_max = d->cfg.cluster_queue_max,
 		.collect = collect_keys,
+		.servers_changed = servers_changed,
 		.arg = cl,
 	};
 	c = cluster_create(&o);
@@ -154,6 +240,8 @@ int ctl_cluster_start(struct daemon *d)
 		else
 			FM_ERR("cluster: cannot join at %s%s: %s", d->cfg.cluster_hosts,
 			       d->cfg.cluster_root, strerror(err));
+		free(cl->servers_pending);
+		pthread_mutex_destroy(&cl->mu);
 		free(cl);
 		return -err;
 	}
@@ -177,6 +265,8 @@ void ctl_cluster_stop(struct daemon *d)
 			"start or the collector");
 	cluster_destroy(c);   /* joins the worker: the collector's handle is ours now */
 	kv_close(cl->kv);
+	free(cl->servers_pending);
+	pthread_mutex_destroy(&cl->mu);
 	free(cl);
 	d->cl = NULL;
 }
@@ -188,7 +278,7 @@ int ctl_cluster_fd(const struct daemon *d)
 
 bool ctl_cluster_busy(const struct daemon *d)
 {
-	return d->cl && d->cl->nheld;
+	return d->cl && (d->cl->nheld || atomic_load(&d->cl->servers_dirty));
 }
 
 void ctl_cluster_events(struct daemon *d)
@@ -204,6 +294,8 @@ void ctl_cluster_events(struct daemon *d)
 	if (read(cluster_event_fd(c), &v, sizeof(v)) < 0) {
 		/* EAGAIN: a periodic call */
 	}
+	if (atomic_load(&cl->servers_dirty))
+		apply_servers(d);
 	if (!cl->nheld)
 		return;
 	now = fm_now_ns();
@@ -315,11 +407,12 @@ void ctl_cluster_stats_json(struct daemon *d, struct strbuf *out)
 		       ",\"cluster_reconnects\":%" PRIu64 ",\"cluster_collected\":%" PRIu64
 		       ",\"cluster_collect_failed\":%" PRIu64 ",\"cluster_collected_keys\":%" PRIu64
 		       ",\"cluster_records_failed\":%" PRIu64 ",\"cluster_acks_held\":%" PRIu64
-		       ",\"cluster_acks_timed_out\":%" PRIu64,
+		       ",\"cluster_acks_timed_out\":%" PRIu64 ",\"cluster_server_changes\":%" PRIu64
+		       ",\"cluster_server_change_errors\":%" PRIu64,
 		  st.leader ? "true" : "false", st.queue_len, st.queued, st.queue_full, st.applied,
 		  st.write_errors, st.reconnects, st.collected, st.collect_failed,
 		  atomic_load(&cl->collected_keys), cl->records_failed, cl->acks_held,
-		  cl->acks_timed_out);
+		  cl->acks_timed_out, cl->server_changes, cl->server_change_errors);
 }
 
 void ctl_cluster_metrics_text(struct daemon *d, struct strbuf *out)
@@ -387,4 +480,103 @@ void ctl_cluster_regions_json(struct daemon *d, struct strbuf *out)
 	}
 	sb_printf(out, "]}\n");
 	free(recs);
+}
+
+/* servers list | add HOST:PORT | drain HOST:PORT */
+void ctl_cluster_servers_cmd(struct daemon *d, int argc, char **argv, struct strbuf *out)
+{
+	char *zk = NULL, *next = NULL;
+	int rc = -ENOENT;
+
+	if (argc < 2 || (!strcmp(argv[1], "list") ? argc != 2 : argc != 3)) {
+		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"usage: servers list | add "
+			       "HOST:PORT | drain HOST:PORT\"}\n");
+		return;
+	}
+	if (strcmp(d->cfg.store_backend, "memcached")) {
+		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"the store is not memcached\"}\n");
+		return;
+	}
+	if (d->cl && (zk = malloc(FM_MC_SERVERS_MAX)))
+		rc = cluster_servers_get(atomic_load(&d->cl->c), zk, FM_MC_SERVERS_MAX);
+	if (!strcmp(argv[1], "list")) {
+		sb_printf(out, "{\"v\":1,\"ok\":true,\"servers\":");
+		sb_json_str(out, d->cfg.mc.servers);
+		sb_printf(out, ",\"cluster\":");
+		if (rc == 0)
+			sb_json_str(out, zk);
+		else
+			sb_printf(out, "null");
+		sb_printf(out, "}\n");
+		goto out;
+	}
+	if (!d->cl) {
+		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"the server list lives in "
+			       "ZooKeeper: it needs the cluster (cluster.hosts)\"}\n");
+		goto out;
+	}
+	if (!strcmp(argv[1], "drain")) {
+		/* Not done: moving a server's keys off it needs every node to
+		 * rewrite them (each knows only its own pages). */
+		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"servers drain is not "
+			       "implemented yet: removing a server loses the pages only it holds\"}\n");
+		goto out;
+	}
+	if (strcmp(argv[1], "add")) {
+		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"usage: servers list | add "
+			       "HOST:PORT | drain HOST:PORT\"}\n");
+		goto out;
+	}
+	if (rc != 0 && rc != -ENOENT) {
+		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":");
+		sb_json_str(out, rc == -ENOTCONN ? "no ZooKeeper session now: try again later"
+						 : strerror(-rc));
+		sb_printf(out, "}\n");
+		goto out;
+	}
+	{
+		/* The list every node follows: the znode's, else ours. */
+		const char *base = rc == 0 ? zk : d->cfg.mc.servers;
+		size_t n = strlen(base) + strlen(argv[2]) + 2;
+		char probe[FM_MC_SERVERS_MAX + 2];
+		int w;
+
+		snprintf(probe, sizeof(probe), ",%s,", base);
+		if (strchr(argv[2], ',') || !argv[2][0]) {
+			sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"one HOST:PORT (or socket "
+				       "path) at a time\"}\n");
+			goto out;
+		}
+		{
+			char needle[FM_MC_SERVERS_MAX + 2];
+
+			snprintf(needle, sizeof(needle), ",%s,", argv[2]);
+			if (strstr(probe, needle)) {
+				sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"already in the "
+					       "list\"}\n");
+				goto out;
+			}
+		}
+		if (n > FM_MC_SERVERS_MAX || !(next = malloc(n))) {
+			sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"the list would be too "
+				       "long\"}\n");
+			goto out;
+		}
+		snprintf(next, n, "%s,%s", base, argv[2]);
+		w = cluster_servers_set_nowait(atomic_load(&d->cl->c), next);
+		if (w < 0) {
+			sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":");
+			sb_json_str(out, strerror(-w));
+			sb_printf(out, "}\n");
+			goto out;
+		}
+		/* Every node (this one too) switches when its watch fires. */
+		sb_printf(out, "{\"v\":1,\"ok\":true,\"servers\":");
+		sb_json_str(out, next);
+		sb_printf(out, ",\"note\":\"every node switches when ZooKeeper tells it; pages "
+			       "whose server moved stay readable on the old one until rewritten\"}\n");
+	}
+out:
+	free(zk);
+	free(next);
 }

@@ -59,5 +59,10 @@ void ctl_cluster_stats_json(struct daemon *d, struct strbuf *out);
 void ctl_cluster_metrics_text(struct daemon *d, struct strbuf *out);
 /* "regions --cluster": every node's records, one JSON reply line. */
 void ctl_cluster_regions_json(struct daemon *d, struct strbuf *out);
+/* "servers list | add HOST:PORT | drain HOST:PORT": the store's server
+ * list. add writes the cluster's servers znode; every node (this one too)
+ * switches when its watch fires, through a message to each shard. drain is
+ * refused: not implemented. */
+void ctl_cluster_servers_cmd(struct daemon *d, int argc, char **argv, struct strbuf *out);
 
 #endif

@@ -563,6 +563,12 @@ static enum ctl_next cmd_shutdown(struct daemon *d, int argc, char **argv, struc
 	return CTL_SHUTDOWN;
 }
 
+static enum ctl_next cmd_servers(struct daemon *d, int argc, char **argv, struct strbuf *out)
+{
+	ctl_cluster_servers_cmd(d, argc, argv, out);
+	return CTL_CONTINUE;
+}
+
 static enum ctl_next cmd_help(struct daemon *d, int argc, char **argv, struct strbuf *out);
 
 static const struct ctl_command commands[] = {
@@ -577,6 +583,10 @@ static const struct ctl_command commands[] = {
 	  "list regions with their resident, stored and zero pages; --cluster: every node's region "
 	  "records in ZooKeeper",
 	  0, 1, cmd_regions },
+	{ "servers", "servers list | add HOST:PORT | drain HOST:PORT",
+	  "the memcached server list; add changes it in ZooKeeper for every node while running "
+	  "(drain: not implemented)",
+	  1, 2, cmd_servers },
 	{ "resize", "resize PAGES | resize --region ID PAGES|unlimited",
 	  "set the resident budget (all, or one region's cap); a shrink evicts before replying", 1, 3,
 	  cmd_resize },

@@ -33,6 +33,7 @@ static const struct command commands[] = {
 	{ "top", "[--interval SECONDS] [--count N]", "live view: fault rate, hit rate, p50/p99, resident per shard" },
 	{ "latency", "[--reset]", "histograms: fault service, store get/put, eviction (p50/p90/p99/p99.9)" },
 	{ "regions", "[--cluster]", "registered regions: id, pid, name, size, resident/stored/zero pages, faults; --cluster: every node's records in ZooKeeper" },
+	{ "servers", "list | add HOST:PORT | drain HOST:PORT", "the memcached server list; add: for every node, in ZooKeeper, while running (drain: not implemented)" },
 	{ "resize", "PAGES | --region ID PAGES|unlimited", "set the resident budget; a shrink evicts before it replies" },
 	{ "evict", "N", "evict N pages now" },
 	{ "detach", "ID [--force]", "free a dead client's region; --force hands a live client its pages back" },

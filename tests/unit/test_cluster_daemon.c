@@ -178,3 +178,62 @@ Test(cluster_daemon, dead_node_keys_collected, .timeout = 90)
 	}
 	mcd_stop(&m);
 }
+
+/* A memcached server added in the middle of a verifying storm, through
+ * ZooKeeper: 0 errors (pages whose ketama position moved are read from
+ * their old server), and the new server receives pages. */
+Test(cluster_daemon, server_added_mid_storm, .timeout = 120)
+{
+	const char *extra[] = { "memory.resident_pages=1024", NULL };
+	struct mcd a, b;
+	struct td n1;
+	struct cd_sets s1;
+	char root[96], cmd[512], out[8192] = { 0 }, *rep;
+	FILE *storm;
+	size_t got;
+	int status;
+
+	root_for(root, sizeof(root), "addserver");
+	cr_assert_eq(mcd_start(&a, 128, false), 0);
+	cr_assert_eq(mcd_start(&b, 128, false), 0);
+	cr_assert_eq(td_start(&n1, cd_node_sets(&s1, zk_hosts(), root, &a, "1", extra)), 0);
+	snprintf(cmd, sizeof(cmd),
+		 FM_BUILD_DIR "/bin/fault-storm --socket %s --control %s --pages 4096 --threads 2 "
+			      "--passes 10 --pattern random --write-ratio 0.5 --verify --quiet --json",
+		 n1.reg, n1.ctl);
+	storm = popen(cmd, "r");
+	cr_assert_not_null(storm);
+	/* Half-way into the first pass: many pages already live on a. */
+	for (int i = 0; i < 3000 && td_stat(&n1, "evictions") < 4096; i++)
+		td_sleep_ms(10);
+	cr_expect_eq(td_stat(&n1, "regions"), 1, "the storm ended too early");
+	rep = td_ctl(&n1, "v1 servers add %s", b.addr);
+	cr_expect(rep && strstr(rep, "\"ok\":true"), "%s", rep);
+	free(rep);
+	for (int i = 0; i < 500 && td_stat(&n1, "cluster_server_changes") < 1; i++)
+		td_sleep_ms(10);
+	cr_expect_eq(td_stat(&n1, "cluster_server_changes"), 1, "the node did not switch");
+	rep = td_ctl(&n1, "v1 servers list");
+	char want[300];
+	snprintf(want, sizeof(want), "\"servers\":\"%s,%s\"", a.addr, b.addr);
+	cr_expect(rep && strstr(rep, want), "%s", rep);
+	free(rep);
+	cr_expect_eq(td_stat(&n1, "regions"), 1, "the storm ended before the switch");
+
+	got = fread(out, 1, sizeof(out) - 1, storm);
+	out[got] = '\0';
+	status = pclose(storm);
+	cr_expect_eq(WEXITSTATUS(status), 0, "fault-storm failed: %s", out);
+	cr_expect(strstr(out, "\"verify_errors\":0"), "%s", out);
+	cr_expect_eq(td_stat(&n1, "poisoned"), 0);
+	cr_expect_eq(td_stat(&n1, "cluster_server_change_errors"), 0);
+	/* The region is gone and its pages with it: b's counter of stores
+	 * shows what it received. */
+	long sets_b = cd_mc_stat(&b, "cmd_set"), sets_a = cd_mc_stat(&a, "cmd_set");
+	cr_expect(sets_b > 0, "the new server received no page (a took %ld)", sets_a);
+	fprintf(stderr, "server_added_mid_storm: pages stored: old server %ld, new server %ld\n",
+		sets_a, sets_b);
+	td_expect_stop(&n1);
+	mcd_stop(&a);
+	mcd_stop(&b);
+}
