@@ -537,32 +537,34 @@ void ctl_cluster_servers_cmd(struct daemon *d, int argc, char **argv, struct str
 	{
 		/* The list every node follows: the znode's, else ours. */
 		const char *base = rc == 0 ? zk : d->cfg.mc.servers;
-		size_t n = strlen(base) + strlen(argv[2]) + 2;
-		char probe[FM_MC_SERVERS_MAX + 2];
+		size_t lb = strlen(base), la = strlen(argv[2]);
 		int w;
 
-		snprintf(probe, sizeof(probe), ",%s,", base);
-		if (strchr(argv[2], ',') || !argv[2][0]) {
+		if (strchr(argv[2], ',') || !la) {
 			sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"one HOST:PORT (or socket "
 				       "path) at a time\"}\n");
 			goto out;
 		}
-		{
-			char needle[FM_MC_SERVERS_MAX + 2];
-
-			snprintf(needle, sizeof(needle), ",%s,", argv[2]);
-			if (strstr(probe, needle)) {
+		if (lb + la + 2 > FM_MC_SERVERS_MAX || !(next = malloc(lb + la + 3))) {
+			sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"the list would be too "
+				       "long\"}\n");
+			goto out;
+		}
+		/* ",a,b," holds ",x," exactly when x is in the list. */
+		next[0] = ',';
+		memcpy(next + 1, base, lb);
+		next[lb + 1] = ',';
+		next[lb + 2] = '\0';
+		for (const char *hit = strstr(next, argv[2]); hit; hit = strstr(hit + 1, argv[2])) {
+			if (hit[-1] == ',' && hit[la] == ',') {
 				sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"already in the "
 					       "list\"}\n");
 				goto out;
 			}
 		}
-		if (n > FM_MC_SERVERS_MAX || !(next = malloc(n))) {
-			sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"the list would be too "
-				       "long\"}\n");
-			goto out;
-		}
-		snprintf(next, n, "%s,%s", base, argv[2]);
+		memcpy(next, base, lb);
+		next[lb] = ',';
+		memcpy(next + lb + 1, argv[2], la + 1);
 		w = cluster_servers_set_nowait(atomic_load(&d->cl->c), next);
 		if (w < 0) {
 			sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":");
