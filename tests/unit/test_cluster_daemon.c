@@ -239,3 +239,82 @@ Test(cluster_daemon, server_added_mid_storm, .timeout = 120)
 	mcd_stop(&a);
 	mcd_stop(&b);
 }
+
+/* The server's zxid advances once per committed write and for nothing else
+ * (sessions and reads do not): ZooKeeper writes per registration and per
+ * region end, through fluidmemd. Also times a registration with the
+ * cluster on against one with it off, in the same run (bench/README.md,
+ * "ZooKeeper"). */
+static uint64_t zxid(void)
+{
+	const char *h = zk_hosts(), *colon = strrchr(h, ':');
+	char buf[1024], *p;
+
+	if (!colon || zkh_4lw((unsigned)atoi(colon + 1), "srvr", buf, sizeof(buf)) < 0 ||
+	    !(p = strstr(buf, "Zxid: ")))
+		return 0;
+	return strtoull(p + 6, NULL, 16);
+}
+
+/* Mean ms of n registrations on t (one connection each). */
+static double register_ms(const struct td *t, struct fm_client **c, struct fm_region **r, int n)
+{
+	uint64_t t0 = cd_ms();
+
+	for (int i = 0; i < n; i++)
+		r[i] = td_region(t, &c[i], 16, "w");
+	return (double)(cd_ms() - t0) / n;
+}
+
+static void unregister_all(struct fm_client **c, struct fm_region **r, int n)
+{
+	for (int i = 0; i < n; i++) {
+		fm_region_destroy(r[i]);
+		fm_disconnect(c[i]);
+	}
+}
+
+Test(cluster_daemon, zk_writes_per_registration, .timeout = 90)
+{
+	enum { N = 50 };
+	struct mcd m;
+	struct td on, off;
+	struct cd_sets s1, s2;
+	struct fm_client *c[N];
+	struct fm_region *r[N];
+	char root[96];
+	uint64_t z0, z1, z2;
+	double ms_on, ms_off;
+
+	root_for(root, sizeof(root), "writes");
+	cr_assert_eq(mcd_start(&m, 64, false), 0);
+	cr_assert_eq(td_start(&on, cd_node_sets(&s1, zk_hosts(), root, &m, "1", NULL)), 0);
+	const char *const *sets = cd_node_sets(&s2, zk_hosts(), root, &m, "2", NULL);
+	const char *off_sets[24];
+	int k = 0;
+	for (int i = 0; sets[i]; i++)
+		if (strncmp(sets[i], "cluster.hosts", 13))
+			off_sets[k++] = sets[i];
+	off_sets[k++] = "cluster.hosts=\"\"";
+	off_sets[k] = NULL;
+	cr_assert_eq(td_start(&off, off_sets), 0);
+	td_sleep_ms(500);   /* the election and the servers watch settle */
+	z0 = zxid();
+	ms_on = register_ms(&on, c, r, N);
+	z1 = zxid();
+	unregister_all(c, r, N);
+	for (int i = 0; i < 500 && td_stat(&on, "cluster_queue_len") > 0; i++)
+		td_sleep_ms(10);
+	z2 = zxid();
+	ms_off = register_ms(&off, c, r, N);
+	unregister_all(c, r, N);
+	fprintf(stderr, "zk_writes_per_registration: %d regions: %.2f ZooKeeper writes per "
+			"registration, %.2f per region end; registration %.2f ms with the cluster, "
+			"%.2f ms without\n",
+		N, (double)(z1 - z0) / N, (double)(z2 - z1) / N, ms_on, ms_off);
+	cr_expect_eq(z1 - z0, N, "writes for %d registrations: %" PRIu64, N, z1 - z0);
+	cr_expect_eq(z2 - z1, N, "writes for %d region ends: %" PRIu64, N, z2 - z1);
+	td_expect_stop(&off);
+	td_expect_stop(&on);
+	mcd_stop(&m);
+}
