@@ -784,3 +784,17 @@ Test(config, cluster_section)
 	cr_assert_eq(fm_config_set(&c, "daemon.node_id", "12", err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.node_id, "12");
 }
+
+/* configs/cluster.toml, the sample node, loads and turns the cluster on. */
+Test(config, cluster_sample_loads)
+{
+	struct fm_config c;
+
+	fm_config_defaults(&c);
+	cr_assert_eq(fm_config_load_file(&c, FM_SOURCE_DIR "/configs/cluster.toml", err,
+					 sizeof(err)), 0, "%s", err);
+	cr_assert_eq(fm_config_validate(&c, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(fm_config_node_id(&c), -1);
+	cr_expect(c.cluster_hosts[0]);
+	cr_expect_str_eq(c.store_backend, "memcached");
+}
