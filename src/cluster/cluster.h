@@ -143,6 +143,24 @@ int cluster_region_update(struct cluster *c, const struct cluster_region *r);
  * -ESTALE as above; a missing record is not an error. */
 int cluster_region_delete(struct cluster *c, uint64_t id);
 
+/* The same writes for the daemon's control thread, which must never wait
+ * for ZooKeeper: queued and never waited for. 1 (queued; *ticket, if not
+ * NULL, names the write for cluster_applied), or the errors above.
+ * Writes are applied in the order they were queued, waited for or not. */
+int cluster_region_create_nowait(struct cluster *c, const struct cluster_region *r,
+				 uint64_t *ticket);
+int cluster_region_delete_nowait(struct cluster *c, uint64_t id);
+int cluster_servers_set_nowait(struct cluster *c, const char *servers);
+/* Whether the write named by ticket is applied (or dropped as unretryable). */
+bool cluster_applied(struct cluster *c, uint64_t ticket);
+/* A non-blocking eventfd that becomes readable when a write was applied or
+ * the session changed state; the caller reads (resets) it and then looks
+ * at cluster_applied / cluster_state. Owned by c. */
+int cluster_event_fd(const struct cluster *c);
+/* Wait up to ms for every queued write to be applied, while the session is
+ * up (a clean shutdown's last record deletes): 0 or -ETIMEDOUT. */
+int cluster_flush(struct cluster *c, uint32_t ms);
+
 /* Read the records of `node`, or of every node (node < 0), into a malloc'd
  * array (free() it). Synchronous, reads only. 0, -ENOTCONN (no session),
  * -EIO, -ENOMEM. Records that do not decode are skipped. */

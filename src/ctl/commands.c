@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "ctl/cluster_hooks.h"
 #include "kv/kv.h"
 
 #define MAX_ARGS 8
@@ -199,6 +200,7 @@ static enum ctl_next cmd_stats(struct daemon *d, int argc, char **argv, struct s
 		  d->accept_paused, up,
 		  up > 0 ? (double)tot->faults / up : 0.0);
 	sb_json_str(out, d->cfg.store_backend);
+	ctl_cluster_stats_json(d, out);
 	sb_printf(out, "},\"shards\":[");
 	for (unsigned i = 0; i < d->nshards; i++) {
 		sb_printf(out, "%s{\"shard\":%u,", i ? "," : "", i);
@@ -287,6 +289,19 @@ static enum ctl_next cmd_regions(struct daemon *d, int argc, char **argv, struct
 	uint64_t det[FM_MAX_SHARDS], a[FM_MAX_SHARDS];
 	bool first = true;
 
+	if (take_flag(&argc, argv, "--cluster")) {
+		if (no_unknown_flags(argc, argv, out) && argc == 1)
+			ctl_cluster_regions_json(d, out);
+		else if (argc > 1 && !out->len)
+			fail(out, "usage: regions [--cluster]");
+		return CTL_CONTINUE;
+	}
+	if (!no_unknown_flags(argc, argv, out))
+		return CTL_CONTINUE;
+	if (argc > 1) {
+		fail(out, "usage: regions [--cluster]");
+		return CTL_CONTINUE;
+	}
 	memset(d->region_snap, 0, (size_t)d->nshards * FM_MAX_REGIONS * sizeof(*d->region_snap));
 	for (unsigned i = 0; i < d->nshards; i++)
 		a[i] = (uint64_t)(uintptr_t)&d->region_snap[(size_t)i * FM_MAX_REGIONS];
@@ -548,6 +563,12 @@ static enum ctl_next cmd_shutdown(struct daemon *d, int argc, char **argv, struc
 	return CTL_SHUTDOWN;
 }
 
+static enum ctl_next cmd_servers(struct daemon *d, int argc, char **argv, struct strbuf *out)
+{
+	ctl_cluster_servers_cmd(d, argc, argv, out);
+	return CTL_CONTINUE;
+}
+
 static enum ctl_next cmd_help(struct daemon *d, int argc, char **argv, struct strbuf *out);
 
 static const struct ctl_command commands[] = {
@@ -558,8 +579,14 @@ static const struct ctl_command commands[] = {
 	{ "latency", "latency [--reset]",
 	  "histograms of fault service, store get/put and eviction (p50/p90/p99/p99.9)", 0, 1,
 	  cmd_latency },
-	{ "regions", "regions", "list regions with their resident, stored and zero pages", 0, 0,
-	  cmd_regions },
+	{ "regions", "regions [--cluster]",
+	  "list regions with their resident, stored and zero pages; --cluster: every node's region "
+	  "records in ZooKeeper",
+	  0, 1, cmd_regions },
+	{ "servers", "servers list | add HOST:PORT | drain HOST:PORT",
+	  "the memcached server list; add changes it in ZooKeeper for every node while running "
+	  "(drain: not implemented)",
+	  1, 2, cmd_servers },
 	{ "resize", "resize PAGES | resize --region ID PAGES|unlimited",
 	  "set the resident budget (all, or one region's cap); a shrink evicts before replying", 1, 3,
 	  cmd_resize },

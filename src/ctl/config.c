@@ -97,8 +97,9 @@ static const struct choices mc_distribution_choices = { mc_distribution_name_of,
 static const struct opt opts[] = {
 	{ .key = "daemon.log_level", .type = OPT_ENUM, FIELD(log_level), .def = "info",
 	  .choices = &log_choices, .help = "log verbosity" },
-	{ .key = "daemon.node_id", .type = OPT_UINT, FIELD(node_id), .min = 0, .max = 65535,
-	  .def = "1", .help = "this daemon's id, the high bits of its region ids" },
+	{ .key = "daemon.node_id", .type = OPT_STR, STRING(node_id), .def = "1", .int_ok = true,
+	  .help = "this daemon's id 0..65535, the high bits of its region ids; \"auto\": "
+		  "ZooKeeper allocates it (needs cluster.hosts)" },
 
 	{ .key = "dispatcher.cpu", .type = OPT_INT, FIELD(dispatcher_cpu), .min = -1,
 	  .max = 1023, .def = "-1", .help = "CPU of the fault dispatcher thread, -1 = unpinned" },
@@ -206,12 +207,9 @@ static const struct opt opts[] = {
 	  .min = 1, .max = 10000, .def = "10",
 	  .help = "first retry delay and down window of a failed server, doubled each time (capped at 1 s)" },
 
-	{ .key = "cluster.zk_hosts", .type = OPT_STR, FIELD(cluster_zk_hosts), .min = 0,
-	  .max = sizeof(MEMBER(cluster_zk_hosts)) - 1, .def = "",
+	{ .key = "cluster.hosts", .type = OPT_STR, FIELD(cluster_hosts), .min = 0,
+	  .max = sizeof(MEMBER(cluster_hosts)) - 1, .def = "",
 	  .help = "ZooKeeper servers, host:port,host:port; empty = no cluster state (the default)" },
-	{ .key = "cluster.node_id", .type = OPT_STR, STRING(cluster_node_id), .def = "auto",
-	  .int_ok = true,
-	  .help = "this node's id, leased in ZooKeeper: \"auto\" or 0..65535 (replaces daemon.node_id)" },
 	{ .key = "cluster.orphan_grace_s", .type = OPT_UINT, FIELD(cluster_orphan_grace_s),
 	  .min = 1, .max = 7 * 86400, .def = "60",
 	  .help = "seconds a node's lease may be gone before its keys and records are collected" },
@@ -505,10 +503,16 @@ static const char *check_rules(const struct fm_config *c, char *why, size_t n)
 	{
 		int32_t id;
 
-		if (cluster_parse_node_id(c->cluster_node_id, &id) < 0) {
+		if (cluster_parse_node_id(c->node_id, &id) < 0) {
 			snprintf(why, n, "\"%s\" is neither \"auto\" nor a number 0..65535",
-				 c->cluster_node_id);
-			return "cluster.node_id";
+				 c->node_id);
+			return "daemon.node_id";
+		}
+		/* Only ZooKeeper can hand out an id. */
+		if (id == CLUSTER_NODE_AUTO && !c->cluster_hosts[0]) {
+			snprintf(why, n, "\"auto\" needs the cluster: set cluster.hosts (ZooKeeper) "
+				 "or a number 0..65535");
+			return "daemon.node_id";
 		}
 	}
 	if (cluster_check_root(c->cluster_root) < 0) {
@@ -516,10 +520,10 @@ static const char *check_rules(const struct fm_config *c, char *why, size_t n)
 			 c->cluster_root);
 		return "cluster.root";
 	}
-	if (c->cluster_zk_hosts[0] && cluster_check_hosts(c->cluster_zk_hosts) < 0) {
+	if (c->cluster_hosts[0] && cluster_check_hosts(c->cluster_hosts) < 0) {
 		snprintf(why, n, "\"%.64s\" is not a comma-separated list of host:port",
-			 c->cluster_zk_hosts);
-		return "cluster.zk_hosts";
+			 c->cluster_hosts);
+		return "cluster.hosts";
 	}
 	if (c->metrics_listen[0]) {
 		struct sockaddr_storage ss;
@@ -765,6 +769,15 @@ void fm_config_defaults(struct fm_config *c)
 	for (size_t i = 0; i < NOPTS; i++)
 		if (fm_config_set(c, opts[i].key, opts[i].def, err, sizeof(err)))
 			FM_ERR("config: bad built-in default: %s", err);   /* test_config fails */
+}
+
+int32_t fm_config_node_id(const struct fm_config *c)
+{
+	int32_t id = 1;
+
+	if (cluster_parse_node_id(c->node_id, &id) < 0)
+		return 1;   /* not validated: the default's id */
+	return id;
 }
 
 int fm_config_validate(const struct fm_config *c, char *err, size_t errlen)

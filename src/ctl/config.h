@@ -20,12 +20,12 @@
 #define FM_MAX_UIDS 32
 #define FM_SOCK_PATH_MAX 108   /* sizeof(sun_path) */
 
-#define FM_ZK_HOSTS_MAX 256      /* bytes of cluster.zk_hosts, NUL included */
+#define FM_ZK_HOSTS_MAX 256      /* bytes of cluster.hosts, NUL included */
 
 struct fm_config {
 	/* [daemon] */
 	int log_level;                     /* enum fm_log_level; key "log_level" = "info" */
-	uint32_t node_id;                  /* 0..65535: high bits of region ids */
+	char node_id[8];                   /* "0".."65535", or "auto" (cluster on): fm_config_node_id */
 	/* [dispatcher] */
 	int dispatcher_cpu;                /* -1 = unpinned */
 	uint32_t dispatcher_batch;         /* events read per wake-up */
@@ -68,9 +68,8 @@ struct fm_config {
 	/* [store.memcached] (src/kv/memcached.c; documented in configs/memcached.toml):
 	 * the backend's own parameters, as kv_open takes them */
 	struct kv_mc_params mc;
-	/* [cluster] (src/cluster; off while zk_hosts is "") */
-	char cluster_zk_hosts[FM_ZK_HOSTS_MAX]; /* "host:port,..." */
-	char cluster_node_id[8];           /* "auto" or "0".."65535"; replaces daemon.node_id */
+	/* [cluster] (src/cluster; off while hosts is "") */
+	char cluster_hosts[FM_ZK_HOSTS_MAX]; /* "host:port,..." */
 	uint32_t cluster_orphan_grace_s;   /* a lease gone this long: the node's keys are collected */
 	uint32_t cluster_session_timeout_ms;
 	char cluster_root[128];            /* znode path of this cluster */
@@ -108,6 +107,10 @@ int fm_config_validate(const struct fm_config *c, char *err, size_t errlen);
 struct sockaddr_storage;
 int fm_config_metrics_addr(const struct fm_config *c, struct sockaddr_storage *ss,
 			   socklen_t *len);
+
+/* daemon.node_id as a number, or CLUSTER_NODE_AUTO (-1) for "auto" (only
+ * valid with cluster.hosts set; fm_config_validate checks both). */
+int32_t fm_config_node_id(const struct fm_config *c);
 
 /* Write the effective config as TOML that fm_config_load_file accepts. */
 void fm_config_dump(const struct fm_config *c, FILE *out);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "ctl/cluster_hooks.h"
 #include "ctl/listen.h"
 #include "ctl/params.h"
 
@@ -109,6 +110,17 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 	d->reply_bell.efd = -1;
 	d->nshards = cfg->shard_count;
 	d->started_ns = fm_now_ns();
+	/* Block before any thread starts so only the signalfd sees them. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	/* The node id first: a refused node binds no socket. The ZooKeeper
+	 * client's threads start here, with the mask above. Nothing may fork
+	 * from now on (their locks would deadlock a child). */
+	if ((rc = ctl_cluster_start(d)) < 0)
+		goto fail;
 	if ((rc = fm_doorbell_init(&d->reply_bell)) < 0)
 		goto fail;
 	d->reply_bell.sleeping = 1;   /* the control plane always wants the wake */
@@ -186,9 +198,6 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
-	/* Block before any thread starts so only the signalfd sees them. */
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	signal(SIGPIPE, SIG_IGN);
 	d->sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
 	d->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (d->sig_fd < 0 || d->epfd < 0) {
@@ -199,7 +208,7 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 		int fd, tag;
 	} watch[] = { { d->reg_fd, TAG_REG_LISTEN }, { d->ctl_fd, TAG_CTL_LISTEN },
 		      { d->sig_fd, TAG_SIGNAL }, { d->reply_bell.efd, TAG_REPLIES },
-		      { d->metrics_fd, TAG_METRICS_LISTEN } };
+		      { d->metrics_fd, TAG_METRICS_LISTEN }, { ctl_cluster_fd(d), TAG_CLUSTER } };
 	for (size_t i = 0; i < FM_ARRAY_SIZE(watch); i++) {
 		if (watch[i].fd < 0)
 			continue;
@@ -233,7 +242,9 @@ int daemon_run(struct daemon *d)
 		d->metrics_fd >= 0 ? d->cfg.metrics_listen : "");
 	while (!d->stopping) {
 		int n = epoll_wait(d->epfd, evs, 64,
-				   d->paused_until_ns ? ACCEPT_PAUSE_MS / 2 : d->nmetrics_conns ? 100 : 1000);
+				   d->paused_until_ns			       ? ACCEPT_PAUSE_MS / 2
+				   : d->nmetrics_conns || ctl_cluster_busy(d) ? 100
+									       : 1000);
 		uint64_t now;
 
 		if (n < 0 && errno != EINTR)
@@ -244,6 +255,9 @@ int daemon_run(struct daemon *d)
 			void *p = (void *)(uintptr_t)(data & ~(uint64_t)((1u << TAG_BITS) - 1));
 
 			switch (tag) {
+			case TAG_CLUSTER:
+				ctl_cluster_events(d);
+				break;
 			case TAG_REG_LISTEN:
 				reg_accept(d);
 				break;
@@ -277,6 +291,8 @@ int daemon_run(struct daemon *d)
 		/* Only between batches: a batch may hold events of the
 		 * connections these free. */
 		now = fm_now_ns();
+		if (ctl_cluster_busy(d))
+			ctl_cluster_events(d);   /* held acks have a deadline */
 		if (d->paused_until_ns && now >= d->paused_until_ns)
 			resume_listeners(d);
 		if (d->nmetrics_doomed || now - d->last_sweep_ns >= 100000000ull) {
@@ -322,6 +338,8 @@ void daemon_destroy(struct daemon *d)
 			daemon_drain_replies(d);
 		}
 	}
+	/* The freed regions' record deletes go out before the lease does. */
+	ctl_cluster_stop(d);
 	for (unsigned i = 0; i < d->nshards; i++) {
 		if (d->shards[i]) {
 			struct fm_msg m = { .type = FM_MSG_STOP };

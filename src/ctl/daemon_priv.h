@@ -51,6 +51,8 @@ struct daemon {
 	int reg_lock_fd, ctl_lock_fd;    /* flocks on PATH.lock: one daemon per socket */
 	uint64_t next_request;
 	uint64_t next_region;
+	uint16_t node_id;                /* daemon.node_id, or the one ZooKeeper leased */
+	struct ctl_cluster *cl;          /* cluster_hooks.c; NULL while [cluster] is off */
 	uint64_t started_ns;
 	bool stopping;
 	/* every live region, for listing and teardown */
@@ -99,6 +101,7 @@ void daemon_detach_region(struct daemon *d, struct uffd_region *r, bool restore)
 int daemon_wait_region_gone(struct daemon *d, struct uffd_region *r, int timeout_ms);
 
 /* ---- the epoll loop (daemon.c) ---- */
+#define TAG_CLUSTER 0   /* the cluster's eventfd (cluster_hooks.h); no pointer */
 #define TAG_REG_LISTEN 1
 #define TAG_CTL_LISTEN 2
 #define TAG_SIGNAL 3
@@ -135,6 +138,13 @@ void reg_conn_free(struct daemon *d, struct reg_conn *c);
 /* A shard or the dispatcher acknowledged r's pending request (REGION_ADD,
  * REGION_DEL or REGION_FORGET) with result: advance r's life cycle. */
 void daemon_region_acked(struct daemon *d, struct uffd_region *r, int64_t result);
+/* Send r's registration acknowledgement, if r is live and its client is
+ * still connected (cluster_hooks.c releases a held one through this). */
+void daemon_region_ack(struct daemon *d, struct uffd_region *r);
+/* The id of a new region: node << 48 | a counter, or with the cluster on
+ * node << 48 | lease generation << 32 | counter (ids stay unique across
+ * restarts). 0 or -ENOSPC. */
+int region_id_alloc(struct daemon *d, uint64_t *id);
 /* The dispatcher cannot read r's uffd (error -why): detach r, restoring. */
 void daemon_region_hostile(struct daemon *d, struct uffd_region *r, int why);
 

@@ -32,7 +32,8 @@ static const struct command commands[] = {
 	{ "stats", "[--reset]", "counters: totals and one row per shard; --reset clears them after reading" },
 	{ "top", "[--interval SECONDS] [--count N]", "live view: fault rate, hit rate, p50/p99, resident per shard" },
 	{ "latency", "[--reset]", "histograms: fault service, store get/put, eviction (p50/p90/p99/p99.9)" },
-	{ "regions", "", "registered regions: id, pid, name, size, resident/stored/zero pages, faults" },
+	{ "regions", "[--cluster]", "registered regions: id, pid, name, size, resident/stored/zero pages, faults; --cluster: every node's records in ZooKeeper" },
+	{ "servers", "list | add HOST:PORT | drain HOST:PORT", "the memcached server list; add: for every node, in ZooKeeper, while running (drain: not implemented)" },
 	{ "resize", "PAGES | --region ID PAGES|unlimited", "set the resident budget; a shrink evicts before it replies" },
 	{ "evict", "N", "evict N pages now" },
 	{ "detach", "ID [--force]", "free a dead client's region; --force hands a live client its pages back" },
@@ -247,6 +248,25 @@ static void render_regions(json_t *rep)
 		       num(o, "resident"), num(o, "in_store"), num(o, "zero"), num(o, "faults"), budget,
 		       str(o, "state"),
 		       json_is_true(json_object_get(o, "client_alive")) ? "" : " (client gone)");
+	}
+}
+
+/* regions --cluster: records, one per region of every node. Ids are
+ * printed in hex (node << 48 | generation << 32 | counter), from the
+ * integer: a double would round them. */
+static void render_cluster_regions(json_t *rep)
+{
+	json_t *arr = json_object_get(rep, "regions"), *o;
+	size_t idx;
+
+	printf("%-18s %5s %7s %-16s %10s %-10s\n", "id", "node", "pid", "name", "size_mib", "store");
+	json_array_foreach(arr, idx, o) {
+		if (!json_is_object(o))
+			break;
+		printf("%016llx %5.0f %7.0f %-16.16s %10.1f %-10s\n",
+		       (unsigned long long)json_integer_value(json_object_get(o, "id")),
+		       num(o, "node"), num(o, "pid"), str(o, "name"), num(o, "bytes") / 1048576.0,
+		       str(o, "ns"));
 	}
 }
 
@@ -475,6 +495,8 @@ int main(int argc, char **argv)
 		render_stats(root);
 	} else if (strcmp(cmd->name, "latency") == 0) {
 		render_latency(root);
+	} else if (strcmp(cmd->name, "regions") == 0 && json_object_get(root, "node_id")) {
+		render_cluster_regions(root);
 	} else if (strcmp(cmd->name, "regions") == 0) {
 		render_regions(root);
 	} else if (strcmp(cmd->name, "metrics") == 0) {

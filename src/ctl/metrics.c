@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "ctl/cluster_hooks.h"
 
 /* Histogram bucket bounds: powers of two from 1 µs to ~1 s. They are exact
  * bucket edges of fm_hist, so the cumulative counts are exact too. */
@@ -110,5 +111,6 @@ int ctl_metrics_text(struct daemon *d, struct strbuf *out)
 	sb_printf(out, "# HELP fluidmem_uptime_seconds seconds since fluidmemd started\n"
 		       "# TYPE fluidmem_uptime_seconds gauge\nfluidmem_uptime_seconds %.3f\n",
 		  (double)(fm_now_ns() - d->started_ns) / 1e9);
+	ctl_cluster_metrics_text(d, out);
 	return 0;
 }

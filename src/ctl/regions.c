@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "ctl/cluster_hooks.h"
 #include "ctl/registration.h"
 #include "proto/proto.h"
 
@@ -141,6 +142,14 @@ static int overlap_check(const struct daemon *d, pid_t pid, int memfd, uint64_t 
 	return 0;
 }
 
+int region_id_alloc(struct daemon *d, uint64_t *id)
+{
+	if (ctl_cluster_on(d))
+		return ctl_cluster_region_id(d, id);
+	*id = ((uint64_t)d->node_id << 48) | ++d->next_region;
+	return 0;
+}
+
 static void do_register(struct daemon *d, struct reg_conn *c, const struct fm_reg_req *q, int *fds,
 			int nfds)
 {
@@ -176,7 +185,11 @@ static void do_register(struct daemon *d, struct reg_conn *c, const struct fm_re
 	r->owner = c;
 	r->created_ns = fm_now_ns();
 	memcpy(r->name, q->name, sizeof(r->name));
-	r->id = ((uint64_t)d->cfg.node_id << 48) | ++d->next_region;
+	if (region_id_alloc(d, &r->id) < 0) {
+		region_release(r);
+		refuse(d, c, -ENOSPC, "no region id left in this lease generation: restart the daemon");
+		return;
+	}
 	/* Read-only: we only ever read victims, and never through a hole. */
 	r->view = mmap(NULL, q->size, PROT_READ, MAP_SHARED, r->memfd, 0);
 	if (r->view == MAP_FAILED) {
@@ -194,6 +207,8 @@ static void do_register(struct daemon *d, struct reg_conn *c, const struct fm_re
 		return;
 	}
 	d->regions[r->slot] = r;
+	/* Queued now, applied while the shards attach: the ack waits for it. */
+	ctl_cluster_region_registered(d, r);
 	r->state = UFFD_REGION_ATTACHING;
 	r->acks_pending = (int)d->nshards + 1;   /* + the dispatcher */
 	r->request = ++d->next_request;
@@ -215,6 +230,7 @@ static void region_finish_detach(struct daemon *d, struct uffd_region *r)
 
 	if (c)
 		conn_remove_region(c, r);
+	ctl_cluster_region_freed(d, r);
 	d->regions[r->slot] = NULL;
 	region_table_unpublish(r);
 	region_release(r);
@@ -307,6 +323,15 @@ void daemon_region_acked(struct daemon *d, struct uffd_region *r, int64_t result
 		daemon_detach_region(d, r, r->restore || !r->detach_when_live);
 		return;
 	}
+	if (ctl_cluster_hold_ack(d, r))
+		return;   /* until its record is in ZooKeeper (bounded) */
+	daemon_region_ack(d, r);
+}
+
+void daemon_region_ack(struct daemon *d, struct uffd_region *r)
+{
+	if (r->state != REGION_LIVE || !r->owner || ((struct reg_conn *)r->owner)->closed)
+		return;
 	reg_reply(((struct reg_conn *)r->owner)->fd, 0, r->id, NULL);
 }
 

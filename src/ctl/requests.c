@@ -164,6 +164,10 @@ static struct fm_msg ctl_msg(uint16_t type, unsigned shard, uint64_t a, uint64_t
 		m.reset.what = a;
 		m.reset.request = id;
 		break;
+	case FM_MSG_SET_SERVERS:
+		m.servers.list = (char *)(uintptr_t)a;
+		m.servers.request = id;
+		break;
 	case FM_MSG_REGION_BUDGET:
 		m.region_budget.region = (struct uffd_region *)(uintptr_t)a;
 		m.region_budget.pages = b;

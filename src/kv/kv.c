@@ -241,3 +241,10 @@ int64_t kv_region_delete(struct kv_store *kv, uint64_t region)
 		return -EINVAL;
 	return kv->ops->region_delete ? kv->ops->region_delete(kv, region) : -EOPNOTSUPP;
 }
+
+int kv_set_servers(struct kv_store *kv, const char *servers)
+{
+	if (!kv || !servers)
+		return -EINVAL;
+	return kv->ops->set_servers ? kv->ops->set_servers(kv, servers) : -EOPNOTSUPP;
+}

@@ -170,6 +170,18 @@ int64_t kv_foreach_key(struct kv_store *kv, kv_key_fn *fn, void *arg);
  * Not counted in stats.dels. */
 int64_t kv_region_delete(struct kv_store *kv, uint64_t region);
 
+/* Change the store's server list while running (memcached: the cluster's
+ * watched list, `fluidmemctl servers add`). Pages are written to their
+ * owners in the new list from now on. A page whose owner moved is still
+ * found: a get that misses on the new owners asks the owners in the
+ * previous lists (up to KV_SERVER_LISTS_KEPT of them), deletes go to both,
+ * and kv_mtouch asks only the new owners, so the next eviction of an
+ * unchanged page rewrites it where it now belongs. 0, -EINVAL (a bad list:
+ * nothing changed), -EIO (no server of the new list answers: nothing
+ * changed), -EOPNOTSUPP (a backend without servers). */
+#define KV_SERVER_LISTS_KEPT 4
+int kv_set_servers(struct kv_store *kv, const char *servers);
+
 /* Backend name ("local", "memcached"). */
 const char *kv_name(const struct kv_store *kv);
 /* True when a copy stays cheap to keep after a get (remote stores): the shard
@@ -205,6 +217,8 @@ struct kv_ops {
 	/* Optional: see kv_foreach_key and kv_region_delete. */
 	int64_t (*foreach_key)(struct kv_store *kv, kv_key_fn *fn, void *arg);
 	int64_t (*region_delete)(struct kv_store *kv, uint64_t region);
+	/* Optional: see kv_set_servers. */
+	int (*set_servers)(struct kv_store *kv, const char *servers);
 };
 
 /* Every backend handle starts with this header. */

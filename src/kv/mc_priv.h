@@ -50,7 +50,11 @@ struct mc_store {
 	struct mc_server *sv;
 	unsigned nsv, replicas, batch, retries, retry_ms, connect_ms, io_ms;
 	bool binary;
+	int distribution;               /* enum fm_mc_distribution */
 	unsigned shard;
+	/* The lists before the last changes (kv_set_servers), newest first:
+	 * pages not yet rewritten since are read and deleted there too. */
+	struct mc_store *prev;
 	/* one flush: per item tallies and keys */
 	uint8_t *it_ok, *it_full, *it_err, *it_miss;
 	char (*keys)[KV_MEMCACHED_KEY_LEN + 1];

@@ -49,9 +49,12 @@
  *     server that comes back empty is not refilled. A returning server that
  *     kept an older copy is harmless for reads that carry a content check
  *     (the copy is rejected and the next replica is read).
- *   - the server list is fixed at start (no watch, no rebalancing); ketama
- *     keeps most keys in place when an operator changes the list, but pages
- *     stored before the change are looked for on the new owners only.
+ *   - the server list changes while running only through kv_set_servers
+ *     (the cluster's watched list): ketama keeps most keys in place, and a
+ *     page whose owner moved is read and deleted on its old owner (the
+ *     previous lists are kept behind the handle) until its next eviction
+ *     writes it to the new one. Nothing moves pages in the background, and
+ *     a server is never drained: removing one loses the pages only it held.
  *   - bytes_stored is not known (memcached does not say per client).
  *   - deletes are one synchronous request per replica.
  *   - a server run without -M evicts pages when full; the first shard warns
@@ -136,14 +139,13 @@ static int sv_get(struct mc_store *ms, struct mc_server *sv, const char *key, vo
 	return ret;
 }
 
-static int mc_get_checked(struct kv_store *kv, struct kv_key key, void *page_out,
-			  kv_check_fn *check, void *arg)
+/* A get on one server list (the current one or a previous one); the
+ * counters go to kv, the handle the shard holds. */
+static int get_on_list(struct kv_store *kv, struct mc_store *ms, const char *k, void *page_out,
+		       kv_check_fn *check, void *arg)
 {
-	struct mc_store *ms = to_mc(kv);
-	char k[KV_MEMCACHED_KEY_LEN + 1];
 	unsigned delay = ms->retry_ms;
 
-	kv_memcached_key(key, k);
 	for (unsigned attempt = 0;; attempt++) {
 		uint64_t now = fm_now_ns();
 		unsigned unreachable = 0, tried = 0;
@@ -180,19 +182,35 @@ static int mc_get_checked(struct kv_store *kv, struct kv_key key, void *page_out
 	}
 }
 
+/* The current list first; a miss there may be a page whose owner moved
+ * with a server list change and that was not rewritten since. */
+static int mc_get_checked(struct kv_store *kv, struct kv_key key, void *page_out,
+			  kv_check_fn *check, void *arg)
+{
+	struct mc_store *ms = to_mc(kv);
+	char k[KV_MEMCACHED_KEY_LEN + 1];
+	int rc;
+
+	kv_memcached_key(key, k);
+	rc = get_on_list(kv, ms, k, page_out, check, arg);
+	for (struct mc_store *p = ms->prev; rc == -ENOENT && p; p = p->prev) {
+		rc = get_on_list(kv, p, k, page_out, check, arg);
+		if (rc == 0)
+			ms->info.failover_reads++;
+	}
+	return rc;
+}
+
 static int mc_get(struct kv_store *kv, struct kv_key key, void *page_out)
 {
 	return mc_get_checked(kv, key, page_out, NULL, NULL);
 }
 
-static int mc_del(struct kv_store *kv, struct kv_key key)
+static int del_on_list(struct mc_store *ms, const char *k)
 {
-	struct mc_store *ms = to_mc(kv);
-	char k[KV_MEMCACHED_KEY_LEN + 1];
 	unsigned deleted = 0, unreachable = 0;
 	uint64_t now = fm_now_ns();
 
-	kv_memcached_key(key, k);
 	for (unsigned i = 0; i <= ms->replicas; i++) {
 		struct mc_server *sv = &ms->sv[route(ms, k, i)];
 		memcached_return_t rc;
@@ -211,6 +229,24 @@ static int mc_del(struct kv_store *kv, struct kv_key key)
 		}
 	}
 	/* A copy may remain on a server that did not answer. */
+	if (unreachable)
+		return -EIO;
+	return deleted ? 0 : -ENOENT;
+}
+
+/* Every list: a page whose owner moved may still sit on its old owner. */
+static int mc_del(struct kv_store *kv, struct kv_key key)
+{
+	char k[KV_MEMCACHED_KEY_LEN + 1];
+	bool deleted = false, unreachable = false;
+
+	kv_memcached_key(key, k);
+	for (struct mc_store *ms = to_mc(kv); ms; ms = ms->prev) {
+		int rc = del_on_list(ms, k);
+
+		deleted |= rc == 0;
+		unreachable |= rc == -EIO;
+	}
 	if (unreachable)
 		return -EIO;
 	return deleted ? 0 : -ENOENT;
@@ -638,6 +674,9 @@ static void mc_close(struct kv_store *kv)
 {
 	struct mc_store *ms = to_mc(kv);
 
+	if (ms->prev)
+		mc_close(&ms->prev->base);
+
 	for (unsigned i = 0; ms->sv && i < ms->nsv; i++) {
 		struct mc_server *sv = &ms->sv[i];
 
@@ -679,6 +718,7 @@ static struct kv_store *mc_open(const struct kv_params *p, unsigned shard)
 	ms->connect_ms = mp->connect_timeout_ms ? mp->connect_timeout_ms : 1;
 	ms->io_ms = mp->io_timeout_ms ? mp->io_timeout_ms : 1;
 	ms->binary = mp->binary;
+	ms->distribution = mp->distribution;
 	ms->sv = calloc(MC_MAX_SERVERS, sizeof(*ms->sv));
 	rc = ms->sv ? 0 : -ENOMEM;
 	if (!rc && !memchr(mp->servers, '\0', sizeof(mp->servers)))
@@ -748,6 +788,48 @@ fail:
 	return NULL;
 }
 
+/* Open the new list as a handle of its own, then move it into this one and
+ * keep the old one behind it (ms->prev), so the shard's pointer stays. */
+static int mc_set_servers(struct kv_store *kv, const char *servers)
+{
+	struct mc_store *ms = to_mc(kv), *old, *n, *p;
+	struct kv_params kp = { .backend = "memcached" };
+	struct kv_store *nkv;
+	unsigned depth = 0;
+
+	if (strlen(servers) >= sizeof(kp.mc.servers))
+		return -EINVAL;
+	kp.mc = (struct kv_mc_params){ .distribution = ms->distribution, .replicas = ms->replicas,
+				       .binary = ms->binary, .connect_timeout_ms = ms->connect_ms,
+				       .io_timeout_ms = ms->io_ms, .batch = ms->batch,
+				       .retries = ms->retries, .retry_delay_ms = ms->retry_ms };
+	strcpy(kp.mc.servers, servers);
+	nkv = mc_open(&kp, ms->shard);
+	if (!nkv)
+		return errno == EINVAL ? -EINVAL : -EIO;
+	old = malloc(sizeof(*old));
+	if (!old) {
+		mc_close(nkv);
+		return -ENOMEM;
+	}
+	n = to_mc(nkv);
+	*old = *ms;
+	*ms = *n;
+	free(n);
+	ms->base = old->base;           /* the handle's ops and counters */
+	ms->info = old->info;
+	ms->info.servers = ms->nsv;
+	ms->prev = old;
+	for (p = ms; p->prev && ++depth < KV_SERVER_LISTS_KEPT; p = p->prev)
+		;
+	if (p->prev) {
+		mc_close(&p->prev->base);
+		p->prev = NULL;
+	}
+	FM_INFO("kv/memcached: shard %u: servers now \"%s\"", ms->shard, servers);
+	return 0;
+}
+
 int kv_memcached_info(const struct kv_store *kv, struct kv_memcached_info *out)
 {
 	const struct mc_store *ms;
@@ -791,4 +873,5 @@ const struct kv_ops kv_memcached_ops = {
 	.del = mc_del,
 	.mput = mc_mput,
 	.mtouch = mc_mtouch,
+	.set_servers = mc_set_servers,
 };

@@ -36,6 +36,7 @@ enum fm_msg_type {
 	FM_MSG_RESET,       /* .reset */
 	FM_MSG_REGION_STATS,/* .fill: struct shard_region_stats[FM_MAX_REGIONS], by slot */
 	FM_MSG_REGION_BUDGET,/* .region_budget */
+	FM_MSG_SET_SERVERS, /* .servers: the store's new server list; the shard frees it */
 	FM_MSG_STOP,        /* no payload; the shard thread exits after replying */
 	/* dispatcher command ring only (see dispatcher_forget) */
 	FM_MSG_REGION_FORGET,/* .region, flags=FM_FORGET_UNREGISTER?; reply DONE: dropped */
@@ -105,6 +106,11 @@ struct fm_msg {
 			uint64_t pages;     /* resident pages for this shard's part */
 			uint64_t request;
 		} region_budget;
+		struct {                    /* SET_SERVERS */
+			char *list;         /* malloc'd for this shard alone */
+			uint64_t unused;
+			uint64_t request;
+		} servers;
 		struct {                    /* REGION_HOSTILE */
 			int64_t error;      /* -errno: why the region must go */
 			struct uffd_region *region;
@@ -130,6 +136,7 @@ FM_MSG_REQUEST_AT(fill);
 FM_MSG_REQUEST_AT(pages);
 FM_MSG_REQUEST_AT(reset);
 FM_MSG_REQUEST_AT(region_budget);
+FM_MSG_REQUEST_AT(servers);
 FM_MSG_REQUEST_AT(done);
 #undef FM_MSG_REQUEST_AT
 

@@ -257,6 +257,15 @@ static void handle_ctl(struct shard *s, const struct fm_msg *m)
 		      sr ? sr->resident : 0, m->region_budget.request);
 		break;
 	}
+	case FM_MSG_SET_SERVERS:
+		/* Between faults: this thread owns its store handle. */
+	{
+		int rc = kv_set_servers(s->kv, m->servers.list);
+
+		free(m->servers.list);
+		reply(s, m->type, rc, 0, m->servers.request);
+		break;
+	}
 	case FM_MSG_STOP:
 		s->stop = true;
 		reply(s, m->type, 0, 0, fm_msg_request(m));

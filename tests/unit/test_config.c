@@ -78,7 +78,7 @@ Test(config, defaults_are_documented_values_and_valid)
 
 	fm_config_defaults(&c);
 	cr_assert_eq(c.log_level, FM_LOG_INFO);
-	cr_assert_eq(c.node_id, 1);
+	cr_assert_str_eq(c.node_id, "1");
 	cr_assert_eq(c.dispatcher_cpu, -1);
 	cr_assert_eq(c.dispatcher_batch, 64);
 	cr_assert_eq(c.shard_count, 2);
@@ -141,7 +141,7 @@ Test(config, every_key_type)
 		    "[store.local]\n"
 		    "max_mib = 1048576\n");
 	cr_assert_eq(c.log_level, FM_LOG_DEBUG);
-	cr_assert_eq(c.node_id, 65535);
+	cr_assert_str_eq(c.node_id, "65535");
 	cr_assert_eq(c.dispatcher_cpu, 3);
 	cr_assert_eq(c.dispatcher_batch, 1024);
 	cr_assert_eq(c.shard_count, 4);
@@ -212,7 +212,7 @@ Test(config, out_of_range)
 	load_fails("[shards]\ncount = 65\n", "x.toml:2: shards.count: 65 is above the maximum 64");
 	load_fails("[shards]\ncount = -1\n", "x.toml:2: shards.count: -1 is below the minimum 1");
 	load_fails("[daemon]\nnode_id = 65536\n",
-		   "x.toml:2: daemon.node_id: 65536 is above the maximum 65535");
+		   "x.toml:2: daemon.node_id: \"65536\" is neither \"auto\" nor a number 0..65535");
 	load_fails("[dispatcher]\ncpu = -2\n", "x.toml:2: dispatcher.cpu: -2 is below the minimum -1");
 	load_fails("[shards]\nring_slots = 32\n",
 		   "x.toml:2: shards.ring_slots: 32 is below the minimum 64");
@@ -457,7 +457,7 @@ Test(config, dump_format)
 	text = dump(&c);
 	cr_assert_str_eq(text, "[daemon]\n"
 			       "log_level = \"info\"\n"
-			       "node_id = 1\n"
+			       "node_id = \"1\"\n"
 			       "\n"
 			       "[dispatcher]\n"
 			       "cpu = -1\n"
@@ -515,8 +515,7 @@ Test(config, dump_format)
 			       "retry_delay_ms = 10\n"
 			       "\n"
 			       "[cluster]\n"
-			       "zk_hosts = \"\"\n"
-			       "node_id = \"auto\"\n"
+			       "hosts = \"\"\n"
 			       "orphan_grace_s = 60\n"
 			       "session_timeout_ms = 10000\n"
 			       "root = \"/fluidmem\"\n"
@@ -746,34 +745,56 @@ Test(config, metrics_listen_must_be_loopback)
 					   err, sizeof(err)), -EINVAL);
 }
 
-/* [cluster]: node_id is "auto" or an id, as a string or a number; the
- * hosts and root are checked even while the section is off. */
+/* [cluster]: daemon.node_id is "auto" (only with cluster.hosts) or an id,
+ * as a string or a number; the hosts and root are checked even while the
+ * section is off. */
 Test(config, cluster_section)
 {
 	struct fm_config c;
 
-	load_ok(&c, "[cluster]\nzk_hosts = \"127.0.0.1:2181,zk2:2181\"\nnode_id = 7\n");
-	cr_assert_str_eq(c.cluster_node_id, "7");
-	cr_assert_str_eq(c.cluster_zk_hosts, "127.0.0.1:2181,zk2:2181");
-	load_ok(&c, "[cluster]\nnode_id = \"65535\"\n");
-	load_ok(&c, "[cluster]\nnode_id = \"auto\"\n");
+	load_ok(&c, "[daemon]\nnode_id = 7\n[cluster]\nhosts = \"127.0.0.1:2181,zk2:2181\"\n");
+	cr_assert_str_eq(c.node_id, "7");
+	cr_assert_eq(fm_config_node_id(&c), 7);
+	cr_assert_str_eq(c.cluster_hosts, "127.0.0.1:2181,zk2:2181");
+	load_ok(&c, "[daemon]\nnode_id = \"65535\"\n");
+	cr_assert_eq(fm_config_node_id(&c), 65535);
+	load_ok(&c, "[daemon]\nnode_id = \"auto\"\n[cluster]\nhosts = \"zk1:2181\"\n");
+	cr_assert_eq(fm_config_node_id(&c), -1);
 	fm_config_defaults(&c);
-	cr_assert_eq(fm_config_load_string(&c, "t", "[cluster]\nnode_id = 65536\n", err,
+	cr_assert_eq(fm_config_load_string(&c, "t", "[daemon]\nnode_id = \"auto\"\n", err,
 					   sizeof(err)), -EINVAL);
-	cr_assert(strstr(err, "cluster.node_id"), "%s", err);
+	cr_assert(strstr(err, "daemon.node_id") && strstr(err, "cluster.hosts"), "%s", err);
 	fm_config_defaults(&c);
-	cr_assert_eq(fm_config_load_string(&c, "t", "[cluster]\nnode_id = \"one\"\n", err,
+	cr_assert_eq(fm_config_load_string(&c, "t", "[daemon]\nnode_id = 65536\n", err,
 					   sizeof(err)), -EINVAL);
-	cr_assert(strstr(err, "cluster.node_id"), "%s", err);
+	cr_assert(strstr(err, "daemon.node_id"), "%s", err);
 	fm_config_defaults(&c);
-	cr_assert_eq(fm_config_load_string(&c, "t", "[cluster]\nzk_hosts = \"zk1\"\n", err,
+	cr_assert_eq(fm_config_load_string(&c, "t", "[daemon]\nnode_id = \"one\"\n", err,
 					   sizeof(err)), -EINVAL);
-	cr_assert(strstr(err, "cluster.zk_hosts"), "%s", err);
+	cr_assert(strstr(err, "daemon.node_id"), "%s", err);
+	fm_config_defaults(&c);
+	cr_assert_eq(fm_config_load_string(&c, "t", "[cluster]\nhosts = \"zk1\"\n", err,
+					   sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "cluster.hosts"), "%s", err);
 	fm_config_defaults(&c);
 	cr_assert_eq(fm_config_load_string(&c, "t", "[cluster]\nroot = \"fluidmem/\"\n", err,
 					   sizeof(err)), -EINVAL);
 	cr_assert(strstr(err, "cluster.root"), "%s", err);
 	fm_config_defaults(&c);
-	cr_assert_eq(fm_config_set(&c, "cluster.node_id", "12", err, sizeof(err)), 0, "%s", err);
-	cr_assert_str_eq(c.cluster_node_id, "12");
+	cr_assert_eq(fm_config_set(&c, "daemon.node_id", "12", err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.node_id, "12");
+}
+
+/* configs/cluster.toml, the sample node, loads and turns the cluster on. */
+Test(config, cluster_sample_loads)
+{
+	struct fm_config c;
+
+	fm_config_defaults(&c);
+	cr_assert_eq(fm_config_load_file(&c, FM_SOURCE_DIR "/configs/cluster.toml", err,
+					 sizeof(err)), 0, "%s", err);
+	cr_assert_eq(fm_config_validate(&c, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(fm_config_node_id(&c), -1);
+	cr_expect(c.cluster_hosts[0]);
+	cr_expect_str_eq(c.store_backend, "memcached");
 }

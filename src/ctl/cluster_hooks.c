@@ -1,0 +1,584 @@
+/* ctl/cluster_hooks: fluidmemd's side of the cluster state (cluster_hooks.h). */
+#include "ctl/cluster_hooks.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "cluster/cluster.h"
+#include "ctl/daemon_priv.h"
+#include "ctl/params.h"
+#include "kv/kv.h"
+
+struct ctl_cluster {
+	struct cluster *_Atomic c;   /* set once cluster_create returned; the worker reads it */
+	struct kv_params kvp;        /* for the collector's own store handle */
+	struct kv_store *kv;         /* the collector's: cluster worker thread only */
+	/* per region slot: its record's write, and a held acknowledgement */
+	uint64_t ticket[FM_MAX_REGIONS];
+	uint64_t held_until_ns[FM_MAX_REGIONS];   /* 0 = no ack held */
+	unsigned nheld;
+	uint64_t records_failed;     /* records refused (queue full, bad field) */
+	uint64_t acks_held, acks_timed_out;
+	_Atomic uint64_t collected_keys;   /* store keys deleted for orphans */
+	/* The servers znode changed (worker thread); the control thread hands
+	 * the list to the shards (ctl_cluster_events). */
+	pthread_mutex_t mu;
+	char *servers_pending;       /* under mu */
+	_Atomic bool servers_dirty;
+	uint64_t server_changes, server_change_errors;
+};
+
+bool ctl_cluster_on(const struct daemon *d)
+{
+	return d->cl != NULL;
+}
+
+/* clock ticks since boot at which pid started (/proc/PID/stat field 22). */
+static uint64_t pid_start_time(pid_t pid)
+{
+	char path[64], buf[1024];
+	uint64_t st = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	if (fgets(buf, sizeof(buf), f)) {
+		char *p = strrchr(buf, ')');
+
+		for (int i = 3; p && i <= 22; i++)
+			p = strchr(p + 1, ' ');
+		if (p)
+			st = strtoull(p + 1, NULL, 10);
+	}
+	fclose(f);
+	return st;
+}
+
+/* ---- orphan collection: on the cluster's worker thread ---- */
+
+/* Delete every store key of `node`. Memcached cannot list keys, so they
+ * come from the node's records: a region's keys are its id and page
+ * indices 0..size/4096-1 (kv.h), whatever the node evicted. A dedicated
+ * store handle, used by this thread alone: the shards' handles are never
+ * touched from here. Keys never written answer -ENOENT, which is fine;
+ * an unreachable server makes the leader retry the node at a later scan. */
+static int collect_keys(void *arg, uint16_t node)
+{
+	struct ctl_cluster *cl = arg;
+	struct cluster *c = atomic_load(&cl->c);
+	struct cluster_region *recs = NULL;
+	size_t n = 0;
+	uint64_t deleted = 0;
+	int rc;
+
+	if (!c)
+		return -EAGAIN;   /* still starting: the next scan retries */
+	if (strcmp(cl->kvp.backend, "memcached") != 0)
+		return 0;         /* only memcached is shared between nodes */
+	rc = cluster_regions_list(c, node, &recs, &n);
+	if (rc < 0)
+		return rc;
+	if (!cl->kv) {
+		/* Past the shards' indices: its log lines say which handle. */
+		cl->kv = kv_open(&cl->kvp, FM_MAX_SHARDS);
+		if (!cl->kv) {
+			rc = -errno;
+			free(recs);
+			return rc ? rc : -EIO;
+		}
+	}
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		uint64_t pages = recs[i].size / FM_PAGE_SIZE;
+
+		for (uint64_t p = 0; p < pages; p++) {
+			int r = kv_del(cl->kv, (struct kv_key){ recs[i].id, p });
+
+			if (r == 0)
+				deleted++;
+			else if (r != -ENOENT) {
+				rc = r;
+				break;
+			}
+		}
+	}
+	free(recs);
+	atomic_fetch_add(&cl->collected_keys, deleted);
+	FM_INFO("cluster: node %u's %zu region(s): %" PRIu64 " store key(s) deleted%s", node, n,
+		deleted, rc ? " before a store error (retried at the next scan)" : "");
+	return rc;
+}
+
+/* The servers znode changed (and once at start if it exists). Worker
+ * thread: the collector's handle follows at once; the shards' handles are
+ * theirs, so the list goes to the control thread, which sends it to them
+ * in messages. */
+static void servers_changed(void *arg, const char *servers)
+{
+	struct ctl_cluster *cl = arg;
+	struct cluster *c = atomic_load(&cl->c);
+	char *copy = strdup(servers);
+
+	if (!copy)
+		return;
+	if (strlen(servers) < sizeof(cl->kvp.mc.servers))
+		snprintf(cl->kvp.mc.servers, sizeof(cl->kvp.mc.servers), "%s", servers);
+	if (cl->kv && kv_set_servers(cl->kv, servers) < 0) {
+		kv_close(cl->kv);   /* reopened from kvp at the next collection */
+		cl->kv = NULL;
+	}
+	pthread_mutex_lock(&cl->mu);
+	free(cl->servers_pending);
+	cl->servers_pending = copy;
+	pthread_mutex_unlock(&cl->mu);
+	atomic_store(&cl->servers_dirty, true);
+	if (c) {
+		uint64_t one = 1;
+
+		if (write(cluster_event_fd(c), &one, sizeof(one)) < 0) {
+			/* the loop polls while servers_dirty is set */
+		}
+	}
+}
+
+/* Send the new list to every shard; each opens it and keeps the old one
+ * for reads of pages not yet rewritten (kv_set_servers). */
+static void apply_servers(struct daemon *d)
+{
+	struct ctl_cluster *cl = d->cl;
+	uint64_t a[FM_MAX_SHARDS], det[FM_MAX_SHARDS];
+	int64_t res[FM_MAX_SHARDS];
+	char *list;
+	int failed = 0;
+
+	pthread_mutex_lock(&cl->mu);
+	list = cl->servers_pending;
+	cl->servers_pending = NULL;
+	atomic_store(&cl->servers_dirty, false);
+	pthread_mutex_unlock(&cl->mu);
+	if (!list)
+		return;
+	if (strcmp(d->cfg.store_backend, "memcached") || !strcmp(list, d->cfg.mc.servers) ||
+	    strlen(list) >= sizeof(d->cfg.mc.servers)) {
+		free(list);
+		return;
+	}
+	for (unsigned i = 0; i < d->nshards; i++)
+		a[i] = (uint64_t)(uintptr_t)strdup(list);
+	if (daemon_shard_request(d, FM_MSG_SET_SERVERS, a, NULL, res, det) < 0)
+		failed = -ETIMEDOUT;
+	for (unsigned i = 0; i < d->nshards; i++) {
+		/* A message that never left is still ours to free. */
+		if (res[i] == -EBUSY)
+			free((char *)(uintptr_t)a[i]);
+		if (res[i] < 0 && !failed)
+			failed = (int)res[i];
+	}
+	if (failed) {
+		cl->server_change_errors++;
+		FM_ERR("cluster: store servers \"%s\": a shard could not switch (%s); shards may "
+		       "disagree until the list changes again", list, strerror(-failed));
+	} else {
+		cl->server_changes++;
+		FM_INFO("cluster: store servers now \"%s\" (was \"%s\")", list, d->cfg.mc.servers);
+	}
+	snprintf(d->cfg.mc.servers, sizeof(d->cfg.mc.servers), "%s", list);
+	free(list);
+}
+
+/* ---- start, stop, events ---- */
+
+int ctl_cluster_start(struct daemon *d)
+{
+	struct ctl_cluster *cl;
+	struct cluster_opts o;
+	int32_t want = fm_config_node_id(&d->cfg);
+	struct cluster *c;
+
+	d->cl = NULL;
+	if (!d->cfg.cluster_hosts[0]) {
+		d->node_id = (uint16_t)want;
+		return 0;
+	}
+	cl = calloc(1, sizeof(*cl));
+	if (!cl)
+		return -ENOMEM;
+	pthread_mutex_init(&cl->mu, NULL);
+	fm_config_kv_params(&d->cfg, &cl->kvp);
+	o = (struct cluster_opts){
+		.hosts = d->cfg.cluster_hosts,
+		.root = d->cfg.cluster_root,
+		.node_id = want,
+		.session_timeout_ms = d->cfg.cluster_session_timeout_ms,
+		.orphan_grace_ms = d->cfg.cluster_orphan_grace_s * 1000u,
+		.queue_max = d->cfg.cluster_queue_max,
+		.collect = collect_keys,
+		.servers_changed = servers_changed,
+		.arg = cl,
+	};
+	c = cluster_create(&o);
+	if (!c) {
+		int err = errno ? errno : EIO;
+
+		if (err == EEXIST)
+			FM_ERR("node id %s is leased in ZooKeeper (%s%s) by another live fluidmemd, "
+			       "or is being collected: give this daemon another daemon.node_id, or "
+			       "\"auto\"",
+			       d->cfg.node_id, d->cfg.cluster_hosts, d->cfg.cluster_root);
+		else if (err == ETIMEDOUT)
+			FM_ERR("cluster: no ZooKeeper session with %s within %u ms: cannot lease a "
+			       "node id", d->cfg.cluster_hosts,
+			       FM_MAX(d->cfg.cluster_session_timeout_ms, 2000u));
+		else
+			FM_ERR("cluster: cannot join at %s%s: %s", d->cfg.cluster_hosts,
+			       d->cfg.cluster_root, strerror(err));
+		free(cl->servers_pending);
+		pthread_mutex_destroy(&cl->mu);
+		free(cl);
+		return -err;
+	}
+	atomic_store(&cl->c, c);
+	d->cl = cl;
+	d->node_id = cluster_node_id(c);
+	FM_INFO("cluster: this is node %u (daemon.node_id = %s)", d->node_id, d->cfg.node_id);
+	return 0;
+}
+
+void ctl_cluster_stop(struct daemon *d)
+{
+	struct ctl_cluster *cl = d->cl;
+	struct cluster *c;
+
+	if (!cl)
+		return;
+	c = atomic_load(&cl->c);
+	if (cluster_flush(c, 2000) < 0)
+		FM_WARN("cluster: ZooKeeper unreachable at shutdown; records left for the next "
+			"start or the collector");
+	cluster_destroy(c);   /* joins the worker: the collector's handle is ours now */
+	kv_close(cl->kv);
+	free(cl->servers_pending);
+	pthread_mutex_destroy(&cl->mu);
+	free(cl);
+	d->cl = NULL;
+}
+
+int ctl_cluster_fd(const struct daemon *d)
+{
+	return d->cl ? cluster_event_fd(atomic_load(&d->cl->c)) : -1;
+}
+
+bool ctl_cluster_busy(const struct daemon *d)
+{
+	return d->cl && (d->cl->nheld || atomic_load(&d->cl->servers_dirty));
+}
+
+void ctl_cluster_events(struct daemon *d)
+{
+	struct ctl_cluster *cl = d->cl;
+	struct cluster *c;
+	uint64_t v, now;
+	bool down;
+
+	if (!cl)
+		return;
+	c = atomic_load(&cl->c);
+	if (read(cluster_event_fd(c), &v, sizeof(v)) < 0) {
+		/* EAGAIN: a periodic call */
+	}
+	if (atomic_load(&cl->servers_dirty))
+		apply_servers(d);
+	if (!cl->nheld)
+		return;
+	now = fm_now_ns();
+	down = cluster_state(c) != CLUSTER_CONNECTED;
+	for (unsigned s = 0; s < FM_MAX_REGIONS && cl->nheld; s++) {
+		struct uffd_region *r = d->regions[s];
+
+		if (!cl->held_until_ns[s])
+			continue;
+		if (!down && now < cl->held_until_ns[s] && !cluster_applied(c, cl->ticket[s]))
+			continue;
+		if (!down && now >= cl->held_until_ns[s] && !cluster_applied(c, cl->ticket[s]))
+			cl->acks_timed_out++;
+		cl->held_until_ns[s] = 0;
+		cl->nheld--;
+		if (r)
+			daemon_region_ack(d, r);
+	}
+}
+
+/* ---- regions ---- */
+
+int ctl_cluster_region_id(struct daemon *d, uint64_t *id)
+{
+	return cluster_region_id(atomic_load(&d->cl->c), id);
+}
+
+void ctl_cluster_region_registered(struct daemon *d, struct uffd_region *r)
+{
+	struct ctl_cluster *cl = d->cl;
+	struct cluster_region rec = { .id = r->id, .pid = r->pid, .size = r->npages * FM_PAGE_SIZE };
+	size_t i;
+	int rc;
+
+	if (!cl)
+		return;
+	cl->ticket[r->slot] = 0;
+	rec.start_time = pid_start_time(r->pid);
+	/* A record holds a printable name; the client's may hold anything. */
+	for (i = 0; i < sizeof(rec.name) - 1 && i < sizeof(r->name) && r->name[i]; i++)
+		rec.name[i] = (unsigned char)r->name[i] < ' ' || r->name[i] == 0x7f ? '?' : r->name[i];
+	rec.name[i] = '\0';
+	snprintf(rec.ns, sizeof(rec.ns), "%s", d->cfg.store_backend);
+	rc = cluster_region_create_nowait(atomic_load(&cl->c), &rec, &cl->ticket[r->slot]);
+	if (rc < 0) {
+		/* The region is served all the same: ZooKeeper is never a
+		 * reason to refuse memory. Only its collection would miss it. */
+		cl->records_failed++;
+		cl->ticket[r->slot] = 0;
+		fm_log_ratelimited(FM_LOG_WARN, "cluster: no record for region %" PRIx64 ": %s",
+				   r->id, strerror(-rc));
+	}
+}
+
+bool ctl_cluster_hold_ack(struct daemon *d, struct uffd_region *r)
+{
+	struct ctl_cluster *cl = d->cl;
+	struct cluster *c;
+
+	if (!cl || !cl->ticket[r->slot])
+		return false;
+	c = atomic_load(&cl->c);
+	if (cluster_applied(c, cl->ticket[r->slot]) || cluster_state(c) != CLUSTER_CONNECTED)
+		return false;
+	if (!cl->held_until_ns[r->slot])
+		cl->nheld++;
+	cl->held_until_ns[r->slot] = fm_now_ns() + CLUSTER_ACK_WAIT_MS * 1000000ull;
+	cl->acks_held++;
+	return true;
+}
+
+void ctl_cluster_region_freed(struct daemon *d, struct uffd_region *r)
+{
+	struct ctl_cluster *cl = d->cl;
+	int rc;
+
+	if (!cl)
+		return;
+	if (cl->held_until_ns[r->slot]) {
+		cl->held_until_ns[r->slot] = 0;
+		cl->nheld--;
+	}
+	cl->ticket[r->slot] = 0;
+	rc = cluster_region_delete_nowait(atomic_load(&cl->c), r->id);
+	if (rc < 0)
+		fm_log_ratelimited(FM_LOG_WARN, "cluster: record of region %" PRIx64
+				   " not deleted: %s", r->id, strerror(-rc));
+}
+
+/* ---- stats and commands ---- */
+
+void ctl_cluster_stats_json(struct daemon *d, struct strbuf *out)
+{
+	struct ctl_cluster *cl = d->cl;
+	struct cluster_stats st;
+	struct cluster *c;
+
+	sb_printf(out, ",\"node_id\":%u,\"cluster_state\":", d->node_id);
+	if (!cl) {
+		sb_json_str(out, "off");
+		return;
+	}
+	c = atomic_load(&cl->c);
+	cluster_get_stats(c, &st);
+	sb_json_str(out, cluster_state_name(cluster_state(c)));
+	sb_printf(out, ",\"cluster_leader\":%s,\"cluster_queue_len\":%" PRIu64
+		       ",\"cluster_queued\":%" PRIu64 ",\"cluster_queue_full\":%" PRIu64
+		       ",\"cluster_writes\":%" PRIu64 ",\"cluster_write_errors\":%" PRIu64
+		       ",\"cluster_reconnects\":%" PRIu64 ",\"cluster_collected\":%" PRIu64
+		       ",\"cluster_collect_failed\":%" PRIu64 ",\"cluster_collected_keys\":%" PRIu64
+		       ",\"cluster_records_failed\":%" PRIu64 ",\"cluster_acks_held\":%" PRIu64
+		       ",\"cluster_acks_timed_out\":%" PRIu64 ",\"cluster_server_changes\":%" PRIu64
+		       ",\"cluster_server_change_errors\":%" PRIu64,
+		  st.leader ? "true" : "false", st.queue_len, st.queued, st.queue_full, st.applied,
+		  st.write_errors, st.reconnects, st.collected, st.collect_failed,
+		  atomic_load(&cl->collected_keys), cl->records_failed, cl->acks_held,
+		  cl->acks_timed_out, cl->server_changes, cl->server_change_errors);
+}
+
+void ctl_cluster_metrics_text(struct daemon *d, struct strbuf *out)
+{
+	struct ctl_cluster *cl = d->cl;
+	struct cluster_stats st;
+	struct cluster *c;
+
+	sb_printf(out, "# HELP fluidmem_node_id this daemon's node id (leased with the cluster on)\n"
+		       "# TYPE fluidmem_node_id gauge\nfluidmem_node_id %u\n", d->node_id);
+	sb_printf(out, "# HELP fluidmem_cluster_state ZooKeeper session: 1 for the current state\n"
+		       "# TYPE fluidmem_cluster_state gauge\n");
+	c = cl ? atomic_load(&cl->c) : NULL;
+	sb_printf(out, "fluidmem_cluster_state{state=\"off\"} %d\n", c ? 0 : 1);
+	for (int s = 0; s < CLUSTER_STATE_NR; s++)
+		sb_printf(out, "fluidmem_cluster_state{state=\"%s\"} %d\n", cluster_state_name(s),
+			  c && cluster_state(c) == (enum cluster_state)s);
+	if (!c)
+		return;
+	cluster_get_stats(c, &st);
+	sb_printf(out, "# HELP fluidmem_cluster_leader 1 while this node collects orphans\n"
+		       "# TYPE fluidmem_cluster_leader gauge\nfluidmem_cluster_leader %d\n"
+		       "# HELP fluidmem_cluster_queue_len state changes waiting for ZooKeeper\n"
+		       "# TYPE fluidmem_cluster_queue_len gauge\nfluidmem_cluster_queue_len %" PRIu64 "\n"
+		       "# HELP fluidmem_cluster_writes_total state changes applied in ZooKeeper\n"
+		       "# TYPE fluidmem_cluster_writes_total counter\n"
+		       "fluidmem_cluster_writes_total %" PRIu64 "\n"
+		       "# HELP fluidmem_cluster_collected_total orphan nodes collected by this node\n"
+		       "# TYPE fluidmem_cluster_collected_total counter\n"
+		       "fluidmem_cluster_collected_total %" PRIu64 "\n",
+		  st.leader, st.queue_len, st.applied, st.collected);
+}
+
+void ctl_cluster_regions_json(struct daemon *d, struct strbuf *out)
+{
+	struct cluster_region *recs = NULL;
+	size_t n = 0;
+	int rc;
+
+	if (!d->cl) {
+		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"the cluster is off (no "
+			       "cluster.hosts): `regions` lists this node's\"}\n");
+		return;
+	}
+	/* A read on the control thread, bounded by the client's own timeouts;
+	 * an operator's command, never a client's registration. */
+	rc = cluster_regions_list(atomic_load(&d->cl->c), -1, &recs, &n);
+	if (rc < 0) {
+		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":");
+		sb_json_str(out, rc == -ENOTCONN ? "no ZooKeeper session now: try again later"
+						 : strerror(-rc));
+		sb_printf(out, "}\n");
+		return;
+	}
+	sb_printf(out, "{\"v\":1,\"ok\":true,\"node_id\":%u,\"regions\":[", d->node_id);
+	for (size_t i = 0; i < n; i++) {
+		sb_printf(out, "%s{\"id\":%" PRIu64 ",\"node\":%u,\"pid\":%d,\"start_time\":%" PRIu64
+			       ",\"bytes\":%" PRIu64 ",\"pages\":%" PRIu64 ",\"ns\":",
+			  i ? "," : "", recs[i].id, recs[i].node, (int)recs[i].pid, recs[i].start_time,
+			  recs[i].size, recs[i].size / FM_PAGE_SIZE);
+		sb_json_str(out, recs[i].ns);
+		sb_printf(out, ",\"name\":");
+		sb_json_str(out, recs[i].name);
+		sb_printf(out, "}");
+	}
+	sb_printf(out, "]}\n");
+	free(recs);
+}
+
+/* servers list | add HOST:PORT | drain HOST:PORT */
+void ctl_cluster_servers_cmd(struct daemon *d, int argc, char **argv, struct strbuf *out)
+{
+	char *zk = NULL, *next = NULL;
+	int rc = -ENOENT;
+
+	if (argc < 2 || (!strcmp(argv[1], "list") ? argc != 2 : argc != 3)) {
+		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"usage: servers list | add "
+			       "HOST:PORT | drain HOST:PORT\"}\n");
+		return;
+	}
+	if (strcmp(d->cfg.store_backend, "memcached")) {
+		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"the store is not memcached\"}\n");
+		return;
+	}
+	if (d->cl && (zk = malloc(FM_MC_SERVERS_MAX)))
+		rc = cluster_servers_get(atomic_load(&d->cl->c), zk, FM_MC_SERVERS_MAX);
+	if (!strcmp(argv[1], "list")) {
+		sb_printf(out, "{\"v\":1,\"ok\":true,\"servers\":");
+		sb_json_str(out, d->cfg.mc.servers);
+		sb_printf(out, ",\"cluster\":");
+		if (rc == 0)
+			sb_json_str(out, zk);
+		else
+			sb_printf(out, "null");
+		sb_printf(out, "}\n");
+		goto out;
+	}
+	if (!d->cl) {
+		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"the server list lives in "
+			       "ZooKeeper: it needs the cluster (cluster.hosts)\"}\n");
+		goto out;
+	}
+	if (!strcmp(argv[1], "drain")) {
+		/* Not done: moving a server's keys off it needs every node to
+		 * rewrite them (each knows only its own pages). */
+		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"servers drain is not "
+			       "implemented yet: removing a server loses the pages only it holds\"}\n");
+		goto out;
+	}
+	if (strcmp(argv[1], "add")) {
+		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"usage: servers list | add "
+			       "HOST:PORT | drain HOST:PORT\"}\n");
+		goto out;
+	}
+	if (rc != 0 && rc != -ENOENT) {
+		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":");
+		sb_json_str(out, rc == -ENOTCONN ? "no ZooKeeper session now: try again later"
+						 : strerror(-rc));
+		sb_printf(out, "}\n");
+		goto out;
+	}
+	{
+		/* The list every node follows: the znode's, else ours. */
+		const char *base = rc == 0 ? zk : d->cfg.mc.servers;
+		size_t lb = strlen(base), la = strlen(argv[2]);
+		int w;
+
+		if (strchr(argv[2], ',') || !la) {
+			sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"one HOST:PORT (or socket "
+				       "path) at a time\"}\n");
+			goto out;
+		}
+		if (lb + la + 2 > FM_MC_SERVERS_MAX || !(next = malloc(lb + la + 3))) {
+			sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"the list would be too "
+				       "long\"}\n");
+			goto out;
+		}
+		/* ",a,b," holds ",x," exactly when x is in the list. */
+		next[0] = ',';
+		memcpy(next + 1, base, lb);
+		next[lb + 1] = ',';
+		next[lb + 2] = '\0';
+		for (const char *hit = strstr(next, argv[2]); hit; hit = strstr(hit + 1, argv[2])) {
+			if (hit[-1] == ',' && hit[la] == ',') {
+				sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"already in the "
+					       "list\"}\n");
+				goto out;
+			}
+		}
+		memcpy(next, base, lb);
+		next[lb] = ',';
+		memcpy(next + lb + 1, argv[2], la + 1);
+		w = cluster_servers_set_nowait(atomic_load(&d->cl->c), next);
+		if (w < 0) {
+			sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":");
+			sb_json_str(out, strerror(-w));
+			sb_printf(out, "}\n");
+			goto out;
+		}
+		/* Every node (this one too) switches when its watch fires. */
+		sb_printf(out, "{\"v\":1,\"ok\":true,\"servers\":");
+		sb_json_str(out, next);
+		sb_printf(out, ",\"note\":\"every node switches when ZooKeeper tells it; pages "
+			       "whose server moved stay readable on the old one until rewritten\"}\n");
+	}
+out:
+	free(zk);
+	free(next);
+}

@@ -1,0 +1,241 @@
+/* Helpers for the tests that run real fluidmemd nodes against a real
+ * ZooKeeper (zk_harness.h) and memcached (memcached_harness.h):
+ * test_cluster_daemon.c and test_cluster_zkdown.c. Header-only. */
+#ifndef FM_TEST_CLUSTER_DAEMON_H
+#define FM_TEST_CLUSTER_DAEMON_H
+
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "harness.h"
+#include "memcached_harness.h"
+#include "zk_harness.h"
+
+static inline uint64_t cd_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The --set list of one node: memcached store, the cluster on under root,
+ * node id `node` ("1", "auto"), plus `extra` (NULL-terminated) appended. */
+struct cd_sets {
+	char s[12][200];
+	const char *v[24];
+};
+
+static inline const char *const *cd_node_sets(struct cd_sets *cs, const char *zk_hosts,
+					      const char *root, const struct mcd *m,
+					      const char *node, const char *const *extra)
+{
+	int n = 0, k = 0;
+
+	snprintf(cs->s[n++], sizeof(cs->s[0]), "store.backend=\"memcached\"");
+	snprintf(cs->s[n++], sizeof(cs->s[0]), "store.memcached.servers=\"%s\"", m->addr);
+	snprintf(cs->s[n++], sizeof(cs->s[0]), "cluster.hosts=\"%s\"", zk_hosts);
+	snprintf(cs->s[n++], sizeof(cs->s[0]), "cluster.root=\"%s\"", root);
+	snprintf(cs->s[n++], sizeof(cs->s[0]), "daemon.node_id=\"%s\"", node);
+	snprintf(cs->s[n++], sizeof(cs->s[0]), "memory.resident_pages=256");
+	for (int i = 0; i < n; i++)
+		cs->v[k++] = cs->s[i];
+	for (int i = 0; extra && extra[i] && k < 23; i++)
+		cs->v[k++] = extra[i];
+	cs->v[k] = NULL;
+	return cs->v;
+}
+
+/* The key of (region, page) as the daemon stores it (kv.h). */
+static inline void cd_key(uint64_t region, uint64_t page, char out[64])
+{
+	snprintf(out, 64, "fm1:%016" PRIx64 ":%016" PRIx64, region, page);
+}
+
+/* How many of region's pages 0..pages-1 memcached holds, asked with
+ * pipelined meta gets ("mg KEY" answers HD or EN). -1 on a socket error. */
+static inline long cd_count_keys(const struct mcd *m, uint64_t region, uint64_t pages)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)m->port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	long found = 0;
+
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	for (uint64_t p0 = 0; p0 < pages; p0 += 64) {
+		char req[64 * 48], key[64], rep[64 * 8 + 1];
+		size_t n = 0, want = 0, got = 0, lines = 0;
+
+		for (uint64_t p = p0; p < pages && p < p0 + 64; p++, want++) {
+			cd_key(region, p, key);
+			n += (size_t)snprintf(req + n, sizeof(req) - n, "mg %s\r\n", key);
+		}
+		if (write(fd, req, n) != (ssize_t)n) {
+			close(fd);
+			return -1;
+		}
+		/* Every answer is "HD\r\n" or "EN\r\n": 4 bytes each. */
+		while (got < want * 4) {
+			struct pollfd pf = { fd, POLLIN, 0 };
+			ssize_t r;
+
+			if (poll(&pf, 1, 5000) <= 0 ||
+			    (r = read(fd, rep + got, want * 4 - got)) <= 0) {
+				close(fd);
+				return -1;
+			}
+			got += (size_t)r;
+		}
+		for (lines = 0; lines < want; lines++)
+			found += rep[lines * 4] == 'H';
+	}
+	close(fd);
+	return found;
+}
+
+/* Run fluidmemd with configs/local.toml, private sockets and sets, expect
+ * it to exit by itself within 60 s; its exit status (or -1), and its log
+ * in log (at most len bytes). */
+static inline int cd_run_to_exit(const char *const *sets, char *log, size_t len)
+{
+	char dir[64] = "/tmp/fmtest.XXXXXX", logp[128], cmd[128];
+	int status = -1;
+	pid_t pid;
+
+	memset(log, 0, len);
+	if (!mkdtemp(dir))
+		return -1;
+	snprintf(logp, sizeof(logp), "%s/fluidmemd.log", dir);
+	pid = fork();
+	if (pid == 0) {
+		const char *argv[64];
+		int argc = 0, fd;
+		char regset[160], ctlset[160];
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		snprintf(regset, sizeof(regset), "register.path=\"%s/reg.sock\"", dir);
+		snprintf(ctlset, sizeof(ctlset), "control.path=\"%s/ctl.sock\"", dir);
+		argv[argc++] = FM_BUILD_DIR "/bin/fluidmemd";
+		argv[argc++] = "--config";
+		argv[argc++] = FM_SOURCE_DIR "/configs/local.toml";
+		argv[argc++] = "--set";
+		argv[argc++] = regset;
+		argv[argc++] = "--set";
+		argv[argc++] = ctlset;
+		for (int i = 0; sets[i] && argc < 60; i++) {
+			argv[argc++] = "--set";
+			argv[argc++] = sets[i];
+		}
+		argv[argc] = NULL;
+		fd = open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	for (int i = 0; i < 6000 && pid > 0; i++) {
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			pid = 0;
+			break;
+		}
+		td_sleep_ms(10);
+	}
+	if (pid > 0) {
+		/* Still running after 60 s: it was not refused. */
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+	}
+	FILE *f = fopen(logp, "re");
+	if (f) {
+		size_t n = fread(log, 1, len - 1, f);
+		log[n] = '\0';
+		fclose(f);
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0) {
+		/* a leftover temp dir is harmless */
+	}
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* Whether `regions --cluster` on t lists region id (with owner node). */
+static inline bool cd_cluster_lists(const struct td *t, uint64_t id, unsigned node)
+{
+	char *rep = td_ctl(t, "v1 regions --cluster"), pat[96];
+	bool yes;
+
+	if (!rep)
+		return false;
+	snprintf(pat, sizeof(pat), "{\"id\":%" PRIu64 ",\"node\":%u,", id, node);
+	yes = strstr(rep, pat) != NULL;
+	free(rep);
+	return yes;
+}
+
+/* Write a stamp in every page of r (forces evictions past the budget). */
+static inline void cd_stamp(struct fm_region *r, uint64_t pages, uint64_t salt)
+{
+	uint64_t *p = fm_region_addr(r);
+
+	for (uint64_t i = 0; i < pages; i++)
+		p[i * 512] = i * 1000003u + salt;
+}
+
+static inline uint64_t cd_check(struct fm_region *r, uint64_t pages, uint64_t salt)
+{
+	uint64_t *p = fm_region_addr(r), bad = 0;
+
+	for (uint64_t i = 0; i < pages; i++)
+		bad += p[i * 512] != i * 1000003u + salt;
+	return bad;
+}
+
+/* memcached's "STAT <name> N" of server m, or -1. */
+static inline long cd_mc_stat(const struct mcd *m, const char *name)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)m->port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	char buf[16384], pat[64], *p;
+	size_t got = 0;
+	long v = -1;
+
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    write(fd, "stats\r\n", 7) != 7) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	while (got + 1 < sizeof(buf)) {
+		struct pollfd pf = { fd, POLLIN, 0 };
+		ssize_t r;
+
+		if (poll(&pf, 1, 5000) <= 0 || (r = read(fd, buf + got, sizeof(buf) - 1 - got)) <= 0)
+			break;
+		got += (size_t)r;
+		buf[got] = '\0';
+		if (strstr(buf, "END\r\n"))
+			break;
+	}
+	buf[got] = '\0';
+	close(fd);
+	snprintf(pat, sizeof(pat), "STAT %s ", name);
+	if ((p = strstr(buf, pat)))
+		v = strtol(p + strlen(pat), NULL, 10);
+	return v;
+}
+
+#endif
