@@ -330,7 +330,7 @@ void daemon_region_acked(struct daemon *d, struct uffd_region *r, int64_t result
 
 void daemon_region_ack(struct daemon *d, struct uffd_region *r)
 {
-	if (r->state != REGION_LIVE || !r->owner || ((struct reg_conn *)r->owner)->closed)
+	if (r->state != UFFD_REGION_LIVE || !r->owner || ((struct reg_conn *)r->owner)->closed)
 		return;
 	reg_reply(((struct reg_conn *)r->owner)->fd, 0, r->id, NULL);
 }
