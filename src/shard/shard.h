@@ -102,6 +102,9 @@ struct shard_params {
 	uint32_t spin_us;          /* busy-poll before sleeping */
 	int cpu;                   /* -1 = unpinned */
 	uint32_t evict_batch;      /* pages evicted per store round trip */
+	uint32_t evict_run;        /* pages one write-protect + punch may span; 1 = single */
+	uint32_t free_low_pct;     /* evict ahead below this % of the budget free; 0 = off */
+	uint32_t free_high_pct;    /* ... up to this % free (>= free_low_pct) */
 	int policy;                /* enum fm_policy_kind */
 	struct kv_params kv;       /* this shard's store handle */
 };

@@ -37,6 +37,12 @@ struct shard_region {
 	struct page_hash_key hkey;   /* content hashes of this region's pages (storecopy.h) */
 };
 
+/* A run of evicted pages: ev_ids[first .. first+n), sorted, one stripe;
+ * its ranges span from the first id to the last (evict.c). */
+struct ev_run {
+	uint32_t first, n;
+};
+
 struct shard {
 	/* hot: the fault path */
 	struct fm_ring data FM_ALIGNED_CL;
@@ -70,6 +76,11 @@ struct shard {
 	uint64_t *ev_hash;              /* per evicted page: its content hash */
 	int *ev_rc;                     /* per evicted page: the store's answer */
 	uint32_t *ev_idx;
+	struct ev_run *ev_runs;         /* this round's runs */
+	uint32_t ev_nruns;
+	uint32_t evict_run;             /* pages a run may span; 1 = one page each */
+	uint64_t free_low, free_high;   /* evict ahead below free_low free pages, up to free_high */
+	uint32_t free_low_pct, free_high_pct;
 	uint32_t spin_us;
 	int cpu;
 	pthread_t thread;
