@@ -460,6 +460,7 @@ uint64_t shard_evict(struct shard *s, uint64_t want, struct shard_region *only)
 			break;
 		evict_store(s, n);
 		done += evict_commit(s, only != NULL, &refused);
+		s->st.evict_runs += s->ev_nruns;
 		fm_hist_add(&s->st.evict_ns, (fm_now_ns() - t0) / n);
 		if (refused) {
 			s->evict_backoff_until = fm_now_ns() + s->evict_backoff_ns;
@@ -479,6 +480,46 @@ static bool backing_off(struct shard *s)
 		return true;
 	s->evict_backoff_until = 0;
 	return false;
+}
+
+/* ---- ahead of demand ----
+ * A fault that finds the shard over budget waits for an eviction. So the
+ * shard keeps a reserve of free pages: once fewer than free_low_pct of its
+ * budget are free it evicts, a bounded round at a time, between fault
+ * bursts and while idle, until free_high_pct are free. Demand eviction
+ * (shard_enforce_budget) is left for bursts that outrun the reserve. */
+
+static uint64_t free_pages(const struct shard *s)
+{
+	return s->resident < s->budget ? s->budget - s->resident : 0;
+}
+
+bool shard_evict_ahead_due(struct shard *s)
+{
+	uint64_t fr;
+
+	if (s->free_high_pct == 0 || s->resident == 0)
+		return false;
+	fr = free_pages(s);
+	if (fr * 100 >= (uint64_t)s->free_high_pct * s->budget)
+		s->refilling = false;
+	else if (fr * 100 < (uint64_t)s->free_low_pct * s->budget)
+		s->refilling = true;
+	return s->refilling && !backing_off(s);
+}
+
+uint64_t shard_evict_ahead(struct shard *s)
+{
+	uint64_t target = s->budget - FM_MIN(s->budget, (s->budget * s->free_high_pct + 99) / 100);
+	uint64_t want, done;
+
+	if (!shard_evict_ahead_due(s) || s->resident <= target)
+		return 0;
+	/* One round: a fault that arrives meanwhile waits for at most this. */
+	want = FM_MIN(s->resident - target, (uint64_t)s->evict_batch);
+	done = shard_evict(s, want, NULL);
+	s->st.evict_ahead += done;
+	return done;
 }
 
 /* The shard's budget, then any region over its own cap. */

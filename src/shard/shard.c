@@ -313,6 +313,12 @@ static void *shard_main(void *arg)
 			n++;
 		}
 		shard_enforce_budget(s);
+		/* Between bursts and while idle, refill the free reserve, one
+		 * bounded round per turn so the next burst is not kept waiting. */
+		if (shard_evict_ahead(s) > 0 && n == 0) {
+			idle_since = 0;
+			continue;
+		}
 		if (n > 0) {
 			idle_since = 0;
 			continue;

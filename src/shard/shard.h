@@ -37,6 +37,8 @@ struct uffd_region;
 	X(evict_zero, "evicted pages found all zero: no store write")                \
 	X(evict_clean, "evicted pages unchanged since stored: no store write")       \
 	X(evict_refused, "evictions refused by the store (full or failing): page kept")\
+	X(evict_runs, "eviction runs: one write-protect and one punch each")         \
+	X(evict_ahead, "pages evicted ahead of demand (below the free watermark)")   \
 	X(store_puts, "pages written to the store")                                   \
 	X(store_errors, "store errors")                                               \
 	X(store_retries, "store requests retried")                                    \

@@ -79,8 +79,8 @@ struct shard {
 	struct ev_run *ev_runs;         /* this round's runs */
 	uint32_t ev_nruns;
 	uint32_t evict_run;             /* pages a run may span; 1 = one page each */
-	uint64_t free_low, free_high;   /* evict ahead below free_low free pages, up to free_high */
 	uint32_t free_low_pct, free_high_pct;
+	bool refilling;                 /* below free_low once; until free_high */
 	uint32_t spin_us;
 	int cpu;
 	pthread_t thread;
@@ -128,6 +128,12 @@ uint64_t shard_evict(struct shard *s, uint64_t want, struct shard_region *only);
 /* Evict down to the shard's budget and every capped region's cap, unless
  * backing off after a refusal. */
 void shard_enforce_budget(struct shard *s);
+/* Eviction ahead of demand: whether the shard's free pages fell below its
+ * low watermark (then it is "refilling" until the high one is reached). */
+bool shard_evict_ahead_due(struct shard *s);
+/* One bounded round of eviction towards the high watermark. Returns the
+ * pages evicted (0: nothing to do, or backing off). */
+uint64_t shard_evict_ahead(struct shard *s);
 /* FM_MSG_REGION_BUDGET: cap r's resident pages in this shard (UINT64_MAX:
  * no cap), evicting at once. */
 void shard_region_budget_apply(struct shard *s, struct uffd_region *r, uint64_t pages);
