@@ -252,13 +252,21 @@ static uint32_t evict_select(struct shard *s, uint64_t want, struct shard_region
  * not stored; clean ones are only confirmed (confirm_clean). */
 static void evict_store(struct shard *s, uint32_t n)
 {
-	uint32_t nput = 0;
+	uint32_t nput = 0, r = 0;
 
 	for (uint32_t i = 0; i < n; i++) {
 		struct shard_region *sr;
 		uint64_t page;
 		const uint8_t *src;
+		int fp = fm_failpoint(FM_FP_EVICT_STORE_ALTERNATE);
 
+		while (i >= s->ev_runs[r].first + s->ev_runs[r].n)
+			r++;
+		if (fp < 0 && (i - s->ev_runs[r].first) % 2 == 1) {
+			s->ev_results[i] = EV_KEEP;   /* the store "refused" it */
+			s->ev_rc[i] = fp;
+			continue;
+		}
 		sr = region_of_id(s, s->ev_ids[i], &page);
 		src = sr->r->view + (page << FM_PAGE_SHIFT);
 		if (fm_page_is_zero(src)) {
