@@ -126,10 +126,10 @@ static const struct opt opts[] = {
 	  .max = 512, .def = "64",
 	  .help = "pages one write-protect and punch may span around a victim; 1 = single pages" },
 	{ .key = "memory.free_low_pct", .type = OPT_UINT, FIELD(free_low_pct), .min = 0,
-	  .max = 50, .def = "4",
+	  .max = 50, .def = "2",
 	  .help = "evict ahead of faults once fewer than this % of a shard's budget is free; 0 = off" },
 	{ .key = "memory.free_high_pct", .type = OPT_UINT, FIELD(free_high_pct), .min = 0,
-	  .max = 50, .def = "8", .help = "evicting ahead stops once this % of the budget is free" },
+	  .max = 50, .def = "4", .help = "evicting ahead stops once this % of the budget is free" },
 	{ .key = "memory.policy", .type = OPT_ENUM, FIELD(policy), .def = "s3fifo",
 	  .choices = &policy_choices, .help = "page replacement policy" },
 
