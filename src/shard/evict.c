@@ -215,6 +215,15 @@ static uint32_t evict_select(struct shard *s, uint64_t want, struct shard_region
 			n = take_neighbours(s, id, n, s->evict_batch);
 	}
 	qsort(s->ev_ids, n, sizeof(*s->ev_ids), cmp_id);
+	/* region_victim's scan may return a page a neighbour walk took. */
+	if (n > 1) {
+		uint32_t u = 1;
+
+		for (uint32_t i = 1; i < n; i++)
+			if (s->ev_ids[i] != s->ev_ids[u - 1])
+				s->ev_ids[u++] = s->ev_ids[i];
+		n = u;
+	}
 	/* Group in place: ids are read ahead of where kept ones are written. */
 	for (uint32_t i = 0; i < n;) {
 		uint32_t j = i + 1, k;
@@ -502,11 +511,19 @@ static uint64_t free_pages(const struct shard *s)
 	return s->resident < s->budget ? s->budget - s->resident : 0;
 }
 
+/* The free pages the reserve aims for (rounded up). */
+static uint64_t reserve_high(const struct shard *s)
+{
+	return (s->budget * s->free_high_pct + 99) / 100;
+}
+
 bool shard_evict_ahead_due(struct shard *s)
 {
 	uint64_t fr;
 
-	if (s->free_high_pct == 0 || s->resident == 0)
+	/* A budget too small for a whole page of reserve gets none: an ahead
+	 * eviction there would take the page a fault just brought in. */
+	if (s->budget * s->free_high_pct < 100 || s->resident == 0)
 		return false;
 	fr = free_pages(s);
 	if (fr * 100 >= (uint64_t)s->free_high_pct * s->budget)
@@ -518,7 +535,7 @@ bool shard_evict_ahead_due(struct shard *s)
 
 uint64_t shard_evict_ahead(struct shard *s)
 {
-	uint64_t target = s->budget - FM_MIN(s->budget, (s->budget * s->free_high_pct + 99) / 100);
+	uint64_t target = s->budget - FM_MIN(s->budget, reserve_high(s));
 	uint64_t want, done;
 
 	if (!shard_evict_ahead_due(s) || s->resident <= target)
