@@ -11,6 +11,7 @@ bool fm_failpoints_armed;
 
 static const char *const fp_names[FM_FP_NR] = {
 	[FM_FP_EVICT_PUNCH] = "evict.punch",
+	[FM_FP_EVICT_STORE_ALTERNATE] = "evict.store_alternate",
 };
 static int fp_errno[FM_FP_NR];
 

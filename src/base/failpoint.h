@@ -10,13 +10,15 @@
  * predictable branch on a global.
  *
  * The names, with the code that consults them:
- *   evict.punch   shard eviction: the memfd hole punch fails */
+ *   evict.punch   shard eviction: the memfd hole punch fails
+ *   evict.store_alternate  shard eviction: the store refuses every second
+ *                 page of each eviction run (pages in the middle of runs) */
 #ifndef FM_FAILPOINT_H
 #define FM_FAILPOINT_H
 
 #include <stdbool.h>
 
-enum fm_failpoint_id { FM_FP_EVICT_PUNCH, FM_FP_NR };
+enum fm_failpoint_id { FM_FP_EVICT_PUNCH, FM_FP_EVICT_STORE_ALTERNATE, FM_FP_NR };
 
 extern bool fm_failpoints_armed;
 

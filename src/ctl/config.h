@@ -39,6 +39,9 @@ struct fm_config {
 	/* [memory] */
 	uint64_t resident_pages;           /* budget across all shards */
 	uint32_t evict_batch;
+	uint32_t evict_run;                /* pages one write-protect + punch may span */
+	uint32_t free_low_pct;             /* evict ahead below this much free budget */
+	uint32_t free_high_pct;            /* ... until this much is free */
 	int policy;                        /* enum fm_policy_kind; "s3fifo" | "fifo" */
 	/* [register] */
 	char register_path[FM_SOCK_PATH_MAX];

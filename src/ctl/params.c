@@ -27,6 +27,9 @@ void fm_config_shard_params(const struct fm_config *c, unsigned idx, struct shar
 	out->spin_us = c->spin_us;
 	out->cpu = c->shard_cpus_n && idx < c->shard_cpus_n ? c->shard_cpus[idx] : -1;
 	out->evict_batch = c->evict_batch;
+	out->evict_run = c->evict_run;
+	out->free_low_pct = c->free_low_pct;
+	out->free_high_pct = FM_MAX(c->free_high_pct, c->free_low_pct);
 	out->policy = c->policy;
 	fm_config_kv_params(c, &out->kv);
 }

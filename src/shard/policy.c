@@ -27,6 +27,12 @@ enum {
  * (policy_reinsert) puts it back where it was instead of promoting a
  * one-touch page from small into main. */
 #define FL_FROM_MAIN 0x4u
+/* Bits 3..7: the main-queue epoch an id entered main in (mod 32), one epoch
+ * per budget/8 pushes, so eviction can tell main's old half from its young
+ * half without a stamp of its own per page (policy_is_cold). Coarse: an id
+ * that lingers 32 epochs merely reads young again. */
+#define FL_EPOCH_SHIFT 3
+#define EPOCH_MOD 32u
 
 #define NSENT 3u
 #define SENT(q) ((uint32_t)(q) - 1u)
@@ -61,6 +67,8 @@ struct policy {
 	uint64_t small_target;  /* small is evicted first while at or above this */
 	uint64_t ghost_max;
 	uint64_t budget;
+	uint64_t main_pushes;   /* ids pushed onto main so far (the epoch clock) */
+	uint64_t epoch_len;     /* pushes per epoch: budget / 8, at least 1 */
 	struct link *links;     /* NSENT + max_pages */
 	uint8_t *flags;         /* max_pages */
 };
@@ -70,15 +78,25 @@ static inline unsigned id_queue(const struct policy *p, uint32_t id)
 	return p->flags[id] & FL_QMASK;
 }
 
+static unsigned main_epoch(const struct policy *p)
+{
+	return (unsigned)((p->main_pushes / p->epoch_len) % EPOCH_MOD);
+}
+
 static void push_head(struct policy *p, unsigned q, uint32_t id)
 {
 	uint32_t s = SENT(q), x = NODE(id), h = p->links[s].next;
+	uint8_t fl = (uint8_t)((p->flags[id] & ~FL_QMASK) | q);
 
 	p->links[x].prev = s;
 	p->links[x].next = h;
 	p->links[h].prev = x;
 	p->links[s].next = x;
-	p->flags[id] = (uint8_t)((p->flags[id] & ~FL_QMASK) | q);
+	if (q == Q_MAIN) {
+		fl = (uint8_t)((fl & ((1u << FL_EPOCH_SHIFT) - 1)) | (main_epoch(p) << FL_EPOCH_SHIFT));
+		p->main_pushes++;
+	}
+	p->flags[id] = fl;
 	p->n[q]++;
 }
 
@@ -187,6 +205,7 @@ void policy_set_budget(struct policy *p, uint64_t budget)
 	p->small_target = FM_MAX(budget * SMALL_PCT / 100, 1);
 	p->ghost_max = budget * GHOST_PCT / 100;
 	p->budget = budget;
+	p->epoch_len = FM_MAX(budget / 8, 1);
 	ghost_trim(p);
 }
 
@@ -230,26 +249,63 @@ void policy_drop(struct policy *p, uint32_t id)
 	p->flags[id] = 0;
 }
 
-uint32_t policy_victim(struct policy *p)
+/* id, just taken off queue q as a victim: remembered as policy_victim()
+ * says (small -> ghost; main -> forgotten, marked for policy_reinsert). */
+static void victim_taken(struct policy *p, unsigned q, uint32_t id)
 {
-	bool from_small;
-	uint32_t id;
-
 	if (p->kind == FM_POLICY_FIFO)
-		return pop_tail(p, Q_MAIN);
-	from_small = p->n[Q_SMALL] >= p->small_target || p->n[Q_MAIN] == 0;
-	id = pop_tail(p, from_small ? Q_SMALL : Q_MAIN);
-	if (id == POLICY_NONE)
-		return id;
-	if (!from_small) {
+		return;
+	if (q == Q_MAIN) {
 		p->flags[id] |= FL_FROM_MAIN;
-		return id;
+		return;
 	}
 	if (p->ghost_max) {
 		push_head(p, Q_GHOST, id);
 		ghost_trim(p);
 	}
+}
+
+uint32_t policy_victim(struct policy *p)
+{
+	unsigned q = Q_MAIN;
+	uint32_t id;
+
+	if (p->kind == FM_POLICY_S3FIFO && (p->n[Q_SMALL] >= p->small_target || p->n[Q_MAIN] == 0))
+		q = Q_SMALL;
+	id = pop_tail(p, q);
+	if (id != POLICY_NONE)
+		victim_taken(p, q, id);
 	return id;
+}
+
+bool policy_is_cold(const struct policy *p, uint32_t id)
+{
+	unsigned age;
+
+	if (id >= p->max_pages)
+		return false;
+	switch (id_queue(p, id)) {
+	case Q_SMALL:
+		return true;   /* admitted once, never proved hot */
+	case Q_MAIN:
+		age = (main_epoch(p) + EPOCH_MOD - (p->flags[id] >> FL_EPOCH_SHIFT)) % EPOCH_MOD;
+		return (uint64_t)age * p->epoch_len * 2 >= p->n[Q_MAIN];
+	default:
+		return false;   /* not resident, or already taken */
+	}
+}
+
+void policy_take(struct policy *p, uint32_t id)
+{
+	unsigned q;
+
+	if (id >= p->max_pages)
+		return;
+	q = id_queue(p, id);
+	if (q != Q_SMALL && q != Q_MAIN)
+		return;
+	unlink_id(p, id);
+	victim_taken(p, q, id);
 }
 
 void policy_reinsert(struct policy *p, uint32_t id)

@@ -17,6 +17,7 @@
 #ifndef FM_POLICY_H
 #define FM_POLICY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,6 +53,14 @@ void policy_drop(struct policy *p, uint32_t id);
  * S3-FIFO remembers victims from the small queue in the ghost history;
  * victims from main are forgotten (see policy.c for why). */
 uint32_t policy_victim(struct policy *p);
+/* Whether resident id is as good a victim as the policy's own: in small
+ * (never proved hot), or in the older half of main. Eviction takes such
+ * neighbours of a victim along, so one write-protect and one punch serve a
+ * run of pages. False for an id not resident or already taken. */
+bool policy_is_cold(const struct policy *p, uint32_t id);
+/* Take resident id as a victim now, exactly as if policy_victim() had
+ * returned it (small -> ghost history; policy_reinsert puts it back). */
+void policy_take(struct policy *p, uint32_t id);
 /* The victim could not be evicted (store full): it stays resident, at the
  * head of the queue it was taken from, so the next victim is another id. */
 void policy_reinsert(struct policy *p, uint32_t id);

@@ -327,6 +327,12 @@ static void *shard_main(void *arg)
 			n++;
 		}
 		shard_enforce_budget(s);
+		/* Between bursts and while idle, refill the free reserve, one
+		 * bounded round per turn so the next burst is not kept waiting. */
+		if (shard_evict_ahead(s) > 0 && n == 0) {
+			idle_since = 0;
+			continue;
+		}
 		if (n > 0) {
 			idle_since = 0;
 			continue;
@@ -372,6 +378,9 @@ struct shard *shard_create(const struct shard_params *p, unsigned idx, uint64_t 
 	s->spin_us = p->spin_us;
 	s->cpu = p->cpu;
 	s->evict_batch = p->evict_batch;
+	s->evict_run = FM_MAX(p->evict_run, 1);
+	s->free_low_pct = p->free_low_pct;
+	s->free_high_pct = FM_MAX(p->free_high_pct, p->free_low_pct);
 	rc = fm_ring_init(&s->data, p->ring_slots);
 	if (rc == 0)
 		rc = fm_ring_init(&s->ctl, SHARD_CTL_SLOTS);
@@ -392,9 +401,10 @@ struct shard *shard_create(const struct shard_params *p, unsigned idx, uint64_t 
 	s->ev_hash = calloc(s->evict_batch, sizeof(*s->ev_hash));
 	s->ev_rc = calloc(s->evict_batch, sizeof(*s->ev_rc));
 	s->ev_idx = calloc(s->evict_batch, sizeof(*s->ev_idx));
+	s->ev_runs = calloc(s->evict_batch, sizeof(*s->ev_runs));
 	s->evict_backoff_ns = EVICT_BACKOFF_NS;
 	if (!s->policy || !s->bounce || !s->ev_keys || !s->ev_pages || !s->ev_results || !s->ev_put_results ||
-	    !s->ev_ids || !s->ev_hash || !s->ev_rc || !s->ev_idx)
+	    !s->ev_ids || !s->ev_hash || !s->ev_rc || !s->ev_idx || !s->ev_runs)
 		goto fail;
 	s->kv = kv_open(&p->kv, idx);
 	if (!s->kv) {
@@ -449,5 +459,6 @@ void shard_destroy(struct shard *s)
 	free(s->ev_hash);
 	free(s->ev_rc);
 	free(s->ev_idx);
+	free(s->ev_runs);
 	free(s);
 }

@@ -37,6 +37,8 @@ struct uffd_region;
 	X(evict_zero, "evicted pages found all zero: no store write")                \
 	X(evict_clean, "evicted pages unchanged since stored: no store write")       \
 	X(evict_refused, "evictions refused by the store (full or failing): page kept")\
+	X(evict_runs, "eviction runs: one write-protect and one punch each")         \
+	X(evict_ahead, "pages evicted ahead of demand (below the free watermark)")   \
 	X(store_puts, "pages written to the store")                                   \
 	X(store_errors, "store errors")                                               \
 	X(store_retries, "store requests retried")                                    \
@@ -103,6 +105,9 @@ struct shard_params {
 	uint32_t spin_us;          /* busy-poll before sleeping */
 	int cpu;                   /* -1 = unpinned */
 	uint32_t evict_batch;      /* pages evicted per store round trip */
+	uint32_t evict_run;        /* pages one write-protect + punch may span; 1 = single */
+	uint32_t free_low_pct;     /* evict ahead below this % of the budget free; 0 = off */
+	uint32_t free_high_pct;    /* ... up to this % free (>= free_low_pct) */
 	int policy;                /* enum fm_policy_kind */
 	struct kv_params kv;       /* this shard's store handle */
 };

@@ -37,6 +37,12 @@ struct shard_region {
 	struct page_hash_key hkey;   /* content hashes of this region's pages (storecopy.h) */
 };
 
+/* A run of evicted pages: ev_ids[first .. first+n), sorted, one stripe;
+ * its ranges span from the first id to the last (evict.c). */
+struct ev_run {
+	uint32_t first, n;
+};
+
 struct shard {
 	/* hot: the fault path */
 	struct fm_ring data FM_ALIGNED_CL;
@@ -70,6 +76,11 @@ struct shard {
 	uint64_t *ev_hash;              /* per evicted page: its content hash */
 	int *ev_rc;                     /* per evicted page: the store's answer */
 	uint32_t *ev_idx;
+	struct ev_run *ev_runs;         /* this round's runs */
+	uint32_t ev_nruns;
+	uint32_t evict_run;             /* pages a run may span; 1 = one page each */
+	uint32_t free_low_pct, free_high_pct;
+	bool refilling;                 /* below free_low once; until free_high */
 	uint32_t spin_us;
 	int cpu;
 	pthread_t thread;
@@ -117,6 +128,12 @@ uint64_t shard_evict(struct shard *s, uint64_t want, struct shard_region *only);
 /* Evict down to the shard's budget and every capped region's cap, unless
  * backing off after a refusal. */
 void shard_enforce_budget(struct shard *s);
+/* Eviction ahead of demand: whether the shard's free pages fell below its
+ * low watermark (then it is "refilling" until the high one is reached). */
+bool shard_evict_ahead_due(struct shard *s);
+/* One bounded round of eviction towards the high watermark. Returns the
+ * pages evicted (0: nothing to do, or backing off). */
+uint64_t shard_evict_ahead(struct shard *s);
 /* FM_MSG_REGION_BUDGET: cap r's resident pages in this shard (UINT64_MAX:
  * no cap), evicting at once. */
 void shard_region_budget_apply(struct shard *s, struct uffd_region *r, uint64_t pages);

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "uffd/peek.h"
 
 #define EPOLL_BATCH 64
 #define DEFAULT_BATCH 64           /* events read per wake-up when the config says 0 */
@@ -66,6 +67,7 @@ struct dispatcher {
 	unsigned batch;
 	uint64_t spin_ns;            /* poll this long after the last event */
 	int epfd;
+	struct peek peek;            /* this thread's no-syscall look at epfd */
 	int cmd_efd;
 	struct fm_ring cmd;          /* control plane -> dispatcher */
 	struct fm_ring reply;        /* dispatcher -> control plane */
@@ -440,17 +442,31 @@ static void *dispatcher_main(void *arg)
 	if (fm_pin_self(d->cpu) < 0)
 		FM_WARN("dispatcher: cannot pin to cpu %d", d->cpu);
 	uint64_t last_event = 0;
+	bool had_events = true;
+	int rc = d->spin_ns ? peek_init(&d->peek, d->epfd) : -EINVAL;
 
+	if (rc < 0 && d->spin_ns)
+		FM_INFO("dispatcher: no io_uring peek (%s): busy-polls with epoll_wait", strerror(-rc));
 	while (!d->stop) {
 		/* Poll for spin_ns after the last event: the next fault of a storm
 		 * is then seen without a wake-up, which measured as the largest
 		 * single cost of the extra hop (bench/README.md). The poll does
 		 * not yield: a yielding dispatcher lost the first-touch gain, and
-		 * the window is bounded so an idle daemon sleeps. */
+		 * the window is bounded so an idle daemon sleeps. An empty poll
+		 * after an empty epoll_wait is a load from the peek ring, not a
+		 * system call (uffd/peek.h). */
 		bool spin = d->parked_total || d->reply_parked.n ||
 			    (last_event && fm_now_ns() - last_event < d->spin_ns);
-		int n = epoll_wait(d->epfd, evs, EPOLL_BATCH, spin ? 0 : IDLE_WAIT_MS);
+		int n;
 
+		if (spin && !had_events && !d->parked_total && !d->reply_parked.n &&
+		    !peek_news(&d->peek)) {
+			fm_cpu_relax();
+			continue;
+		}
+		peek_consume(&d->peek);
+		n = epoll_wait(d->epfd, evs, EPOLL_BATCH, spin ? 0 : IDLE_WAIT_MS);
+		had_events = n != 0;   /* an error polls again too */
 		if (n > 0)
 			last_event = fm_now_ns();
 		else if (spin && !d->parked_total)
@@ -492,6 +508,7 @@ static void *dispatcher_main(void *arg)
 			}
 		}
 	}
+	peek_destroy(&d->peek);
 	return NULL;
 }
 
@@ -505,6 +522,7 @@ struct dispatcher *dispatcher_create(const struct dispatch_target *targets, unsi
 	if (!d)
 		return NULL;
 	d->epfd = d->cmd_efd = -1;
+	d->peek.ring_fd = -1;
 	d->nshards = nshards;
 	d->cpu = cpu;
 	d->batch = batch ? batch : DEFAULT_BATCH;

@@ -141,6 +141,50 @@ Test(policy, fifo_reinsert_goes_to_the_back)
 	policy_destroy(p);
 }
 
+/* Eviction runs take a victim's neighbours only when the policy calls them
+ * cold: small's pages, and main's older half. */
+Test(policy, cold_means_small_or_old_main)
+{
+	struct policy *p = policy_create(FM_POLICY_S3FIFO, 200, 100);
+
+	cr_assert_not_null(p);
+	for (uint32_t id = 0; id < 95; id++)
+		policy_admit(p, id);
+	/* Warm-up fills main while there is room beyond the small share. */
+	cr_assert_eq(policy_queue_of(p, 0), POLICY_Q_MAIN);
+	cr_assert_eq(policy_queue_of(p, 94), POLICY_Q_SMALL);
+	cr_expect(policy_is_cold(p, 94), "a small page is cold");
+	cr_expect(policy_is_cold(p, 0), "main's oldest page is cold");
+	cr_expect_not(policy_is_cold(p, 89), "main's youngest page is hot");
+	cr_expect_not(policy_is_cold(p, 150), "a page never admitted is not a victim");
+	policy_destroy(p);
+}
+
+/* policy_take is policy_victim for a chosen id: small -> ghost (so a
+ * refault promotes it), main -> forgotten; reinsert puts it back. */
+Test(policy, take_acts_like_victim)
+{
+	struct policy *p = policy_create(FM_POLICY_S3FIFO, 200, 100);
+
+	cr_assert_not_null(p);
+	for (uint32_t id = 0; id < 95; id++)
+		policy_admit(p, id);
+	policy_take(p, 94);
+	cr_expect_eq(policy_queue_of(p, 94), POLICY_Q_GHOST);
+	cr_expect_not(policy_is_cold(p, 94), "a taken page is not taken twice");
+	policy_take(p, 3);
+	cr_expect_eq(policy_queue_of(p, 3), POLICY_Q_NONE);
+	cr_expect_eq(policy_resident(p), 93);
+	policy_reinsert(p, 3);
+	cr_expect_eq(policy_queue_of(p, 3), POLICY_Q_MAIN, "a main page goes back to main");
+	policy_take(p, 150);   /* not resident: no-op */
+	cr_expect_eq(policy_queue_of(p, 150), POLICY_Q_NONE);
+	cr_expect_eq(policy_resident(p), 94);
+	policy_admit(p, 94);   /* refault of the ghost: promoted */
+	cr_expect_eq(policy_queue_of(p, 94), POLICY_Q_MAIN);
+	policy_destroy(p);
+}
+
 Test(policy, admit_of_resident_is_noop)
 {
 	struct policy *p = mk(FM_POLICY_FIFO, 16, 8);
