@@ -4,7 +4,7 @@
  * shard. See bench/README.md, "The local store".
  *
  *   kv-bench [--engine local|lmdb] [--compression lz4|zstd|none]
- *            [--content random|text|mixed|files:DIR] [--pages N]
+ *            [--content random|text|zero|mixed|files:DIR|files:FILE] [--pages N]
  *            [--path DIR] [--ram-mib M] [--churn OPS]
  */
 #include "base/base.h"
@@ -59,6 +59,11 @@ static void page_of(uint64_t i, uint64_t version, void *page)
 		return;
 	}
 	uint64_t seed = fm_mix64(i * 1000003 + version) | 1;
+	if (!strcmp(content, "zero")) { /* one word set, so every page differs */
+		memset(page, 0, FM_PAGE_SIZE);
+		memcpy(page, &seed, 8);
+		return;
+	}
 	if (!strcmp(content, "random"))
 		while (kvp_kind_of(seed) != KVP_RANDOM)
 			seed++;
