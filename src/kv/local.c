@@ -641,6 +641,7 @@ int kv_local_info(const struct kv_store *kv, struct kv_local_info *out)
 		.table_slots = ls->mask + 1,
 		.table_grows = ls->table_grows,
 		.chunks = kv_slab_chunks(&ls->slab),
+		.chunks_released = kv_slab_released(&ls->slab),
 		.slots_carved = carved,
 		.meta_bytes = sizeof(*ls) + (ls->mask + 1) * sizeof(struct local_ent) +
 			      ls->fifo_cap * sizeof(struct fifo_ent),
@@ -650,8 +651,7 @@ int kv_local_info(const struct kv_store *kv, struct kv_local_info *out)
 		.ram_blob_bytes = ls->ram_blob_bytes,
 		.disk_pages = ls->disk_pages,
 	};
-	for (unsigned c = 0; c < KV_SLAB_CLASSES; c++)
-		out->meta_bytes += ls->slab.cls[c].chunks_cap * sizeof(uint8_t *);
+	out->meta_bytes += kv_slab_meta_bytes(&ls->slab);
 	if (ls->dlog) {
 		struct dlog_info di;
 
