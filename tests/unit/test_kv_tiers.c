@@ -583,3 +583,82 @@ Test(kv_tiers, ram_moves_between_classes, .timeout = 60)
 	cr_assert_geq(m, 1000, "only %llu raw pages fit in 4 MiB", (unsigned long long)m);
 	kv_close(kv);
 }
+
+static uint64_t write_syscalls(void)
+{
+	FILE *f = fopen("/proc/self/io", "r");
+	char line[128];
+	unsigned long long v = 0;
+
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "syscw: %llu", &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
+/* kv_mput with the disk tier: one write for a batch of new pages (not
+ * one per page), the in-order semantics of a repeated key, overwrites
+ * killing their old records, and everything back after a reopen. */
+Test(kv_tiers, mput_is_one_write_per_batch, .timeout = 60)
+{
+	enum { B = 32, ROUNDS = 200 };
+	static uint64_t mirror[NKEYS];
+	static uint64_t buf[B][FM_PAGE_SIZE / 8];
+	char dir[64];
+	uint64_t rs = 3, w0, writes;
+	struct fm_config c;
+	struct kv_store *kv;
+	struct kv_key keys[B];
+	const void *pages[B];
+	int res[B];
+
+	kvp_tmpdir(dir);
+	c = kvp_cfg(1, FM_LOCAL_LZ4, dir);
+	kv = kvp_open(&c);
+	memset(mirror, 0, sizeof(mirror));
+	/* New keys only: count the writes. */
+	w0 = write_syscalls();
+	for (uint64_t b = 0; b < B; b++) {
+		keys[b] = key_of(b);
+		mirror[b] = b + 1;
+		kvp_fill(buf[b], mirror[b]);
+		pages[b] = buf[b];
+	}
+	cr_assert_eq(kv_mput(kv, keys, pages, res, B), 0);
+	writes = write_syscalls() - w0;
+	cr_assert_leq(writes, 2, "%llu writes for one batch", (unsigned long long)writes);
+	/* Random batches: repeats, overwrites, segment ends, compaction. */
+	for (unsigned r = 0; r < ROUNDS; r++) {
+		unsigned n = 1 + (unsigned)(kvp_rng(&rs) % B);
+		uint64_t want[B];
+		size_t idx[B];
+
+		for (unsigned b = 0; b < n; b++) {
+			idx[b] = kvp_rng(&rs) % (NKEYS / 4);
+			keys[b] = key_of(idx[b]);
+			want[b] = kvp_rng(&rs) | 1;
+			kvp_fill(buf[b], want[b]);
+		}
+		cr_assert_eq(kv_mput(kv, keys, pages, res, n), 0);
+		for (unsigned b = 0; b < n; b++) {
+			cr_assert_eq(res[b], 0);
+			mirror[idx[b]] = want[b]; /* in order: the last one wins */
+		}
+		if (kvp_rng(&rs) % 8 == 0) {
+			cr_assert_eq(kv_del(kv, keys[0]), 0);
+			mirror[idx[0]] = 0;
+		}
+	}
+	uint64_t held = check_mirror(kv, mirror, NKEYS);
+	struct kv_stats s;
+	kv_get_stats(kv, &s);
+	cr_assert_eq(s.pages, held);
+	cr_assert_gt(s.compactions, 0);
+	kv_close(kv);
+	kv = kvp_open(&c);
+	cr_assert_eq(check_mirror(kv, mirror, NKEYS), held);
+	kv_close(kv);
+	kvp_rmdir(dir);
+}
