@@ -58,15 +58,25 @@ echo "# fault-storm $args; steady faults/s; the disk configuration has a 16 MiB 
 printf 'round'
 for c in $configs; do printf ' %s' "${c%%:*}"; done
 echo
+# Odd rounds run the configurations in order, even rounds in reverse, so a
+# drift in the machine's load does not favour one of them. Columns keep
+# the header's order.
+reversed=
+for c in $configs; do reversed="$c $reversed"; done
 r=1
 while [ $r -le "$rounds" ]; do
-	printf '%d' $r
-	for c in $configs; do
+	order=$configs
+	[ $((r % 2)) -eq 0 ] && order=$reversed
+	for c in $order; do
 		IFS=: read -r name comp content disk <<EOF
 $c
 EOF
 		v=$(run_one "$name" "$comp" "$content" "${disk:-}")
-		printf ' %s' "$v"
+		echo "$name $v" >>"$tmp/round$r"
+	done
+	printf '%d' $r
+	for c in $configs; do
+		printf ' %s' "$(awk -v n="${c%%:*}" '$1 == n {print $2}' "$tmp/round$r")"
 	done
 	echo
 	r=$((r + 1))
