@@ -48,10 +48,20 @@ run_one() { # name comp content disk -> prints steady faults/s
 		cat "$dir/log" >&2
 		exit 1
 	}
+	# CPU time of the shard threads (where the store runs), in clock ticks.
+	ticks=0
+	for t in /proc/"$pid"/task/*; do
+		case $(cat "$t/comm") in
+		fm-shard*) ticks=$((ticks + $(awk '{print $14 + $15}' "$t/stat"))) ;;
+		esac
+	done
 	kill "$pid"
 	wait "$pid" || true
 	pid=
-	python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["verify_errors"]==0, "verify errors"; print(d["steady_faults_per_s"])' "$dir/out.json"
+	python3 -c 'import json,sys,os
+d=json.load(open(sys.argv[1])); assert d["verify_errors"]==0, "verify errors"
+us=int(sys.argv[2])*1e6/os.sysconf("SC_CLK_TCK")/max(d["faults"],1)
+print("%.1f %.1f" % (d["steady_faults_per_s"], us))' "$dir/out.json" "$ticks"
 }
 
 echo "# fault-storm $args; steady faults/s; the disk configuration has a 16 MiB RAM tier"
@@ -77,6 +87,19 @@ EOF
 	printf '%d' $r
 	for c in $configs; do
 		printf ' %s' "$(awk -v n="${c%%:*}" '$1 == n {print $2}' "$tmp/round$r")"
+	done
+	echo
+	r=$((r + 1))
+done
+echo "# shard CPU (user+system) per fault, us; shards spin (shards.spin_us) while idle, which counts here"
+printf 'round'
+for c in $configs; do printf ' %s' "${c%%:*}"; done
+echo
+r=1
+while [ $r -le "$rounds" ]; do
+	printf '%d' $r
+	for c in $configs; do
+		printf ' %s' "$(awk -v n="${c%%:*}" '$1 == n {print $3}' "$tmp/round$r")"
 	done
 	echo
 	r=$((r + 1))

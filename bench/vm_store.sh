@@ -10,7 +10,9 @@
 # CONFIG: plain | none | lz4 | zstd | lz4-disk (16 MiB RAM tier + file)
 #         | lz4-random (the incompressible pattern, for the overhead)
 # Environment: FM_VM_ACCEL=tcg|kvm (default tcg), VM_MIB (guest, 512),
-#              FILL_MIB (320), BUDGET_PAGES (16384 = 64 MiB resident).
+#              FILL_MIB (320), BUDGET_PAGES (16384 = 64 MiB resident),
+#              DUMP=FILE: with config plain, save the guest's RAM there while
+#              it holds (QMP pmemsave), for `kv-bench --content files:FILE`.
 set -euo pipefail
 build=$(cd "${1:?usage: vm_store.sh BUILD_DIR [CONFIG...]}" && pwd)
 shift
@@ -73,7 +75,7 @@ for cfg in "${configs[@]}"; do
 		done
 		run_env=("$bin/fluidmem-run" --socket "$run/reg.sock" --)
 	fi
-	"${run_env[@]}" "$QEMU" "${qemu_args[@]}" \
+	"${run_env[@]}" "$QEMU" "${qemu_args[@]}" -qmp "unix:$run/qmp.sock,server=on,wait=off" \
 		-append "console=ttyS0 panic=-1 quiet mitigations=off fmtest.mode=hold fmtest.mib=$FILL_MIB fmtest.content=$content" \
 		-serial "file:$log" 2>"$run/qemu-$cfg.log" &
 	qpid=$!
@@ -100,6 +102,11 @@ for cfg in "${configs[@]}"; do
 	printf '%-11s %9d %9d %11d %11d %11d %11d %9d %7s\n' "$cfg" $((q >> 10)) $((d >> 10)) \
 		$(((q + d) >> 10)) $((file >> 10)) $((ramt >> 10)) $((stored >> 10)) "$pages" "$ratio"
 	grep -m1 'memtest\[hold\]: write' "$log" >&2 || true
+	if [ "$cfg" = plain ] && [ -n "${DUMP:-}" ]; then
+		python3 "$src/scripts/qmp.py" "$run/qmp.sock" pmemsave \
+			"{\"val\": 0, \"size\": $((VM_MIB << 20)), \"filename\": \"$DUMP\"}" >/dev/null
+		echo "guest RAM saved in $DUMP" >&2
+	fi
 	kill -9 "$qpid" && wait "$qpid" 2>/dev/null || true
 	qpid=
 	if [ -n "$daemon_pid" ]; then
