@@ -2,7 +2,7 @@
 # store_space.sh BUILD_DIR [EVICTIONS]: the disk tier's file size against its
 # live records through fluidmemd, under a verifying fault storm with
 # compressible pages (fault-storm --content text), a 16 MiB RAM tier and
-# 16 MiB segments, until the daemon has made EVICTIONS evictions (default
+# SEGMENT_MIB segments (default 16), until the daemon has made EVICTIONS evictions (default
 # 1,000,000). Samples the daemon's stats every second while the region
 # lives (at its end every page is deleted) and prints the last sample and
 # the worst file / live ratio seen. bench/README.md, "The local store".
@@ -21,7 +21,8 @@ trap cleanup EXIT INT TERM
 mkdir -p "$tmp/store"
 "$build/bin/fluidmemd" --config "$src/configs/local.toml" \
 	--set register.path="\"$tmp/reg.sock\"" --set control.path="\"$tmp/ctl.sock\"" \
-	--set store.local.path="\"$tmp/store\"" --set store.local.max_mib=16 >"$tmp/log" 2>&1 &
+	--set store.local.path="\"$tmp/store\"" --set store.local.max_mib=16 \
+	--set store.local.segment_mib="${SEGMENT_MIB:-16}" >"$tmp/log" 2>&1 &
 pid=$!
 i=0
 while [ ! -S "$tmp/ctl.sock" ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i + 1)); done
