@@ -63,6 +63,8 @@ static void usage(FILE *f)
 "  --passes K             passes over the region, >= 1 (default: %d)\n"
 "  --write-ratio R        probability that an access is a write, 0..1 (default: %.1f)\n"
 "  --seed N               seed for patterns and page stamps (default: %d)\n"
+"  --content C            page stamps: random (incompressible) | text (about\n"
+"                         2.5x with lz4) (default: random)\n"
 "  --verify               check every read against the mirror, and every page\n"
 "                         after the last pass (default: off)\n"
 "  --fault-threshold-us F an access slower than F us counts as a faulting access\n"
@@ -157,6 +159,13 @@ static void opt_pattern(struct storm_opts *o, const char *opt, const char *arg)
 	o->pattern = (enum storm_pattern)p;
 }
 
+static void opt_content(struct storm_opts *o, const char *opt, const char *arg)
+{
+	if (strcmp(arg, "random") && strcmp(arg, "text"))
+		bad_arg("%s: expected random or text, got '%s'", opt, arg);
+	o->text = !strcmp(arg, "text");
+}
+
 static void opt_baseline(struct storm_opts *o, const char *opt, const char *arg)
 {
 	parse_baseline(opt, arg);
@@ -211,6 +220,7 @@ static const struct opt_def opt_defs[] = {
 	{ "write-ratio", OPT_DOUBLE, FIELD(write_ratio), 0, 1, NULL },
 	{ "seed", OPT_U64, FIELD(seed), 0, -1, NULL },   /* max -1: UINT64_MAX */
 	{ "verify", OPT_FLAG, FIELD(verify), 0, 0, NULL },
+	{ "content", OPT_FN, 0, 0, 0, opt_content },
 	{ "json", OPT_FLAG, FIELD(json), 0, 0, NULL },
 	{ "fault-threshold-us", OPT_DOUBLE, FIELD(fault_threshold_us), 0, 1e9, NULL },
 	{ "quiet", OPT_FLAG, FIELD(quiet), 0, 0, NULL },

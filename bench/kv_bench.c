@@ -4,8 +4,15 @@
  * shard. See bench/README.md, "The local store".
  *
  *   kv-bench [--engine local|lmdb] [--compression lz4|zstd|none]
- *            [--content random|text|mixed|files:DIR] [--pages N]
- *            [--path DIR] [--ram-mib M] [--churn OPS]
+ *            [--content random|text|zero|mixed|files:DIR|files:FILE] [--pages N]
+ *            [--path DIR] [--ram-mib M] [--churn OPS] [--batch B]
+ *            [--shrink PCT]
+ *
+ * --batch B: the load phase puts B pages per kv_mput (as an eviction batch
+ * does) and reports the latency per page and the write syscalls per page.
+ * --shrink PCT: after the gets, delete the first PCT % of the pages (the
+ * oldest, like pages faulted back in a FIFO order) and report the RAM the
+ * tier holds and the process's RSS before and after.
  */
 #include "base/base.h"
 #include "kv/codec.h"
@@ -59,6 +66,11 @@ static void page_of(uint64_t i, uint64_t version, void *page)
 		return;
 	}
 	uint64_t seed = fm_mix64(i * 1000003 + version) | 1;
+	if (!strcmp(content, "zero")) { /* one word set, so every page differs */
+		memset(page, 0, FM_PAGE_SIZE);
+		memcpy(page, &seed, 8);
+		return;
+	}
 	if (!strcmp(content, "random"))
 		while (kvp_kind_of(seed) != KVP_RANDOM)
 			seed++;
@@ -96,6 +108,21 @@ static uint64_t wchar(void)
 		return 0;
 	while (fgets(line, sizeof(line), f))
 		if (sscanf(line, "wchar: %llu", &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
+static uint64_t syscw(void)
+{
+	FILE *f = fopen("/proc/self/io", "r");
+	char line[128];
+	unsigned long long v = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "syscw: %llu", &v) == 1)
 			break;
 	fclose(f);
 	return v;
@@ -195,11 +222,12 @@ static int m_del(void *h, uint64_t i)
 int main(int argc, char **argv)
 {
 	const char *engine = "local", *comp = "lz4", *path = NULL;
-	uint64_t pages = 50000, ram_mib = 4096, churn = 0;
+	uint64_t pages = 50000, ram_mib = 4096, churn = 0, batch = 1, shrink = 0;
 	static const struct option lo[] = {
 		{ "engine", 1, 0, 'e' }, { "compression", 1, 0, 'c' }, { "content", 1, 0, 'k' },
 		{ "pages", 1, 0, 'n' },  { "path", 1, 0, 'p' },        { "ram-mib", 1, 0, 'r' },
-		{ "churn", 1, 0, 'o' },  { 0, 0, 0, 0 }
+		{ "churn", 1, 0, 'o' },  { "batch", 1, 0, 'b' },        { "shrink", 1, 0, 's' },
+		{ 0, 0, 0, 0 }
 	};
 	int o;
 
@@ -212,6 +240,8 @@ int main(int argc, char **argv)
 		case 'p': path = optarg; break;
 		case 'r': ram_mib = strtoull(optarg, NULL, 0); break;
 		case 'o': churn = strtoull(optarg, NULL, 0); break;
+		case 'b': batch = strtoull(optarg, NULL, 0); break;
+		case 's': shrink = strtoull(optarg, NULL, 0); break;
 		default: fprintf(stderr, "see the comment at the top of bench/kv_bench.c\n"); return 2;
 		}
 	}
@@ -265,18 +295,47 @@ int main(int argc, char **argv)
 
 	uint32_t *ns = malloc(pages * sizeof(*ns));
 	static uint8_t page[FM_PAGE_SIZE], got[FM_PAGE_SIZE];
-	uint64_t w0 = wchar();
-	for (uint64_t i = 0; i < pages; i++) {
-		page_of(i, 1, page);
-		uint64_t t0 = fm_now_ns();
-		if (e.put(e.h, i, page)) {
-			fprintf(stderr, "put %llu failed\n", (unsigned long long)i);
-			return 1;
+	uint64_t w0 = wchar(), c0 = syscw();
+	if (batch > 1 && kv) {
+		/* kv_mput of batch pages; each page is charged the batch's mean. */
+		uint8_t *bp = malloc(batch * FM_PAGE_SIZE);
+		struct kv_key *keys = malloc(batch * sizeof(*keys));
+		const void **pp = malloc(batch * sizeof(*pp));
+		int *res = malloc(batch * sizeof(*res));
+		for (uint64_t i = 0; i < pages; i += batch) {
+			uint64_t n = pages - i < batch ? pages - i : batch;
+			for (uint64_t k = 0; k < n; k++) {
+				page_of(i + k, 1, bp + k * FM_PAGE_SIZE);
+				keys[k] = (struct kv_key){ 1, i + k };
+				pp[k] = bp + k * FM_PAGE_SIZE;
+			}
+			uint64_t t0 = fm_now_ns();
+			if (kv_mput(kv, keys, pp, res, n)) {
+				fprintf(stderr, "mput at %llu failed\n", (unsigned long long)i);
+				return 1;
+			}
+			uint32_t per = (uint32_t)((fm_now_ns() - t0) / n);
+			for (uint64_t k = 0; k < n; k++)
+				ns[i + k] = per;
 		}
-		ns[i] = (uint32_t)(fm_now_ns() - t0);
+		free(bp);
+		free(keys);
+		free(pp);
+		free(res);
+	} else {
+		for (uint64_t i = 0; i < pages; i++) {
+			page_of(i, 1, page);
+			uint64_t t0 = fm_now_ns();
+			if (e.put(e.h, i, page)) {
+				fprintf(stderr, "put %llu failed\n", (unsigned long long)i);
+				return 1;
+			}
+			ns[i] = (uint32_t)(fm_now_ns() - t0);
+		}
 	}
-	uint64_t w1 = wchar();
+	uint64_t w1 = wchar(), c1 = syscw();
 	report("put", ns, pages);
+	printf("write_syscalls_per_put=%.3f\n", (double)(c1 - c0) / (double)pages);
 	uint64_t rs = 42;
 	for (uint64_t n = 0; n < pages; n++) {
 		uint64_t i = kvp_rng(&rs) % pages;
@@ -307,6 +366,20 @@ int main(int argc, char **argv)
 					: 0.0,
 		       (double)in.meta_bytes / (double)s.pages, s.disk_file_bytes / 1048576.0,
 		       s.disk_live_bytes / 1048576.0);
+	}
+	if (shrink && kv) {
+		struct kv_local_info a, b;
+		uint64_t r0 = rss_kib(), n = pages * shrink / 100;
+		kv_local_info(kv, &a);
+		for (uint64_t i = 0; i < n; i++)
+			e.del(e.h, i);
+		kv_local_info(kv, &b);
+		printf("shrink %llu%%: ram_held_mib %.1f -> %.1f, chunks %llu -> %llu (released %llu), "
+		       "rss_mib %.1f -> %.1f\n",
+		       (unsigned long long)shrink, a.ram_held_bytes / 1048576.0,
+		       b.ram_held_bytes / 1048576.0, (unsigned long long)a.chunks,
+		       (unsigned long long)b.chunks, (unsigned long long)b.chunks_released,
+		       r0 / 1024.0, rss_kib() / 1024.0);
 	}
 	if (churn) {
 		/* Overwrites and delete+put pairs over the same keys. */

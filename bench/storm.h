@@ -41,6 +41,7 @@ struct storm_opts {
 	unsigned ncpus;            /* 0: workload threads unpinned */
 	int raw_cpu;               /* --raw-cpu: the raw handler's CPU, -1 unpinned */
 	bool verify;
+	bool text;                 /* --content text: compressible stamps */
 	bool json;
 	bool quiet;
 	bool baseline;             /* --baseline raw */

@@ -71,7 +71,9 @@ static inline void *writer_main(void *arg)
 		size_t p = (x % mine) * w->nthreads + w->id;
 		uint8_t *page = w->base + p * MIRROR_PAGE;
 
-		if (x & 0x100) {
+		/* The write bit is far from the bits that pick the page, or each
+		 * page would only ever be written or only ever be read. */
+		if (x >> 63) {
 			stamp(page, p, ++w->mirror[p]);
 		} else if (!check(page, p, w->mirror[p])) {
 			if (w->errors++ < 5)

@@ -155,6 +155,11 @@ static void stats_fields(struct strbuf *out, const struct shard_stats *s)
 	sb_printf(out, "\"cache_hits\":%" PRIu64 ",\"cache_misses\":%" PRIu64 ",\"hit_rate\":%.4f,",
 		  s->zero_fills + s->dup_faults + s->wp_faults, s->fetches, hit_rate(s));
 	sb_printf(out, "\"writes_avoided\":%" PRIu64 ",", s->evict_zero + s->evict_clean);
+	/* The store's compression ratio: page bytes held / encoded bytes. */
+	sb_printf(out, "\"store_ratio\":%.3f,",
+		  s->store_encoded_bytes
+			  ? (double)s->store_pages * FM_PAGE_SIZE / (double)s->store_encoded_bytes
+			  : 0.0);
 	sb_printf(out, "\"fault_p50_us\":%.1f,\"fault_p99_us\":%.1f,\"fault_p999_us\":%.1f",
 		  fm_hist_quantile(&s->fault_ns, 0.5) / 1e3, fm_hist_quantile(&s->fault_ns, 0.99) / 1e3,
 		  fm_hist_quantile(&s->fault_ns, 0.999) / 1e3);

@@ -71,6 +71,7 @@ struct dlog {
 	uint64_t appended, moved, compactions, corrupt;
 	struct dlog_owner own;
 	uint8_t *win; /* DLOG_WIN bytes */
+	uint8_t *batch; /* DLOG_BATCH_BYTES, allocated by the first batch */
 	uint8_t rec[DLOG_REC_MAX] __attribute__((aligned(64)));
 	/* Compaction's copy: an append may compact while its record waits in rec. */
 	uint8_t mv[DLOG_REC_MAX] __attribute__((aligned(64)));
@@ -371,7 +372,8 @@ static int roll(struct dlog *d)
 	return take_segment(d, d->max_segs == UINT32_MAX ? 0 : 1);
 }
 
-static int append_raw(struct dlog *d, const void *rec, uint32_t rs, uint64_t *loc)
+/* An active segment with room for rs more bytes. */
+static int room_for(struct dlog *d, uint32_t rs)
 {
 	int rc;
 
@@ -385,6 +387,15 @@ static int append_raw(struct dlog *d, const void *rec, uint32_t rs, uint64_t *lo
 				return rc;
 		}
 	}
+	return 0;
+}
+
+static int append_raw(struct dlog *d, const void *rec, uint32_t rs, uint64_t *loc)
+{
+	int rc = room_for(d, rs);
+
+	if (rc)
+		return rc;
 	struct dlog_seg *sg = &d->segs[d->act];
 	uint64_t at = seg_base(d, d->act) + sg->tail;
 
@@ -408,26 +419,90 @@ static int append_raw(struct dlog *d, const void *rec, uint32_t rs, uint64_t *lo
 	return 0;
 }
 
+/* Build key's record with sequence number seq at out; returns its size. */
+static uint32_t rec_build(uint8_t *out, struct kv_key key, uint64_t seq, uint8_t enc,
+			  const void *data, uint32_t len)
+{
+	struct dlog_hdr h = { .magic = DLOG_LIVE, .region = key.region, .page = key.page,
+			      .seq = seq, .len = (uint16_t)len, .enc = enc, .version = 1 };
+	uint32_t rs = dlog_rec_size(len);
+
+	/* dcrc is inside the header CRC's range: compute it first. */
+	h.dcrc = data_crc(&h, data);
+	h.hcrc = hdr_crc(&h);
+	memcpy(out, &h, sizeof(h));
+	memcpy(out + DLOG_HDR, data, len);
+	memset(out + DLOG_HDR + len, 0, rs - DLOG_HDR - len);
+	return rs;
+}
+
 int dlog_append(struct dlog *d, struct kv_key key, uint8_t enc, const void *data, uint32_t len,
 		uint64_t *loc)
 {
-	struct dlog_hdr h = { .magic = DLOG_LIVE, .region = key.region, .page = key.page,
-			      .seq = d->seq, .len = (uint16_t)len, .enc = enc, .version = 1 };
-	uint32_t rs = dlog_rec_size(len);
 	int rc;
 
 	if (len < 1 || len > 4096)
 		return -EINVAL;
-	/* dcrc is inside the header CRC's range: compute it first. */
-	h.dcrc = data_crc(&h, data);
-	h.hcrc = hdr_crc(&h);
-	memcpy(d->rec, &h, sizeof(h));
-	memcpy(d->rec + DLOG_HDR, data, len);
-	memset(d->rec + DLOG_HDR + len, 0, rs - DLOG_HDR - len);
-	rc = append_raw(d, d->rec, rs, loc);
+	rc = append_raw(d, d->rec, rec_build(d->rec, key, d->seq, enc, data, len), loc);
 	if (rc == 0)
 		d->seq++;
 	return rc;
+}
+
+int dlog_append_many(struct dlog *d, const struct dlog_item *it, size_t n, uint64_t *locs)
+{
+	uint32_t off = 0, m = 0;
+	uint64_t at;
+	int rc;
+
+	if (n == 0 || it[0].len < 1 || it[0].len > 4096)
+		return -EINVAL;
+	if (n == 1)
+		goto one;
+	if (!d->batch) {
+		d->batch = aligned_alloc(64, DLOG_BATCH_BYTES);
+		if (!d->batch)
+			goto one;
+	}
+	rc = room_for(d, dlog_rec_size(it[0].len));
+	if (rc)
+		return rc;
+	struct dlog_seg *sg = &d->segs[d->act];
+	at = seg_base(d, d->act) + sg->tail;
+	while (m < n) {
+		uint32_t rs = dlog_rec_size(it[m].len);
+
+		if (it[m].len < 1 || it[m].len > 4096 || sg->tail + off + rs > d->seg_bytes ||
+		    off + rs > DLOG_BATCH_BYTES)
+			break;
+		rec_build(d->batch + off, it[m].key, d->seq + m, it[m].enc, it[m].data, it[m].len);
+		locs[m++] = at + off;
+		off += rs;
+	}
+	if (m == 1)
+		goto one;
+	rc = pwrite_all(d->fd, d->batch, off, at);
+	if (rc) {
+		/* Hide whatever got written (as append_raw does for one record),
+		 * then let the first record try alone: a full file system may
+		 * still take it, and the caller learns its own result. */
+		static const uint32_t zero;
+
+		for (uint32_t k = 0, o = 0; k < m; o += dlog_rec_size(it[k].len), k++)
+			if (pwrite(d->fd, &zero, sizeof(zero), (off_t)(at + o)) != sizeof(zero))
+				break; /* past what was written: nothing there to hide */
+		goto one;
+	}
+	sg->tail += off;
+	sg->live += off;
+	d->live_bytes += off;
+	d->live_records += m;
+	d->appended += off;
+	d->seq += m;
+	return (int)m;
+one:
+	rc = dlog_append(d, it[0].key, it[0].enc, it[0].data, it[0].len, &locs[0]);
+	return rc ? rc : 1;
 }
 
 int dlog_read(struct dlog *d, uint64_t loc, struct kv_key key, uint32_t len, const uint8_t **data,
@@ -599,6 +674,7 @@ void dlog_close(struct dlog *d)
 	if (d->fd >= 0)
 		close(d->fd); /* drops the lock */
 	free(d->win);
+	free(d->batch);
 	free(d->bad);
 	free(d->segs);
 	free(d->free);

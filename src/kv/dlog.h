@@ -74,6 +74,23 @@ void dlog_close(struct dlog *d);
  * -ENOSPC: the cap or the file system is full; nothing changed. -EIO. */
 int dlog_append(struct dlog *d, struct kv_key key, uint8_t enc, const void *data, uint32_t len,
 		uint64_t *loc);
+/* One record of a batch. */
+struct dlog_item {
+	struct kv_key key;
+	const void *data;
+	uint32_t len;
+	uint8_t enc;
+};
+/* Bytes of records one batch writes at most (64 raw pages). */
+#define DLOG_BATCH_BYTES (64u * DLOG_REC_MAX)
+/* Append the first records of it[0..n) with one pwrite: as many as fit in
+ * the active segment and DLOG_BATCH_BYTES, at least one (a new segment is
+ * taken first when even it[0] does not fit). Returns how many were
+ * appended, locs[k] for each, all durable like dlog_append; or a negative
+ * errno, like dlog_append's, for it[0], when nothing was appended. The
+ * caller indexes what was appended before calling again: a compaction
+ * started by the next call asks the index which records are live. */
+int dlog_append_many(struct dlog *d, const struct dlog_item *it, size_t n, uint64_t *locs);
 /* Read the record at loc with one pread and check it: magic LIVE, header
  * CRC, key, len and data CRC. On success *data points at len bytes valid
  * until the next dlog call. -EIO when any check fails (counted corrupt). */

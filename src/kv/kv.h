@@ -240,11 +240,11 @@ struct kv_local_info {
 	uint64_t max_pages;    /* RAM cap in 4 KiB units, from local_max_mib */
 	uint64_t table_slots;  /* hash table entries allocated (power of two) */
 	uint64_t table_grows;  /* table doublings since open */
-	uint64_t chunks;       /* slab chunks mapped (never unmapped before close) */
-	uint64_t slots_carved; /* slab slots ever handed out; held + on the free list */
+	uint64_t chunks;       /* slab chunks mapped now */
+	uint64_t slots_carved; /* slab slots carved in mapped chunks: live + on a free list */
 	uint64_t meta_bytes;   /* handle + table + chunk index + FIFO, no page data */
 	uint64_t ram_pages;      /* pages with a RAM copy */
-	uint64_t ram_held_bytes; /* slots carved x slot size: the RAM the tier touched */
+	uint64_t ram_held_bytes; /* slots carved x slot size: the RAM the tier holds */
 	uint64_t ram_live_bytes; /* slots in use x slot size */
 	uint64_t ram_blob_bytes; /* encoded bytes in those slots */
 	uint64_t disk_pages;
@@ -255,6 +255,7 @@ struct kv_local_info {
 	uint64_t disk_moved_bytes;    /* written by compaction */
 	uint64_t disk_compactions;
 	uint64_t disk_seg_bytes;
+	uint64_t chunks_released; /* slab chunks unmapped (emptied) since open */
 };
 /* Fill *out for a local handle; -EINVAL for NULL or another backend. */
 int kv_local_info(const struct kv_store *kv, struct kv_local_info *out);

@@ -78,6 +78,11 @@ struct local_store {
 	struct fifo_ent *fifo;
 	size_t fifo_cap, fifo_head, fifo_n; /* cap is a power of two */
 	uint64_t ram_pages, blob_bytes, ram_blob_bytes, raw_pages, disk_pages, corrupt;
+	/* local_mput's batch: encoded pages, their records' items and places */
+	uint8_t *mblob;
+	struct dlog_item *mitems;
+	uint64_t *mlocs;
+	size_t mcap;
 	uint8_t blob[KV_CODEC_MAX];
 };
 
@@ -259,9 +264,10 @@ static int fifo_make_room(struct local_store *ls)
 	return 0;
 }
 
-/* Keep a RAM copy of e's blob (ls->blob) if there is room, dropping the
- * oldest copies to make some. With a disk tier only: failing is harmless. */
-static void ram_cache(struct local_store *ls, struct local_ent *e, struct kv_key key)
+/* Keep a RAM copy of e's blob if there is room, dropping the oldest
+ * copies to make some. With a disk tier only: failing is harmless. */
+static void ram_cache(struct local_store *ls, struct local_ent *e, struct kv_key key,
+		      const uint8_t *blob)
 {
 	unsigned c = kv_slab_class_of(e->len);
 	uint32_t slot;
@@ -273,7 +279,7 @@ static void ram_cache(struct local_store *ls, struct local_ent *e, struct kv_key
 		return;
 	if (kv_slab_alloc(&ls->slab, c, &slot) != 0)
 		return;
-	memcpy(kv_slab_ptr(&ls->slab, c, slot), ls->blob, e->len);
+	memcpy(kv_slab_ptr(&ls->slab, c, slot), blob, e->len);
 	e->slot = slot;
 	ls->ram_pages++;
 	ls->ram_blob_bytes += e->len;
@@ -329,6 +335,27 @@ static void account_new(struct local_store *ls, const struct local_ent *e, int s
 		ls->disk_pages += (uint64_t)(int64_t)sign;
 }
 
+/* key's new record is at loc: cell i holds key (found) or is the empty
+ * cell for it. Kill the old record, point the index at the new one and
+ * keep a RAM copy of blob. */
+static void index_disk(struct local_store *ls, struct kv_key key, uint32_t h, size_t i,
+		       bool found, uint64_t loc, uint32_t len, uint8_t enc, const uint8_t *blob)
+{
+	struct local_ent *e = &ls->tab[i];
+
+	if (found) {
+		ram_drop(ls, e);
+		dlog_kill(ls->dlog, e->disk, e->len);
+		account_new(ls, e, -1);
+	} else {
+		ls->used++;
+	}
+	*e = (struct local_ent){ .region = key.region, .page = key.page, .disk = loc, .hash = h,
+				 .slot = LOCAL_NONE, .len = (uint16_t)len, .enc = enc, .live = 1 };
+	account_new(ls, e, 1);
+	ram_cache(ls, e, key, blob);
+}
+
 static int local_put_disk(struct local_store *ls, struct kv_key key, uint32_t h, size_t i,
 			  bool found, uint32_t len, uint8_t enc)
 {
@@ -345,18 +372,73 @@ static int local_put_disk(struct local_store *ls, struct kv_key key, uint32_t h,
 	rc = dlog_append(ls->dlog, key, enc, ls->blob, len, &loc);
 	if (rc)
 		return rc;
-	struct local_ent *e = &ls->tab[i];
-	if (found) {
-		ram_drop(ls, e);
-		dlog_kill(ls->dlog, e->disk, e->len);
-		account_new(ls, e, -1);
-	} else {
-		ls->used++;
+	index_disk(ls, key, h, i, found, loc, len, enc, ls->blob);
+	return 0;
+}
+
+static int local_put(struct kv_store *kv, struct kv_key key, const void *page);
+
+/* Batched puts with the disk tier: every page is encoded first, then the
+ * records go out with one pwrite per run that fits the active segment (the
+ * shard's eviction batch is one mput), and each run is indexed before the
+ * next is written. Items keep kv_mput's in-order semantics. */
+static int local_mput(struct kv_store *kv, const struct kv_key *keys, const void *const *pages,
+		      int *results, size_t n)
+{
+	struct local_store *ls = to_local(kv);
+	size_t i = 0;
+
+	if (ls->dlog && n > 1 && n > ls->mcap) {
+		uint8_t *nb = realloc(ls->mblob, n * KV_CODEC_MAX);
+		struct dlog_item *ni;
+		uint64_t *nl;
+
+		if (nb)
+			ls->mblob = nb;
+		ni = nb ? realloc(ls->mitems, n * sizeof(*ni)) : NULL;
+		if (ni)
+			ls->mitems = ni;
+		nl = ni ? realloc(ls->mlocs, n * sizeof(*nl)) : NULL;
+		if (nl) {
+			ls->mlocs = nl;
+			ls->mcap = n;
+		}
 	}
-	*e = (struct local_ent){ .region = key.region, .page = key.page, .disk = loc, .hash = h,
-				 .slot = LOCAL_NONE, .len = (uint16_t)len, .enc = enc, .live = 1 };
-	account_new(ls, e, 1);
-	ram_cache(ls, e, key);
+	/* Cells for n new keys first: an appended record is always indexed. */
+	while (ls->dlog && n > 1 && n <= ls->mcap && ls->used + n > ls->grow_at)
+		if (local_grow(ls) != 0)
+			break;
+	if (!ls->dlog || n < 2 || n > ls->mcap || ls->used + n > ls->grow_at) {
+		for (size_t k = 0; k < n; k++)
+			results[k] = local_put(kv, keys[k], pages[k]);
+		return 0;
+	}
+	for (size_t k = 0; k < n; k++) {
+		uint8_t *b = ls->mblob + k * KV_CODEC_MAX;
+
+		ls->mitems[k].key = keys[k];
+		ls->mitems[k].data = b;
+		ls->mitems[k].len = kv_codec_encode(ls->codec, pages[k], b, KV_SLAB_STEP,
+						    &ls->mitems[k].enc);
+	}
+	while (i < n) {
+		int m = dlog_append_many(ls->dlog, ls->mitems + i, n - i, ls->mlocs + i);
+
+		if (m < 0) {
+			results[i++] = m == -ENOMEM ? -ENOSPC : m;
+			continue;
+		}
+		for (size_t k = i; k < i + (size_t)m; k++) {
+			const struct dlog_item *it = &ls->mitems[k];
+			uint32_t h = local_hash(it->key);
+			bool found;
+			size_t c = local_find(ls, it->key, h, &found);
+
+			index_disk(ls, it->key, h, c, found, ls->mlocs[k], it->len, it->enc, it->data);
+			results[k] = 0;
+		}
+		i += (size_t)m;
+	}
 	return 0;
 }
 
@@ -537,6 +619,9 @@ static void local_close(struct kv_store *kv)
 	kv_slab_destroy(&ls->slab);
 	free(ls->fifo);
 	free(ls->tab);
+	free(ls->mblob);
+	free(ls->mitems);
+	free(ls->mlocs);
 	free(ls);
 }
 
@@ -641,6 +726,7 @@ int kv_local_info(const struct kv_store *kv, struct kv_local_info *out)
 		.table_slots = ls->mask + 1,
 		.table_grows = ls->table_grows,
 		.chunks = kv_slab_chunks(&ls->slab),
+		.chunks_released = kv_slab_released(&ls->slab),
 		.slots_carved = carved,
 		.meta_bytes = sizeof(*ls) + (ls->mask + 1) * sizeof(struct local_ent) +
 			      ls->fifo_cap * sizeof(struct fifo_ent),
@@ -650,8 +736,7 @@ int kv_local_info(const struct kv_store *kv, struct kv_local_info *out)
 		.ram_blob_bytes = ls->ram_blob_bytes,
 		.disk_pages = ls->disk_pages,
 	};
-	for (unsigned c = 0; c < KV_SLAB_CLASSES; c++)
-		out->meta_bytes += ls->slab.cls[c].chunks_cap * sizeof(uint8_t *);
+	out->meta_bytes += kv_slab_meta_bytes(&ls->slab);
 	if (ls->dlog) {
 		struct dlog_info di;
 
@@ -667,8 +752,8 @@ int kv_local_info(const struct kv_store *kv, struct kv_local_info *out)
 	return 0;
 }
 
-/* No mget/mput: a batch is a loop over copies either way, so the generic
- * loop costs nothing extra here. */
+/* No mget: a batch of gets is a loop over copies or preads either way.
+ * mput batches the disk tier's writes (RAM only: a loop of puts). */
 const struct kv_ops kv_local_ops = {
 	.name = "local",
 	.keeps_after_get = false,
@@ -677,6 +762,7 @@ const struct kv_ops kv_local_ops = {
 	.get = local_get,
 	.put = local_put,
 	.del = local_del,
+	.mput = local_mput,
 	.stats = local_stats,
 	.foreach_key = local_foreach_key,
 	.region_delete = local_region_delete,

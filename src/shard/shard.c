@@ -216,6 +216,7 @@ static void fill_stats(struct shard *s, struct shard_stats *out)
 	s->st.store_ram_bytes = ks.ram_held_bytes;
 	s->st.store_disk_pages = ks.disk_pages;
 	s->st.store_disk_file_bytes = ks.disk_file_bytes;
+	s->st.store_disk_live_bytes = ks.disk_live_bytes;
 	s->st.store_corrupt = ks.corrupt;
 	s->st.ring_depth = fm_ring_depth(&s->data);
 	s->st.store_retries = ks.retries;

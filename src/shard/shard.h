@@ -65,6 +65,7 @@ struct uffd_region;
 	X(store_ram_bytes, "RAM the local store's RAM tier holds, free slots included") \
 	X(store_disk_pages, "pages in the local store's disk tier")                  \
 	X(store_disk_file_bytes, "bytes the local store's files occupy on disk")     \
+	X(store_disk_live_bytes, "bytes of live records in those files (file / live: space reuse)") \
 	X(store_corrupt, "stored copies that failed a checksum (their pages were poisoned)") \
 	X(ring_depth, "messages waiting in the shard's data ring")
 

@@ -1,5 +1,6 @@
-/* kv/local durability: a child process puts and deletes pages and is
- * killed with SIGKILL at random moments; the parent reopens the store.
+/* kv/local durability: a child process puts (single and batched) and
+ * deletes pages and is killed with SIGKILL at random moments; the parent
+ * reopens the store.
  * Every page whose put returned 0 (and was not deleted) reads back
  * identical, every deleted page stays deleted, and the one operation in
  * flight at the kill ends either way, never as wrong data. */
@@ -17,12 +18,16 @@
 #define K 1500
 #define ROUNDS 30
 
-enum { OP_NONE, OP_PUT, OP_DEL };
+#define BATCH 16
+
+enum { OP_NONE, OP_PUT, OP_DEL, OP_MPUT };
 
 /* Shared with the child; written before and after each operation. */
 struct journal {
 	uint64_t committed[K]; /* seed of the key's page, 0 absent */
 	uint64_t key, seed;    /* the operation in flight */
+	uint64_t bkey[BATCH], bseed[BATCH]; /* OP_MPUT in flight (keys may repeat) */
+	unsigned bn;
 	int op;
 	uint64_t ops;
 };
@@ -45,6 +50,29 @@ static void child(struct journal *j, const char *dir, uint64_t rs)
 		uint64_t seed = kvp_rng(&rs) | 1;
 		int rc;
 
+		if (put && kvp_rng(&rs) % 4 == 0) { /* a batch, like an eviction's */
+			static uint64_t buf[BATCH][FM_PAGE_SIZE / 8];
+			struct kv_key keys[BATCH];
+			const void *pages[BATCH];
+			int res[BATCH];
+
+			j->bn = 2 + (unsigned)(kvp_rng(&rs) % (BATCH - 1));
+			for (unsigned b = 0; b < j->bn; b++) {
+				j->bkey[b] = kvp_rng(&rs) % K;
+				j->bseed[b] = kvp_rng(&rs) | 1;
+				keys[b] = key_of(j->bkey[b]);
+				kvp_fill(buf[b], j->bseed[b]);
+				pages[b] = buf[b];
+			}
+			__atomic_store_n(&j->op, OP_MPUT, __ATOMIC_SEQ_CST);
+			if (kv_mput(kv, keys, pages, res, j->bn) != 0)
+				_exit(5);
+			for (unsigned b = 0; b < j->bn; b++)
+				j->committed[j->bkey[b]] = j->bseed[b];
+			__atomic_store_n(&j->op, OP_NONE, __ATOMIC_SEQ_CST);
+			__atomic_add_fetch(&j->ops, 1, __ATOMIC_SEQ_CST);
+			continue;
+		}
 		j->key = k;
 		j->seed = seed;
 		__atomic_store_n(&j->op, put ? OP_PUT : OP_DEL, __ATOMIC_SEQ_CST);
@@ -70,7 +98,33 @@ static void verify(struct journal *j, const char *dir, unsigned round)
 		uint64_t want = j->committed[k];
 		int rc;
 
-		if (j->op != OP_NONE && j->key == k) {
+		if (j->op == OP_MPUT) {
+			/* In flight: each key of the batch has its old page or one
+			 * of the batch's pages for it. */
+			bool in = false, ok = want && kvp_check(kv, key_of(k), want) == 0;
+
+			for (unsigned b = 0; b < j->bn; b++) {
+				if (j->bkey[b] != k)
+					continue;
+				in = true;
+				if (!ok && kvp_check(kv, key_of(k), j->bseed[b]) == 0) {
+					j->committed[k] = j->bseed[b];
+					ok = true;
+				}
+			}
+			if (in && !want && !ok) {
+				rc = kv_get(kv, key_of(k), page);
+				cr_assert_eq(rc, -ENOENT, "round %u: batched key %llu reads %d", round,
+					     (unsigned long long)k, rc);
+				continue;
+			}
+			if (in) {
+				cr_assert(ok, "round %u: batched key %llu lost its page", round,
+					  (unsigned long long)k);
+				continue;
+			}
+		}
+		if (j->op != OP_NONE && j->op != OP_MPUT && j->key == k) {
 			/* In flight: the old state or the new one. */
 			uint64_t alt = j->op == OP_PUT ? j->seed : 0;
 

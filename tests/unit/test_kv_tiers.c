@@ -494,3 +494,171 @@ Test(kv_tiers, file_system_full_refuses_and_loses_nothing, .timeout = 60)
 	kv_close(kv);
 	kvp_rmdir(dir);
 }
+
+static uint64_t rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[128];
+	unsigned long long v = 0;
+
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %llu", &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
+/* The RAM tier gives memory back: a chunk whose last page leaves is
+ * unmapped. Two regions stored one after the other: deleting the second
+ * empties its chunks (held and RSS fall), deleting everything leaves no
+ * chunk; new puts map chunks again and read back. */
+Test(kv_tiers, ram_given_back_when_the_tier_shrinks, .timeout = 60)
+{
+	enum { N = 6000 };
+	struct fm_config c = kvp_cfg(64, FM_LOCAL_LZ4, NULL);
+	struct kv_store *kv = kvp_open(&c);
+	struct kv_local_info full, half, none;
+	uint64_t rss_full, rss_half;
+
+	for (uint64_t r = 1; r <= 2; r++)
+		for (uint64_t i = 0; i < N; i++)
+			cr_assert_eq(kvp_put(kv, (struct kv_key){ r, i }, r * N + i + 1), 0);
+	cr_assert_eq(kv_local_info(kv, &full), 0);
+	rss_full = rss_kib();
+	cr_assert_eq(kv_region_delete(kv, 2), N);
+	cr_assert_eq(kv_local_info(kv, &half), 0);
+	rss_half = rss_kib();
+	cr_log_info("held %llu -> %llu KiB, chunks %llu -> %llu, RSS %llu -> %llu KiB",
+		    (unsigned long long)full.ram_held_bytes >> 10,
+		    (unsigned long long)half.ram_held_bytes >> 10, (unsigned long long)full.chunks,
+		    (unsigned long long)half.chunks, (unsigned long long)rss_full,
+		    (unsigned long long)rss_half);
+	cr_assert_gt(half.chunks_released, 0);
+	/* Region 2's chunks held only region 2; a class's last chunk may hold both. */
+	cr_assert_lt(half.ram_held_bytes, full.ram_held_bytes * 6 / 10 + (16u << 21) / 8);
+	cr_assert_lt(half.chunks, full.chunks);
+	cr_assert_lt(rss_half + (full.ram_held_bytes - half.ram_held_bytes) / 1024 / 2, rss_full,
+		     "RSS did not fall with held");
+	for (uint64_t i = 0; i < N; i++)
+		cr_assert_eq(kvp_check(kv, (struct kv_key){ 1, i }, N + i + 1), 0);
+	cr_assert_eq(kv_region_delete(kv, 1), N);
+	cr_assert_eq(kv_local_info(kv, &none), 0);
+	cr_assert_eq(none.chunks, 0);
+	cr_assert_eq(none.ram_held_bytes, 0);
+	cr_assert_eq(none.ram_live_bytes, 0);
+	for (uint64_t i = 0; i < N; i++)
+		cr_assert_eq(kvp_put(kv, (struct kv_key){ 3, i }, i + 7), 0);
+	for (uint64_t i = 0; i < N; i++)
+		cr_assert_eq(kvp_check(kv, (struct kv_key){ 3, i }, i + 7), 0);
+	kv_close(kv);
+}
+
+/* With a full RAM tier, memory moves between size classes once a class
+ * empties a chunk: text pages fill the tier, are deleted, and random pages
+ * (another class) fit again. Before chunks were unmapped, the first class
+ * kept its chunks and the second found no room. */
+Test(kv_tiers, ram_moves_between_classes, .timeout = 60)
+{
+	struct fm_config c = kvp_cfg(4, FM_LOCAL_LZ4, NULL);
+	struct kv_store *kv = kvp_open(&c);
+	uint64_t n = 0, m = 0, seed;
+
+	for (seed = 1;; seed++) {
+		if (kvp_kind_of(seed) != KVP_TEXT)
+			continue;
+		if (kvp_put(kv, (struct kv_key){ 1, n }, seed) != 0)
+			break;
+		n++;
+	}
+	cr_assert_gt(n, 1024);
+	cr_assert_eq(kv_region_delete(kv, 1), (int64_t)n);
+	for (seed = 1;; seed++) {
+		if (kvp_kind_of(seed) != KVP_RANDOM)
+			continue;
+		if (kvp_put(kv, (struct kv_key){ 2, m }, seed) != 0)
+			break;
+		m++;
+	}
+	cr_assert_geq(m, 1000, "only %llu raw pages fit in 4 MiB", (unsigned long long)m);
+	kv_close(kv);
+}
+
+static uint64_t write_syscalls(void)
+{
+	FILE *f = fopen("/proc/self/io", "r");
+	char line[128];
+	unsigned long long v = 0;
+
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "syscw: %llu", &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
+/* kv_mput with the disk tier: one write for a batch of new pages (not
+ * one per page), the in-order semantics of a repeated key, overwrites
+ * killing their old records, and everything back after a reopen. */
+Test(kv_tiers, mput_is_one_write_per_batch, .timeout = 60)
+{
+	enum { B = 32, ROUNDS = 200 };
+	static uint64_t mirror[NKEYS];
+	static uint64_t buf[B][FM_PAGE_SIZE / 8];
+	char dir[64];
+	uint64_t rs = 3, w0, writes;
+	struct fm_config c;
+	struct kv_store *kv;
+	struct kv_key keys[B];
+	const void *pages[B];
+	int res[B];
+
+	kvp_tmpdir(dir);
+	c = kvp_cfg(1, FM_LOCAL_LZ4, dir);
+	kv = kvp_open(&c);
+	memset(mirror, 0, sizeof(mirror));
+	/* New keys only: count the writes. */
+	w0 = write_syscalls();
+	for (uint64_t b = 0; b < B; b++) {
+		keys[b] = key_of(b);
+		mirror[b] = b + 1;
+		kvp_fill(buf[b], mirror[b]);
+		pages[b] = buf[b];
+	}
+	cr_assert_eq(kv_mput(kv, keys, pages, res, B), 0);
+	writes = write_syscalls() - w0;
+	cr_assert_leq(writes, 2, "%llu writes for one batch", (unsigned long long)writes);
+	/* Random batches: repeats, overwrites, segment ends, compaction. */
+	for (unsigned r = 0; r < ROUNDS; r++) {
+		unsigned n = 1 + (unsigned)(kvp_rng(&rs) % B);
+		uint64_t want[B];
+		size_t idx[B];
+
+		for (unsigned b = 0; b < n; b++) {
+			idx[b] = kvp_rng(&rs) % (NKEYS / 4);
+			keys[b] = key_of(idx[b]);
+			want[b] = kvp_rng(&rs) | 1;
+			kvp_fill(buf[b], want[b]);
+		}
+		cr_assert_eq(kv_mput(kv, keys, pages, res, n), 0);
+		for (unsigned b = 0; b < n; b++) {
+			cr_assert_eq(res[b], 0);
+			mirror[idx[b]] = want[b]; /* in order: the last one wins */
+		}
+		if (kvp_rng(&rs) % 8 == 0) {
+			cr_assert_eq(kv_del(kv, keys[0]), 0);
+			mirror[idx[0]] = 0;
+		}
+	}
+	uint64_t held = check_mirror(kv, mirror, NKEYS);
+	struct kv_stats s;
+	kv_get_stats(kv, &s);
+	cr_assert_eq(s.pages, held);
+	cr_assert_gt(s.compactions, 0);
+	kv_close(kv);
+	kv = kvp_open(&c);
+	cr_assert_eq(check_mirror(kv, mirror, NKEYS), held);
+	kv_close(kv);
+	kvp_rmdir(dir);
+}

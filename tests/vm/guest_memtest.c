@@ -5,7 +5,11 @@
  * eviction or zeroed by a discard shows as a bad page.
  *
  *   guest_memtest [--mib N | --percent P] [--passes N] [--seed S]
- *                 [--label NAME] [--hold FILE]
+ *                 [--label NAME] [--hold FILE] [--text]
+ *
+ * --text fills pages with words of English-like text instead of the
+ * incompressible pattern (each page still a function of seed and page
+ * number), for the local store's compression figures (bench/README.md).
  *
  * Exit status 0 when every pass verified, 1 on a bad page, 2 on bad usage. */
 #ifndef _GNU_SOURCE
@@ -73,11 +77,49 @@ static inline uint64_t page_base(uint64_t seed, uint64_t pno)
 	return fm_mix64(seed ^ (pno * 0x9e3779b97f4a7c15ull));
 }
 
+static int text_mode;
+
+/* Text: words picked by a generator seeded with the page's base. */
+static void text_page(uint64_t *w, uint64_t b, size_t p)
+{
+	static const char *const words[] = {
+		"the ", "of ", "and ", "to ", "in ", "a ", "is ", "that ", "for ", "it ",
+		"as ", "was ", "with ", "be ", "by ", "on ", "not ", "he ", "this ", "are ",
+		"memory ", "page ", "kernel ", "process ", "file ", "system ", "which ", "from ",
+		"their ", "would ", "there ", "been ", "when ", "were ", "more ", "into ",
+		"time ", "could ", "other ", "these ", ". ", ", ", "\n", "The ", "data ",
+		"store ", "region ", "evicted ", "compressed ", "between ", "through ", "after ",
+		"first ", "because ", "should ", "number ", "without ", "however ", "machine ",
+		"virtual ", "network ", "server ", "request ", "return ",
+	};
+	char *c = (char *)w;
+	size_t off = 8;
+	uint64_t s = b;
+
+	w[0] = p;
+	while (off < PAGE) {
+		const char *wd;
+		size_t n;
+
+		s = s * 6364136223846793005ull + 1442695040888963407ull;
+		wd = words[(s >> 33) % (sizeof(words) / sizeof(words[0]))];
+		n = strlen(wd);
+		if (n > PAGE - off)
+			n = PAGE - off;
+		memcpy(c + off, wd, n);
+		off += n;
+	}
+}
+
 static void fill(uint64_t *w, size_t pages, uint64_t seed)
 {
 	for (size_t p = 0; p < pages; p++, w += WORDS) {
 		uint64_t b = page_base(seed, p);
 
+		if (text_mode) {
+			text_page(w, b, p);
+			continue;
+		}
 		w[0] = p;
 		for (size_t i = 1; i < WORDS; i++)
 			w[i] = b + i * 0x100000001b3ull;
@@ -93,9 +135,12 @@ static size_t verify(const uint64_t *w, size_t pages, uint64_t seed, uint64_t *s
 
 	for (size_t p = 0; p < pages; p++, w += WORDS) {
 		uint64_t b = page_base(seed, p), diff = w[0] ^ p;
+		static uint64_t want[WORDS];
 
+		if (text_mode)
+			text_page(want, b, p);
 		for (size_t i = 1; i < WORDS; i++) {
-			diff |= w[i] ^ (b + i * 0x100000001b3ull);
+			diff |= w[i] ^ (text_mode ? want[i] : b + i * 0x100000001b3ull);
 			s += w[i];
 		}
 		if (diff && bad++ < 5)
@@ -114,11 +159,12 @@ static double mib_per_s(size_t bytes, uint64_t ns)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: guest_memtest [--mib N | --percent P] [--passes N] [--seed S]\n"
-		   "                     [--label NAME] [--hold FILE]\n"
+		   "                     [--label NAME] [--hold FILE] [--text]\n"
 		   "  --mib N       test N MiB (default: --percent of MemAvailable)\n"
 		   "  --percent P   test P%% of MemAvailable, 1..95 (default 80)\n"
 		   "  --passes N    verify passes after the write (default 3)\n"
-		   "  --hold FILE   after the passes, wait until FILE exists, verify again\n");
+		   "  --hold FILE   after the passes, wait until FILE exists, verify again\n"
+		   "  --text        English-like text (compressible) instead of the pattern\n");
 }
 
 int main(int argc, char **argv)
@@ -127,7 +173,8 @@ int main(int argc, char **argv)
 		{ "mib", required_argument, NULL, 'm' },   { "percent", required_argument, NULL, 'p' },
 		{ "passes", required_argument, NULL, 'n' }, { "seed", required_argument, NULL, 's' },
 		{ "label", required_argument, NULL, 'l' },  { "hold", required_argument, NULL, 'H' },
-		{ "help", no_argument, NULL, 'h' },         { NULL, 0, NULL, 0 },
+		{ "help", no_argument, NULL, 'h' },         { "text", no_argument, NULL, 't' },
+		{ NULL, 0, NULL, 0 },
 	};
 	uint64_t mib = 0, seed = 1, sum = 0, first_sum = 0, t0, movable_before, movable_during;
 	long percent = 80, passes = 3;
@@ -136,7 +183,7 @@ int main(int argc, char **argv)
 	uint64_t *mem;
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "m:p:n:s:l:H:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "m:p:n:s:l:H:ht", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'm': mib = strtoull(optarg, NULL, 10); break;
 		case 'p': percent = strtol(optarg, NULL, 10); break;
@@ -144,6 +191,7 @@ int main(int argc, char **argv)
 		case 's': seed = strtoull(optarg, NULL, 0); break;
 		case 'l': label = optarg; break;
 		case 'H': hold = optarg; break;
+		case 't': text_mode = 1; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}

@@ -4,10 +4,12 @@
 # "FMTEST:" are steps the host waits for; the host acts over QMP (hot-plug,
 # balloon) and the guest notices by polling, so no channel back is needed.
 #
-# Kernel command line: fmtest.mode=full|bench|idle|probe  fmtest.mib=N
+# Kernel command line: fmtest.mode=full|bench|idle|probe|hold  fmtest.mib=N
+#                      fmtest.content=text (hold only)
 #   bench: one memtest of fmtest.mib MiB, then power off
 #   full:  bench, then hot-plug and balloon steps
 #   idle:  boot and wait (the host kills QEMU mid-run)
+#   hold:  fill fmtest.mib MiB, say "holding" and wait (bench/vm_store.sh)
 #   probe: boot and power off (does a Linux guest run under KVM here?)
 /bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin
 /bin/busybox mount -t proc proc /proc
@@ -39,6 +41,15 @@ if [ "$mode" = full ]; then
 	[ -d /sys/bus/virtio/drivers/virtio_balloon ] || fail "virtio_balloon did not load"
 fi
 [ "$mode" = idle ] && { echo "FMTEST: idle"; while :; do sleep 1; done; }
+if [ "$mode" = hold ]; then
+	# bench/vm_store.sh: fill fmtest.mib MiB (fmtest.content=text: English-like
+	# text) and hold it while the host measures; the host kills QEMU.
+	topt=; [ "$(arg content)" = text ] && topt=--text
+	/guest_memtest --label hold --mib "${mib:-256}" --passes 1 $topt --hold /tmp/never &
+	wait_for 3600 test -e /tmp/never.holding || fail "hold memtest did not start"
+	echo "FMTEST: holding MemTotal $(memtotal) MiB"
+	while :; do sleep 1; done
+fi
 
 /guest_memtest --label main --mib "${mib:-256}" --passes 3 || fail "main memtest"
 echo "FMTEST: main-done"
