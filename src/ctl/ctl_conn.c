@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "ctl/json_out.h"
 #include "ctl/http.h"
 
 void ctl_conn_free(struct daemon *d, struct ctl_conn *c)
@@ -121,8 +122,7 @@ void ctl_conn_readable(struct daemon *d, struct ctl_conn *c)
 		c->in[c->in_len] = '\0';
 	}
 	if (c->in_len == CTL_MAX_REQUEST) {
-		sb_printf(&c->out, "{\"v\":1,\"ok\":false,\"error\":\"request longer than %d bytes\"}\n",
-			  CTL_MAX_REQUEST);
+		cj_fail(&c->out, "request longer than %d bytes", CTL_MAX_REQUEST);
 		c->closing = true;
 	}
 	if (c->out.len - c->out_off > CTL_MAX_REPLY_BUFFER || c->out.oom) {

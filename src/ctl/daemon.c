@@ -114,8 +114,9 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 	d->reply_bell.sleeping = 1;   /* the control plane always wants the wake */
 	d->snap = calloc(d->nshards, sizeof(*d->snap));
 	d->region_snap = calloc((size_t)d->nshards * FM_MAX_REGIONS, sizeof(*d->region_snap));
+	d->baseline = calloc(d->nshards, sizeof(*d->baseline));
 	d->restore_on_shutdown = true;
-	if (!d->snap || !d->region_snap) {
+	if (!d->snap || !d->region_snap || !d->baseline) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -366,6 +367,7 @@ void daemon_destroy(struct daemon *d)
 	fm_doorbell_destroy(&d->reply_bell);
 	free(d->snap);
 	free(d->region_snap);
+	free(d->baseline);
 	daemon_requests_free();   /* every writer is joined */
 	free(d);
 }

@@ -60,6 +60,13 @@ struct daemon {
 	/* per-shard snapshot buffers; only shards write them, on request */
 	struct shard_stats *snap;
 	struct shard_region_stats *region_snap;   /* nshards * FM_MAX_REGIONS */
+	/* What stats/latency --reset saw (commands.c): they show the counters
+	 * relative to these, and never clear the ones Prometheus scrapes. */
+	struct shard_stats *baseline;             /* nshards */
+	struct dispatch_snapshot baseline_disp;
+	struct {
+		uint64_t registrations, refusals, conns_refused, accept_paused;
+	} baseline_ctl;
 	int metrics_fd;                  /* HTTP listener, -1 when off */
 	bool restore_on_shutdown;
 	uint64_t registrations, refusals;
@@ -87,6 +94,11 @@ int daemon_shard_request(struct daemon *d, uint16_t type, const uint64_t *a, con
  * answer; the dispatcher copies its own counters, so nothing is read while
  * written. 0, -ENOMEM, -EAGAIN or -ETIMEDOUT. Control thread only. */
 int daemon_dispatcher_request(struct daemon *d, uint16_t type, struct dispatch_snapshot *out);
+
+/* Sum every live region's pages over the shards into sums[slot]
+ * (FM_MAX_REGIONS entries; present = 1 for live slots, budget UINT64_MAX
+ * when uncapped). 0 or -ETIMEDOUT. */
+int daemon_region_sums(struct daemon *d, struct shard_region_stats *sums);
 
 /* The Prometheus text exposition of every counter, gauge and histogram
  * (metrics.c). 0 or -ETIMEDOUT. */
