@@ -103,6 +103,9 @@ int daemon_region_sums(struct daemon *d, struct shard_region_stats *sums);
 /* The Prometheus text exposition of every counter, gauge and histogram
  * (metrics.c). 0 or -ETIMEDOUT. */
 int ctl_metrics_text(struct daemon *d, struct strbuf *out);
+/* GET /healthz: "ok" and 0 when every shard and the dispatcher answer and
+ * the store is reachable; otherwise the reason and -1 (a 503). */
+int ctl_health_text(struct daemon *d, struct strbuf *out);
 
 /* Start detaching a region (client gone, unregister, detach command).
  * restore: shards hand every page back to the still-running client first. */
