@@ -437,32 +437,44 @@ static enum ctl_next cmd_regions(struct daemon *d, int argc, char **argv, struct
 
 /* ---- resize, evict ---- */
 
-static enum ctl_next set_budget(struct daemon *d, uint64_t pages, struct strbuf *out)
+int daemon_set_budget(struct daemon *d, uint64_t pages, uint64_t *resident, bool *within)
 {
-	uint64_t a[FM_MAX_SHARDS], det[FM_MAX_SHARDS], resident = 0;
+	uint64_t a[FM_MAX_SHARDS], det[FM_MAX_SHARDS];
 	int64_t res[FM_MAX_SHARDS];
-	bool within = true;
 
-	if (pages == 0) {
-		fail(out, "the budget must be at least 1 page");
-		return CTL_CONTINUE;
-	}
+	if (pages == 0)
+		return -EINVAL;
 	/* Every shard keeps at least one page, so a faulting thread always
 	 * gets to use the page it faulted in before it can be evicted again. */
 	for (unsigned i = 0; i < d->nshards; i++)
 		a[i] = FM_MAX(1, pages / d->nshards + (i < pages % d->nshards ? 1 : 0));
-	if (daemon_shard_request(d, FM_MSG_SET_BUDGET, a, NULL, res, det) < 0) {
-		fail(out, "a shard did not answer within the timeout");
-		return CTL_CONTINUE;
-	}
+	if (daemon_shard_request(d, FM_MSG_SET_BUDGET, a, NULL, res, det) < 0)
+		return -ETIMEDOUT;
+	*resident = 0;
+	*within = true;
 	for (unsigned i = 0; i < d->nshards; i++) {
-		resident += det[i];
-		within = within && res[i] == 0;
+		*resident += det[i];
+		*within = *within && res[i] == 0;
 	}
 	d->cfg.resident_pages = pages;
-	FM_INFO("resident budget set to %" PRIu64 " pages; %" PRIu64 " resident", pages, resident);
-	cj_reply(out, json_pack("{s:i,s:b,s:o,s:o,s:b}", "v", 1, "ok", 1, "budget", cj_u64(pages),
-				"resident", cj_u64(resident), "within_budget", within));
+	FM_INFO("resident budget set to %" PRIu64 " pages; %" PRIu64 " resident", pages, *resident);
+	return 0;
+}
+
+static enum ctl_next set_budget(struct daemon *d, uint64_t pages, struct strbuf *out)
+{
+	uint64_t resident;
+	bool within;
+	int rc = daemon_set_budget(d, pages, &resident, &within);
+
+	if (rc == -EINVAL)
+		fail(out, "the budget must be at least 1 page");
+	else if (rc < 0)
+		fail(out, "a shard did not answer within the timeout");
+	else
+		cj_reply(out, json_pack("{s:i,s:b,s:o,s:o,s:b}", "v", 1, "ok", 1, "budget",
+					cj_u64(pages), "resident", cj_u64(resident), "within_budget",
+					within));
 	return CTL_CONTINUE;
 }
 
@@ -618,6 +630,33 @@ static enum ctl_next cmd_metrics(struct daemon *d, int argc, char **argv, struct
 	return CTL_CONTINUE;
 }
 
+/* The running configuration as TOML, with where it came from. */
+static enum ctl_next cmd_config(struct daemon *d, int argc, char **argv, struct strbuf *out)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	json_t *rep, *sets;
+
+	if (!f) {
+		fail(out, "out of memory");
+		return CTL_CONTINUE;
+	}
+	fm_config_dump(&d->cfg, f);
+	fclose(f);
+	rep = cj_ok();
+	sets = json_array();
+	for (int i = 0; i < d->nsets; i++)
+		json_array_append_new(sets, cj_str(d->sets[i]));
+	json_object_set_new(rep, "source", d->config_path ? cj_str(d->config_path) : json_null());
+	json_object_set_new(rep, "sets", sets);
+	json_object_set_new(rep, "reloads", cj_u64(d->reloads));
+	json_object_set_new(rep, "toml", cj_str(text ? text : ""));
+	cj_reply(out, rep);
+	free(text);
+	return CTL_CONTINUE;
+}
+
 static enum ctl_next cmd_ping(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
 	cj_reply(out, json_pack("{s:i,s:b,s:b,s:i,s:s}", "v", 1, "ok", 1, "pong", 1, "pid", (int)getpid(),
@@ -668,6 +707,9 @@ static const struct ctl_command commands[] = {
 	{ "log-level", "log-level error|warn|info|debug", "change the log level", 1, 1, cmd_log_level },
 	{ "metrics", "metrics", "everything in Prometheus text format (in the reply's \"text\")", 0, 0,
 	  cmd_metrics },
+	{ "config", "config",
+	  "the running configuration as TOML (\"toml\"), its file (\"source\") and --set overrides",
+	  0, 0, cmd_config },
 	{ "shutdown", "shutdown [--drop]",
 	  "stop cleanly; live clients get their pages back unless --drop", 0, 1, cmd_shutdown },
 };

@@ -876,3 +876,40 @@ void fm_config_help(FILE *out)
 		fprintf(out, ", default %s)\n    %s\n", o->def, o->help);
 	}
 }
+
+/* ---- keys one by one, for a reload (ctl/reload.c) ---- */
+
+const char *fm_config_key(size_t i)
+{
+	return i < NOPTS ? opts[i].key : NULL;
+}
+
+int fm_config_format(const struct fm_config *c, const char *key, char *buf, size_t len)
+{
+	const struct opt *o = find_opt(key);
+	FILE *f;
+
+	if (!o || !len)
+		return -ENOENT;
+	if (!(f = fmemopen(buf, len, "w")))
+		return -errno;
+	dump_value(c, o, f);
+	fclose(f);
+	buf[len - 1] = '\0';
+	return 0;
+}
+
+int fm_config_copy_key(struct fm_config *dst, const struct fm_config *src, const char *key)
+{
+	const struct opt *o = find_opt(key);
+
+	if (!o)
+		return -ENOENT;
+	if (o->type == OPT_INT_ARRAY || o->type == OPT_UINT_ARRAY) {
+		memcpy((char *)dst + o->off, (const char *)src + o->off, o->size * o->cap);
+		memcpy((char *)dst + o->n_off, (const char *)src + o->n_off, sizeof(uint32_t));
+	} else {
+		memcpy((char *)dst + o->off, (const char *)src + o->off, o->size);
+	}
+	return 0;
+}

@@ -187,6 +187,7 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);   /* reload, never the default (which kills) */
 	/* Block before any thread starts so only the signalfd sees them. */
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
@@ -256,8 +257,15 @@ int daemon_run(struct daemon *d)
 				break;
 			case TAG_SIGNAL: {
 				struct signalfd_siginfo si;
-				if (read(d->sig_fd, &si, sizeof(si)) == sizeof(si))
-					FM_INFO("signal %u: shutting down", si.ssi_signo);
+
+				if (read(d->sig_fd, &si, sizeof(si)) != sizeof(si))
+					break;
+				if (si.ssi_signo == SIGHUP) {
+					FM_INFO("SIGHUP: reloading %s", d->config_path ? d->config_path : "(none)");
+					daemon_reload(d);
+					break;
+				}
+				FM_INFO("signal %u: shutting down", si.ssi_signo);
 				d->stopping = true;
 				break;
 			}
@@ -368,6 +376,7 @@ void daemon_destroy(struct daemon *d)
 	free(d->snap);
 	free(d->region_snap);
 	free(d->baseline);
+	daemon_free_config_source(d);
 	daemon_requests_free();   /* every writer is joined */
 	free(d);
 }

@@ -77,6 +77,11 @@ struct daemon {
 	uint64_t accept_paused;          /* times a listener paused at EMFILE/ENFILE */
 	uint64_t paused_until_ns;        /* listeners paused until then; 0 = none */
 	uint64_t last_sweep_ns;          /* last check of metrics connections' deadlines */
+	/* where cfg came from, for SIGHUP (reload.c) and `config` */
+	char *config_path;               /* NULL: built by a test, nothing to reload */
+	char **sets;                     /* --set KEY=VALUE, re-applied by a reload */
+	int nsets;
+	uint64_t reloads, reload_failures;
 };
 
 /* Send one control message to every shard and wait for all replies (5 s
@@ -94,6 +99,17 @@ int daemon_shard_request(struct daemon *d, uint16_t type, const uint64_t *a, con
  * answer; the dispatcher copies its own counters, so nothing is read while
  * written. 0, -ENOMEM, -EAGAIN or -ETIMEDOUT. Control thread only. */
 int daemon_dispatcher_request(struct daemon *d, uint16_t type, struct dispatch_snapshot *out);
+
+/* Set the resident budget over all shards (a shrink evicts before the
+ * shards answer): *resident and *within from their replies. 0, -EINVAL
+ * (0 pages) or -ETIMEDOUT. */
+int daemon_set_budget(struct daemon *d, uint64_t pages, uint64_t *resident, bool *within);
+
+/* SIGHUP (reload.c): read the config source again and apply what may
+ * change at run time; refuse the rest with a log line. A file that does not
+ * load or validate changes nothing. 0, or -EINVAL when nothing was applied. */
+int daemon_reload(struct daemon *d);
+void daemon_free_config_source(struct daemon *d);
 
 /* Sum every live region's pages over the shards into sums[slot]
  * (FM_MAX_REGIONS entries; present = 1 for live slots, budget UINT64_MAX
