@@ -271,6 +271,7 @@ static enum ctl_next cmd_stats(struct daemon *d, int argc, char **argv, struct s
 		faults += d->snap[i].faults;
 	json_object_set_new(tot, "fault_rate", cj_real(up > 0 ? (double)faults / up : 0.0, 1));
 	json_object_set_new(tot, "store", cj_str(d->cfg.store_backend));
+	json_object_set_new(tot, "store_state", json_string(daemon_store_state_name(daemon_store_state(d))));
 	json_object_set_new(rep, "version", json_string(FM_VERSION));
 	json_object_set_new(rep, "pid", json_integer(getpid()));
 	json_object_set_new(rep, "totals", tot);

@@ -93,6 +93,58 @@ int daemon_accept_one(struct daemon *d, int lfd)
 	return fd;
 }
 
+/* ---- the store's state ---- */
+
+/* While the store is not up, ask the shards this often: their kv retries
+ * the down servers when asked (with its own doubling backoff), so the state
+ * recovers even when nothing is evicted. */
+#define STORE_CHECK_MS 1000
+
+enum store_state daemon_store_state(const struct daemon *d)
+{
+	unsigned cut_off = 0, degraded = 0;
+
+	for (unsigned i = 0; i < d->nshards; i++) {
+		const struct shard_stats *s = &d->snap[i];
+
+		if (s->store_servers && s->store_down_servers >= s->store_servers)
+			cut_off++;
+		else if (s->store_down_servers)
+			degraded++;
+	}
+	if (cut_off == d->nshards)
+		return STORE_DOWN;
+	return cut_off || degraded ? STORE_DEGRADED : STORE_UP;
+}
+
+const char *daemon_store_state_name(enum store_state s)
+{
+	static const char *const names[] = { "up", "degraded", "down" };
+
+	return names[s];
+}
+
+static void check_store(struct daemon *d, uint64_t now, bool force)
+{
+	int64_t res[FM_MAX_SHARDS];
+	uint64_t det[FM_MAX_SHARDS];
+	enum store_state was = daemon_store_state(d), is;
+
+	if (!force && (was == STORE_UP || now - d->store_checked_ns < STORE_CHECK_MS * 1000000ull))
+		return;
+	d->store_checked_ns = now;
+	if (daemon_shard_request(d, FM_MSG_STATS, NULL, NULL, res, det) < 0)
+		return;
+	is = daemon_store_state(d);
+	if (is == STORE_UP && (is != was || force))
+		FM_INFO("store %s: up", d->cfg.store_backend);
+	else if (is == STORE_DOWN && (is != was || force))
+		FM_WARN("store %s: down, no server answers: registrations are refused until one "
+			"does (retried with backoff)", d->cfg.store_backend);
+	else if (is != was)
+		FM_WARN("store %s: degraded, some servers are down", d->cfg.store_backend);
+}
+
 /* ---- lifecycle ---- */
 
 struct daemon *daemon_create(const struct fm_config *cfg)
@@ -233,6 +285,7 @@ int daemon_run(struct daemon *d)
 		(unsigned long long)d->cfg.resident_pages, d->cfg.store_backend,
 		d->metrics_fd >= 0 ? ", metrics on http://" : "",
 		d->metrics_fd >= 0 ? d->cfg.metrics_listen : "");
+	check_store(d, fm_now_ns(), true);
 	while (!d->stopping) {
 		int n = epoll_wait(d->epfd, evs, 64,
 				   d->paused_until_ns ? ACCEPT_PAUSE_MS / 2 : d->nmetrics_conns ? 100 : 1000);
@@ -288,6 +341,7 @@ int daemon_run(struct daemon *d)
 		now = fm_now_ns();
 		if (d->paused_until_ns && now >= d->paused_until_ns)
 			resume_listeners(d);
+		check_store(d, now, false);
 		if (d->nmetrics_doomed || now - d->last_sweep_ns >= 100000000ull) {
 			d->last_sweep_ns = now;
 			ctl_sweep_metrics_conns(d, now);

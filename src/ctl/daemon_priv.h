@@ -82,7 +82,15 @@ struct daemon {
 	char **sets;                     /* --set KEY=VALUE, re-applied by a reload */
 	int nsets;
 	uint64_t reloads, reload_failures;
+	uint64_t store_checked_ns;       /* last STATS round while the store was not up */
 };
+
+/* The store as the shards last reported it (d->snap, refreshed by every
+ * STATS request and every STORE_CHECK_MS while it is not up): up, some
+ * servers down, or unreachable from every shard. Always up for local. */
+enum store_state { STORE_UP, STORE_DEGRADED, STORE_DOWN };
+enum store_state daemon_store_state(const struct daemon *d);
+const char *daemon_store_state_name(enum store_state s);
 
 /* Send one control message to every shard and wait for all replies (5 s
  * for queries, 2 min for requests that evict). a[i], b[i] are the arguments

@@ -282,6 +282,8 @@ int ctl_metrics_text(struct daemon *d, struct strbuf *out)
 	       "connections closed at accept: over a limit or not allowed", d->conns_refused);
 	scalar(out, "accept_paused", M_COUNTER, "times the listeners paused out of descriptors",
 	       d->accept_paused);
+	family(out, "store_up", M_GAUGE, "1 when some store server answers, 0 when none does");
+	sb_printf(out, "fluidmem_store_up %d\n", daemon_store_state(d) != STORE_DOWN);
 	family(out, "uptime_seconds", M_GAUGE, "seconds since fluidmemd started");
 	sb_printf(out, "fluidmem_uptime_seconds %.3f\n", (double)(fm_now_ns() - d->started_ns) / 1e9);
 	process_metrics(d, out);
@@ -300,6 +302,10 @@ int ctl_health_text(struct daemon *d, struct strbuf *out)
 	}
 	if (daemon_dispatcher_request(d, FM_MSG_STATS, &ds) < 0) {
 		sb_printf(out, "the dispatcher did not answer\n");
+		return -1;
+	}
+	if (daemon_store_state(d) == STORE_DOWN) {
+		sb_printf(out, "store %s: down, no server answers\n", d->cfg.store_backend);
 		return -1;
 	}
 	sb_printf(out, "ok\n");

@@ -50,7 +50,7 @@ tail -n +2 "$RUN/scrape" >"$RUN/metrics.txt"
 
 check "naming rules hold" python3 - "$RUN/metrics.txt" <<'PY'
 import re, sys
-units = ("_pages", "_bytes", "_seconds", "_messages", "_regions", "_fds", "_info", "_up")
+units = ("_pages", "_bytes", "_seconds", "_messages", "_regions", "_fds", "_info", "_up", "_servers")
 types, bad = {}, []
 for line in open(sys.argv[1]):
     m = re.match(r"# TYPE (\S+) (\S+)", line)
