@@ -111,28 +111,29 @@ static int find_reloadable(const char *key)
 
 int daemon_reload(struct daemon *d)
 {
+	/* A value as TOML: strings escape control bytes to 6 each. */
+	enum { VALUE_MAX = 8192 };
 	struct fm_config *next = malloc(sizeof(*next));
-	char err[512], was[256], now[256];
+	char err[512], *was = malloc(VALUE_MAX), *now = malloc(VALUE_MAX);
 	unsigned applied = 0, refused = 0;
 	const char *key;
 
-	if (!d->config_path) {
-		FM_WARN("reload: no configuration file to read again");
-		free(next);
-		return -EINVAL;
-	}
-	if (!next || ctl_config_load(next, d->config_path, d->sets, d->nsets, err, sizeof(err)) < 0) {
+	if (!d->config_path || !next || !was || !now ||
+	    ctl_config_load(next, d->config_path, d->sets, d->nsets, err, sizeof(err)) < 0) {
 		d->reload_failures++;
 		FM_ERR("reload: %s; the running configuration stays as it was",
-		       next ? err : "out of memory");
+		       !d->config_path ? "no configuration file to read again"
+		       : next && was && now ? err : "out of memory");
 		free(next);
+		free(was);
+		free(now);
 		return -EINVAL;
 	}
 	for (size_t i = 0; (key = fm_config_key(i)); i++) {
 		int k;
 
-		if (fm_config_format(&d->cfg, key, was, sizeof(was)) < 0 ||
-		    fm_config_format(next, key, now, sizeof(now)) < 0 || strcmp(was, now) == 0)
+		if (fm_config_format(&d->cfg, key, was, VALUE_MAX) < 0 ||
+		    fm_config_format(next, key, now, VALUE_MAX) < 0 || strcmp(was, now) == 0)
 			continue;
 		if ((k = find_reloadable(key)) < 0) {
 			refused++;
@@ -154,5 +155,7 @@ int daemon_reload(struct daemon *d)
 	d->reloads++;
 	FM_INFO("reload of %s: %u key(s) changed, %u refused", d->config_path, applied, refused);
 	free(next);
+	free(was);
+	free(now);
 	return 0;
 }

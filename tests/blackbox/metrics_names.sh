@@ -37,7 +37,10 @@ for i in range(1024):
 print("touched", flush=True)
 sys.stdin.read()
 PY
-python3 "$RUN/client.py" "$BUILD/lib/libfluidmem.so" "$REG" <"$RUN/hold" >"$RUN/client.out" 2>&1 &
+# An ASan build's library needs its runtime loaded first into python.
+asan=$(ldd "$BUILD/lib/libfluidmem.so" | awk '/libasan/ { print $3 }')
+LD_PRELOAD=${asan:-} ASAN_OPTIONS=detect_leaks=0 \
+	python3 "$RUN/client.py" "$BUILD/lib/libfluidmem.so" "$REG" <"$RUN/hold" >"$RUN/client.out" 2>&1 &
 client=$!
 exec 7>"$RUN/hold"
 for _ in $(seq 200); do
