@@ -532,12 +532,6 @@ static const char *check_cross_keys(const struct fm_config *c, char *why, size_t
 			 c->control_path);
 		return "control.path";
 	}
-	if (c->max_region_mib > c->max_mib_per_uid) {
-		snprintf(why, n, "%llu MiB is above register.max_mib_per_uid (%llu): a region that "
-			 "large would always be refused",
-			 (unsigned long long)c->max_region_mib, (unsigned long long)c->max_mib_per_uid);
-		return "register.max_region_mib";
-	}
 	return NULL;
 }
 

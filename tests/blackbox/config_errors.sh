@@ -34,8 +34,6 @@ expect_config_error '[store]\nbackend = "local"\n[store.local]\npath = "/tmp/x"\
 	"store.local.disk_mib: 40 MiB over 2 shards holds fewer than 2 segments"
 expect_config_error '[register]\npath = "/tmp/a.sock"\n[control]\npath = "/tmp/a.sock"\n' \
 	"bad.toml:4: control.path"
-expect_config_error '[register]\nmax_region_mib = 2048\nmax_mib_per_uid = 1024\n' \
-	"bad.toml:2: register.max_region_mib"
 # ... and they stay quiet where the keys do not apply
 printf '[store]\nbackend = "local"\n[store.memcached]\nservers = "127.0.0.1:11211"\nreplicas = 1\n' >"$RUN/ok.toml"
 check "--check ignores memcached replicas under the local backend" "$BIN/fluidmemd" --config "$RUN/ok.toml" --check
