@@ -16,7 +16,8 @@ FM_PACKAGES=(build-essential cmake pkg-config libck-dev libcriterion-dev
 
 # Only for the package test (tests/debs/debs.sh, `scripts/test` full mode):
 # building the .debs. scripts/demo never installs these.
-FM_DEB_PACKAGES=(debhelper dpkg-dev scdoc libsystemd-dev)
+FM_DEB_PACKAGES=(debhelper dpkg-dev scdoc libsystemd-dev
+	prometheus)   # promtool: tests/blackbox/metrics_names.sh lints a scrape (skips without it)
 
 fm_say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 fm_die() { printf 'error: %s\n' "$*" >&2; exit 1; }

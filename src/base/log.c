@@ -6,7 +6,9 @@
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 int fm_log_level = FM_LOG_INFO;
@@ -33,18 +35,59 @@ int fm_log_level_parse(const char *name)
 	return -1;
 }
 
+/* syslog priorities (sd-daemon.h's SD_ERR..SD_DEBUG) of our levels. */
+static const int journal_priority[FM_LOG_LEVEL_NR] = { 3, 4, 6, 7 };
+
+bool fm_log_stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	/* systemd sets JOURNAL_STREAM=DEV:INO for a unit whose stderr is the
+	 * journal; a child that redirected its stderr must not believe it. */
+	return js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 &&
+	       (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+/* 0 unknown, 1 journal, 2 plain: decided at the first line. */
+static int log_mode;
+
+void fm_log_reset_sink(void)
+{
+	__atomic_store_n(&log_mode, 0, __ATOMIC_RELAXED);
+}
+
 void fm_log_write(int level, const char *fmt, ...)
 {
 	char line[1024];
 	struct timespec ts;
 	struct tm tm;
-	int n;
+	int n, mode = __atomic_load_n(&log_mode, __ATOMIC_RELAXED);
 	va_list ap;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	localtime_r(&ts.tv_sec, &tm);
-	n = snprintf(line, sizeof(line), "%02d:%02d:%02d.%03ld %s %s: ", tm.tm_hour, tm.tm_min,
-		     tm.tm_sec, ts.tv_nsec / 1000000, log_prog, fm_log_level_name(level));
+	if (!mode) {
+		mode = fm_log_stderr_is_journal() ? 1 : 2;
+		__atomic_store_n(&log_mode, mode, __ATOMIC_RELAXED);
+	}
+	if (mode == 1) {
+		/* The journal stamps lines itself and reads <N> as the priority. */
+		n = snprintf(line, sizeof(line), "<%d>%s %s: ",
+			     journal_priority[level >= 0 && level < FM_LOG_LEVEL_NR ? level : 0],
+			     log_prog, fm_log_level_name(level));
+	} else {
+		long off;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		localtime_r(&ts.tv_sec, &tm);
+		off = tm.tm_gmtoff / 60;
+		/* ISO 8601 with the date and the UTC offset: logs outlive a day. */
+		n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ld%c%02ld:%02ld %s %s: ",
+			     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+			     tm.tm_sec, ts.tv_nsec / 1000000, off < 0 ? '-' : '+',
+			     (off < 0 ? -off : off) / 60, (off < 0 ? -off : off) % 60, log_prog,
+			     fm_log_level_name(level));
+	}
 	va_start(ap, fmt);
 	if (n > 0 && (size_t)n < sizeof(line))
 		n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);

@@ -3,7 +3,8 @@
  * FM_DEBUG compiles to nothing unless FM_LOG_DEBUG_ON is defined, but its
  * arguments stay type-checked. fm_log_ratelimited() is for hot paths and for
  * anything a client can trigger at will: each call site logs at most
- * FM_LOG_BURST lines per FM_LOG_INTERVAL_MS, then says how many it dropped. */
+ * FM_LOG_BURST lines per FM_LOG_INTERVAL_MS, then says how many it dropped
+ * ("(N similar lines suppressed)") before its next line. */
 #ifndef FM_LOG_H
 #define FM_LOG_H
 
@@ -33,6 +34,14 @@ int fm_log_level_parse(const char *name);
 const char *fm_log_level_name(int level);
 /* Prefix each line with this program name (default "fluidmem"). */
 void fm_log_set_prog(const char *prog);
+/* Lines go to stderr. When stderr is the journal ($JOURNAL_STREAM names its
+ * device:inode, as systemd sets it) each line starts with the syslog
+ * priority "<N>" (error 3, warn 4, info 6, debug 7) and no time, which the
+ * journal adds; otherwise with an ISO 8601 local time, date and UTC offset
+ * included. The choice is made at the first line. */
+bool fm_log_stderr_is_journal(void);
+/* Decide again at the next line (tests, after redirecting stderr). */
+void fm_log_reset_sink(void);
 
 #define FM_LOG(level, ...)                                       \
 	do {                                                     \

@@ -14,9 +14,6 @@ struct strbuf {
 };
 
 void sb_printf(struct strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Append s as a quoted JSON string: escaped, and any byte that is not part
- * of well-formed UTF-8 replaced by U+FFFD, so the result is valid JSON. */
-void sb_json_str(struct strbuf *b, const char *s);
 /* Free and zero; the buffer may be reused. */
 void sb_free(struct strbuf *b);
 

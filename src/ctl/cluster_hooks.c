@@ -1,5 +1,6 @@
 /* ctl/cluster_hooks: fluidmemd's side of the cluster state (cluster_hooks.h). */
 #include "ctl/cluster_hooks.h"
+#include "ctl/json_out.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -387,32 +388,37 @@ void ctl_cluster_region_freed(struct daemon *d, struct uffd_region *r)
 
 /* ---- stats and commands ---- */
 
-void ctl_cluster_stats_json(struct daemon *d, struct strbuf *out)
+void ctl_cluster_stats_json(struct daemon *d, json_t *tot)
 {
 	struct ctl_cluster *cl = d->cl;
 	struct cluster_stats st;
 	struct cluster *c;
 
-	sb_printf(out, ",\"node_id\":%u,\"cluster_state\":", d->node_id);
+	json_object_set_new(tot, "node_id", json_integer(d->node_id));
 	if (!cl) {
-		sb_json_str(out, "off");
+		json_object_set_new(tot, "cluster_state", json_string("off"));
 		return;
 	}
 	c = atomic_load(&cl->c);
 	cluster_get_stats(c, &st);
-	sb_json_str(out, cluster_state_name(cluster_state(c)));
-	sb_printf(out, ",\"cluster_leader\":%s,\"cluster_queue_len\":%" PRIu64
-		       ",\"cluster_queued\":%" PRIu64 ",\"cluster_queue_full\":%" PRIu64
-		       ",\"cluster_writes\":%" PRIu64 ",\"cluster_write_errors\":%" PRIu64
-		       ",\"cluster_reconnects\":%" PRIu64 ",\"cluster_collected\":%" PRIu64
-		       ",\"cluster_collect_failed\":%" PRIu64 ",\"cluster_collected_keys\":%" PRIu64
-		       ",\"cluster_records_failed\":%" PRIu64 ",\"cluster_acks_held\":%" PRIu64
-		       ",\"cluster_acks_timed_out\":%" PRIu64 ",\"cluster_server_changes\":%" PRIu64
-		       ",\"cluster_server_change_errors\":%" PRIu64,
-		  st.leader ? "true" : "false", st.queue_len, st.queued, st.queue_full, st.applied,
-		  st.write_errors, st.reconnects, st.collected, st.collect_failed,
-		  atomic_load(&cl->collected_keys), cl->records_failed, cl->acks_held,
-		  cl->acks_timed_out, cl->server_changes, cl->server_change_errors);
+	json_object_set_new(tot, "cluster_state", json_string(cluster_state_name(cluster_state(c))));
+	json_object_set_new(tot, "cluster_leader", json_boolean(st.leader));
+#define SET(key, v) json_object_set_new(tot, key, cj_u64(v))
+	SET("cluster_queue_len", st.queue_len);
+	SET("cluster_queued", st.queued);
+	SET("cluster_queue_full", st.queue_full);
+	SET("cluster_writes", st.applied);
+	SET("cluster_write_errors", st.write_errors);
+	SET("cluster_reconnects", st.reconnects);
+	SET("cluster_collected", st.collected);
+	SET("cluster_collect_failed", st.collect_failed);
+	SET("cluster_collected_keys", atomic_load(&cl->collected_keys));
+	SET("cluster_records_failed", cl->records_failed);
+	SET("cluster_acks_held", cl->acks_held);
+	SET("cluster_acks_timed_out", cl->acks_timed_out);
+	SET("cluster_server_changes", cl->server_changes);
+	SET("cluster_server_change_errors", cl->server_change_errors);
+#undef SET
 }
 
 void ctl_cluster_metrics_text(struct daemon *d, struct strbuf *out)
@@ -421,22 +427,23 @@ void ctl_cluster_metrics_text(struct daemon *d, struct strbuf *out)
 	struct cluster_stats st;
 	struct cluster *c;
 
-	sb_printf(out, "# HELP fluidmem_node_id this daemon's node id (leased with the cluster on)\n"
-		       "# TYPE fluidmem_node_id gauge\nfluidmem_node_id %u\n", d->node_id);
-	sb_printf(out, "# HELP fluidmem_cluster_state ZooKeeper session: 1 for the current state\n"
-		       "# TYPE fluidmem_cluster_state gauge\n");
+	sb_printf(out, "# HELP fluidmem_node_info this daemon's node id (leased with the cluster on)\n"
+		       "# TYPE fluidmem_node_info gauge\nfluidmem_node_info{node_id=\"%u\"} 1\n",
+		  d->node_id);
+	sb_printf(out, "# HELP fluidmem_cluster_state_info ZooKeeper session: 1 for the current state\n"
+		       "# TYPE fluidmem_cluster_state_info gauge\n");
 	c = cl ? atomic_load(&cl->c) : NULL;
-	sb_printf(out, "fluidmem_cluster_state{state=\"off\"} %d\n", c ? 0 : 1);
+	sb_printf(out, "fluidmem_cluster_state_info{state=\"off\"} %d\n", c ? 0 : 1);
 	for (int s = 0; s < CLUSTER_STATE_NR; s++)
-		sb_printf(out, "fluidmem_cluster_state{state=\"%s\"} %d\n", cluster_state_name(s),
+		sb_printf(out, "fluidmem_cluster_state_info{state=\"%s\"} %d\n", cluster_state_name(s),
 			  c && cluster_state(c) == (enum cluster_state)s);
 	if (!c)
 		return;
 	cluster_get_stats(c, &st);
-	sb_printf(out, "# HELP fluidmem_cluster_leader 1 while this node collects orphans\n"
-		       "# TYPE fluidmem_cluster_leader gauge\nfluidmem_cluster_leader %d\n"
-		       "# HELP fluidmem_cluster_queue_len state changes waiting for ZooKeeper\n"
-		       "# TYPE fluidmem_cluster_queue_len gauge\nfluidmem_cluster_queue_len %" PRIu64 "\n"
+	sb_printf(out, "# HELP fluidmem_cluster_leader_info 1 while this node collects orphans\n"
+		       "# TYPE fluidmem_cluster_leader_info gauge\nfluidmem_cluster_leader_info %d\n"
+		       "# HELP fluidmem_cluster_queued_messages state changes waiting for ZooKeeper\n"
+		       "# TYPE fluidmem_cluster_queued_messages gauge\nfluidmem_cluster_queued_messages %" PRIu64 "\n"
 		       "# HELP fluidmem_cluster_writes_total state changes applied in ZooKeeper\n"
 		       "# TYPE fluidmem_cluster_writes_total counter\n"
 		       "fluidmem_cluster_writes_total %" PRIu64 "\n"
@@ -449,36 +456,34 @@ void ctl_cluster_metrics_text(struct daemon *d, struct strbuf *out)
 void ctl_cluster_regions_json(struct daemon *d, struct strbuf *out)
 {
 	struct cluster_region *recs = NULL;
+	json_t *rep, *list;
 	size_t n = 0;
 	int rc;
 
 	if (!d->cl) {
-		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"the cluster is off (no "
-			       "cluster.hosts): `regions` lists this node's\"}\n");
+		cj_fail(out, "the cluster is off (no cluster.hosts): `regions` lists this node's");
 		return;
 	}
 	/* A read on the control thread, bounded by the client's own timeouts;
 	 * an operator's command, never a client's registration. */
 	rc = cluster_regions_list(atomic_load(&d->cl->c), -1, &recs, &n);
 	if (rc < 0) {
-		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":");
-		sb_json_str(out, rc == -ENOTCONN ? "no ZooKeeper session now: try again later"
-						 : strerror(-rc));
-		sb_printf(out, "}\n");
+		cj_fail(out, "%s", rc == -ENOTCONN ? "no ZooKeeper session now: try again later"
+						   : strerror(-rc));
 		return;
 	}
-	sb_printf(out, "{\"v\":1,\"ok\":true,\"node_id\":%u,\"regions\":[", d->node_id);
-	for (size_t i = 0; i < n; i++) {
-		sb_printf(out, "%s{\"id\":%" PRIu64 ",\"node\":%u,\"pid\":%d,\"start_time\":%" PRIu64
-			       ",\"bytes\":%" PRIu64 ",\"pages\":%" PRIu64 ",\"ns\":",
-			  i ? "," : "", recs[i].id, recs[i].node, (int)recs[i].pid, recs[i].start_time,
-			  recs[i].size, recs[i].size / FM_PAGE_SIZE);
-		sb_json_str(out, recs[i].ns);
-		sb_printf(out, ",\"name\":");
-		sb_json_str(out, recs[i].name);
-		sb_printf(out, "}");
-	}
-	sb_printf(out, "]}\n");
+	rep = cj_ok();
+	json_object_set_new(rep, "node_id", json_integer(d->node_id));
+	list = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(
+			list, json_pack("{s:o,s:i,s:i,s:o,s:o,s:o,s:o,s:o}", "id", cj_u64(recs[i].id),
+					"node", (int)recs[i].node, "pid", (int)recs[i].pid,
+					"start_time", cj_u64(recs[i].start_time), "bytes",
+					cj_u64(recs[i].size), "pages", cj_u64(recs[i].size / FM_PAGE_SIZE),
+					"ns", cj_str(recs[i].ns), "name", cj_str(recs[i].name)));
+	json_object_set_new(rep, "regions", list);
+	cj_reply(out, rep);
 	free(recs);
 }
 
@@ -489,49 +494,40 @@ void ctl_cluster_servers_cmd(struct daemon *d, int argc, char **argv, struct str
 	int rc = -ENOENT;
 
 	if (argc < 2 || (!strcmp(argv[1], "list") ? argc != 2 : argc != 3)) {
-		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"usage: servers list | add "
-			       "HOST:PORT | drain HOST:PORT\"}\n");
+		cj_fail(out, "usage: servers list | add HOST:PORT | drain HOST:PORT");
 		return;
 	}
 	if (strcmp(d->cfg.store_backend, "memcached")) {
-		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"the store is not memcached\"}\n");
+		cj_fail(out, "the store is not memcached");
 		return;
 	}
 	if (d->cl && (zk = malloc(FM_MC_SERVERS_MAX)))
 		rc = cluster_servers_get(atomic_load(&d->cl->c), zk, FM_MC_SERVERS_MAX);
 	if (!strcmp(argv[1], "list")) {
-		sb_printf(out, "{\"v\":1,\"ok\":true,\"servers\":");
-		sb_json_str(out, d->cfg.mc.servers);
-		sb_printf(out, ",\"cluster\":");
-		if (rc == 0)
-			sb_json_str(out, zk);
-		else
-			sb_printf(out, "null");
-		sb_printf(out, "}\n");
+		json_t *o = cj_ok();
+
+		json_object_set_new(o, "servers", cj_str(d->cfg.mc.servers));
+		json_object_set_new(o, "cluster", rc == 0 ? cj_str(zk) : json_null());
+		cj_reply(out, o);
 		goto out;
 	}
 	if (!d->cl) {
-		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"the server list lives in "
-			       "ZooKeeper: it needs the cluster (cluster.hosts)\"}\n");
+		cj_fail(out, "the server list lives in ZooKeeper: it needs the cluster (cluster.hosts)");
 		goto out;
 	}
 	if (!strcmp(argv[1], "drain")) {
 		/* Not done: moving a server's keys off it needs every node to
 		 * rewrite them (each knows only its own pages). */
-		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"servers drain is not "
-			       "implemented yet: removing a server loses the pages only it holds\"}\n");
+		cj_fail(out, "servers drain is not implemented yet: removing a server loses the pages only it holds");
 		goto out;
 	}
 	if (strcmp(argv[1], "add")) {
-		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"usage: servers list | add "
-			       "HOST:PORT | drain HOST:PORT\"}\n");
+		cj_fail(out, "usage: servers list | add HOST:PORT | drain HOST:PORT");
 		goto out;
 	}
 	if (rc != 0 && rc != -ENOENT) {
-		sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":");
-		sb_json_str(out, rc == -ENOTCONN ? "no ZooKeeper session now: try again later"
-						 : strerror(-rc));
-		sb_printf(out, "}\n");
+		cj_fail(out, "%s", rc == -ENOTCONN ? "no ZooKeeper session now: try again later"
+						   : strerror(-rc));
 		goto out;
 	}
 	{
@@ -541,13 +537,11 @@ void ctl_cluster_servers_cmd(struct daemon *d, int argc, char **argv, struct str
 		int w;
 
 		if (strchr(argv[2], ',') || !la) {
-			sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"one HOST:PORT (or socket "
-				       "path) at a time\"}\n");
+			cj_fail(out, "one HOST:PORT (or socket path) at a time");
 			goto out;
 		}
 		if (lb + la + 2 > FM_MC_SERVERS_MAX || !(next = malloc(lb + la + 3))) {
-			sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"the list would be too "
-				       "long\"}\n");
+			cj_fail(out, "the list would be too long");
 			goto out;
 		}
 		/* ",a,b," holds ",x," exactly when x is in the list. */
@@ -557,8 +551,7 @@ void ctl_cluster_servers_cmd(struct daemon *d, int argc, char **argv, struct str
 		next[lb + 2] = '\0';
 		for (const char *hit = strstr(next, argv[2]); hit; hit = strstr(hit + 1, argv[2])) {
 			if (hit[-1] == ',' && hit[la] == ',') {
-				sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":\"already in the "
-					       "list\"}\n");
+				cj_fail(out, "already in the list");
 				goto out;
 			}
 		}
@@ -567,16 +560,17 @@ void ctl_cluster_servers_cmd(struct daemon *d, int argc, char **argv, struct str
 		memcpy(next + lb + 1, argv[2], la + 1);
 		w = cluster_servers_set_nowait(atomic_load(&d->cl->c), next);
 		if (w < 0) {
-			sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":");
-			sb_json_str(out, strerror(-w));
-			sb_printf(out, "}\n");
+			cj_fail(out, "%s", strerror(-w));
 			goto out;
 		}
 		/* Every node (this one too) switches when its watch fires. */
-		sb_printf(out, "{\"v\":1,\"ok\":true,\"servers\":");
-		sb_json_str(out, next);
-		sb_printf(out, ",\"note\":\"every node switches when ZooKeeper tells it; pages "
-			       "whose server moved stay readable on the old one until rewritten\"}\n");
+		json_t *o = cj_ok();
+
+		json_object_set_new(o, "servers", cj_str(next));
+		json_object_set_new(o, "note", json_string("every node switches when ZooKeeper tells "
+							   "it; pages whose server moved stay "
+							   "readable on the old one until rewritten"));
+		cj_reply(out, o);
 	}
 out:
 	free(zk);

@@ -13,6 +13,7 @@
 #ifndef FM_CLUSTER_HOOKS_H
 #define FM_CLUSTER_HOOKS_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -55,7 +56,7 @@ void ctl_cluster_region_freed(struct daemon *d, struct uffd_region *r);
 
 /* "stats" fields (inside "totals", each with a leading comma) and the
  * Prometheus lines. */
-void ctl_cluster_stats_json(struct daemon *d, struct strbuf *out);
+void ctl_cluster_stats_json(struct daemon *d, json_t *tot);
 void ctl_cluster_metrics_text(struct daemon *d, struct strbuf *out);
 /* "regions --cluster": every node's records, one JSON reply line. */
 void ctl_cluster_regions_json(struct daemon *d, struct strbuf *out);

@@ -1,5 +1,11 @@
-/* Control commands: one request line in, one JSON line out. Handlers talk to
- * shards only through daemon_shard_request() (messages on their rings). */
+/* Control commands: one request line in, one JSON line out (built with
+ * jansson). Handlers talk to shards only through daemon_shard_request()
+ * (messages on their rings).
+ *
+ * Resets: `stats --reset` and `latency --reset` never clear a counter in a
+ * shard or the dispatcher, since Prometheus scrapes the same counters and
+ * must see them only grow. They move a baseline kept here instead, and
+ * stats/latency show what happened since it. */
 #include "ctl/daemon_priv.h"
 
 #include <errno.h>
@@ -13,6 +19,8 @@
 
 #include "base/log.h"
 #include "ctl/cluster_hooks.h"
+#include "ctl/json_out.h"
+#include "fm_version.h"
 #include "kv/kv.h"
 
 #define MAX_ARGS 8
@@ -26,20 +34,7 @@ struct ctl_command {
 	enum ctl_next (*run)(struct daemon *d, int argc, char **argv, struct strbuf *out);
 };
 
-static void fail(struct strbuf *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void fail(struct strbuf *out, const char *fmt, ...)
-{
-	char msg[256];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	sb_printf(out, "{\"v\":1,\"ok\":false,\"error\":");
-	sb_json_str(out, msg);
-	sb_printf(out, "}\n");
-}
+#define fail cj_fail
 
 static bool parse_u64(const char *s, uint64_t *v)
 {
@@ -111,7 +106,48 @@ static double hit_rate(const struct shard_stats *s)
 
 /* ---- gathering ---- */
 
-static int gather_stats(struct daemon *d, struct shard_stats *tot)
+/* raw - base for a histogram. The maximum cannot be subtracted: it is the
+ * raw one when it falls in the highest bucket used since the baseline, and
+ * otherwise that bucket's upper edge. */
+static void hist_since(struct fm_hist *out, const struct fm_hist *raw, const struct fm_hist *base)
+{
+	int top = -1;
+
+	out->count = raw->count - base->count;
+	out->sum = raw->sum - base->sum;
+	for (unsigned i = 0; i < FM_HIST_BUCKETS; i++) {
+		out->bucket[i] = raw->bucket[i] - base->bucket[i];
+		if (out->bucket[i])
+			top = (int)i;
+	}
+	if (top < 0)
+		out->max = 0;
+	else if (fm_hist_index(raw->max) == (unsigned)top)
+		out->max = raw->max;
+	else
+		out->max = (unsigned)top + 1 < FM_HIST_BUCKETS ? fm_hist_bucket_low((unsigned)top + 1) - 1
+							     : raw->max;
+}
+
+/* What a shard did since the baselines: counters and histograms relative,
+ * gauges as they are. */
+static void shard_since(struct shard_stats *out, const struct shard_stats *raw,
+			const struct shard_stats *base)
+{
+#define X(name, help) out->name = raw->name - base->name;
+	SHARD_COUNTER_FIELDS(X)
+#undef X
+#define X(name, help) out->name = raw->name;
+	SHARD_GAUGE_FIELDS(X)
+#undef X
+#define X(name, help) hist_since(&out->name, &raw->name, &base->name);
+	SHARD_HIST_FIELDS(X)
+#undef X
+}
+
+/* Fill view[0..nshards) with each shard's stats since the baselines, and
+ * *tot with their sum. */
+static int gather_stats(struct daemon *d, struct shard_stats *view, struct shard_stats *tot)
 {
 	int64_t res[FM_MAX_SHARDS];
 	uint64_t det[FM_MAX_SHARDS];
@@ -120,7 +156,9 @@ static int gather_stats(struct daemon *d, struct shard_stats *tot)
 		return -ETIMEDOUT;
 	memset(tot, 0, sizeof(*tot));
 	for (unsigned i = 0; i < d->nshards; i++) {
-		const struct shard_stats *s = &d->snap[i];
+		const struct shard_stats *s = &view[i];
+
+		shard_since(&view[i], &d->snap[i], &d->baseline[i]);
 #define X(name, help) tot->name += s->name;
 		SHARD_COUNTER_FIELDS(X)
 		SHARD_GAUGE_FIELDS(X)
@@ -132,45 +170,72 @@ static int gather_stats(struct daemon *d, struct shard_stats *tot)
 	return 0;
 }
 
-static int reset(struct daemon *d, uint64_t what)
+/* Move the baselines to the values just read (d->snap, *ds). */
+static void move_baseline(struct daemon *d, uint64_t what, const struct dispatch_snapshot *ds)
 {
-	uint64_t a[FM_MAX_SHARDS], det[FM_MAX_SHARDS];
-	int64_t res[FM_MAX_SHARDS];
+	for (unsigned i = 0; i < d->nshards; i++) {
+		struct shard_stats *b = &d->baseline[i];
+		const struct shard_stats *s = &d->snap[i];
 
-	for (unsigned i = 0; i < d->nshards; i++)
-		a[i] = what;
-	if ((what & FM_RESET_COUNTERS) && daemon_dispatcher_request(d, FM_MSG_RESET, NULL) < 0)
-		FM_WARN("reset: the dispatcher did not answer; its counters were not cleared");
-	return daemon_shard_request(d, FM_MSG_RESET, a, NULL, res, det);
+		if (what & FM_RESET_COUNTERS) {
+#define X(name, help) b->name = s->name;
+			SHARD_COUNTER_FIELDS(X)
+#undef X
+		}
+		if (what & FM_RESET_LATENCY) {
+#define X(name, help) b->name = s->name;
+			SHARD_HIST_FIELDS(X)
+#undef X
+		}
+	}
+	if ((what & FM_RESET_COUNTERS) && ds)
+		d->baseline_disp = *ds;
 }
 
 /* ---- stats ---- */
 
-static void stats_fields(struct strbuf *out, const struct shard_stats *s)
+/* Allocated per request: a shard_stats holds four 4 KiB histograms. */
+struct stats_view {
+	struct shard_stats tot;
+	struct shard_stats shard[];
+};
+
+static struct stats_view *view_alloc(const struct daemon *d)
 {
-#define X(name, help) sb_printf(out, "\"" #name "\":%" PRIu64 ",", s->name);
+	return calloc(1, sizeof(struct stats_view) + d->nshards * sizeof(struct shard_stats));
+}
+
+static void stats_fields(json_t *o, const struct shard_stats *s)
+{
+#define X(name, help) json_object_set_new(o, #name, cj_u64(s->name));
 	SHARD_COUNTER_FIELDS(X)
 	SHARD_GAUGE_FIELDS(X)
 #undef X
-	sb_printf(out, "\"cache_hits\":%" PRIu64 ",\"cache_misses\":%" PRIu64 ",\"hit_rate\":%.4f,",
-		  s->zero_fills + s->dup_faults + s->wp_faults, s->fetches, hit_rate(s));
-	sb_printf(out, "\"writes_avoided\":%" PRIu64 ",", s->evict_zero + s->evict_clean);
+	json_object_set_new(o, "cache_hits", cj_u64(s->zero_fills + s->dup_faults + s->wp_faults));
+	json_object_set_new(o, "cache_misses", cj_u64(s->fetches));
+	json_object_set_new(o, "hit_rate", cj_real(hit_rate(s), 4));
+	json_object_set_new(o, "writes_avoided", cj_u64(s->evict_zero + s->evict_clean));
 	/* The store's compression ratio: page bytes held / encoded bytes. */
-	sb_printf(out, "\"store_ratio\":%.3f,",
-		  s->store_encoded_bytes
-			  ? (double)s->store_pages * FM_PAGE_SIZE / (double)s->store_encoded_bytes
-			  : 0.0);
-	sb_printf(out, "\"fault_p50_us\":%.1f,\"fault_p99_us\":%.1f,\"fault_p999_us\":%.1f",
-		  fm_hist_quantile(&s->fault_ns, 0.5) / 1e3, fm_hist_quantile(&s->fault_ns, 0.99) / 1e3,
-		  fm_hist_quantile(&s->fault_ns, 0.999) / 1e3);
+	json_object_set_new(o, "store_ratio",
+			    cj_real(s->store_encoded_bytes ? (double)s->store_pages * FM_PAGE_SIZE /
+							    (double)s->store_encoded_bytes
+							  : 0.0,
+				    3));
+	json_object_set_new(o, "fault_p50_us", cj_real(fm_hist_quantile(&s->fault_ns, 0.5) / 1e3, 1));
+	json_object_set_new(o, "fault_p99_us", cj_real(fm_hist_quantile(&s->fault_ns, 0.99) / 1e3, 1));
+	json_object_set_new(o, "fault_p999_us",
+			    cj_real(fm_hist_quantile(&s->fault_ns, 0.999) / 1e3, 1));
 }
 
 static enum ctl_next cmd_stats(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
 	bool do_reset = take_flag(&argc, argv, "--reset");
-	struct shard_stats *tot;
+	struct stats_view *v;
 	struct dispatch_snapshot ds;
+	const struct dispatch_snapshot *b = &d->baseline_disp;
 	double up = (double)(fm_now_ns() - d->started_ns) / 1e9;
+	json_t *rep, *tot, *shards;
+	uint64_t faults = 0;
 
 	if (!no_unknown_flags(argc, argv, out))
 		return CTL_CONTINUE;
@@ -178,85 +243,105 @@ static enum ctl_next cmd_stats(struct daemon *d, int argc, char **argv, struct s
 		fail(out, "usage: stats [--reset]");
 		return CTL_CONTINUE;
 	}
-	tot = calloc(1, sizeof(*tot));
-	if (!tot) {
+	if (!(v = view_alloc(d))) {
 		fail(out, "out of memory");
 		return CTL_CONTINUE;
 	}
-	if (gather_stats(d, tot) < 0) {
+	if (gather_stats(d, v->shard, &v->tot) < 0) {
 		fail(out, "a shard did not answer within the timeout");
-		free(tot);
+		free(v);
 		return CTL_CONTINUE;
 	}
 	if (daemon_dispatcher_request(d, FM_MSG_STATS, &ds) < 0) {
 		fail(out, "the dispatcher did not answer within the timeout");
-		free(tot);
+		free(v);
 		return CTL_CONTINUE;
 	}
-	sb_printf(out, "{\"v\":1,\"ok\":true,\"totals\":{");
-	stats_fields(out, tot);
-#define X(name, help) sb_printf(out, ",\"dispatch_" #name "\":%" PRIu64, ds.st.name);
+	rep = cj_ok();
+	tot = json_object();
+	stats_fields(tot, &v->tot);
+	/* parked_max is a high-water mark, not a count: no baseline. */
+#define X(name, help)                                                                          \
+	json_object_set_new(tot, "dispatch_" #name,                                            \
+			    cj_u64(strcmp(#name, "parked_max") == 0 ? ds.st.name                \
+								     : ds.st.name - b->st.name));
 	DISPATCH_STATS_FIELDS(X)
 #undef X
-	sb_printf(out, ",\"regions\":%u,\"registrations\":%" PRIu64 ",\"refusals\":%" PRIu64
-		       ",\"conns_refused\":%" PRIu64 ",\"accept_paused\":%" PRIu64
-		       ",\"uptime_s\":%.1f,\"fault_rate\":%.1f,\"store\":",
-		  region_table_count(), d->registrations, d->refusals, d->conns_refused,
-		  d->accept_paused, up,
-		  up > 0 ? (double)tot->faults / up : 0.0);
-	sb_json_str(out, d->cfg.store_backend);
-	ctl_cluster_stats_json(d, out);
-	sb_printf(out, "},\"shards\":[");
+	json_object_set_new(tot, "regions", json_integer(region_table_count()));
+	json_object_set_new(tot, "registrations", cj_u64(d->registrations - d->baseline_ctl.registrations));
+	json_object_set_new(tot, "refusals", cj_u64(d->refusals - d->baseline_ctl.refusals));
+	json_object_set_new(tot, "conns_refused", cj_u64(d->conns_refused - d->baseline_ctl.conns_refused));
+	json_object_set_new(tot, "accept_paused", cj_u64(d->accept_paused - d->baseline_ctl.accept_paused));
+	json_object_set_new(tot, "uptime_s", cj_real(up, 1));
+	/* Faults per second over the whole uptime, whatever the baseline. */
+	for (unsigned i = 0; i < d->nshards; i++)
+		faults += d->snap[i].faults;
+	json_object_set_new(tot, "fault_rate", cj_real(up > 0 ? (double)faults / up : 0.0, 1));
+	json_object_set_new(tot, "store", cj_str(d->cfg.store_backend));
+	json_object_set_new(tot, "store_state", json_string(daemon_store_state_name(daemon_store_state(d))));
+	ctl_cluster_stats_json(d, tot);
+	json_object_set_new(rep, "version", json_string(FM_VERSION));
+	json_object_set_new(rep, "pid", json_integer(getpid()));
+	json_object_set_new(rep, "totals", tot);
+	shards = json_array();
 	for (unsigned i = 0; i < d->nshards; i++) {
-		sb_printf(out, "%s{\"shard\":%u,", i ? "," : "", i);
-		stats_fields(out, &d->snap[i]);
-		sb_printf(out, ",\"ring_full\":%" PRIu64 "}", ds.ring_full[i]);
+		json_t *o = json_pack("{s:i}", "shard", (int)i);
+
+		stats_fields(o, &v->shard[i]);
+		json_object_set_new(o, "ring_full", cj_u64(ds.ring_full[i] - b->ring_full[i]));
+		json_array_append_new(shards, o);
 	}
-	sb_printf(out, "],\"reset\":%s}\n", do_reset ? "true" : "false");
-	free(tot);
-	if (do_reset && reset(d, FM_RESET_COUNTERS) < 0)
-		FM_WARN("stats --reset: a shard did not answer; its counters were not cleared");
+	json_object_set_new(rep, "shards", shards);
+	json_object_set_new(rep, "reset", json_boolean(do_reset));
+	cj_reply(out, rep);
+	free(v);
+	if (do_reset) {
+		move_baseline(d, FM_RESET_COUNTERS, &ds);
+		d->baseline_ctl.registrations = d->registrations;
+		d->baseline_ctl.refusals = d->refusals;
+		d->baseline_ctl.conns_refused = d->conns_refused;
+		d->baseline_ctl.accept_paused = d->accept_paused;
+	}
 	return CTL_CONTINUE;
 }
 
 /* ---- latency ---- */
 
-static void hist_json(struct strbuf *out, const char *name, const struct fm_hist *h)
+static json_t *hist_json(const struct fm_hist *h)
 {
-	bool first = true;
+	json_t *o = json_object(), *buckets = json_array();
 
-	sb_printf(out, "\"%s\":{\"count\":%" PRIu64 ",\"mean_us\":%.2f,\"p50_us\":%.2f,\"p90_us\":%.2f,"
-		       "\"p99_us\":%.2f,\"p999_us\":%.2f,\"max_us\":%.2f,\"buckets\":[",
-		  name, h->count, h->count ? (double)h->sum / (double)h->count / 1e3 : 0.0,
-		  fm_hist_quantile(h, 0.5) / 1e3, fm_hist_quantile(h, 0.9) / 1e3,
-		  fm_hist_quantile(h, 0.99) / 1e3, fm_hist_quantile(h, 0.999) / 1e3, h->max / 1e3);
+	json_object_set_new(o, "count", cj_u64(h->count));
+	json_object_set_new(o, "mean_us",
+			    cj_real(h->count ? (double)h->sum / (double)h->count / 1e3 : 0.0, 2));
+	json_object_set_new(o, "p50_us", cj_real(fm_hist_quantile(h, 0.5) / 1e3, 2));
+	json_object_set_new(o, "p90_us", cj_real(fm_hist_quantile(h, 0.9) / 1e3, 2));
+	json_object_set_new(o, "p99_us", cj_real(fm_hist_quantile(h, 0.99) / 1e3, 2));
+	json_object_set_new(o, "p999_us", cj_real(fm_hist_quantile(h, 0.999) / 1e3, 2));
+	json_object_set_new(o, "max_us", cj_real((double)h->max / 1e3, 2));
 	/* Sparse [low_ns, count] pairs: enough for a client to diff two
 	 * snapshots and compute interval percentiles (fluidmemctl top). */
-	for (unsigned i = 0; i < FM_HIST_BUCKETS; i++) {
-		if (!h->bucket[i])
-			continue;
-		sb_printf(out, "%s[%" PRIu64 ",%" PRIu64 "]", first ? "" : ",", fm_hist_bucket_low(i),
-			  h->bucket[i]);
-		first = false;
-	}
-	sb_printf(out, "]}");
+	for (unsigned i = 0; i < FM_HIST_BUCKETS; i++)
+		if (h->bucket[i])
+			json_array_append_new(buckets, json_pack("[o,o]", cj_u64(fm_hist_bucket_low(i)),
+								 cj_u64(h->bucket[i])));
+	json_object_set_new(o, "buckets", buckets);
+	return o;
 }
 
-static void hists_json(struct strbuf *out, const struct shard_stats *s)
+static json_t *hists_json(json_t *o, const struct shard_stats *s)
 {
-	const char *sep = "";
-#define X(name, help)                          \
-	sb_printf(out, "%s", sep);             \
-	hist_json(out, #name, &s->name);       \
-	sep = ",";
+#define X(name, help) json_object_set_new(o, #name, hist_json(&s->name));
 	SHARD_HIST_FIELDS(X)
 #undef X
+	return o;
 }
 
 static enum ctl_next cmd_latency(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
 	bool do_reset = take_flag(&argc, argv, "--reset");
-	struct shard_stats *tot;
+	struct stats_view *v;
+	json_t *rep, *shards;
 
 	if (!no_unknown_flags(argc, argv, out))
 		return CTL_CONTINUE;
@@ -264,35 +349,65 @@ static enum ctl_next cmd_latency(struct daemon *d, int argc, char **argv, struct
 		fail(out, "usage: latency [--reset]");
 		return CTL_CONTINUE;
 	}
-	tot = calloc(1, sizeof(*tot));
-	if (!tot || gather_stats(d, tot) < 0) {
-		fail(out, tot ? "a shard did not answer within the timeout" : "out of memory");
-		free(tot);
+	v = view_alloc(d);
+	if (!v || gather_stats(d, v->shard, &v->tot) < 0) {
+		fail(out, v ? "a shard did not answer within the timeout" : "out of memory");
+		free(v);
 		return CTL_CONTINUE;
 	}
-	sb_printf(out, "{\"v\":1,\"ok\":true,\"totals\":{");
-	hists_json(out, tot);
-	sb_printf(out, "},\"shards\":[");
-	for (unsigned i = 0; i < d->nshards; i++) {
-		sb_printf(out, "%s{\"shard\":%u,", i ? "," : "", i);
-		hists_json(out, &d->snap[i]);
-		sb_printf(out, "}");
-	}
-	sb_printf(out, "],\"reset\":%s}\n", do_reset ? "true" : "false");
-	free(tot);
-	if (do_reset && reset(d, FM_RESET_LATENCY) < 0)
-		FM_WARN("latency --reset: a shard did not answer; its histograms were not cleared");
+	rep = cj_ok();
+	json_object_set_new(rep, "totals", hists_json(json_object(), &v->tot));
+	shards = json_array();
+	for (unsigned i = 0; i < d->nshards; i++)
+		json_array_append_new(shards, hists_json(json_pack("{s:i}", "shard", (int)i), &v->shard[i]));
+	json_object_set_new(rep, "shards", shards);
+	json_object_set_new(rep, "reset", json_boolean(do_reset));
+	cj_reply(out, rep);
+	free(v);
+	if (do_reset)
+		move_baseline(d, FM_RESET_LATENCY, NULL);
 	return CTL_CONTINUE;
 }
 
 /* ---- regions ---- */
 
+int daemon_region_sums(struct daemon *d, struct shard_region_stats *sums)
+{
+	int64_t res[FM_MAX_SHARDS];
+	uint64_t det[FM_MAX_SHARDS], a[FM_MAX_SHARDS];
+
+	memset(d->region_snap, 0, (size_t)d->nshards * FM_MAX_REGIONS * sizeof(*d->region_snap));
+	for (unsigned i = 0; i < d->nshards; i++)
+		a[i] = (uint64_t)(uintptr_t)&d->region_snap[(size_t)i * FM_MAX_REGIONS];
+	if (daemon_shard_request(d, FM_MSG_REGION_STATS, a, NULL, res, det) < 0)
+		return -ETIMEDOUT;
+	for (unsigned slot = 0; slot < FM_MAX_REGIONS; slot++) {
+		struct shard_region_stats *sum = &sums[slot];
+
+		memset(sum, 0, sizeof(*sum));
+		sum->budget = UINT64_MAX;
+		if (!d->regions[slot])
+			continue;
+		sum->present = 1;
+		for (unsigned i = 0; i < d->nshards; i++) {
+			const struct shard_region_stats *x = &d->region_snap[(size_t)i * FM_MAX_REGIONS + slot];
+
+			sum->resident += x->resident;
+			sum->stored += x->stored;
+			sum->zero += x->zero;
+			sum->faults += x->faults;
+			if (x->present && x->budget != UINT64_MAX)
+				sum->budget = (sum->budget == UINT64_MAX ? 0 : sum->budget) + x->budget;
+		}
+	}
+	return 0;
+}
+
 static enum ctl_next cmd_regions(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
 	static const char *const states[] = { "attaching", "live", "detaching", "detaching" };
-	int64_t res[FM_MAX_SHARDS];
-	uint64_t det[FM_MAX_SHARDS], a[FM_MAX_SHARDS];
-	bool first = true;
+	struct shard_region_stats *sums;
+	json_t *rep, *list;
 
 	if (take_flag(&argc, argv, "--cluster")) {
 		if (no_unknown_flags(argc, argv, out) && argc == 1)
@@ -307,81 +422,82 @@ static enum ctl_next cmd_regions(struct daemon *d, int argc, char **argv, struct
 		fail(out, "usage: regions [--cluster]");
 		return CTL_CONTINUE;
 	}
-	memset(d->region_snap, 0, (size_t)d->nshards * FM_MAX_REGIONS * sizeof(*d->region_snap));
-	for (unsigned i = 0; i < d->nshards; i++)
-		a[i] = (uint64_t)(uintptr_t)&d->region_snap[(size_t)i * FM_MAX_REGIONS];
-	if (daemon_shard_request(d, FM_MSG_REGION_STATS, a, NULL, res, det) < 0) {
+	sums = calloc(FM_MAX_REGIONS, sizeof(*sums));
+	if (!sums) {
+		fail(out, "out of memory");
+		return CTL_CONTINUE;
+	}
+	if (daemon_region_sums(d, sums) < 0) {
+		free(sums);
 		fail(out, "a shard did not answer within the timeout");
 		return CTL_CONTINUE;
 	}
-	sb_printf(out, "{\"v\":1,\"ok\":true,\"regions\":[");
+	rep = cj_ok();
+	list = json_array();
 	for (unsigned slot = 0; slot < FM_MAX_REGIONS; slot++) {
 		const struct uffd_region *r = d->regions[slot];
-		struct shard_region_stats sum = { 0 };
-		bool capped = false;
+		const struct shard_region_stats *sum = &sums[slot];
+		json_t *o;
 
 		if (!r)
 			continue;
-		for (unsigned i = 0; i < d->nshards; i++) {
-			const struct shard_region_stats *x = &d->region_snap[(size_t)i * FM_MAX_REGIONS + slot];
-
-			sum.resident += x->resident;
-			sum.stored += x->stored;
-			sum.zero += x->zero;
-			sum.faults += x->faults;
-			if (x->present && x->budget != UINT64_MAX) {
-				capped = true;
-				sum.budget += x->budget;
-			}
-		}
-		sb_printf(out, "%s{\"id\":%" PRIu64 ",\"pid\":%d,\"name\":", first ? "" : ",", r->id,
-			  (int)r->pid);
-		sb_json_str(out, r->name);
-		sb_printf(out, ",\"pages\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"state\":\"%s\""
-			       ",\"client_alive\":%s,\"resident\":%" PRIu64 ",\"in_store\":%" PRIu64
-			       ",\"zero\":%" PRIu64 ",\"faults\":%" PRIu64,
-			  r->npages, r->npages << FM_PAGE_SHIFT, states[r->state],
-			  client_alive(r) ? "true" : "false", sum.resident, sum.stored, sum.zero,
-			  sum.faults);
-		if (capped)
-			sb_printf(out, ",\"budget\":%" PRIu64 "}", sum.budget);
-		else
-			sb_printf(out, ",\"budget\":null}");
-		first = false;
+		o = json_pack("{s:o,s:i,s:o,s:o,s:o,s:s,s:b,s:o,s:o,s:o,s:o}", "id", cj_u64(r->id),
+			      "pid", (int)r->pid, "name", cj_str(r->name), "pages", cj_u64(r->npages),
+			      "bytes", cj_u64(r->npages << FM_PAGE_SHIFT), "state", states[r->state],
+			      "client_alive", client_alive(r), "resident", cj_u64(sum->resident),
+			      "in_store", cj_u64(sum->stored), "zero", cj_u64(sum->zero), "faults",
+			      cj_u64(sum->faults));
+		if (o)
+			json_object_set_new(o, "budget",
+					    sum->budget == UINT64_MAX ? json_null() : cj_u64(sum->budget));
+		json_array_append_new(list, o);
 	}
-	sb_printf(out, "]}\n");
+	free(sums);
+	json_object_set_new(rep, "regions", list);
+	cj_reply(out, rep);
 	return CTL_CONTINUE;
 }
 
 /* ---- resize, evict ---- */
 
-static enum ctl_next set_budget(struct daemon *d, uint64_t pages, struct strbuf *out)
+int daemon_set_budget(struct daemon *d, uint64_t pages, uint64_t *resident, bool *within)
 {
-	uint64_t a[FM_MAX_SHARDS], det[FM_MAX_SHARDS], resident = 0;
+	uint64_t a[FM_MAX_SHARDS], det[FM_MAX_SHARDS];
 	int64_t res[FM_MAX_SHARDS];
-	bool within = true;
 
-	if (pages == 0) {
-		fail(out, "the budget must be at least 1 page");
-		return CTL_CONTINUE;
-	}
+	if (pages == 0)
+		return -EINVAL;
 	/* Every shard keeps at least one page, so a faulting thread always
 	 * gets to use the page it faulted in before it can be evicted again. */
 	for (unsigned i = 0; i < d->nshards; i++)
 		a[i] = FM_MAX(1, pages / d->nshards + (i < pages % d->nshards ? 1 : 0));
-	if (daemon_shard_request(d, FM_MSG_SET_BUDGET, a, NULL, res, det) < 0) {
-		fail(out, "a shard did not answer within the timeout");
-		return CTL_CONTINUE;
-	}
+	if (daemon_shard_request(d, FM_MSG_SET_BUDGET, a, NULL, res, det) < 0)
+		return -ETIMEDOUT;
+	*resident = 0;
+	*within = true;
 	for (unsigned i = 0; i < d->nshards; i++) {
-		resident += det[i];
-		within = within && res[i] == 0;
+		*resident += det[i];
+		*within = *within && res[i] == 0;
 	}
 	d->cfg.resident_pages = pages;
-	FM_INFO("resident budget set to %" PRIu64 " pages; %" PRIu64 " resident", pages, resident);
-	sb_printf(out, "{\"v\":1,\"ok\":true,\"budget\":%" PRIu64 ",\"resident\":%" PRIu64
-		       ",\"within_budget\":%s}\n",
-		  pages, resident, within ? "true" : "false");
+	FM_INFO("resident budget set to %" PRIu64 " pages; %" PRIu64 " resident", pages, *resident);
+	return 0;
+}
+
+static enum ctl_next set_budget(struct daemon *d, uint64_t pages, struct strbuf *out)
+{
+	uint64_t resident;
+	bool within;
+	int rc = daemon_set_budget(d, pages, &resident, &within);
+
+	if (rc == -EINVAL)
+		fail(out, "the budget must be at least 1 page");
+	else if (rc < 0)
+		fail(out, "a shard did not answer within the timeout");
+	else
+		cj_reply(out, json_pack("{s:i,s:b,s:o,s:o,s:b}", "v", 1, "ok", 1, "budget",
+					cj_u64(pages), "resident", cj_u64(resident), "within_budget",
+					within));
 	return CTL_CONTINUE;
 }
 
@@ -415,13 +531,9 @@ static enum ctl_next resize_region(struct daemon *d, struct uffd_region *r, cons
 		resident += det[i];
 		within = within && res[i] == 0;
 	}
-	sb_printf(out, "{\"v\":1,\"ok\":true,\"region\":%" PRIu64 ",\"budget\":", r->id);
-	if (unlimited)
-		sb_printf(out, "null");
-	else
-		sb_printf(out, "%" PRIu64, pages);
-	sb_printf(out, ",\"resident\":%" PRIu64 ",\"within_budget\":%s}\n", resident,
-		  within ? "true" : "false");
+	cj_reply(out, json_pack("{s:i,s:b,s:o,s:o,s:o,s:b}", "v", 1, "ok", 1, "region", cj_u64(r->id),
+				"budget", unlimited ? json_null() : cj_u64(pages), "resident",
+				cj_u64(resident), "within_budget", within));
 	return CTL_CONTINUE;
 }
 
@@ -462,8 +574,8 @@ static enum ctl_next cmd_evict(struct daemon *d, int argc, char **argv, struct s
 	}
 	for (unsigned i = 0; i < d->nshards; i++)
 		done += det[i];
-	sb_printf(out, "{\"v\":1,\"ok\":true,\"requested\":%" PRIu64 ",\"evicted\":%" PRIu64 "}\n", n,
-		  done);
+	cj_reply(out, json_pack("{s:i,s:b,s:o,s:o}", "v", 1, "ok", 1, "requested", cj_u64(n),
+				"evicted", cj_u64(done)));
 	return CTL_CONTINUE;
 }
 
@@ -504,8 +616,8 @@ static enum ctl_next cmd_detach(struct daemon *d, int argc, char **argv, struct 
 		return CTL_CONTINUE;
 	}
 	FM_INFO("region %" PRIu64 " detached by the operator%s", id, alive ? " (pages handed back)" : "");
-	sb_printf(out, "{\"v\":1,\"ok\":true,\"detached\":%" PRIu64 ",\"pages_restored\":%s}\n", id,
-		  alive ? "true" : "false");
+	cj_reply(out, json_pack("{s:i,s:b,s:o,s:b}", "v", 1, "ok", 1, "detached", cj_u64(id),
+				"pages_restored", alive));
 	return CTL_CONTINUE;
 }
 
@@ -522,7 +634,7 @@ static enum ctl_next cmd_log_level(struct daemon *d, int argc, char **argv, stru
 	__atomic_store_n(&fm_log_level, level, __ATOMIC_RELAXED);
 	d->cfg.log_level = level;
 	FM_INFO("log level set to %s", fm_log_level_name(level));
-	sb_printf(out, "{\"v\":1,\"ok\":true,\"log_level\":\"%s\"}\n", fm_log_level_name(level));
+	cj_reply(out, json_pack("{s:i,s:b,s:s}", "v", 1, "ok", 1, "log_level", fm_log_level_name(level)));
 	return CTL_CONTINUE;
 }
 
@@ -535,16 +647,43 @@ static enum ctl_next cmd_metrics(struct daemon *d, int argc, char **argv, struct
 		fail(out, "a shard did not answer within the timeout");
 		return CTL_CONTINUE;
 	}
-	sb_printf(out, "{\"v\":1,\"ok\":true,\"content_type\":\"text/plain; version=0.0.4\",\"text\":");
-	sb_json_str(out, text.s ? text.s : "");
-	sb_printf(out, "}\n");
+	cj_reply(out, json_pack("{s:i,s:b,s:s,s:o}", "v", 1, "ok", 1, "content_type",
+				"text/plain; version=0.0.4", "text", cj_str(text.s ? text.s : "")));
 	sb_free(&text);
+	return CTL_CONTINUE;
+}
+
+/* The running configuration as TOML, with where it came from. */
+static enum ctl_next cmd_config(struct daemon *d, int argc, char **argv, struct strbuf *out)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	json_t *rep, *sets;
+
+	if (!f) {
+		fail(out, "out of memory");
+		return CTL_CONTINUE;
+	}
+	fm_config_dump(&d->cfg, f);
+	fclose(f);
+	rep = cj_ok();
+	sets = json_array();
+	for (int i = 0; i < d->nsets; i++)
+		json_array_append_new(sets, cj_str(d->sets[i]));
+	json_object_set_new(rep, "source", d->config_path ? cj_str(d->config_path) : json_null());
+	json_object_set_new(rep, "sets", sets);
+	json_object_set_new(rep, "reloads", cj_u64(d->reloads));
+	json_object_set_new(rep, "toml", cj_str(text ? text : ""));
+	cj_reply(out, rep);
+	free(text);
 	return CTL_CONTINUE;
 }
 
 static enum ctl_next cmd_ping(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
-	sb_printf(out, "{\"v\":1,\"ok\":true,\"pong\":true,\"pid\":%d}\n", (int)getpid());
+	cj_reply(out, json_pack("{s:i,s:b,s:b,s:i,s:s}", "v", 1, "ok", 1, "pong", 1, "pid", (int)getpid(),
+				"version", FM_VERSION));
 	return CTL_CONTINUE;
 }
 
@@ -559,12 +698,12 @@ static enum ctl_next cmd_shutdown(struct daemon *d, int argc, char **argv, struc
 		return CTL_CONTINUE;
 	}
 	d->restore_on_shutdown = !drop;
-	sb_printf(out, "{\"v\":1,\"ok\":true,\"live_regions\":%u,\"note\":", region_table_count());
-	sb_json_str(out, drop ? "live regions are dropped with their stored pages; their clients' next "
-				"faults on evicted pages wait forever (never read zeros)"
-			      : "every page of a live region is handed back to its client, which "
-				"keeps running on plain memory; then the daemon stops");
-	sb_printf(out, "}\n");
+	cj_reply(out, json_pack("{s:i,s:b,s:i,s:s}", "v", 1, "ok", 1, "live_regions",
+				(int)region_table_count(), "note",
+				drop ? "live regions are dropped with their stored pages; their clients' "
+				       "next faults on evicted pages wait forever (never read zeros)"
+				     : "every page of a live region is handed back to its client, which "
+				       "keeps running on plain memory; then the daemon stops"));
 	return CTL_SHUTDOWN;
 }
 
@@ -603,21 +742,22 @@ static const struct ctl_command commands[] = {
 	{ "log-level", "log-level error|warn|info|debug", "change the log level", 1, 1, cmd_log_level },
 	{ "metrics", "metrics", "everything in Prometheus text format (in the reply's \"text\")", 0, 0,
 	  cmd_metrics },
+	{ "config", "config",
+	  "the running configuration as TOML (\"toml\"), its file (\"source\") and --set overrides",
+	  0, 0, cmd_config },
 	{ "shutdown", "shutdown [--drop]",
 	  "stop cleanly; live clients get their pages back unless --drop", 0, 1, cmd_shutdown },
 };
 
 static enum ctl_next cmd_help(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
-	sb_printf(out, "{\"v\":1,\"ok\":true,\"commands\":[");
-	for (size_t i = 0; i < FM_ARRAY_SIZE(commands); i++) {
-		sb_printf(out, "%s{\"usage\":", i ? "," : "");
-		sb_json_str(out, commands[i].usage);
-		sb_printf(out, ",\"help\":");
-		sb_json_str(out, commands[i].help);
-		sb_printf(out, "}");
-	}
-	sb_printf(out, "]}\n");
+	json_t *rep = cj_ok(), *list = json_array();
+
+	for (size_t i = 0; i < FM_ARRAY_SIZE(commands); i++)
+		json_array_append_new(list, json_pack("{s:s,s:s}", "usage", commands[i].usage, "help",
+						      commands[i].help));
+	json_object_set_new(rep, "commands", list);
+	cj_reply(out, rep);
 	return CTL_CONTINUE;
 }
 

@@ -490,8 +490,63 @@ static int check_stored(const struct fm_config *c, const struct opt *o, char *wh
 }
 
 /* Rules beyond one key's range. Returns the key at fault, or NULL. */
+/* Servers in a comma-separated list, as kv/memcached will parse it. */
+static unsigned count_servers(const char *list)
+{
+	unsigned count = 0;
+	bool item = false;
+
+	for (const char *p = list;; p++) {
+		if (*p == ',' || !*p) {
+			count += item;
+			item = false;
+			if (!*p)
+				return count;
+		} else if (*p != ' ' && *p != '\t') {
+			item = true;
+		}
+	}
+}
+
+/* Rules between keys that used to pass --check and then fail at start (or
+ * make the daemon useless): each names the key to fix. */
+static const char *check_cross_keys(const struct fm_config *c, char *why, size_t n)
+{
+	if (!strcmp(c->store_backend, "memcached")) {
+		unsigned nsv = count_servers(c->mc.servers);
+
+		if (nsv > 32) {
+			snprintf(why, n, "names %u servers, at most 32 are served", nsv);
+			return "store.memcached.servers";
+		}
+		if (c->mc.replicas >= nsv) {
+			snprintf(why, n, "%u extra copies need at least %u servers, "
+				 "store.memcached.servers names %u",
+				 c->mc.replicas, c->mc.replicas + 1, nsv);
+			return "store.memcached.replicas";
+		}
+	}
+	if (!strcmp(c->store_backend, "local") && c->local_path[0] && c->local_disk_mib &&
+	    c->local_disk_mib / c->shard_count < 2ull * c->local_segment_mib) {
+		snprintf(why, n, "%llu MiB over %u shards holds fewer than 2 segments of "
+			 "store.local.segment_mib = %u MiB per shard",
+			 (unsigned long long)c->local_disk_mib, c->shard_count, c->local_segment_mib);
+		return "store.local.disk_mib";
+	}
+	if (!strcmp(c->register_path, c->control_path)) {
+		snprintf(why, n, "\"%s\" is register.path too: the two sockets need their own paths",
+			 c->control_path);
+		return "control.path";
+	}
+	return NULL;
+}
+
 static const char *check_rules(const struct fm_config *c, char *why, size_t n)
 {
+	const char *key = check_cross_keys(c, why, n);
+
+	if (key)
+		return key;
 	if (c->shard_cpus_n && c->shard_cpus_n != c->shard_count) {
 		snprintf(why, n, "has %u items but shards.count is %u ([] leaves all unpinned)",
 			 c->shard_cpus_n, c->shard_count);
@@ -896,4 +951,41 @@ void fm_config_help(FILE *out)
 		}
 		fprintf(out, ", default %s)\n    %s\n", o->def, o->help);
 	}
+}
+
+/* ---- keys one by one, for a reload (ctl/reload.c) ---- */
+
+const char *fm_config_key(size_t i)
+{
+	return i < NOPTS ? opts[i].key : NULL;
+}
+
+int fm_config_format(const struct fm_config *c, const char *key, char *buf, size_t len)
+{
+	const struct opt *o = find_opt(key);
+	FILE *f;
+
+	if (!o || !len)
+		return -ENOENT;
+	if (!(f = fmemopen(buf, len, "w")))
+		return -errno;
+	dump_value(c, o, f);
+	fclose(f);
+	buf[len - 1] = '\0';
+	return 0;
+}
+
+int fm_config_copy_key(struct fm_config *dst, const struct fm_config *src, const char *key)
+{
+	const struct opt *o = find_opt(key);
+
+	if (!o)
+		return -ENOENT;
+	if (o->type == OPT_INT_ARRAY || o->type == OPT_UINT_ARRAY) {
+		memcpy((char *)dst + o->off, (const char *)src + o->off, o->size * o->cap);
+		memcpy((char *)dst + o->n_off, (const char *)src + o->n_off, sizeof(uint32_t));
+	} else {
+		memcpy((char *)dst + o->off, (const char *)src + o->off, o->size);
+	}
+	return 0;
 }

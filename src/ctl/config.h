@@ -121,4 +121,12 @@ void fm_config_dump(const struct fm_config *c, FILE *out);
 /* Print every key with its type, range, default and meaning (for --help). */
 void fm_config_help(FILE *out);
 
+/* The i-th key ("table.name"), NULL past the last: for walking every key. */
+const char *fm_config_key(size_t i);
+/* One key's value in TOML syntax, as fm_config_dump prints it, cut to len.
+ * 0, -ENOENT (no such key) or -errno. */
+int fm_config_format(const struct fm_config *c, const char *key, char *buf, size_t len);
+/* Copy one key's value from src to dst. 0 or -ENOENT. */
+int fm_config_copy_key(struct fm_config *dst, const struct fm_config *src, const char *key);
+
 #endif

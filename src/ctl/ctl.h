@@ -26,7 +26,16 @@ struct daemon;
 /* Build shards, dispatcher and sockets from cfg. NULL + errno; the reason
  * was logged. */
 struct daemon *daemon_create(const struct fm_config *cfg);
-/* Serve until a signal (SIGINT/SIGTERM) or a shutdown command. 0 or -errno. */
+/* Defaults, the file at path, then sets[] ("KEY=VALUE", applied in order),
+ * then validation: what fluidmemd starts with and SIGHUP reloads. 0 or
+ * -EINVAL with the reason in err. */
+int ctl_config_load(struct fm_config *c, const char *path, char *const *sets, int nsets,
+		    char *err, size_t errlen);
+/* Remember where d's configuration came from, for SIGHUP and `config`.
+ * 0 or -ENOMEM. */
+int daemon_set_config_source(struct daemon *d, const char *path, char *const *sets, int nsets);
+/* Serve until SIGINT/SIGTERM or a shutdown command; SIGHUP reloads the
+ * configuration (what may change at run time). 0 or -errno. */
 int daemon_run(struct daemon *d);
 /* Detach every region, stop every thread, remove the sockets. NULL no-op. */
 void daemon_destroy(struct daemon *d);

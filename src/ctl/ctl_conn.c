@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "ctl/json_out.h"
 #include "ctl/http.h"
 
 void ctl_conn_free(struct daemon *d, struct ctl_conn *c)
@@ -53,7 +54,7 @@ void ctl_conn_flush(struct daemon *d, struct ctl_conn *c)
 	epoll_ctl(d->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
-/* One HTTP/1.0-style exchange: GET /metrics, then close. */
+/* One HTTP/1.0-style exchange: GET /metrics or /healthz, then close. */
 static void http_request(struct daemon *d, struct ctl_conn *c, enum http_verdict v)
 {
 	struct strbuf body = { 0 };
@@ -62,11 +63,15 @@ static void http_request(struct daemon *d, struct ctl_conn *c, enum http_verdict
 	if (v == HTTP_BAD_REQUEST) {
 		status = "400 Bad Request";
 		ctype = "text/plain";
-		sb_printf(&body, "fluidmemd serves GET /metrics\n");
+		sb_printf(&body, "fluidmemd serves GET /metrics and GET /healthz\n");
+	} else if (v == HTTP_HEALTHZ) {
+		ctype = "text/plain";
+		if (ctl_health_text(d, &body) < 0)
+			status = "503 Service Unavailable";
 	} else if (v != HTTP_METRICS) {
 		status = "404 Not Found";
 		ctype = "text/plain";
-		sb_printf(&body, "fluidmemd serves GET /metrics\n");
+		sb_printf(&body, "fluidmemd serves GET /metrics and GET /healthz\n");
 	} else if (ctl_metrics_text(d, &body) < 0 || body.oom) {
 		sb_free(&body);
 		status = "503 Service Unavailable";
@@ -121,8 +126,7 @@ void ctl_conn_readable(struct daemon *d, struct ctl_conn *c)
 		c->in[c->in_len] = '\0';
 	}
 	if (c->in_len == CTL_MAX_REQUEST) {
-		sb_printf(&c->out, "{\"v\":1,\"ok\":false,\"error\":\"request longer than %d bytes\"}\n",
-			  CTL_MAX_REQUEST);
+		cj_fail(&c->out, "request longer than %d bytes", CTL_MAX_REQUEST);
 		c->closing = true;
 	}
 	if (c->out.len - c->out_off > CTL_MAX_REPLY_BUFFER || c->out.oom) {

@@ -94,6 +94,58 @@ int daemon_accept_one(struct daemon *d, int lfd)
 	return fd;
 }
 
+/* ---- the store's state ---- */
+
+/* While the store is not up, ask the shards this often: their kv retries
+ * the down servers when asked (with its own doubling backoff), so the state
+ * recovers even when nothing is evicted. */
+#define STORE_CHECK_MS 1000
+
+enum store_state daemon_store_state(const struct daemon *d)
+{
+	unsigned cut_off = 0, degraded = 0;
+
+	for (unsigned i = 0; i < d->nshards; i++) {
+		const struct shard_stats *s = &d->snap[i];
+
+		if (s->store_servers && s->store_down_servers >= s->store_servers)
+			cut_off++;
+		else if (s->store_down_servers)
+			degraded++;
+	}
+	if (cut_off == d->nshards)
+		return STORE_DOWN;
+	return cut_off || degraded ? STORE_DEGRADED : STORE_UP;
+}
+
+const char *daemon_store_state_name(enum store_state s)
+{
+	static const char *const names[] = { "up", "degraded", "down" };
+
+	return names[s];
+}
+
+static void check_store(struct daemon *d, uint64_t now, bool force)
+{
+	int64_t res[FM_MAX_SHARDS];
+	uint64_t det[FM_MAX_SHARDS];
+	enum store_state was = daemon_store_state(d), is;
+
+	if (!force && (was == STORE_UP || now - d->store_checked_ns < STORE_CHECK_MS * 1000000ull))
+		return;
+	d->store_checked_ns = now;
+	if (daemon_shard_request(d, FM_MSG_STATS, NULL, NULL, res, det) < 0)
+		return;
+	is = daemon_store_state(d);
+	if (is == STORE_UP && (is != was || force))
+		FM_INFO("store %s: up", d->cfg.store_backend);
+	else if (is == STORE_DOWN && (is != was || force))
+		FM_WARN("store %s: down, no server answers: registrations are refused until one "
+			"does (retried with backoff)", d->cfg.store_backend);
+	else if (is != was)
+		FM_WARN("store %s: degraded, some servers are down", d->cfg.store_backend);
+}
+
 /* ---- lifecycle ---- */
 
 struct daemon *daemon_create(const struct fm_config *cfg)
@@ -114,6 +166,7 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);   /* reload, never the default (which kills) */
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	/* The node id first: a refused node binds no socket. The ZooKeeper
@@ -126,8 +179,9 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 	d->reply_bell.sleeping = 1;   /* the control plane always wants the wake */
 	d->snap = calloc(d->nshards, sizeof(*d->snap));
 	d->region_snap = calloc((size_t)d->nshards * FM_MAX_REGIONS, sizeof(*d->region_snap));
+	d->baseline = calloc(d->nshards, sizeof(*d->baseline));
 	d->restore_on_shutdown = true;
-	if (!d->snap || !d->region_snap) {
+	if (!d->snap || !d->region_snap || !d->baseline) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -198,6 +252,7 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
 	d->sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
 	d->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (d->sig_fd < 0 || d->epfd < 0) {
@@ -240,6 +295,7 @@ int daemon_run(struct daemon *d)
 		(unsigned long long)d->cfg.resident_pages, d->cfg.store_backend,
 		d->metrics_fd >= 0 ? ", metrics on http://" : "",
 		d->metrics_fd >= 0 ? d->cfg.metrics_listen : "");
+	check_store(d, fm_now_ns(), true);
 	while (!d->stopping) {
 		int n = epoll_wait(d->epfd, evs, 64,
 				   d->paused_until_ns			       ? ACCEPT_PAUSE_MS / 2
@@ -269,8 +325,15 @@ int daemon_run(struct daemon *d)
 				break;
 			case TAG_SIGNAL: {
 				struct signalfd_siginfo si;
-				if (read(d->sig_fd, &si, sizeof(si)) == sizeof(si))
-					FM_INFO("signal %u: shutting down", si.ssi_signo);
+
+				if (read(d->sig_fd, &si, sizeof(si)) != sizeof(si))
+					break;
+				if (si.ssi_signo == SIGHUP) {
+					FM_INFO("SIGHUP: reloading %s", d->config_path ? d->config_path : "(none)");
+					daemon_reload(d);
+					break;
+				}
+				FM_INFO("signal %u: shutting down", si.ssi_signo);
 				d->stopping = true;
 				break;
 			}
@@ -295,6 +358,7 @@ int daemon_run(struct daemon *d)
 			ctl_cluster_events(d);   /* held acks have a deadline */
 		if (d->paused_until_ns && now >= d->paused_until_ns)
 			resume_listeners(d);
+		check_store(d, now, false);
 		if (d->nmetrics_doomed || now - d->last_sweep_ns >= 100000000ull) {
 			d->last_sweep_ns = now;
 			ctl_sweep_metrics_conns(d, now);
@@ -384,6 +448,8 @@ void daemon_destroy(struct daemon *d)
 	fm_doorbell_destroy(&d->reply_bell);
 	free(d->snap);
 	free(d->region_snap);
+	free(d->baseline);
+	daemon_free_config_source(d);
 	daemon_requests_free();   /* every writer is joined */
 	free(d);
 }

@@ -62,6 +62,13 @@ struct daemon {
 	/* per-shard snapshot buffers; only shards write them, on request */
 	struct shard_stats *snap;
 	struct shard_region_stats *region_snap;   /* nshards * FM_MAX_REGIONS */
+	/* What stats/latency --reset saw (commands.c): they show the counters
+	 * relative to these, and never clear the ones Prometheus scrapes. */
+	struct shard_stats *baseline;             /* nshards */
+	struct dispatch_snapshot baseline_disp;
+	struct {
+		uint64_t registrations, refusals, conns_refused, accept_paused;
+	} baseline_ctl;
 	int metrics_fd;                  /* HTTP listener, -1 when off */
 	bool restore_on_shutdown;
 	uint64_t registrations, refusals;
@@ -72,7 +79,20 @@ struct daemon {
 	uint64_t accept_paused;          /* times a listener paused at EMFILE/ENFILE */
 	uint64_t paused_until_ns;        /* listeners paused until then; 0 = none */
 	uint64_t last_sweep_ns;          /* last check of metrics connections' deadlines */
+	/* where cfg came from, for SIGHUP (reload.c) and `config` */
+	char *config_path;               /* NULL: built by a test, nothing to reload */
+	char **sets;                     /* --set KEY=VALUE, re-applied by a reload */
+	int nsets;
+	uint64_t reloads, reload_failures;
+	uint64_t store_checked_ns;       /* last STATS round while the store was not up */
 };
+
+/* The store as the shards last reported it (d->snap, refreshed by every
+ * STATS request and every STORE_CHECK_MS while it is not up): up, some
+ * servers down, or unreachable from every shard. Always up for local. */
+enum store_state { STORE_UP, STORE_DEGRADED, STORE_DOWN };
+enum store_state daemon_store_state(const struct daemon *d);
+const char *daemon_store_state_name(enum store_state s);
 
 /* Send one control message to every shard and wait for all replies (5 s
  * for queries, 2 min for requests that evict). a[i], b[i] are the arguments
@@ -90,9 +110,28 @@ int daemon_shard_request(struct daemon *d, uint16_t type, const uint64_t *a, con
  * written. 0, -ENOMEM, -EAGAIN or -ETIMEDOUT. Control thread only. */
 int daemon_dispatcher_request(struct daemon *d, uint16_t type, struct dispatch_snapshot *out);
 
+/* Set the resident budget over all shards (a shrink evicts before the
+ * shards answer): *resident and *within from their replies. 0, -EINVAL
+ * (0 pages) or -ETIMEDOUT. */
+int daemon_set_budget(struct daemon *d, uint64_t pages, uint64_t *resident, bool *within);
+
+/* SIGHUP (reload.c): read the config source again and apply what may
+ * change at run time; refuse the rest with a log line. A file that does not
+ * load or validate changes nothing. 0, or -EINVAL when nothing was applied. */
+int daemon_reload(struct daemon *d);
+void daemon_free_config_source(struct daemon *d);
+
+/* Sum every live region's pages over the shards into sums[slot]
+ * (FM_MAX_REGIONS entries; present = 1 for live slots, budget UINT64_MAX
+ * when uncapped). 0 or -ETIMEDOUT. */
+int daemon_region_sums(struct daemon *d, struct shard_region_stats *sums);
+
 /* The Prometheus text exposition of every counter, gauge and histogram
  * (metrics.c). 0 or -ETIMEDOUT. */
 int ctl_metrics_text(struct daemon *d, struct strbuf *out);
+/* GET /healthz: "ok" and 0 when every shard and the dispatcher answer and
+ * the store is reachable; otherwise the reason and -1 (a 503). */
+int ctl_health_text(struct daemon *d, struct strbuf *out);
 
 /* Start detaching a region (client gone, unregister, detach command).
  * restore: shards hand every page back to the still-running client first. */

@@ -39,6 +39,7 @@ static const struct command commands[] = {
 	{ "detach", "ID [--force]", "free a dead client's region; --force hands a live client its pages back" },
 	{ "metrics", "", "everything in Prometheus text format" },
 	{ "log-level", "error|warn|info|debug", "change the daemon's log level" },
+	{ "config", "", "the running configuration as TOML, with its file and --set overrides" },
 	{ "ping", "", "check that the daemon answers" },
 	{ "shutdown", "[--drop]", "stop cleanly; live clients get their pages back unless --drop" },
 };
@@ -501,6 +502,15 @@ int main(int argc, char **argv)
 		render_regions(root);
 	} else if (strcmp(cmd->name, "metrics") == 0) {
 		fputs(str(root, "text"), stdout);
+	} else if (strcmp(cmd->name, "config") == 0) {
+		json_t *sets = json_object_get(root, "sets"), *v;
+		size_t i;
+
+		printf("# the running configuration of fluidmemd\n# source: %s\n",
+		       json_is_string(json_object_get(root, "source")) ? str(root, "source") : "(none)");
+		json_array_foreach(sets, i, v)
+			printf("# --set %s\n", json_string_value(v));
+		fputs(str(root, "toml"), stdout);
 	} else {
 		print_flat(root, "");
 	}

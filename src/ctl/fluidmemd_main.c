@@ -52,7 +52,8 @@ static void usage(FILE *f)
 		"  -h, --help          this text\n"
 		"\n"
 		"Exit status: 0 clean stop, 1 runtime failure, 2 bad configuration or usage.\n"
-		"Stop it with SIGINT/SIGTERM or `fluidmemctl shutdown`.\n");
+		"Stop it with SIGINT/SIGTERM or `fluidmemctl shutdown`; SIGHUP reloads the\n"
+		"configuration (what may change at run time: see fluidmemd(8)).\n");
 }
 
 int main(int argc, char **argv)
@@ -63,7 +64,7 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },      { NULL, 0, NULL, 0 },
 	};
 	const char *config = NULL;
-	const char *sets[64];
+	char *sets[64];
 	int nsets = 0, check = 0, opt, rc;
 	struct fm_config cfg;
 	char err[512];
@@ -104,28 +105,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "fluidmemd: --config FILE is required (see configs/local.toml)\n");
 		return 2;
 	}
-	fm_config_defaults(&cfg);
-	if (fm_config_load_file(&cfg, config, err, sizeof(err)) < 0) {
+	if (ctl_config_load(&cfg, config, (char *const *)sets, nsets, err, sizeof(err)) < 0) {
 		fprintf(stderr, "fluidmemd: %s\n", err);
-		return 2;
-	}
-	for (int i = 0; i < nsets; i++) {
-		char key[128];
-		const char *eq = strchr(sets[i], '=');
-
-		if (!eq || eq == sets[i] || (size_t)(eq - sets[i]) >= sizeof(key)) {
-			fprintf(stderr, "fluidmemd: --set wants KEY=VALUE, got \"%s\"\n", sets[i]);
-			return 2;
-		}
-		memcpy(key, sets[i], (size_t)(eq - sets[i]));
-		key[eq - sets[i]] = '\0';
-		if (fm_config_set(&cfg, key, eq + 1, err, sizeof(err)) < 0) {
-			fprintf(stderr, "fluidmemd: %s\n", err);
-			return 2;
-		}
-	}
-	if (fm_config_validate(&cfg, err, sizeof(err)) < 0) {
-		fprintf(stderr, "fluidmemd: %s: %s\n", config, err);
 		return 2;
 	}
 	fm_log_set_level(cfg.log_level);
@@ -148,6 +129,11 @@ int main(int argc, char **argv)
 	d = daemon_create(&cfg);
 	if (!d) {
 		FM_ERR("cannot start: %s", strerror(errno));
+		return 1;
+	}
+	if (daemon_set_config_source(d, config, sets, nsets) < 0) {
+		FM_ERR("cannot start: out of memory");
+		daemon_destroy(d);
 		return 1;
 	}
 	notify_ready();

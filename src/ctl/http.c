@@ -29,5 +29,7 @@ enum http_verdict http_classify(const char *in, size_t len, size_t max)
 	line = (size_t)(eol - in);
 	if (target_is(in + 4, line - 4, "/metrics") || target_is(in + 4, line - 4, "/"))
 		return HTTP_METRICS;
+	if (target_is(in + 4, line - 4, "/healthz"))
+		return HTTP_HEALTHZ;
 	return HTTP_NOT_FOUND;
 }

@@ -8,6 +8,7 @@
 enum http_verdict {
 	HTTP_INCOMPLETE,    /* no complete request yet: read more */
 	HTTP_METRICS,       /* GET /metrics or GET / : serve the metrics */
+	HTTP_HEALTHZ,       /* GET /healthz: 200 "ok" or 503 with the reason */
 	HTTP_NOT_FOUND,     /* a well-formed GET of anything else: 404 */
 	HTTP_BAD_REQUEST,   /* not a GET request line: 400, then close */
 	HTTP_TOO_LONG,      /* max bytes and still no end of headers: close */

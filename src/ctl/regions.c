@@ -157,6 +157,15 @@ static void do_register(struct daemon *d, struct reg_conn *c, const struct fm_re
 	char why[160];
 	int rc;
 
+	/* Refused rather than held: a client (QEMU) should fail fast with the
+	 * reason, not hang at start; it may retry. */
+	if (daemon_store_state(d) == STORE_DOWN) {
+		snprintf(why, sizeof(why),
+			 "the store (%s) is not reachable yet; fluidmemd retries it, try again later",
+			 d->cfg.store_backend);
+		refuse(d, c, -EAGAIN, why);
+		return;
+	}
 	if ((rc = reg_check_fields(q, nfds, (uint64_t)d->cfg.max_region_mib << 20, why,
 				   sizeof(why))) < 0 ||
 	    (rc = uid_quota_check(d, c->uid, q->size, why, sizeof(why))) < 0 ||

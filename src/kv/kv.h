@@ -105,7 +105,9 @@ struct kv_key {
 	X(disk_live_bytes, "bytes of live records in the disk tier")            \
 	X(disk_file_bytes, "bytes the disk tier's files occupy on disk")        \
 	X(compactions, "disk-tier segments compacted")                          \
-	X(corrupt, "stored copies that failed a checksum or decode (get: -EIO)")
+	X(corrupt, "stored copies that failed a checksum or decode (get: -EIO)") \
+	X(servers, "servers the backend talks to (memcached; 0 for local)")    \
+	X(servers_down, "of those, failed and not answered since")
 
 struct kv_stats {
 #define X(name, help) uint64_t name;
@@ -117,7 +119,9 @@ struct kv_store;
 
 /* Open the backend named in p->backend for one shard.
  * Returns NULL and sets errno (EINVAL unknown backend or bad options,
- * ENOMEM, EIO could not connect).
+ * ENOMEM). memcached opens even when no server answers yet: every server
+ * counts as down (kv_stats.servers_down) and is retried with backoff, by
+ * requests and by kv_get_stats.
  * local: p->local.max_mib / shard_count caps the RAM this handle's RAM
  * tier holds (compressed pages in size classes); it must be
  * 1..KV_LOCAL_MAX_MIB. With p->local.path set, kv_open recovers the

@@ -760,8 +760,7 @@ static struct kv_store *mc_open(const struct kv_params *p, unsigned shard)
 		if (!sv->iov || !sv->hdr || !sv->req_item || !sv->rx.req_done || !sv->rx.req_touch)
 			goto fail;
 	}
-	/* Start if any server answers: the others count as down and are
-	 * retried. None at all is most likely a wrong list. */
+	/* The servers that do not answer count as down and are retried. */
 	for (unsigned i = 0; i < ms->nsv; i++) {
 		struct mc_server *sv = &ms->sv[i];
 
@@ -774,11 +773,12 @@ static struct kv_store *mc_open(const struct kv_params *p, unsigned shard)
 		if (shard == 0)
 			check_no_evictions(ms, sv);
 	}
-	if (!reachable) {
-		FM_ERR("kv/memcached: shard %u: no server of \"%s\" answers", shard, mp->servers);
-		rc = -EIO;
-		goto fail;
-	}
+	/* None at all: memcached may simply not be up yet (it started
+	 * after us). Serve anyway; the servers are retried with backoff and
+	 * the state shows in stats (kv_stats.servers_down). */
+	if (!reachable && shard == 0)
+		FM_WARN("kv/memcached: no server of \"%s\" answers yet; retrying with backoff "
+			"(pages stay resident until one does)", mp->servers);
 	ms->info.servers = ms->nsv;
 	ms->info.replicas = ms->replicas;
 	return &ms->base;
@@ -859,6 +859,32 @@ int kv_memcached_server_of(const struct kv_store *kv, struct kv_key key, unsigne
 	return (int)route(ms, k, i);
 }
 
+/* The servers' state for stats; a down server whose window has passed is
+ * tried here too, so the state recovers while no request needs the store
+ * (a daemon that started before memcached, with nothing evicted yet). On
+ * the shard's thread, like every other op. */
+static void mc_stats(const struct kv_store *kv, struct kv_stats *out)
+{
+	struct mc_store *ms = (struct mc_store *)kv;   /* the probe changes server state */
+	uint64_t now = fm_now_ns();
+
+	out->servers = ms->nsv;
+	out->servers_down = 0;
+	for (unsigned i = 0; i < ms->nsv; i++) {
+		struct mc_server *sv = &ms->sv[i];
+
+		if (sv->down && mc_sv_usable(sv, now) && sv->wfd < 0) {
+			int rc = mc_sv_connect_write(ms, sv);
+
+			if (rc < 0)
+				mc_sv_failed(ms, sv, "connect", strerror(-rc));
+			else
+				mc_sv_answered(ms, sv);
+		}
+		out->servers_down += sv->down;
+	}
+}
+
 /* No native mget yet: the shard reads one page per fault, and the generic
  * loop (one get each, replicas tried in turn) is correct for batches. A
  * prefetcher should add one memcached_mget per server here. */
@@ -874,4 +900,5 @@ const struct kv_ops kv_memcached_ops = {
 	.mput = mc_mput,
 	.mtouch = mc_mtouch,
 	.set_servers = mc_set_servers,
+	.stats = mc_stats,
 };

@@ -220,6 +220,8 @@ static void fill_stats(struct shard *s, struct shard_stats *out)
 	s->st.store_corrupt = ks.corrupt;
 	s->st.ring_depth = fm_ring_depth(&s->data);
 	s->st.store_retries = ks.retries;
+	s->st.store_servers = ks.servers;
+	s->st.store_down_servers = ks.servers_down;
 	memcpy(out, &s->st, sizeof(*out));
 }
 

@@ -67,7 +67,9 @@ struct uffd_region;
 	X(store_disk_file_bytes, "bytes the local store's files occupy on disk")     \
 	X(store_disk_live_bytes, "bytes of live records in those files (file / live: space reuse)") \
 	X(store_corrupt, "stored copies that failed a checksum (their pages were poisoned)") \
-	X(ring_depth, "messages waiting in the shard's data ring")
+	X(ring_depth, "messages waiting in the shard's data ring")                   \
+	X(store_servers, "store servers (memcached; 0 for local)")                  \
+	X(store_down_servers, "store servers failed and not answered since")
 
 #define SHARD_HIST_FIELDS(X)                                                          \
 	X(fault_ns, "fault service: dispatcher read to fault resolved")              \

@@ -25,6 +25,20 @@ expect_config_error '[store]\nbackend = "floppy"\n' "bad.toml:2: store.backend"
 expect_config_error '[daemon]\nlog_level = "loud"\n' "bad.toml:2: daemon.log_level"
 expect_config_error '[register]\npath = "unterminated\n' "bad.toml:2"
 expect_config_error '[memory]\nresident_pages = 99999999999999999999999\n' "bad.toml:2: memory.resident_pages"
+# Errors that span keys: --check catches what used to fail only at start.
+expect_config_error '[store]\nbackend = "memcached"\n[store.memcached]\nservers = "127.0.0.1:11211"\nreplicas = 1\n' \
+	"bad.toml:5: store.memcached.replicas: 1 extra copies need at least 2 servers"
+expect_config_error '[store]\nbackend = "memcached"\n[store.memcached]\nservers = "127.0.0.1:1, ,"\nreplicas = 1\n' \
+	"store.memcached.servers names 1"
+expect_config_error '[store]\nbackend = "local"\n[store.local]\npath = "/tmp/x"\ndisk_mib = 40\nsegment_mib = 16\n' \
+	"store.local.disk_mib: 40 MiB over 2 shards holds fewer than 2 segments"
+expect_config_error '[register]\npath = "/tmp/a.sock"\n[control]\npath = "/tmp/a.sock"\n' \
+	"bad.toml:4: control.path"
+# ... and they stay quiet where the keys do not apply
+printf '[store]\nbackend = "local"\n[store.memcached]\nservers = "127.0.0.1:11211"\nreplicas = 1\n' >"$RUN/ok.toml"
+check "--check ignores memcached replicas under the local backend" "$BIN/fluidmemd" --config "$RUN/ok.toml" --check
+printf '[store]\nbackend = "memcached"\n[store.memcached]\nservers = "127.0.0.1:1,127.0.0.1:2"\nreplicas = 1\n' >"$RUN/ok.toml"
+check "--check accepts replicas = 1 over two servers" "$BIN/fluidmemd" --config "$RUN/ok.toml" --check
 
 rc=0; out=$("$BIN/fluidmemd" --config "$RUN/missing.toml" 2>&1) || rc=$?
 check "missing config file: exit 2 naming it" test $rc -eq 2 -a -n "$(grep -F missing.toml <<<"$out")"

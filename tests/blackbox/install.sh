@@ -69,7 +69,8 @@ if [ -f "$DEST$PREFIX/share/man/man5/fluidmemd.toml.5" ]; then
 		[ $p = fluidmemctl ] && words="$words $("$DEST$PREFIX/bin/$p" --help |
 			sed -n '/^Commands:/,/^Options:/s/^  \([a-z-][a-z-]*\) .*/\1/p')"
 		missing=$(for w in $words; do
-			sed 's/\\-/-/g; s/\\&//g' "$page" | grep -qF -- "$w" || echo "$w"; done | xargs)
+			# not grep -q: under pipefail, sed's SIGPIPE on a long page would fail it
+			sed 's/\\-/-/g; s/\\&//g' "$page" | grep -F -- "$w" >/dev/null || echo "$w"; done | xargs)
 		check "$(basename "$page") covers $p --help${missing:+ (missing: $missing)}" test -z "$missing"
 	done
 	for m in "$DEST$PREFIX"/share/man/man*/*; do

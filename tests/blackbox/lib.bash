@@ -20,9 +20,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start_daemon [--set k=v]...: fluidmemd on configs/local.toml with private sockets.
+# start_daemon [--set k=v]...: fluidmemd on $CONFIG (default configs/local.toml)
+# with private sockets.
 start_daemon() {
-	"$BIN/fluidmemd" --config "$SRC/configs/local.toml" \
+	"$BIN/fluidmemd" --config "${CONFIG:-$SRC/configs/local.toml}" \
 		--set "register.path=\"$REG\"" --set "control.path=\"$CTL\"" "$@" 2>"$RUN/fluidmemd.log" &
 	DAEMON_PID=$!
 	for _ in $(seq 200); do

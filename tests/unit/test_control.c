@@ -536,8 +536,10 @@ Test(control, metrics_are_valid_prometheus_text, .timeout = 60)
 	cr_expect_gt(p.families, 30);
 	cr_expect_gt(p.samples, 200);
 	cr_expect(strstr(text, "fluidmem_fault_seconds_bucket{shard=\"0\",le=\"+Inf\"}"));
-	cr_expect(strstr(text, "# TYPE fluidmem_resident gauge"));
-	cr_expect(strstr(text, "# TYPE fluidmem_evictions_total counter"));
+	cr_expect(strstr(text, "# TYPE fluidmem_resident_pages gauge"));
+	cr_expect(strstr(text, "fluidmem_region_faults_total{region_id=\""));
+	cr_expect(strstr(text, "fluidmem_build_info{version=\""));
+	cr_expect(strstr(text, "# TYPE fluidmem_evicted_pages_total counter"));
 	/* and the parser itself rejects garbage */
 	prom_parse(&p, "# TYPE x counter\nx{a=\"1\" 3\n9bad 1\ny 2\n# TYPE z histogram\n"
 		       "z_bucket{le=\"1.024e-06\"} 5\nz_bucket{le=\"2\"} 4\n");

@@ -432,6 +432,7 @@ Test(sockets, http_classify_verdicts)
 	cr_expect_eq(V("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 4096), HTTP_METRICS);
 	cr_expect_eq(V("GET / HTTP/1.0\r\n\r\n", 4096), HTTP_METRICS);
 	cr_expect_eq(V("GET /metrics?name[]=x HTTP/1.1\r\n\r\n", 4096), HTTP_METRICS);
+	cr_expect_eq(V("GET /healthz HTTP/1.1\r\n\r\n", 4096), HTTP_HEALTHZ);
 	cr_expect_eq(V("GET /metricsX HTTP/1.1\r\n\r\n", 4096), HTTP_NOT_FOUND);
 	cr_expect_eq(V("GET /favicon.ico HTTP/1.1\r\n\r\n", 4096), HTTP_NOT_FOUND);
 	cr_expect_eq(V("GET /metr", 4096), HTTP_INCOMPLETE);
