@@ -101,12 +101,21 @@ static inline pid_t td_exec_daemon(const char *reg, const char *ctl, const char 
 				   const char *const *sets)
 {
 	const char *argv[64];
-	char regset[160], ctlset[160];
+	char regset[160], ctlset[160], stateset[160];
 	int argc = 0;
 	pid_t pid;
 
 	snprintf(regset, sizeof(regset), "register.path=\"%s\"", reg);
 	snprintf(ctlset, sizeof(ctlset), "control.path=\"%s\"", ctl);
+	/* a private state directory next to the sockets: never the host's
+	 * /run/fluidmem/state */
+	{
+		const char *slash = strrchr(reg, '/');
+		int dlen = slash ? (int)(slash - reg) : 1;
+
+		snprintf(stateset, sizeof(stateset), "daemon.state_dir=\"%.*s/state\"", dlen,
+			 slash ? reg : ".");
+	}
 	argv[argc++] = FM_BUILD_DIR "/bin/fluidmemd";
 	argv[argc++] = "--config";
 	argv[argc++] = FM_SOURCE_DIR "/configs/local.toml";
@@ -114,6 +123,8 @@ static inline pid_t td_exec_daemon(const char *reg, const char *ctl, const char 
 	argv[argc++] = regset;
 	argv[argc++] = "--set";
 	argv[argc++] = ctlset;
+	argv[argc++] = "--set";
+	argv[argc++] = stateset;
 	for (int i = 0; sets && sets[i] && argc < 60; i++) {
 		argv[argc++] = "--set";
 		argv[argc++] = sets[i];

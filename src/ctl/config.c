@@ -100,6 +100,13 @@ static const struct opt opts[] = {
 	{ .key = "daemon.node_id", .type = OPT_STR, STRING(node_id), .def = "1", .int_ok = true,
 	  .help = "this daemon's id 0..65535, the high bits of its region ids; \"auto\": "
 		  "ZooKeeper allocates it (needs cluster.hosts)" },
+	{ .key = "daemon.state_dir", .type = OPT_STR, FIELD(state_dir), .min = 0,
+	  .max = sizeof(MEMBER(state_dir)) - 1, .def = "",
+	  .help = "directory of the re-adoption state; \"\" = $RUNTIME_DIRECTORY/state or "
+		  "/run/fluidmem/state" },
+	{ .key = "daemon.readopt_grace_s", .type = OPT_UINT, FIELD(readopt_grace_s), .min = 1,
+	  .max = 86400, .def = "60",
+	  .help = "seconds a region of a previous run waits to be re-adopted before it is an orphan" },
 
 	{ .key = "dispatcher.cpu", .type = OPT_INT, FIELD(dispatcher_cpu), .min = -1,
 	  .max = 1023, .def = "-1", .help = "CPU of the fault dispatcher thread, -1 = unpinned" },

@@ -26,6 +26,8 @@ struct fm_config {
 	/* [daemon] */
 	int log_level;                     /* enum fm_log_level; key "log_level" = "info" */
 	char node_id[8];                   /* "0".."65535", or "auto" (cluster on): fm_config_node_id */
+	char state_dir[256];               /* re-adoption state; "" = the default (statefile.h) */
+	uint32_t readopt_grace_s;          /* then a previous run's region is an orphan */
 	/* [dispatcher] */
 	int dispatcher_cpu;                /* -1 = unpinned */
 	uint32_t dispatcher_batch;         /* events read per wake-up */

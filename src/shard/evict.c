@@ -231,6 +231,7 @@ static uint32_t evict_select(struct shard *s, uint64_t want, struct shard_region
 		while (j < n && joinable(s, s->ev_ids[j - 1], s->ev_ids[j]))
 			j++;
 		if (protect_range(s, s->ev_ids[i], s->ev_ids[j - 1], true) == 0) {
+			(void)fm_failpoint(FM_FP_EVICT_AFTER_PROTECT);
 			s->ev_runs[s->ev_nruns++] = (struct ev_run){ m, j - i };
 			for (k = i; k < j; k++)
 				s->ev_ids[m++] = s->ev_ids[k];
@@ -296,6 +297,7 @@ static void evict_store(struct shard *s, uint32_t n)
 
 		kv_mput(s->kv, s->ev_keys, (const void *const *)s->ev_pages, s->ev_put_results, nput);
 		fm_hist_add(&s->st.put_ns, (fm_now_ns() - tp) / nput);
+		(void)fm_failpoint(FM_FP_EVICT_AFTER_PUT);
 	}
 	for (uint32_t j = 0; j < nput; j++)
 		s->ev_rc[s->ev_idx[j]] = s->ev_put_results[j];
@@ -321,8 +323,15 @@ static void keep_item(struct shard *s, uint32_t i, bool only)
  * per-page bookkeeping that must precede the punch.) */
 static void before_punch(struct shard *s, uint32_t i)
 {
+	uint64_t page;
+	struct shard_region *sr = region_of_id(s, s->ev_ids[i], &page);
+
 	if (s->ev_results[i] == EV_PUT)
 		sc_set_synced(&s->sc, s->ev_ids[i], s->ev_hash[i]);   /* prepared: cannot fail */
+	/* A crash after the punch must find the bit that says "fetch me"
+	 * (or, for a zero page, "do not"): docs/design.md, re-adoption. */
+	shard_mark_stored(s, sr, page, s->ev_results[i] != EV_ZERO);
+	(void)fm_failpoint(FM_FP_EVICT_AFTER_MARK);
 }
 
 /* Punch items [a, b) of one run, and the evicted pages between them, out of
@@ -424,6 +433,7 @@ static uint32_t commit_run(struct shard *s, const struct ev_run *run, bool only,
 				keep_item(s, i, only);
 			}
 		} else {
+			(void)fm_failpoint(FM_FP_EVICT_AFTER_PUNCH);
 			for (uint32_t i = a; i < b; i++)
 				record_evicted(s, i);
 			done += b - a;
@@ -442,6 +452,7 @@ static uint32_t commit_run(struct shard *s, const struct ev_run *run, bool only,
 		uffd_wake(sr->r->uffd, sr->base + (page << FM_PAGE_SHIFT),
 			  (uint64_t)(s->ev_ids[end - 1] - s->ev_ids[run->first] + 1) << FM_PAGE_SHIFT);
 	}
+	(void)fm_failpoint(FM_FP_EVICT_AFTER_UNPROTECT);
 	return done;
 }
 

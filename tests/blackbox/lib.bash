@@ -24,7 +24,8 @@ trap cleanup EXIT
 # with private sockets.
 start_daemon() {
 	"$BIN/fluidmemd" --config "${CONFIG:-$SRC/configs/local.toml}" \
-		--set "register.path=\"$REG\"" --set "control.path=\"$CTL\"" "$@" 2>"$RUN/fluidmemd.log" &
+		--set "register.path=\"$REG\"" --set "control.path=\"$CTL\"" \
+		--set "daemon.state_dir=\"$RUN/state\"" "$@" 2>"$RUN/fluidmemd.log" &
 	DAEMON_PID=$!
 	for _ in $(seq 200); do
 		"$BIN/fluidmemctl" --socket "$CTL" ping >/dev/null 2>&1 && return 0

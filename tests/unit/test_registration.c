@@ -125,7 +125,7 @@ Test(registration, malformed_requests_are_refused_with_a_reason, .timeout = 60)
 	q.magic = 0xdeadbeef;
 	expect_refused(&q, sizeof(q), fds, 2, -EPROTO, "magic");
 	q = good_req(rr.addr, rr.size);
-	q.version = 2;
+	q.version = FM_PROTO_VERSION + 1;
 	expect_refused(&q, sizeof(q), fds, 2, -EPROTONOSUPPORT, "version");
 	q = good_req(rr.addr, rr.size);
 	q.page_size = 2u << 20;
