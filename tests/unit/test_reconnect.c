@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -614,4 +615,84 @@ Test(reconnect, handed_back_region_is_not_readopted)
 	cr_expect_eq(((volatile uint8_t *)fm_region_addr(r))[2 * PAGE], 0, "plain memory now");
 	fm_disconnect(c);
 	fake_stop(&f2);
+}
+
+/* ---- the real daemon: shutdown --keep-clients ---- */
+
+/* Is addr still registered on a userfaultfd (smaps VmFlags "um")? */
+static bool uffd_registered(const void *addr)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	char line[512];
+	bool in = false, um = false;
+
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2)
+			in = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
+		else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+			um = strstr(line, " um") != NULL;
+			break;
+		}
+	}
+	fclose(f);
+	return um;
+}
+
+static struct fm_client *kept_client;   /* a global root: its blocked thread outlives the test */
+
+/* A graceful restart's first half: the daemon exits cleanly without handing
+ * pages back or unregistering. Resident pages stay readable, an evicted page
+ * blocks (never a zero page), and the client waits for re-adoption. */
+Test(reconnect, keep_clients_leaves_regions_registered, .timeout = 120)
+{
+	static const char *const sets[] = { "memory.resident_pages=64", "shards.count=1",
+					     "shards.cpus=[1]", NULL };
+	static struct toucher t;
+	struct td fmd;
+	struct fm_region *r;
+	uint8_t *p;
+	size_t pages = 512, evicted = SIZE_MAX;
+	char *rep;
+	int status = -1;
+
+	cr_assert_eq(td_start(&fmd, sets), 0, "fluidmemd did not start");
+	r = td_region(&fmd, &kept_client, pages, "kept");
+	p = fm_region_addr(r);
+	for (size_t i = 0; i < pages; i++)
+		memset(p + i * PAGE, (int)(i * 13 + 1), PAGE);
+	rep = td_ctl(&fmd, "v1 shutdown --keep-clients");
+	cr_assert(rep && strstr(rep, "\"ok\":true"), "%s", rep ? rep : "(no reply)");
+	free(rep);
+	for (int i = 0; i < 3000 && waitpid(fmd.pid, &status, WNOHANG) != fmd.pid; i++)
+		td_sleep_ms(10);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "fluidmemd exit status %d", status);
+	fmd.pid = 0;
+	wait_status(r, -EAGAIN);
+	cr_expect(uffd_registered(p), "the daemon unregistered the region on --keep-clients");
+	/* Resident pages read as written; find one the daemon evicted (a
+	 * hole in the memfd: mincore says it is not in our page tables and
+	 * was not handed back). */
+	for (size_t i = 0; i < pages; i++) {
+		unsigned char v;
+
+		cr_assert_eq(mincore(p + i * PAGE, PAGE, &v), 0);
+		if (!(v & 1)) {
+			evicted = i;
+			break;
+		}
+		cr_assert_eq(p[i * PAGE + 7], (uint8_t)(i * 13 + 1), "resident page %zu", i);
+	}
+	cr_assert_neq(evicted, SIZE_MAX, "nothing was evicted (budget 64 pages of %zu)", pages);
+	touch_blocked(&t, r, evicted);
+	cr_expect_eq(__atomic_load_n(&t.done, __ATOMIC_ACQUIRE), 0, "an evicted page was answered");
+	if (getenv("FM_TEST_KEEP_LOGS") == NULL) {
+		char cmd[200];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fmd.dir);
+		cr_expect_eq(system(cmd), 0);
+	}
+	/* The toucher stays blocked until this test process exits. */
 }
