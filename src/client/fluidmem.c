@@ -502,6 +502,13 @@ static int readopt_one(struct fm_client *c, struct fm_region *r)
 		__atomic_store_n(&r->status, -ENODEV, __ATOMIC_RELEASE);
 		return 0;
 	}
+	/* An earlier READOPT's reply first: still owed, it stays late and r
+	 * waits for the next pass. */
+	rc = settle_late(c);
+	if (rc == -ETIMEDOUT || rc == -ECANCELED)
+		return 0;
+	if (rc < 0)
+		return rc;
 	memcpy(q.name, r->name, sizeof(q.name));
 	memcpy(q.credential, r->cred, sizeof(q.credential));
 	rc = exchange(c, &q, fds, 2, &rep);
@@ -578,11 +585,9 @@ static int readopt_pass(struct fm_client *c, int *last_err)
 		c->cancellable = true;
 	}
 	c->cancellable = false;
+	/* A region whose READOPT reply is still owed waits too. */
 	for (struct fm_region *r = c->regions; r; r = r->next)
 		waiting += r->status == -EAGAIN;
-	/* An owed READOPT reply keeps its region waiting. */
-	if (c->late == FM_REG_READOPT && c->late_region && c->late_region->status != -EAGAIN)
-		waiting++;
 	pthread_mutex_unlock(&c->mu);
 	return waiting;
 }

@@ -37,6 +37,7 @@ struct fake {
 	int eagain[MAXID];      /* READOPT of region id: answer -EAGAIN this often first */
 	int enoent_id;          /* READOPT of this id: -ENOENT */
 	bool silent_readopt;    /* take READOPT and never answer */
+	int slow_readopt_ms;    /* answer the first READOPT this late */
 	/* state */
 	int conn[MAXCONN];
 	int uffd[MAXID], memfd[MAXID];
@@ -143,6 +144,10 @@ static void serve_request(struct fake *f, int i)
 			f->eagain[id]--;
 			reply(f->conn[i], -EAGAIN, id);
 		} else {
+			if (f->slow_readopt_ms) {
+				td_sleep_ms(f->slow_readopt_ms);
+				f->slow_readopt_ms = 0;
+			}
 			f->uffd[id] = fds[0];
 			f->memfd[id] = fds[1];
 			reply(f->conn[i], 0, id);
@@ -561,6 +566,39 @@ Test(reconnect, disconnect_while_readopt_unanswered)
 	t0 = fm_now_ns();
 	fm_disconnect(c);      /* the watcher waits for a reply that never comes */
 	cr_expect_lt(fm_now_ns() - t0, 10000000000ull, "fm_disconnect waited for the reply timeout");
+	fake_stop(&f2);
+}
+
+/* A READOPT answered after the client's timeout: the reply is collected on
+ * the next pass, never paired with another request, and the region is
+ * served. */
+Test(reconnect, readopt_reply_after_timeout)
+{
+	static struct fake f1, f2;
+	struct fm_client *c;
+	struct fm_region *rs[2];
+	struct toucher t;
+
+	setenv("FLUIDMEM_TIMEOUT", "1", 1);
+	fake_start(&f1, sock_path, 1);
+	c = fm_connect(sock_path);
+	cr_assert_not_null(c);
+	rs[0] = mkregion(c, 4, "slow");
+	rs[1] = mkregion(c, 4, "other");
+	crash(&f1, rs, 2);
+	touch_blocked(&t, rs[0], 1);
+	fake_init(&f2, sock_path, 2);
+	f2.slow_readopt_ms = 1500;
+	fake_run(&f2);
+	pthread_join(t.th, NULL);
+	cr_assert_eq(t.seen, content(fm_region_id(rs[0]), 1, 2));
+	wait_status(rs[0], 0);
+	wait_status(rs[1], 0);
+	cr_expect_eq(ld(&f2.readopts[fm_region_id(rs[0])]) + ld(&f2.readopts[fm_region_id(rs[1])]), 2,
+		     "a region was asked for twice");
+	expect_page(rs[1], 2, 2);
+	fm_disconnect(c);
+	cr_expect_eq(ld(&f2.unregisters), 2);
 	fake_stop(&f2);
 }
 
