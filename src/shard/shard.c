@@ -424,8 +424,11 @@ void shard_destroy(struct shard *s)
 		pthread_join(s->thread, NULL);
 	for (unsigned i = 0; i < FM_MAX_REGIONS; i++) {
 		if (s->regions[i]) {
-			/* Kept for the next daemon: no copy is dropped from the store. */
-			if (!s->keep_copies)
+			/* Kept for the next daemon: only our memory goes, no
+			 * copy is dropped from the store. */
+			if (s->keep_copies)
+				pt_region_del(&s->pt, &s->regions[i]->pt);
+			else
 				region_free_pages(s, s->regions[i]);
 			free(s->regions[i]);
 		}
