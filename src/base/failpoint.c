@@ -1,6 +1,8 @@
 #include "base/failpoint.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,8 +13,17 @@ bool fm_failpoints_armed;
 
 static const char *const fp_names[FM_FP_NR] = {
 	[FM_FP_EVICT_PUNCH] = "evict.punch",
+	[FM_FP_EVICT_AFTER_PROTECT] = "evict.after_protect",
+	[FM_FP_EVICT_AFTER_PUT] = "evict.after_put",
+	[FM_FP_EVICT_AFTER_MARK] = "evict.after_mark",
+	[FM_FP_EVICT_AFTER_PUNCH] = "evict.after_punch",
+	[FM_FP_EVICT_AFTER_UNPROTECT] = "evict.after_unprotect",
+	[FM_FP_READOPT_REBUILD] = "readopt.rebuild",
 };
+#define FP_KILL 0x10000   /* fp_errno: raise SIGKILL (above every errno) */
 static int fp_errno[FM_FP_NR];
+static uint64_t fp_at[FM_FP_NR];     /* fire on this hit only; 0 = every hit */
+static uint64_t fp_hits[FM_FP_NR];
 
 static const struct {
 	const char *name;
@@ -52,14 +63,32 @@ int fm_failpoints_parse(const char *spec)
 		for (int i = 0; i < FM_FP_NR; i++)
 			if (strlen(fp_names[i]) == (size_t)(eq - p) && strncmp(p, fp_names[i], (size_t)(eq - p)) == 0)
 				id = i;
-		e = parse_errno(eq + 1, (size_t)(end - eq - 1));
+		const char *at = memchr(eq + 1, '@', (size_t)(end - eq - 1));
+		const char *aend = at ? at : end;
+		uint64_t n = 0;
+
+		if (at) {
+			char *stop;
+
+			n = strtoull(at + 1, &stop, 10);
+			if (stop != end || n == 0)
+				id = -1;
+		}
+		if ((size_t)(aend - eq - 1) == 4 && strncmp(eq + 1, "kill", 4) == 0)
+			e = FP_KILL;
+		else
+			e = parse_errno(eq + 1, (size_t)(aend - eq - 1));
 		if (id < 0 || e < 0) {
 			FM_ERR("FLUIDMEM_FAILPOINTS: unknown failpoint or errno in \"%.*s\"", (int)(end - p), p);
 			return -EINVAL;
 		}
 		fp_errno[id] = e;
+		fp_at[id] = n;
+		fp_hits[id] = 0;
 		fm_failpoints_armed = true;
-		FM_WARN("failpoint %s armed: it fails with %s (testing only)", fp_names[id], strerror(e));
+		FM_WARN("failpoint %s armed: it %s%s on %s hit %llu (testing only)", fp_names[id],
+			e == FP_KILL ? "kills the daemon" : "fails with ",
+			e == FP_KILL ? "" : strerror(e), n ? "" : "every", (unsigned long long)n);
 		p = comma ? comma + 1 : NULL;
 	}
 	return 0;
@@ -74,5 +103,13 @@ int fm_failpoints_init(void)
 
 int fm_failpoint_errno(enum fm_failpoint_id fp)
 {
-	return (unsigned)fp < FM_FP_NR ? -fp_errno[fp] : 0;
+	if ((unsigned)fp >= FM_FP_NR || fp_errno[fp] == 0)
+		return 0;
+	if (fp_at[fp] && __atomic_add_fetch(&fp_hits[fp], 1, __ATOMIC_RELAXED) != fp_at[fp])
+		return 0;
+	if (fp_errno[fp] == FP_KILL) {
+		FM_WARN("failpoint %s: killing the daemon", fp_names[fp]);
+		raise(SIGKILL);
+	}
+	return -fp_errno[fp];
 }

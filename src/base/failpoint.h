@@ -3,20 +3,38 @@
  * eviction steps).
  *
  * They are set only through the daemon's environment, read once at start:
- *   FLUIDMEM_FAILPOINTS="name=ERRNO[,name=ERRNO...]"
- * where ERRNO is a number (5) or a name (EIO, EPERM, ENOSPC). A set
+ *   FLUIDMEM_FAILPOINTS="name=ACTION[@N][,name=ACTION[@N]...]"
+ * where ACTION is an errno as a number (5) or a name (EIO, EPERM, ENOSPC),
+ * or "kill": the daemon raises SIGKILL there, as a crash would (the restart
+ * tests). "@N" fires on the N-th hit only (counted over every thread);
+ * without it, on every hit. A kill-only point ignores errno actions. A set
  * failpoint is logged loudly at start; an unknown name is an error, so a
  * typo cannot make a test pass vacuously. With nothing set, a check is one
  * predictable branch on a global.
  *
  * The names, with the code that consults them:
- *   evict.punch   shard eviction: the memfd hole punch fails */
+ *   evict.punch          shard eviction: the memfd hole punch fails
+ *   evict.after_protect  (kill) eviction: a victim was write-protected
+ *   evict.after_put      (kill) eviction: the store accepted a batch
+ *   evict.after_mark     (kill) eviction: a page's state bit was written
+ *   evict.after_punch    (kill) eviction: a page was punched, still protected
+ *   evict.after_unprotect (kill) eviction: a page's eviction is complete
+ *   readopt.rebuild      (kill) re-adoption: a shard starts rebuilding a region */
 #ifndef FM_FAILPOINT_H
 #define FM_FAILPOINT_H
 
 #include <stdbool.h>
 
-enum fm_failpoint_id { FM_FP_EVICT_PUNCH, FM_FP_NR };
+enum fm_failpoint_id {
+	FM_FP_EVICT_PUNCH,
+	FM_FP_EVICT_AFTER_PROTECT,
+	FM_FP_EVICT_AFTER_PUT,
+	FM_FP_EVICT_AFTER_MARK,
+	FM_FP_EVICT_AFTER_PUNCH,
+	FM_FP_EVICT_AFTER_UNPROTECT,
+	FM_FP_READOPT_REBUILD,
+	FM_FP_NR
+};
 
 extern bool fm_failpoints_armed;
 
@@ -25,8 +43,9 @@ extern bool fm_failpoints_armed;
 int fm_failpoints_init(void);
 /* Parse a specification (the variable's syntax): 0 or -EINVAL. */
 int fm_failpoints_parse(const char *spec);
-/* The injected -errno for fp, or 0 when it is not set. Thread-safe: the
- * table is written only before threads start. */
+/* The injected -errno for fp, or 0 when it is not set or not due (@N); a
+ * kill action does not return. Thread-safe: the table is written only
+ * before threads start, the hit counters atomically. */
 int fm_failpoint_errno(enum fm_failpoint_id fp);
 
 static inline int fm_failpoint(enum fm_failpoint_id fp)

@@ -99,6 +99,13 @@ static const struct opt opts[] = {
 	  .choices = &log_choices, .help = "log verbosity" },
 	{ .key = "daemon.node_id", .type = OPT_UINT, FIELD(node_id), .min = 0, .max = 65535,
 	  .def = "1", .help = "this daemon's id, the high bits of its region ids" },
+	{ .key = "daemon.state_dir", .type = OPT_STR, FIELD(state_dir), .min = 0,
+	  .max = sizeof(MEMBER(state_dir)) - 1, .def = "",
+	  .help = "directory of the re-adoption state; \"\" = $RUNTIME_DIRECTORY/state or "
+		  "/run/fluidmem/state" },
+	{ .key = "daemon.readopt_grace_s", .type = OPT_UINT, FIELD(readopt_grace_s), .min = 1,
+	  .max = 86400, .def = "60",
+	  .help = "seconds a region of a previous run waits to be re-adopted before it is an orphan" },
 
 	{ .key = "dispatcher.cpu", .type = OPT_INT, FIELD(dispatcher_cpu), .min = -1,
 	  .max = 1023, .def = "-1", .help = "CPU of the fault dispatcher thread, -1 = unpinned" },

@@ -26,6 +26,8 @@ struct fm_config {
 	/* [daemon] */
 	int log_level;                     /* enum fm_log_level; key "log_level" = "info" */
 	uint32_t node_id;                  /* 0..65535: high bits of region ids */
+	char state_dir[256];               /* re-adoption state; "" = the default (statefile.h) */
+	uint32_t readopt_grace_s;          /* then a previous run's region is an orphan */
 	/* [dispatcher] */
 	int dispatcher_cpu;                /* -1 = unpinned */
 	uint32_t dispatcher_batch;         /* events read per wake-up */

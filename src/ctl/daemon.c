@@ -106,6 +106,7 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 	d->cfg = *cfg;
 	d->epfd = d->reg_fd = d->ctl_fd = d->sig_fd = d->metrics_fd = -1;
 	d->reg_lock_fd = d->ctl_lock_fd = -1;
+	d->sdir.dirfd = d->sdir.lockfd = -1;
 	d->reply_bell.efd = -1;
 	d->nshards = cfg->shard_count;
 	d->started_ns = fm_now_ns();
@@ -209,6 +210,7 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 			goto fail;
 		}
 	}
+	daemon_state_open(d);
 	for (unsigned i = 0; i < d->nshards; i++) {
 		if ((rc = shard_start(d->shards[i])) < 0)
 			goto fail;
@@ -279,6 +281,7 @@ int daemon_run(struct daemon *d)
 		now = fm_now_ns();
 		if (d->paused_until_ns && now >= d->paused_until_ns)
 			resume_listeners(d);
+		daemon_state_tick(d, now);
 		if (d->nmetrics_doomed || now - d->last_sweep_ns >= 100000000ull) {
 			d->last_sweep_ns = now;
 			ctl_sweep_metrics_conns(d, now);
@@ -397,6 +400,7 @@ void daemon_destroy(struct daemon *d)
 		close(d->metrics_fd);
 	if (d->epfd >= 0)
 		close(d->epfd);
+	daemon_state_close(d);   /* after the shards: they wrote the bitmaps */
 	fm_doorbell_destroy(&d->reply_bell);
 	free(d->snap);
 	free(d->region_snap);

@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "ctl/ctl.h"
+#include "ctl/statefile.h"
 #include "ring/ring.h"
 #include "shard/shard.h"
 #include "uffd/uffd.h"
@@ -73,6 +74,15 @@ struct daemon {
 	uint64_t accept_paused;          /* times a listener paused at EMFILE/ENFILE */
 	uint64_t paused_until_ns;        /* listeners paused until then; 0 = none */
 	uint64_t last_sweep_ns;          /* last check of metrics connections' deadlines */
+	/* re-adoption (statefile.h; docs/design.md "Restart and re-adoption") */
+	struct fm_state_dir sdir;        /* dirfd -1: no state kept, READOPT answers -ENOENT */
+	struct fm_state_map *smaps;      /* per region slot: its mapped state file */
+	uint64_t *pending;               /* region files of a previous run awaiting READOPT */
+	unsigned npending;
+	uint64_t readopt_deadline_ns;    /* then the pending ones are orphans; 0 = none */
+	uint32_t region_counter;         /* low 32 bits of region ids (region_id_alloc) */
+	uint64_t readopts, orphans;      /* regions re-adopted / collected as orphans */
+	bool stuck_orphan;               /* a shard never answered ORPHAN_DROP: stop collecting */
 };
 
 /* Send one control message to every shard and wait for all replies (5 s
@@ -140,6 +150,17 @@ void reg_conn_free(struct daemon *d, struct reg_conn *c);
 void daemon_region_acked(struct daemon *d, struct uffd_region *r, int64_t result);
 /* The dispatcher cannot read r's uffd (error -why): detach r, restoring. */
 void daemon_region_hostile(struct daemon *d, struct uffd_region *r, int why);
+/* A new region id, never handed out before on this node, across restarts
+ * too: node_id << 48 | generation (16 bits) << 32 | counter. The one place
+ * ids are made (a cluster id source plugs in here). 0 or -EOVERFLOW. */
+int region_id_alloc(struct daemon *d, uint64_t *id);
+/* Open daemon.state_dir and list a previous run's region files as pending
+ * re-adoption (daemon start). Without a usable directory, re-adoption is
+ * off: logged, never fatal. */
+void daemon_state_open(struct daemon *d);
+void daemon_state_close(struct daemon *d);
+/* Collect pending regions whose grace ran out (orphans). Epoll loop. */
+void daemon_state_tick(struct daemon *d, uint64_t now);
 
 /* ---- control connections (ctl_conn.c) ---- */
 /* http: a metrics scrape on the HTTP listener. */

@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -141,6 +142,197 @@ static int overlap_check(const struct daemon *d, pid_t pid, int memfd, uint64_t 
 	return 0;
 }
 
+/* ---- re-adoption (docs/design.md, "Restart and re-adoption") ---- */
+
+static uint64_t wall_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int region_id_alloc(struct daemon *d, uint64_t *id)
+{
+	/* 32 bits of counter per run; the generation (16 bits) moves on at
+	 * every start, so a restarted daemon never reuses a live id. */
+	if (d->region_counter == UINT32_MAX)
+		return -EOVERFLOW;
+	*id = ((uint64_t)d->cfg.node_id << 48) | ((uint64_t)(d->sdir.generation & 0xffff) << 32) |
+	      ++d->region_counter;
+	d->next_region = *id;
+	return 0;
+}
+
+/* The region file of a new region, created before the region reaches any
+ * shard (their evictions write its bits). Without one the region is served
+ * all the same, but cannot be re-adopted after a crash. */
+static void region_state_create(struct daemon *d, struct uffd_region *r)
+{
+	struct fm_state_hdr h = {
+		.region_id = r->id, .addr = r->base, .size = r->npages * FM_PAGE_SIZE,
+		.npages = r->npages, .uid = (uint32_t)r->uid, .pid = (int32_t)r->pid,
+		.created_unix_ns = wall_ns(),
+	};
+	int rc;
+
+	if (!fm_state_dir_on(&d->sdir))
+		return;
+	memcpy(h.name, r->name, sizeof(h.name));
+	rc = fm_state_region_create(&d->sdir, &h, &d->smaps[r->slot]);
+	if (rc < 0) {
+		fm_log_ratelimited(FM_LOG_WARN, "region %llu: cannot create its state file in %s: "
+				   "%s; it cannot be re-adopted after a crash",
+				   (unsigned long long)r->id, d->sdir.path, strerror(-rc));
+		return;
+	}
+	r->state_bits = d->smaps[r->slot].bits;
+}
+
+/* After every shard let the region go: its copies are deleted (unless kept
+ * for a re-adoption), so its file goes too. */
+static void region_state_release(struct daemon *d, struct uffd_region *r)
+{
+	if (!d->smaps || !d->smaps[r->slot].hdr)
+		return;
+	if (!r->keep_copies)
+		fm_state_region_unlink(&d->sdir, r->id);
+	fm_state_map_close(&d->smaps[r->slot]);
+	r->state_bits = NULL;
+}
+
+/* The reply that makes a region live: REGISTER's carries the credential a
+ * READOPT must show. */
+static void reg_reply_live(struct daemon *d, struct uffd_region *r)
+{
+	struct fm_reg_reply rep = {
+		.magic = FM_PROTO_MAGIC, .version = FM_PROTO_VERSION, .type = FM_REG_REPLY,
+		.status = 0, .region_id = r->id,
+	};
+	int fd = ((struct reg_conn *)r->owner)->fd;
+
+	if (r->state_bits)
+		fm_state_credential(&d->sdir, r->id, (uint32_t)r->uid, rep.credential);
+	if (fd >= 0 && send(fd, &rep, sizeof(rep), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		FM_DEBUG("reply to a registration client failed: %s", strerror(errno));
+}
+
+static bool pending_take(struct daemon *d, uint64_t id)
+{
+	for (unsigned i = 0; i < d->npending; i++) {
+		if (d->pending[i] == id) {
+			d->pending[i] = d->pending[--d->npending];
+			return true;
+		}
+	}
+	return false;
+}
+
+/* READOPT: a client whose daemon died hands back a region it registered,
+ * with the credential it was given. The same descriptor checks as REGISTER,
+ * then the region file decides: its owner, addr and size must match. The
+ * shards rebuild page state from the memfd and the file's bits (adopt). */
+static void do_readopt(struct daemon *d, struct reg_conn *c, const struct fm_reg_req *q, int *fds,
+		       int nfds)
+{
+	struct fm_state_map map = { 0 };
+	uint8_t cred[FM_CREDENTIAL_LEN];
+	struct uffd_region *r;
+	char why[160];
+	int rc;
+
+	if ((rc = reg_check_fields(q, nfds, (uint64_t)d->cfg.max_region_mib << 20, why,
+				   sizeof(why))) < 0) {
+		refuse(d, c, rc, why);
+		return;
+	}
+	for (unsigned i = 0; i < FM_MAX_REGIONS; i++) {
+		if (d->regions[i] && d->regions[i]->id == q->region_id) {
+			refuse(d, c, -EAGAIN, "the region is still attached: retry once it is released");
+			return;
+		}
+	}
+	rc = fm_state_region_open(&d->sdir, q->region_id, &map);
+	if (rc < 0) {
+		snprintf(why, sizeof(why), "no state for region %llu%s%s",
+			 (unsigned long long)q->region_id, rc == -ENOENT ? "" : ": ",
+			 rc == -ENOENT ? "" : strerror(-rc));
+		refuse(d, c, -ENOENT, why);
+		return;
+	}
+	fm_state_credential(&d->sdir, q->region_id, (uint32_t)c->uid, cred);
+	if (!fm_state_credential_eq(cred, q->credential) || map.hdr->uid != (uint32_t)c->uid) {
+		fm_state_map_close(&map);
+		refuse(d, c, -EPERM, "wrong credential or owner for this region");
+		return;
+	}
+	if (map.hdr->addr != q->addr || map.hdr->size != q->size ||
+	    map.hdr->npages != q->size / FM_PAGE_SIZE) {
+		fm_state_map_close(&map);
+		refuse(d, c, -EINVAL, "addr or size differ from the region's registration");
+		return;
+	}
+	if ((rc = uid_quota_check(d, c->uid, q->size, why, sizeof(why))) < 0 ||
+	    (rc = overlap_check(d, c->pid, fds[1], q->addr, q->size, why, sizeof(why))) < 0 ||
+	    (rc = reg_check_uffd(fds[0], why, sizeof(why))) < 0 ||
+	    (rc = reg_check_memfd(fds[1], q->size, why, sizeof(why))) < 0 ||
+	    (rc = reg_check_mapping(c->pid, fds[0], fds[1], q->addr, q->size, why, sizeof(why))) < 0) {
+		fm_state_map_close(&map);
+		refuse(d, c, rc, why);
+		return;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		fm_state_map_close(&map);
+		refuse(d, c, -ENOMEM, "out of memory");
+		return;
+	}
+	r->uffd = fds[0];
+	r->memfd = fds[1];
+	fds[0] = fds[1] = -1;
+	fcntl(r->uffd, F_SETFL, fcntl(r->uffd, F_GETFL) | O_NONBLOCK);
+	r->base = q->addr;
+	r->npages = q->size / FM_PAGE_SIZE;
+	r->pid = c->pid;
+	r->uid = c->uid;
+	r->owner = c;
+	r->created_ns = fm_now_ns();
+	memcpy(r->name, map.hdr->name, sizeof(r->name));
+	r->id = q->region_id;
+	r->adopt = true;
+	r->view = mmap(NULL, q->size, PROT_READ, MAP_SHARED, r->memfd, 0);
+	if (r->view == MAP_FAILED) {
+		snprintf(why, sizeof(why), "cannot map the memfd: %s", strerror(errno));
+		r->view = NULL;
+		fm_state_map_close(&map);
+		region_release(r);
+		refuse(d, c, -ENOMEM, why);
+		return;
+	}
+	if ((rc = region_table_publish(r)) < 0 || conn_add_region(c, r) < 0) {
+		if (rc == 0)
+			region_table_unpublish(r);
+		fm_state_map_close(&map);
+		region_release(r);
+		refuse(d, c, -ENOSPC, "too many regions");
+		return;
+	}
+	map.hdr->pid = (int32_t)c->pid;
+	d->smaps[r->slot] = map;
+	r->state_bits = map.bits;
+	d->regions[r->slot] = r;
+	pending_take(d, r->id);
+	r->state = REGION_ATTACHING;
+	r->acks_pending = (int)d->nshards + 1;   /* + the dispatcher */
+	r->request = ++d->next_request;
+	for (unsigned attempt = 0; dispatcher_attach(d->disp, r) == -EAGAIN;)
+		fm_ring_full_wait(&attempt);
+	d->readopts++;
+	FM_INFO("region %llu \"%s\": re-adopting %llu pages at 0x%llx from pid %d",
+		(unsigned long long)r->id, r->name, (unsigned long long)r->npages,
+		(unsigned long long)r->base, (int)r->pid);
+}
+
 static void do_register(struct daemon *d, struct reg_conn *c, const struct fm_reg_req *q, int *fds,
 			int nfds)
 {
@@ -176,7 +368,11 @@ static void do_register(struct daemon *d, struct reg_conn *c, const struct fm_re
 	r->owner = c;
 	r->created_ns = fm_now_ns();
 	memcpy(r->name, q->name, sizeof(r->name));
-	r->id = ((uint64_t)d->cfg.node_id << 48) | ++d->next_region;
+	if (region_id_alloc(d, &r->id) < 0) {
+		region_release(r);
+		refuse(d, c, -EOVERFLOW, "region ids of this daemon run are exhausted");
+		return;
+	}
 	/* Read-only: we only ever read victims, and never through a hole. */
 	r->view = mmap(NULL, q->size, PROT_READ, MAP_SHARED, r->memfd, 0);
 	if (r->view == MAP_FAILED) {
@@ -194,6 +390,7 @@ static void do_register(struct daemon *d, struct reg_conn *c, const struct fm_re
 		return;
 	}
 	d->regions[r->slot] = r;
+	region_state_create(d, r);
 	r->state = REGION_ATTACHING;
 	r->acks_pending = (int)d->nshards + 1;   /* + the dispatcher */
 	r->request = ++d->next_request;
@@ -216,6 +413,7 @@ static void region_finish_detach(struct daemon *d, struct uffd_region *r)
 	if (c)
 		conn_remove_region(c, r);
 	d->regions[r->slot] = NULL;
+	region_state_release(d, r);
 	region_table_unpublish(r);
 	region_release(r);
 	FM_INFO("region %llu freed", (unsigned long long)id);
@@ -281,7 +479,7 @@ void daemon_region_acked(struct daemon *d, struct uffd_region *r, int64_t result
 		 * range and drops the region. Not after dropping a live
 		 * client's stored pages (shutdown --drop): its faults then
 		 * wait until it exits rather than read zeros. */
-		bool unregister = r->restore || r->reply_on_detach || r->attach_error;
+		bool unregister = r->restore || r->reply_on_detach || (r->attach_error && !r->adopt);
 
 		r->state = REGION_RELEASING;
 		r->acks_pending = 1;
@@ -296,6 +494,8 @@ void daemon_region_acked(struct daemon *d, struct uffd_region *r, int64_t result
 	}
 	/* attached */
 	r->state = REGION_LIVE;
+	if (r->attach_error && r->adopt)
+		r->keep_copies = true;   /* the next daemon or READOPT may still take it */
 	if (r->attach_error) {
 		if (r->owner)
 			reg_reply(((struct reg_conn *)r->owner)->fd, r->attach_error, 0,
@@ -307,7 +507,7 @@ void daemon_region_acked(struct daemon *d, struct uffd_region *r, int64_t result
 		daemon_detach_region(d, r, r->restore || !r->detach_when_live);
 		return;
 	}
-	reg_reply(((struct reg_conn *)r->owner)->fd, 0, r->id, NULL);
+	reg_reply_live(d, r);
 }
 
 /* A closed registration socket does not mean a dead client: one that closes
@@ -372,6 +572,8 @@ void reg_conn_readable(struct daemon *d, struct reg_conn *c, uint32_t events)
 		refuse(d, c, rc, why);
 	else if (q.type == FM_REG_REGISTER)
 		do_register(d, c, &q, fds, nfds);
+	else if (q.type == FM_REG_READOPT)
+		do_readopt(d, c, &q, fds, nfds);
 	else if (q.type == FM_REG_UNREGISTER) {
 		struct uffd_region *r = NULL;
 

@@ -55,7 +55,8 @@ int reg_decode(const void *buf, size_t len, int msg_flags, int nfds, struct fm_r
 	if (out->version != FM_PROTO_VERSION || out->length != sizeof(struct fm_reg_req))
 		return fail(-EPROTONOSUPPORT, why, whylen,
 			    "unsupported protocol version (daemon speaks %d)", FM_PROTO_VERSION);
-	if (out->type != FM_REG_REGISTER && out->type != FM_REG_UNREGISTER)
+	if (out->type != FM_REG_REGISTER && out->type != FM_REG_UNREGISTER &&
+	    out->type != FM_REG_READOPT)
 		return fail(-EPROTO, why, whylen, "unknown request type");
 	return 0;
 }

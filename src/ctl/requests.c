@@ -152,6 +152,7 @@ static struct fm_msg ctl_msg(uint16_t type, unsigned shard, uint64_t a, uint64_t
 	switch (type) {
 	case FM_MSG_STATS:
 	case FM_MSG_REGION_STATS:
+	case FM_MSG_ORPHAN_DROP:
 		m.fill.out = (void *)(uintptr_t)a;
 		m.fill.request = id;
 		break;
@@ -179,7 +180,7 @@ int daemon_shard_request(struct daemon *d, uint16_t type, const uint64_t *a, con
 			 int64_t *results, uint64_t *details)
 {
 	bool evicting = type == FM_MSG_SET_BUDGET || type == FM_MSG_EVICT ||
-			type == FM_MSG_REGION_BUDGET;
+			type == FM_MSG_REGION_BUDGET || type == FM_MSG_ORPHAN_DROP;
 	uint64_t deadline = fm_now_ns() +
 			    (uint64_t)(evicting ? EVICTING_TIMEOUT_MS : QUERY_TIMEOUT_MS) * 1000000ull;
 

@@ -37,6 +37,7 @@ enum fm_msg_type {
 	FM_MSG_REGION_STATS,/* .fill: struct shard_region_stats[FM_MAX_REGIONS], by slot */
 	FM_MSG_REGION_BUDGET,/* .region_budget */
 	FM_MSG_STOP,        /* flags=FM_STOP_KEEP?; the shard thread exits after replying */
+	FM_MSG_ORPHAN_DROP, /* .fill.out: struct shard_orphan; reply DONE, detail = pages deleted */
 	/* dispatcher command ring only (see dispatcher_forget) */
 	FM_MSG_REGION_FORGET,/* .region, flags=FM_FORGET_UNREGISTER?; reply DONE: dropped */
 	FM_MSG_REGION_HOSTILE,/* dispatcher -> control: .hostile: detach it */

@@ -168,6 +168,7 @@ static uint32_t evict_select(struct shard *s, uint64_t want, struct shard_region
 		}
 		s->ev_ids[n] = id;
 		n++;
+		(void)fm_failpoint(FM_FP_EVICT_AFTER_PROTECT);
 	}
 	return n;
 }
@@ -204,6 +205,7 @@ static void evict_store(struct shard *s, uint32_t n)
 
 		kv_mput(s->kv, s->ev_keys, (const void *const *)s->ev_pages, s->ev_put_results, nput);
 		fm_hist_add(&s->st.put_ns, (fm_now_ns() - tp) / nput);
+		(void)fm_failpoint(FM_FP_EVICT_AFTER_PUT);
 	}
 	for (uint32_t j = 0; j < nput; j++)
 		s->ev_rc[s->ev_idx[j]] = s->ev_put_results[j];
@@ -241,6 +243,10 @@ static uint32_t evict_commit(struct shard *s, uint32_t n, bool only, bool *refus
 		}
 		if (s->ev_results[i] == EV_PUT)
 			sc_set_synced(&s->sc, id, s->ev_hash[i]);   /* prepared: cannot fail */
+		/* Before the punch: a crash after it must find the bit that
+		 * says "fetch me" (or, for a zero page, "do not"). */
+		shard_mark_stored(s, sr, page, s->ev_results[i] != EV_ZERO);
+		(void)fm_failpoint(FM_FP_EVICT_AFTER_MARK);
 		/* Punch before the page is recorded as gone: if the
 		 * memfd keeps it, it is still the client's live copy
 		 * and must stay RESIDENT and tracked. */
@@ -264,6 +270,7 @@ static uint32_t evict_commit(struct shard *s, uint32_t n, bool only, bool *refus
 			keep_resident(s, sr, id, page, only);
 			continue;
 		}
+		(void)fm_failpoint(FM_FP_EVICT_AFTER_PUNCH);
 		if (s->ev_results[i] == EV_ZERO) {
 			s->st.evict_zero++;
 			shard_drop_copy(s, sr, id, page, PS_RESIDENT);
@@ -286,6 +293,7 @@ static uint32_t evict_commit(struct shard *s, uint32_t n, bool only, bool *refus
 			shard_note_ioctl_error(s, sr, "un-protect", rc, page);
 			uffd_wake(sr->r->uffd, addr, FM_PAGE_SIZE);
 		}
+		(void)fm_failpoint(FM_FP_EVICT_AFTER_UNPROTECT);
 		s->st.evictions++;
 		done++;
 	}

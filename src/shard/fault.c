@@ -263,6 +263,7 @@ void shard_handle_range(struct shard *s, const struct fm_msg *m)
 		} else if (st == PS_NONE) {
 			continue;
 		}
+		shard_mark_stored(s, sr, page, false);
 		shard_drop_copy(s, sr, id, page, st);
 		policy_drop(s->policy, id);
 		shard_set_state(s, sr, id, PS_NONE);

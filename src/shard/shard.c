@@ -101,8 +101,9 @@ void shard_drop_copy(struct shard *s, struct shard_region *sr, uint32_t id, uint
 	sc_clear(&s->sc, id);
 }
 
-/* Drop every page of the region: stored copies deleted, policy forgotten. */
-static void region_free_pages(struct shard *s, struct shard_region *sr)
+/* Drop every page of the region: stored copies deleted (unless the control
+ * plane keeps them for a later re-adoption), policy forgotten. */
+static void region_free_pages(struct shard *s, struct shard_region *sr, bool drop)
 {
 	for (uint64_t ls = 0; ls < sr->pt.nstripes; ls++) {
 		uint32_t c = sr->pt.chunk[ls];
@@ -114,7 +115,8 @@ static void region_free_pages(struct shard *s, struct shard_region *sr)
 			uint32_t id = (c << FM_STRIPE_SHIFT) | off;
 			uint8_t st = s->pt.state[id] & PS_MASK;
 
-			shard_drop_copy(s, sr, id, first + off, st);
+			if (drop)
+				shard_drop_copy(s, sr, id, first + off, st);
 			if (st != PS_NONE)
 				policy_drop(s->policy, id);
 			shard_set_state(s, sr, id, PS_NONE);
@@ -122,6 +124,98 @@ static void region_free_pages(struct shard *s, struct shard_region *sr)
 		sc_drop_chunk(&s->sc, c);
 	}
 	pt_region_del(&s->pt, &sr->pt);
+}
+
+/* Give the stripe of `page` its page state (as a first touch does). */
+static int adopt_stripe_state(struct shard *s, struct shard_region *sr, uint64_t page)
+{
+	int rc;
+
+	if (pt_has_stripe(&s->pt, &sr->pt, page))
+		return 0;
+	if ((rc = pt_stripe_alloc(&s->pt, &sr->pt, page)) < 0 ||
+	    (rc = policy_grow(s->policy, pt_capacity(&s->pt))) < 0 ||
+	    (rc = sc_reserve(&s->sc, s->pt.cap)) < 0)
+		return rc;
+	return 0;
+}
+
+static int adopt_page(struct shard *s, struct shard_region *sr, uint64_t page, uint8_t st)
+{
+	uint32_t id;
+	int rc = adopt_stripe_state(s, sr, page);
+
+	if (rc < 0)
+		return rc;
+	id = page_id(s, sr, page);
+	shard_set_state(s, sr, id, st);
+	if (st != PS_RESIDENT)
+		return 0;
+	policy_admit(s->policy, id);
+	/* A keeping store may still hold an older copy of a resident page:
+	 * recorded as unsynced, it is deleted with the region and rewritten
+	 * (never skipped as clean) at its next eviction. */
+	if (s->kv_keeps && fm_state_bit(sr->r->state_bits, page) && sc_prepare(&s->sc, id) == 0)
+		sc_set_unsynced(&s->sc, id);
+	return 0;
+}
+
+/* Re-adoption after a daemon restart: rebuild the page state of this
+ * shard's stripes from what survived the crash. A page present in the memfd
+ * is RESIDENT (whatever its bit says: presence wins); an absent page whose
+ * bit is set is STORED; an absent page with a clear bit reads as zero.
+ * SEEK_DATA/SEEK_HOLE on the shmem memfd count swapped-out pages as data,
+ * where mincore on our view would call them absent. Then the write-protect
+ * an interrupted eviction left is cleared and every waiter woken: blocked
+ * threads refault into events the new dispatcher reads. 0 or -errno. */
+static int region_rebuild(struct shard *s, struct shard_region *sr)
+{
+	struct uffd_region *r = sr->r;
+	int rc;
+
+	(void)fm_failpoint(FM_FP_READOPT_REBUILD);
+	for (uint64_t ls = 0; ls < sr->pt.nstripes; ls++) {
+		uint64_t first = pt_stripe_first_page(&s->pt, &sr->pt, ls);
+		uint64_t end = FM_MIN(first + FM_STRIPE_PAGES, r->npages), page = first;
+		uint64_t addr = r->base + (first << FM_PAGE_SHIFT), len = (end - first) << FM_PAGE_SHIFT;
+
+		if (first >= r->npages)
+			break;
+		while (page < end) {
+			off_t data = lseek(r->memfd, (off_t)(page << FM_PAGE_SHIFT), SEEK_DATA);
+			uint64_t dpage = data < 0 ? end : FM_MIN((uint64_t)data >> FM_PAGE_SHIFT, end);
+			uint64_t hpage;
+			off_t hole;
+
+			for (; page < dpage; page++)
+				if (fm_state_bit(r->state_bits, page) &&
+				    (rc = adopt_page(s, sr, page, PS_STORED)) < 0)
+					return rc;
+			if (page >= end)
+				break;
+			hole = lseek(r->memfd, (off_t)(page << FM_PAGE_SHIFT), SEEK_HOLE);
+			hpage = hole < 0 ? end
+					 : FM_MIN(((uint64_t)hole + FM_PAGE_SIZE - 1) >> FM_PAGE_SHIFT, end);
+			if (hpage <= page)
+				hpage = page + 1;
+			for (; page < hpage; page++)
+				if ((rc = adopt_page(s, sr, page, PS_RESIDENT)) < 0)
+					return rc;
+		}
+		rc = uffd_writeprotect(r->uffd, addr, len, false, &s->st.eagain_retries);
+		if (rc < 0 && rc != -ESRCH)
+			shard_note_ioctl_error(s, sr, "clearing write-protect at re-adoption", rc, first);
+		uffd_wake(r->uffd, addr, len);
+	}
+	return 0;
+}
+
+/* Forget a region this shard could not adopt, deleting nothing. */
+static void region_forget(struct shard *s, struct shard_region *sr)
+{
+	region_free_pages(s, sr, false);
+	s->regions[sr->r->slot] = NULL;
+	free(sr);
 }
 
 static int region_add(struct shard *s, struct uffd_region *r)
@@ -150,6 +244,12 @@ static int region_add(struct shard *s, struct uffd_region *r)
 		return rc;
 	}
 	s->regions[r->slot] = sr;
+	if (r->adopt && r->state_bits && (rc = region_rebuild(s, sr)) < 0) {
+		/* Out of page-state memory: the control plane detaches the
+		 * region, keeping every stored copy (keep_copies). */
+		region_forget(s, sr);
+		return rc;
+	}
 	return 0;
 }
 
@@ -164,7 +264,7 @@ static void region_del(struct shard *s, struct uffd_region *r, bool restore)
 		shard_restore_region(s, sr);
 	if (sr->budget != UINT64_MAX)
 		s->capped_regions--;
-	region_free_pages(s, sr);
+	region_free_pages(s, sr, !r->keep_copies);
 	s->regions[r->slot] = NULL;
 	free(sr);
 }
@@ -218,6 +318,32 @@ static void fill_stats(struct shard *s, struct shard_stats *out)
 	memcpy(out, &s->st, sizeof(*out));
 }
 
+/* Delete an orphan region's copies from this shard's store. Pages deleted,
+ * or the first error but -ENOENT. */
+static int64_t orphan_drop(struct shard *s, const struct shard_orphan *o)
+{
+	int64_t n = kv_region_delete(s->kv, o->region_id);
+
+	if (n != -EOPNOTSUPP)
+		return n;
+	n = 0;
+	for (uint64_t page = 0; page < o->npages; page++) {
+		int rc;
+
+		if (((page >> FM_STRIPE_SHIFT) % s->nshards) != s->idx) {
+			page |= FM_STRIPE_PAGES - 1;
+			continue;
+		}
+		if (!fm_state_bit(o->bits, page))
+			continue;
+		rc = kv_del(s->kv, (struct kv_key){ o->region_id, page });
+		if (rc < 0 && rc != -ENOENT)
+			return rc;
+		n += rc == 0;
+	}
+	return n;
+}
+
 static void handle_ctl(struct shard *s, const struct fm_msg *m)
 {
 	switch (m->type) {
@@ -250,6 +376,12 @@ static void handle_ctl(struct shard *s, const struct fm_msg *m)
 		shard_region_budget_apply(s, r, m->region_budget.pages);
 		reply(s, m->type, sr && sr->resident > sr->budget ? -ENOSPC : 0,
 		      sr ? sr->resident : 0, m->region_budget.request);
+		break;
+	}
+	case FM_MSG_ORPHAN_DROP: {
+		int64_t n = orphan_drop(s, m->fill.out);
+
+		reply(s, m->type, n < 0 ? n : 0, n < 0 ? 0 : (uint64_t)n, m->fill.request);
 		break;
 	}
 	case FM_MSG_STOP:
@@ -424,12 +556,10 @@ void shard_destroy(struct shard *s)
 		pthread_join(s->thread, NULL);
 	for (unsigned i = 0; i < FM_MAX_REGIONS; i++) {
 		if (s->regions[i]) {
-			/* Kept for the next daemon: only our memory goes, no
-			 * copy is dropped from the store. */
-			if (s->keep_copies)
-				pt_region_del(&s->pt, &s->regions[i]->pt);
-			else
-				region_free_pages(s, s->regions[i]);
+			/* A --keep-clients stop keeps every copy for the next
+			 * daemon: only our memory goes. */
+			region_free_pages(s, s->regions[i],
+					  !s->keep_copies && !s->regions[i]->r->keep_copies);
 			free(s->regions[i]);
 		}
 	}

@@ -94,6 +94,16 @@ struct shard_region_stats {
 
 struct shard;
 
+/* FM_MSG_ORPHAN_DROP: delete what this shard's store handle holds of a
+ * region of a previous run nobody re-adopted. A store that can delete a
+ * region at once does (local); else the shard deletes the keys of its share
+ * of the pages whose bit is set (one stripe in nshards, by stripe index). */
+struct shard_orphan {
+	uint64_t region_id;
+	uint64_t npages;
+	const uint8_t *bits;   /* the region file's bitmap (base/statebits.h) */
+};
+
 /* What one shard is built from; ctl fills it from the config
  * (fm_config_shard_params). */
 struct shard_params {

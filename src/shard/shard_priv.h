@@ -17,6 +17,7 @@
 #include "shard/shard.h"
 #include "shard/storecopy.h"
 #include "uffd/uffd.h"
+#include "base/statebits.h"
 
 #define EVICT_BACKOFF_NS 10000000ull   /* after a refused eviction, wait 10 ms, */
 #define EVICT_BACKOFF_MAX_NS 1000000000ull   /* doubling while refusals go on, up to 1 s */
@@ -98,6 +99,18 @@ void shard_set_state(struct shard *s, struct shard_region *sr, uint32_t id, uint
  * (discarded, found zero, region gone); a failed delete is retried later. */
 void shard_drop_copy(struct shard *s, struct shard_region *sr, uint32_t id, uint64_t page,
 		     uint8_t st);
+
+/* Record in the region's state file whether the store holds a copy of
+ * `page` (re-adoption; docs/design.md "Restart and re-adoption"). Eviction
+ * sets it after the put returned 0 and before the punch, clears it before
+ * punching a zero page; a discard clears it. No-op without a state file. */
+static inline void shard_mark_stored(struct shard *s, struct shard_region *sr, uint64_t page,
+				     bool stored)
+{
+	(void)s;
+	if (sr->r->state_bits)
+		fm_state_bit_set(sr->r->state_bits, page, stored);
+}
 
 /* ---- fault.c ---- */
 /* Log an ioctl failure once per call site; ESRCH (the client's mm is gone)

@@ -35,6 +35,11 @@ struct uffd_region {
 	uint64_t created_ns;
 	char name[FM_REGION_NAME_MAX];
 	void *owner;            /* the registration connection (ctl) */
+	/* Re-adoption (docs/design.md, "Restart and re-adoption"): the region
+	 * file's bitmap, 1 bit per page "a copy is in the store", or NULL when
+	 * the daemon keeps no state. Each shard writes only its stripes' bytes. */
+	uint8_t *state_bits;
+	bool adopt;             /* READOPT: shards rebuild page state at REGION_ADD */
 	/* written by ctl only */
 	int acks_pending;       /* shard acknowledgements still awaited */
 	int state;              /* enum region_state */
@@ -43,6 +48,8 @@ struct uffd_region {
 	bool reply_on_detach;   /* the client asked to unregister: answer it */
 	bool detach_when_live;  /* the client left while we were attaching */
 	bool restore;           /* hand the pages back to the client on detach */
+	bool keep_copies;       /* detach without deleting store copies: the region
+				 * file keeps them for a later re-adoption */
 };
 
 /* ATTACHING: waiting for REGION_ADD acks (every shard + the dispatcher).

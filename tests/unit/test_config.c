@@ -458,6 +458,8 @@ Test(config, dump_format)
 	cr_assert_str_eq(text, "[daemon]\n"
 			       "log_level = \"info\"\n"
 			       "node_id = 1\n"
+			       "state_dir = \"\"\n"
+			       "readopt_grace_s = 60\n"
 			       "\n"
 			       "[dispatcher]\n"
 			       "cpu = -1\n"

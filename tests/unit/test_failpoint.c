@@ -2,6 +2,7 @@
  * on must refuse typos rather than silently inject nothing. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <signal.h>
 
 #include "base/failpoint.h"
 
@@ -26,4 +27,27 @@ Test(failpoint, typos_are_errors)
 	cr_assert_eq(fm_failpoints_parse("evict.punch=EWHAT"), -EINVAL);
 	cr_assert_eq(fm_failpoints_parse("evict.punch=0"), -EINVAL);
 	cr_assert_eq(fm_failpoint(FM_FP_EVICT_PUNCH), 0, "a refused spec armed something");
+}
+
+Test(failpoint, kill_and_nth_hit)
+{
+	cr_assert_eq(fm_failpoints_parse("evict.after_put=EIO@3"), 0);
+	cr_assert_eq(fm_failpoint(FM_FP_EVICT_AFTER_PUT), 0);
+	cr_assert_eq(fm_failpoint(FM_FP_EVICT_AFTER_PUT), 0);
+	cr_assert_eq(fm_failpoint(FM_FP_EVICT_AFTER_PUT), -EIO, "fires on the 3rd hit");
+	cr_assert_eq(fm_failpoint(FM_FP_EVICT_AFTER_PUT), 0, "and only then");
+	cr_assert_eq(fm_failpoints_parse("evict.after_mark=kill@0"), -EINVAL);
+	cr_assert_eq(fm_failpoints_parse("evict.after_mark=kill@x"), -EINVAL);
+	cr_assert_eq(fm_failpoints_parse("evict.after_mark=kil"), -EINVAL);
+	cr_assert_eq(fm_failpoints_parse("evict.after_mark=kill@2"), 0);
+	cr_assert_eq(fm_failpoint(FM_FP_EVICT_AFTER_MARK), 0);
+}
+
+/* The kill itself: the process dies by SIGKILL at the N-th hit. */
+Test(failpoint, kill_raises_sigkill, .signal = SIGKILL)
+{
+	cr_assert_eq(fm_failpoints_parse("readopt.rebuild=kill@2"), 0);
+	(void)fm_failpoint(FM_FP_READOPT_REBUILD);
+	(void)fm_failpoint(FM_FP_READOPT_REBUILD);
+	cr_assert_fail("still alive after the 2nd hit");
 }

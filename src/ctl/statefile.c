@@ -1,0 +1,357 @@
+/* ctl/statefile: the state directory that lets a restarted daemon re-adopt
+ * live regions (statefile.h). */
+#include "ctl/statefile.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "shard/page_hash.h"
+
+void fm_state_dir_default(const char *configured, char *out, size_t cap)
+{
+	const char *rt = getenv("RUNTIME_DIRECTORY");
+
+	if (configured && configured[0])
+		snprintf(out, cap, "%s", configured);
+	else if (rt && rt[0] && rt[0] == '/')
+		/* systemd may list several, colon-separated: the first is ours */
+		snprintf(out, cap, "%.*s/state", (int)strcspn(rt, ":"), rt);
+	else
+		snprintf(out, cap, "/run/fluidmem/state");
+}
+
+/* mkdir -p, each new level 0700. */
+static int mkdirs(const char *path)
+{
+	char buf[FM_STATE_PATH_MAX];
+	size_t n = strlen(path);
+
+	if (n == 0 || n >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, n + 1);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int read_all(int fd, void *buf, size_t len)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = read(fd, (char *)buf + got, len - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EINVAL;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	size_t put = 0;
+
+	while (put < len) {
+		ssize_t n = write(fd, (const char *)buf + put, len - put);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		put += (size_t)n;
+	}
+	return 0;
+}
+
+/* Write name under a temporary name, then rename over it: readers after a
+ * crash see the old contents or the new, never a torn file. */
+static int replace_file(int dirfd, const char *name, const void *buf, size_t len, mode_t mode)
+{
+	char tmp[64];
+	int fd, rc;
+
+	snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (fd < 0)
+		return -errno;
+	rc = write_all(fd, buf, len);
+	close(fd);
+	if (rc == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
+		rc = -errno;
+	if (rc < 0)
+		unlinkat(dirfd, tmp, 0);
+	return rc;
+}
+
+static int load_secret(struct fm_state_dir *sd)
+{
+	int fd = openat(sd->dirfd, "secret", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	struct stat st;
+	int rc;
+
+	if (fd >= 0) {
+		rc = fstat(fd, &st) < 0 ? -errno : 0;
+		if (rc == 0 && (st.st_mode & 077)) {
+			FM_ERR("%s/secret is readable by others (mode %o): refusing it", sd->path,
+			       (unsigned)(st.st_mode & 0777));
+			rc = -EPERM;
+		}
+		if (rc == 0)
+			rc = read_all(fd, sd->secret, sizeof(sd->secret));
+		close(fd);
+		return rc;
+	}
+	if (errno != ENOENT)
+		return -errno;
+	if (getrandom(sd->secret, sizeof(sd->secret), 0) != (ssize_t)sizeof(sd->secret))
+		return -EIO;
+	return replace_file(sd->dirfd, "secret", sd->secret, sizeof(sd->secret), 0600);
+}
+
+static int bump_generation(struct fm_state_dir *sd)
+{
+	char buf[32] = "";
+	unsigned long long g = 0;
+	int fd = openat(sd->dirfd, "generation", O_RDONLY | O_CLOEXEC);
+	int n;
+
+	if (fd >= 0) {
+		ssize_t k = read(fd, buf, sizeof(buf) - 1);
+
+		close(fd);
+		if (k > 0) {
+			buf[k] = '\0';
+			g = strtoull(buf, NULL, 10);
+		}
+	} else if (errno != ENOENT) {
+		return -errno;
+	}
+	g++;
+	n = snprintf(buf, sizeof(buf), "%llu\n", g);
+	sd->generation = (uint32_t)g;
+	return replace_file(sd->dirfd, "generation", buf, (size_t)n, 0600);
+}
+
+int fm_state_dir_open(struct fm_state_dir *sd, const char *path)
+{
+	int rc;
+
+	memset(sd, 0, sizeof(*sd));
+	sd->dirfd = sd->lockfd = -1;
+	if (strlen(path) >= sizeof(sd->path))
+		return -ENAMETOOLONG;
+	snprintf(sd->path, sizeof(sd->path), "%s", path);
+	if ((rc = mkdirs(path)) < 0)
+		return rc;
+	sd->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (sd->dirfd < 0)
+		return -errno;
+	sd->lockfd = openat(sd->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (sd->lockfd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	/* Two daemons on one directory would each take the other's regions
+	 * for orphans. */
+	if (flock(sd->lockfd, LOCK_EX | LOCK_NB) < 0) {
+		rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		goto fail;
+	}
+	if ((rc = load_secret(sd)) < 0 || (rc = bump_generation(sd)) < 0)
+		goto fail;
+	return 0;
+fail:
+	fm_state_dir_close(sd);
+	return rc;
+}
+
+void fm_state_dir_close(struct fm_state_dir *sd)
+{
+	if (sd->lockfd >= 0)
+		close(sd->lockfd);
+	if (sd->dirfd >= 0)
+		close(sd->dirfd);
+	sd->dirfd = sd->lockfd = -1;
+	memset(sd->secret, 0, sizeof(sd->secret));
+}
+
+void fm_state_credential(const struct fm_state_dir *sd, uint64_t id, uint32_t uid,
+			 uint8_t out[FM_CREDENTIAL_LEN])
+{
+	struct page_hash_key k0, k1;
+	uint64_t msg[2] = { id, uid }, h[2];
+
+	memcpy(&k0, sd->secret, sizeof(k0));
+	memcpy(&k1, sd->secret + sizeof(k0), sizeof(k1));
+	h[0] = siphash_cd(&k0, msg, sizeof(msg), 2, 4);
+	h[1] = siphash_cd(&k1, msg, sizeof(msg), 2, 4);
+	_Static_assert(sizeof(h) == FM_CREDENTIAL_LEN, "two SipHash words make a credential");
+	memcpy(out, h, FM_CREDENTIAL_LEN);
+}
+
+bool fm_state_credential_eq(const uint8_t a[FM_CREDENTIAL_LEN], const uint8_t b[FM_CREDENTIAL_LEN])
+{
+	uint8_t diff = 0;
+
+	for (unsigned i = 0; i < FM_CREDENTIAL_LEN; i++)
+		diff |= a[i] ^ b[i];
+	return diff == 0;
+}
+
+static void region_name(uint64_t id, char *out, size_t cap)
+{
+	snprintf(out, cap, "region-%016" PRIx64 ".state", id);
+}
+
+static int map_fd(int fd, size_t len, struct fm_state_map *out)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+	if (p == MAP_FAILED)
+		return -errno;
+	out->hdr = p;
+	out->bits = (uint8_t *)p + FM_STATE_HDR_BYTES;
+	out->len = len;
+	return 0;
+}
+
+int fm_state_region_create(struct fm_state_dir *sd, const struct fm_state_hdr *h,
+			   struct fm_state_map *out)
+{
+	char name[48], tmp[64];
+	uint64_t bm = fm_state_bitmap_bytes(h->npages);
+	size_t len = FM_STATE_HDR_BYTES + bm;
+	struct fm_state_hdr hdr = *h;
+	int fd, rc;
+
+	memset(out, 0, sizeof(*out));
+	hdr.magic = FM_STATE_MAGIC;
+	hdr.version = FM_STATE_VERSION;
+	hdr.hdr_bytes = FM_STATE_HDR_BYTES;
+	hdr.bitmap_bytes = bm;
+	region_name(h->region_id, name, sizeof(name));
+	snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
+	fd = openat(sd->dirfd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	/* Sparse: the bitmap costs page cache only where bits get set. */
+	rc = ftruncate(fd, (off_t)len) < 0 ? -errno : 0;
+	if (rc == 0 && pwrite(fd, &hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr))
+		rc = -EIO;
+	if (rc == 0 && renameat(sd->dirfd, tmp, sd->dirfd, name) < 0)
+		rc = -errno;
+	if (rc == 0)
+		rc = map_fd(fd, len, out);
+	close(fd);
+	if (rc < 0) {
+		unlinkat(sd->dirfd, tmp, 0);
+		unlinkat(sd->dirfd, name, 0);
+	}
+	return rc;
+}
+
+int fm_state_region_open(struct fm_state_dir *sd, uint64_t id, struct fm_state_map *out)
+{
+	char name[48];
+	struct fm_state_hdr h;
+	struct stat st;
+	int fd, rc;
+
+	memset(out, 0, sizeof(*out));
+	if (!fm_state_dir_on(sd))
+		return -ENOENT;
+	region_name(id, name, sizeof(name));
+	fd = openat(sd->dirfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	rc = fstat(fd, &st) < 0 ? -errno : 0;
+	if (rc == 0 && pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h))
+		rc = -EINVAL;
+	if (rc == 0 &&
+	    (h.magic != FM_STATE_MAGIC || h.version != FM_STATE_VERSION ||
+	     h.hdr_bytes != FM_STATE_HDR_BYTES || h.region_id != id || h.npages == 0 ||
+	     h.size != h.npages * FM_PAGE_SIZE || h.bitmap_bytes != fm_state_bitmap_bytes(h.npages) ||
+	     (uint64_t)st.st_size != FM_STATE_HDR_BYTES + h.bitmap_bytes ||
+	     memchr(h.name, '\0', sizeof(h.name)) == NULL))
+		rc = -EINVAL;
+	if (rc == 0)
+		rc = map_fd(fd, FM_STATE_HDR_BYTES + h.bitmap_bytes, out);
+	close(fd);
+	return rc;
+}
+
+int fm_state_region_unlink(struct fm_state_dir *sd, uint64_t id)
+{
+	char name[48];
+
+	if (!fm_state_dir_on(sd))
+		return -ENOENT;
+	region_name(id, name, sizeof(name));
+	return unlinkat(sd->dirfd, name, 0) < 0 ? -errno : 0;
+}
+
+void fm_state_map_close(struct fm_state_map *m)
+{
+	if (m->hdr)
+		munmap(m->hdr, m->len);
+	memset(m, 0, sizeof(*m));
+}
+
+int fm_state_scan(struct fm_state_dir *sd, void (*fn)(uint64_t id, void *arg), void *arg)
+{
+	int fd, n = 0;
+	struct dirent *e;
+	DIR *dir;
+
+	if (!fm_state_dir_on(sd))
+		return 0;
+	fd = openat(sd->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	dir = fdopendir(fd);
+	if (!dir) {
+		close(fd);
+		return -errno;
+	}
+	while ((e = readdir(dir)) != NULL) {
+		unsigned long long id;
+		char tail[8];
+
+		/* Temporaries of an interrupted create start with '.'. */
+		if (e->d_name[0] == '.' && strncmp(e->d_name, ".region-", 8) == 0) {
+			unlinkat(sd->dirfd, e->d_name, 0);
+			continue;
+		}
+		if (strlen(e->d_name) != 7 + 16 + 6 ||
+		    sscanf(e->d_name, "region-%16llx%7s", &id, tail) != 2 || strcmp(tail, ".state"))
+			continue;
+		fn((uint64_t)id, arg);
+		n++;
+	}
+	closedir(dir);
+	return n;
+}
