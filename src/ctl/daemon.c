@@ -300,6 +300,11 @@ void daemon_destroy(struct daemon *d)
 	if (d->disp && d->keep_clients_on_shutdown) {
 		uint64_t deadline = fm_now_ns() + 5000000000ull;
 
+		/* Refuse new connections now: a client reconnecting must reach
+		 * the next daemon, not this one's backlog. */
+		if (d->reg_fd >= 0)
+			shutdown(d->reg_fd, SHUT_RD);
+
 		FM_INFO("shutdown --keep-clients: %u region(s) stay registered in their clients with "
 			"their stored pages; their faults wait for the next fluidmemd to re-adopt them",
 			region_table_count());

@@ -679,40 +679,51 @@ static bool uffd_registered(const void *addr)
 	return um;
 }
 
-static struct fm_client *kept_client;   /* a global root: its blocked thread outlives the test */
-
-/* A graceful restart's first half: the daemon exits cleanly without handing
- * pages back or unregistering. Resident pages stay readable, an evicted page
- * blocks (never a zero page), and the client waits for re-adoption. */
-Test(reconnect, keep_clients_leaves_regions_registered, .timeout = 120)
+/* A graceful restart end to end: `shutdown --keep-clients` exits without
+ * handing pages back or unregistering (resident pages stay readable, an
+ * evicted page blocks, never a zero page), then a new daemon on the same
+ * registration path, state directory and store re-adopts the region: the
+ * blocked fault and every other page read back as written. */
+Test(reconnect, keep_clients_restart_readopts, .timeout = 120)
 {
-	static const char *const sets[] = { "memory.resident_pages=64", "shards.count=1",
-					     "shards.cpus=[1]", NULL };
+	static char sreg[160], sstate[160], sstore[160];
+	const char *const sets[] = { "memory.resident_pages=64", "shards.count=1", "shards.cpus=[1]",
+				     sreg, sstate, sstore, NULL };
 	static struct toucher t;
-	struct td fmd;
+	struct td fmd, fmd2;
+	struct fm_client *c;
 	struct fm_region *r;
 	uint8_t *p;
 	size_t pages = 512, evicted = SIZE_MAX;
-	char *rep;
+	char *rep, cmd[512];
 	int status = -1;
+	uint64_t t0;
 
+	snprintf(sreg, sizeof(sreg), "register.path=\"%s\"", sock_path);
+	snprintf(sstate, sizeof(sstate), "daemon.state_dir=\"%s/state\"", dir);
+	snprintf(sstore, sizeof(sstore), "store.local.path=\"%s/store\"", dir);
 	cr_assert_eq(td_start(&fmd, sets), 0, "fluidmemd did not start");
-	r = td_region(&fmd, &kept_client, pages, "kept");
+	c = fm_connect(sock_path);
+	cr_assert_not_null(c);
+	r = fm_region_create(c, pages * PAGE, "kept");
+	cr_assert_not_null(r, "%s", fm_client_error(c));
 	p = fm_region_addr(r);
 	for (size_t i = 0; i < pages; i++)
 		memset(p + i * PAGE, (int)(i * 13 + 1), PAGE);
+	t0 = fm_now_ns();
 	rep = td_ctl(&fmd, "v1 shutdown --keep-clients");
 	cr_assert(rep && strstr(rep, "\"ok\":true"), "%s", rep ? rep : "(no reply)");
 	free(rep);
 	for (int i = 0; i < 3000 && waitpid(fmd.pid, &status, WNOHANG) != fmd.pid; i++)
 		td_sleep_ms(10);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		td_dump_log(&fmd);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "fluidmemd exit status %d", status);
 	fmd.pid = 0;
 	wait_status(r, -EAGAIN);
 	cr_expect(uffd_registered(p), "the daemon unregistered the region on --keep-clients");
-	/* Resident pages read as written; find one the daemon evicted (a
-	 * hole in the memfd: mincore says it is not in our page tables and
-	 * was not handed back). */
+	/* Resident pages read as written; find one the daemon evicted: a hole
+	 * in the memfd, not handed back. */
 	for (size_t i = 0; i < pages; i++) {
 		unsigned char v;
 
@@ -725,12 +736,22 @@ Test(reconnect, keep_clients_leaves_regions_registered, .timeout = 120)
 	}
 	cr_assert_neq(evicted, SIZE_MAX, "nothing was evicted (budget 64 pages of %zu)", pages);
 	touch_blocked(&t, r, evicted);
-	cr_expect_eq(__atomic_load_n(&t.done, __ATOMIC_ACQUIRE), 0, "an evicted page was answered");
-	if (getenv("FM_TEST_KEEP_LOGS") == NULL) {
-		char cmd[200];
 
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fmd.dir);
+	cr_assert_eq(td_start(&fmd2, sets), 0, "the second fluidmemd did not start");
+	pthread_join(t.th, NULL);
+	cr_log_info("graceful restart: the blocked fault waited %llu ms from the shutdown request",
+		    (unsigned long long)((fm_now_ns() - t0) / 1000000u));
+	cr_assert_eq(t.seen, (uint8_t)(evicted * 13 + 1), "the blocked fault read %u", t.seen);
+	wait_status(r, 0);
+	for (size_t i = 0; i < pages; i++)
+		for (size_t b = 0; b < PAGE; b += 512)
+			cr_assert_eq(p[i * PAGE + b], (uint8_t)(i * 13 + 1), "page %zu byte %zu after the restart",
+				     i, b);
+	cr_expect_eq(fm_region_destroy(r), 0, "%s", fm_client_error(c));
+	fm_disconnect(c);
+	td_expect_stop(&fmd2);
+	if (getenv("FM_TEST_KEEP_LOGS") == NULL) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s/state' '%s/store'", fmd.dir, dir, dir);
 		cr_expect_eq(system(cmd), 0);
 	}
-	/* The toucher stays blocked until this test process exits. */
 }
