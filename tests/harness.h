@@ -97,7 +97,7 @@ static inline int64_t td_stat(const struct td *t, const char *key)
 static inline int td_start(struct td *t, const char *const *sets)
 {
 	const char *argv[64];
-	char regset[160], ctlset[160];
+	char regset[160], ctlset[160], stateset[160];
 	int argc = 0;
 
 	memset(t, 0, sizeof(*t));
@@ -109,6 +109,8 @@ static inline int td_start(struct td *t, const char *const *sets)
 	snprintf(t->log, sizeof(t->log), "%s/fluidmemd.log", t->dir);
 	snprintf(regset, sizeof(regset), "register.path=\"%s\"", t->reg);
 	snprintf(ctlset, sizeof(ctlset), "control.path=\"%s\"", t->ctl);
+	/* a private state directory: never the host's /run/fluidmem/state */
+	snprintf(stateset, sizeof(stateset), "daemon.state_dir=\"%s/state\"", t->dir);
 	argv[argc++] = FM_BUILD_DIR "/bin/fluidmemd";
 	argv[argc++] = "--config";
 	argv[argc++] = FM_SOURCE_DIR "/configs/local.toml";
@@ -116,6 +118,8 @@ static inline int td_start(struct td *t, const char *const *sets)
 	argv[argc++] = regset;
 	argv[argc++] = "--set";
 	argv[argc++] = ctlset;
+	argv[argc++] = "--set";
+	argv[argc++] = stateset;
 	for (int i = 0; sets && sets[i] && argc < 60; i++) {
 		argv[argc++] = "--set";
 		argv[argc++] = sets[i];

@@ -125,7 +125,8 @@ open(sys.argv[2], "w").write(s.recv(4096).decode())
 NOTIFY_PID=$!
 for _ in $(seq 100); do [ -S "$RUN/notify.sock" ] && break; sleep 0.05; done
 NOTIFY_SOCKET="$RUN/notify.sock" "${cmd[@]}" --set "register.path=\"$REG\"" \
-	--set "control.path=\"$CTL\"" --set memory.resident_pages=512 2>"$RUN/fluidmemd.log" &
+	--set "control.path=\"$CTL\"" --set "daemon.state_dir=\"$RUN/state\"" \
+	--set memory.resident_pages=512 2>"$RUN/fluidmemd.log" &
 DAEMON_PID=$!
 if [ $notify = yes ]; then
 	rc=0; wait $NOTIFY_PID || rc=$?

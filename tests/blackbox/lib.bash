@@ -29,7 +29,8 @@ check() { # check "description" command...
 # start_daemon [--set k=v]...: fluidmemd on configs/local.toml with private sockets.
 start_daemon() {
 	"$BIN/fluidmemd" --config "$SRC/configs/local.toml" \
-		--set "register.path=\"$REG\"" --set "control.path=\"$CTL\"" "$@" 2>"$RUN/fluidmemd.log" &
+		--set "register.path=\"$REG\"" --set "control.path=\"$CTL\"" \
+		--set "daemon.state_dir=\"$RUN/state\"" "$@" 2>"$RUN/fluidmemd.log" &
 	DAEMON_PID=$!
 	for _ in $(seq 200); do
 		"$BIN/fluidmemctl" --socket "$CTL" ping >/dev/null 2>&1 && return 0

@@ -168,6 +168,7 @@ static void setup_mc(void)
 /* ---- a raw client that keeps its uffd and memfd across daemon deaths ---- */
 
 struct raw {
+	uint64_t npages;       /* 0: NPAGES */
 	int uffd, memfd, sock;
 	uint8_t *addr;
 	uint64_t id;
@@ -207,23 +208,24 @@ static void raw_register(struct raw *r)
 	struct uffdio_api api = { .api = UFFD_API, .features = FM_UFFD_FEATURES };
 	struct fm_reg_reply rep;
 	static const uint8_t zero[FM_CREDENTIAL_LEN];
+	uint64_t npages = r->npages ? r->npages : NPAGES;
 	int rc;
 
 	r->memfd = memfd_create("readopt", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	cr_assert_geq(r->memfd, 0);
-	cr_assert_eq(ftruncate(r->memfd, (off_t)NPAGES * PAGE), 0);
-	r->addr = mmap(NULL, (size_t)NPAGES * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, r->memfd, 0);
+	cr_assert_eq(ftruncate(r->memfd, (off_t)npages * PAGE), 0);
+	r->addr = mmap(NULL, (size_t)npages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, r->memfd, 0);
 	cr_assert_neq(r->addr, MAP_FAILED);
 	r->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
 	cr_assert_geq(r->uffd, 0);
 	cr_assert_eq(ioctl(r->uffd, UFFDIO_API, &api), 0);
 	struct uffdio_register reg = {
-		.range = { .start = (uint64_t)(uintptr_t)r->addr, .len = (uint64_t)NPAGES * PAGE },
+		.range = { .start = (uint64_t)(uintptr_t)r->addr, .len = npages * PAGE },
 		.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP,
 	};
 	cr_assert_eq(ioctl(r->uffd, UFFDIO_REGISTER, &reg), 0, "register: %s", strerror(errno));
 	r->sock = reg_connect();
-	rc = exchange(r, FM_REG_REGISTER, 0, (uint64_t)NPAGES * PAGE, NULL, &rep);
+	rc = exchange(r, FM_REG_REGISTER, 0, npages * PAGE, NULL, &rep);
 	cr_assert_eq(rc, 0, "REGISTER: %d %s", rc, rep.reason);
 	r->id = rep.region_id;
 	memcpy(r->cred, rep.credential, sizeof(r->cred));
@@ -236,7 +238,8 @@ static int raw_readopt(struct raw *r, struct fm_reg_reply *rep)
 	if (r->sock >= 0)
 		close(r->sock);
 	r->sock = reg_connect();
-	return exchange(r, FM_REG_READOPT, r->id, (uint64_t)NPAGES * PAGE, r->cred, rep);
+	return exchange(r, FM_REG_READOPT, r->id, (r->npages ? r->npages : NPAGES) * PAGE, r->cred,
+			rep);
 }
 
 /* ---- the mirror: what every page holds after a given round ---- */
@@ -616,4 +619,124 @@ Test(statefile, torn_or_foreign_files_are_refused)
 	fm_state_dir_close(&sd);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
 	cr_expect_eq(system(cmd), 0);
+}
+
+/* ---- measurements (bench/README.md, "Restart and re-adoption") ----
+ * Not a test: skipped unless FM_READOPT_BENCH=1. Prints re-adopt time per
+ * GiB, start-up with 100 live regions, and the longest fault a reader saw
+ * across a crash restart. */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+struct prober {
+	volatile uint64_t *addr;
+	uint64_t npages, max_ns, reads;
+	volatile bool stop;
+	pthread_t th;
+};
+
+static void *probe(void *arg)
+{
+	struct prober *p = arg;
+	uint64_t sum = 0;
+
+	while (!p->stop) {
+		for (uint64_t i = 0; i < p->npages && !p->stop; i += 7) {
+			uint64_t t0 = now_ns(), dt;
+
+			sum += p->addr[i * (PAGE / 8)];
+			dt = now_ns() - t0;
+			if (dt > p->max_ns)
+				p->max_ns = dt;
+			p->reads++;
+		}
+	}
+	return (void *)(uintptr_t)sum;
+}
+
+Test(readopt_bench, numbers, .init = setup, .fini = teardown, .timeout = 900)
+{
+	const char *mib_env = getenv("FM_READOPT_BENCH_MIB");
+	uint64_t mib = mib_env ? strtoull(mib_env, NULL, 10) : 1024, npages = mib * 256;
+	static char budget[64];
+	struct raw r = { .npages = npages, .sock = -1 };
+	struct raw small[100];
+	struct fm_reg_reply rep;
+	struct prober pr;
+	uint64_t t0, t1, spawn0, spawn100, readopt100;
+	int rc;
+
+	if (!getenv("FM_READOPT_BENCH"))
+		cr_skip_test("set FM_READOPT_BENCH=1 to measure (bench/README.md)");
+	snprintf(budget, sizeof(budget), "memory.resident_pages=%llu",
+		 (unsigned long long)(npages / 4));
+	const char *const extra[] = { budget, NULL };
+
+	t0 = now_ns();
+	spawn(NULL, extra);
+	spawn0 = now_ns() - t0;
+	raw_register(&r);
+	for (uint64_t i = 0; i < npages; i++)   /* one word: every page holds data */
+		((uint64_t *)r.addr)[i * (PAGE / 8)] = i + 1;
+	fprintf(stderr, "bench: %llu MiB written, %lld evictions\n", (unsigned long long)mib,
+		(long long)td_stat(&fmd, "evictions"));
+	crash();
+	spawn(NULL, extra);
+	t0 = now_ns();
+	rc = raw_readopt(&r, &rep);
+	t1 = now_ns();
+	cr_assert_eq(rc, 0, "READOPT: %d %s", rc, rep.reason);
+	fprintf(stderr, "bench: READOPT of %llu MiB (%llu pages, 3/4 stored): %.1f ms, %.1f ms per GiB\n",
+		(unsigned long long)mib, (unsigned long long)npages, (t1 - t0) / 1e6,
+		(t1 - t0) / 1e6 * 1024.0 / (double)mib);
+
+	/* the longest fault across a crash restart, reader running throughout */
+	pr = (struct prober){ .addr = (volatile uint64_t *)r.addr, .npages = npages };
+	cr_assert_eq(pthread_create(&pr.th, NULL, probe, &pr), 0);
+	td_sleep_ms(1000);
+	uint64_t before = pr.max_ns;
+	t0 = now_ns();
+	crash();
+	spawn(NULL, extra);
+	rc = raw_readopt(&r, &rep);
+	t1 = now_ns();
+	cr_assert_eq(rc, 0, "READOPT: %d %s", rc, rep.reason);
+	td_sleep_ms(1000);
+	pr.stop = true;
+	pthread_join(pr.th, NULL);
+	fprintf(stderr, "bench: longest read before the crash %.2f ms; across kill -9, restart and "
+		"READOPT %.1f ms (kill to READOPT reply: %.1f ms); %llu reads\n",
+		before / 1e6, pr.max_ns / 1e6, (t1 - t0) / 1e6, (unsigned long long)pr.reads);
+	close(r.sock);
+	r.sock = -1;
+	munmap(r.addr, npages * PAGE);
+
+	/* start-up with 100 live regions (1 MiB each, half evicted) */
+	for (int i = 0; i < 100; i++) {
+		small[i] = (struct raw){ .npages = 256, .sock = -1 };
+		raw_register(&small[i]);
+		for (uint64_t p = 0; p < 256; p++)
+			((uint64_t *)small[i].addr)[p * (PAGE / 8)] = p + 1;
+	}
+	crash();
+	t0 = now_ns();
+	spawn(NULL, extra);
+	spawn100 = now_ns() - t0;
+	t0 = now_ns();
+	for (int i = 0; i < 100; i++) {
+		rc = raw_readopt(&small[i], &rep);
+		cr_assert_eq(rc, 0, "READOPT %d: %d %s", i, rc, rep.reason);
+	}
+	readopt100 = now_ns() - t0;
+	fprintf(stderr, "bench: start-up (exec to first control reply) %.1f ms with no region, "
+		"%.1f ms with 100 waiting; READOPT of all 100: %.1f ms\n", spawn0 / 1e6,
+		spawn100 / 1e6, readopt100 / 1e6);
+	for (int i = 0; i < 100; i++)
+		close(small[i].sock);
 }

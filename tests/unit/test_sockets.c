@@ -24,11 +24,12 @@ static void stop(void)
 /* Start fluidmemd on the sockets under dir without waiting for it. */
 static pid_t spawn(const char *dir, const char *log)
 {
-	char regset[200], ctlset[200];
+	char regset[200], ctlset[200], stateset[200];
 	pid_t pid;
 
 	snprintf(regset, sizeof(regset), "register.path=\"%s/reg.sock\"", dir);
 	snprintf(ctlset, sizeof(ctlset), "control.path=\"%s/ctl.sock\"", dir);
+	snprintf(stateset, sizeof(stateset), "daemon.state_dir=\"%s/state\"", dir);
 	pid = fork();
 	if (pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -38,7 +39,8 @@ static pid_t spawn(const char *dir, const char *log)
 			dup2(fd, 2);
 		}
 		execl(FM_BUILD_DIR "/bin/fluidmemd", "fluidmemd", "--config",
-		      FM_SOURCE_DIR "/configs/local.toml", "--set", regset, "--set", ctlset, NULL);
+		      FM_SOURCE_DIR "/configs/local.toml", "--set", regset, "--set", ctlset, "--set",
+		      stateset, NULL);
 		_exit(127);
 	}
 	return pid;

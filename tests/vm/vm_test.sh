@@ -80,7 +80,7 @@ track_hwm() {
 start_daemon() {
 	"$bin/fluidmemd" --config "$src/configs/local.toml" --set "register.path=\"$reg\"" \
 		--set "control.path=\"$ctl\"" --set "memory.resident_pages=$BUDGET_PAGES" \
-		2>"$run/fluidmemd.log" &
+		--set "daemon.state_dir=\"$run/state\"" 2>"$run/fluidmemd.log" &
 	daemon_pid=$!
 	for _ in $(seq 100); do
 		"$bin/fluidmemctl" -s "$ctl" ping >/dev/null 2>&1 && return
