@@ -13,6 +13,16 @@
  * is touched before it is served. If the daemon dies, faulting threads wait
  * rather than read zeros.
  *
+ * Restarts: a thread of libfluidmem (started with the first region, all
+ * signals blocked) watches the connection. When the daemon goes away it
+ * reconnects, waiting $FLUIDMEM_RECONNECT_MIN_MS doubling up to
+ * $FLUIDMEM_RECONNECT_MAX_MS between tries (never giving up), and has the
+ * new daemon re-adopt every region with the credential its REGISTER reply
+ * carried and the same uffd and memfd. Meanwhile faults on evicted pages
+ * stay blocked. A region the new daemon has no record of is lost: it is
+ * never registered afresh (that would read zeros), and fm_region_status
+ * says so. Each change of state is one line on stderr.
+ *
  * Errors: constructors return NULL and set errno; other calls return 0 or
  * -errno. fm_client_error() gives the daemon's reason for the last refusal.
  * A client handle may be used by one thread at a time. */
@@ -34,13 +44,21 @@ extern "C" {
  * stops answering must fail the caller's mmap, not hang it. */
 #define FM_DEFAULT_TIMEOUT_S 30
 #define FM_MAX_TIMEOUT_S 3600
+/* Reconnection backoff after the daemon went away, in milliseconds:
+ * $FLUIDMEM_RECONNECT_MIN_MS (1..FM_MAX_RECONNECT_MS) doubling up to
+ * $FLUIDMEM_RECONNECT_MAX_MS (0..FM_MAX_RECONNECT_MS; 0 never reconnects,
+ * the behaviour before re-adoption existed). Malformed values: EINVAL. */
+#define FM_DEFAULT_RECONNECT_MIN_MS 50
+#define FM_DEFAULT_RECONNECT_MAX_MS 2000
+#define FM_MAX_RECONNECT_MS 600000
 
 struct fm_client;
 struct fm_region;
 
 /* Connect to the registration socket: `path`, else $FLUIDMEM_SOCKET, else
  * FM_DEFAULT_REGISTER_SOCKET. errno: ENOENT/ECONNREFUSED (no daemon),
- * EACCES, ENOMEM, ETIMEDOUT, EINVAL (a malformed $FLUIDMEM_TIMEOUT). */
+ * EACCES, ENOMEM, ETIMEDOUT, EINVAL (a malformed $FLUIDMEM_TIMEOUT or
+ * $FLUIDMEM_RECONNECT_*_MS). */
 struct fm_client *fm_connect(const char *path);
 /* Destroy every region still open on this client and close it. NULL is a
  * no-op. */
@@ -57,7 +75,8 @@ void fm_client_forget(struct fm_client *c);
  * EINVAL (size 0), EPERM/EPROTO/ENOSPC when the daemon refuses (see
  * fm_client_error), ENOSYS when userfaultfd is unavailable, ETIMEDOUT when
  * the daemon did not answer in time (nothing stays registered: a late
- * acceptance is undone before the next request). The mapping is
+ * acceptance is undone before the next request), ENOTCONN while the daemon
+ * is restarting and the connection is being re-established. The mapping is
  * MADV_DONTFORK: a fork child does not inherit it. */
 struct fm_region *fm_region_create(struct fm_client *c, size_t size, const char *name);
 /* Register memory the caller already mapped: `addr` (page aligned) maps
@@ -89,6 +108,15 @@ int fm_region_discard(struct fm_region *r, size_t offset, size_t len);
 void *fm_region_addr(const struct fm_region *r);
 size_t fm_region_size(const struct fm_region *r);
 uint64_t fm_region_id(const struct fm_region *r);
+
+/* Whether the daemon serves r: 0 yes; -EAGAIN the daemon went away and r
+ * waits for re-adoption (its faults block); -ENOENT the restarted daemon
+ * had no record of it, -EPERM it refused the credential, another -errno
+ * another refusal: r is lost for good, and threads touching its evicted
+ * pages stay blocked; -ENODEV the stopped daemon had handed every page back
+ * and unregistered r (a plain `fluidmemctl shutdown`): r is ordinary
+ * memory now. Thread-safe. */
+int fm_region_status(const struct fm_region *r);
 
 /* The daemon's reason for the last refusal, or a local description. */
 const char *fm_client_error(const struct fm_client *c);

@@ -55,6 +55,8 @@ static void usage(FILE *f)
 		"  FLUIDMEM_MATCH       name filter\n"
 		"  FLUIDMEM_DEBUG=1     verbose shim\n"
 		"  FLUIDMEM_TIMEOUT     seconds to wait for fluidmemd's answer (default 30)\n"
+		"  FLUIDMEM_RECONNECT_MIN_MS, FLUIDMEM_RECONNECT_MAX_MS\n"
+		"                       backoff when fluidmemd restarts (default 50, 2000)\n"
 		"\n"
 		"If fluidmemd refuses or cannot be reached when the first mapping is made,\n"
 		"COMMAND exits with the reason; a refused later mapping (a hot-plug) fails\n"

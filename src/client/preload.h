@@ -9,7 +9,9 @@
  *                      list has "anon"; unset or empty takes both
  *   FLUIDMEM_DEBUG     1: say on stderr what is taken over and what is not
  *   FLUIDMEM_TIMEOUT   seconds (1..3600) to wait for the daemon; default 30
- *                      (FM_DEFAULT_TIMEOUT_S, read by libfluidmem) */
+ *                      (FM_DEFAULT_TIMEOUT_S, read by libfluidmem)
+ *   FLUIDMEM_RECONNECT_MIN_MS, FLUIDMEM_RECONNECT_MAX_MS
+ *                      backoff when the daemon restarts (fluidmem.h) */
 #ifndef FM_CLIENT_PRELOAD_H
 #define FM_CLIENT_PRELOAD_H
 

@@ -690,20 +690,24 @@ static enum ctl_next cmd_ping(struct daemon *d, int argc, char **argv, struct st
 static enum ctl_next cmd_shutdown(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
 	bool drop = take_flag(&argc, argv, "--drop");
+	bool keep = take_flag(&argc, argv, "--keep-clients");
 
 	if (!no_unknown_flags(argc, argv, out))
 		return CTL_CONTINUE;
-	if (argc > 1) {
-		fail(out, "usage: shutdown [--drop]");
+	if (argc > 1 || (drop && keep)) {
+		fail(out, "usage: shutdown [--drop|--keep-clients]");
 		return CTL_CONTINUE;
 	}
-	d->restore_on_shutdown = !drop;
-	cj_reply(out, json_pack("{s:i,s:b,s:i,s:s}", "v", 1, "ok", 1, "live_regions",
-				(int)region_table_count(), "note",
-				drop ? "live regions are dropped with their stored pages; their clients' "
-				       "next faults on evicted pages wait forever (never read zeros)"
-				     : "every page of a live region is handed back to its client, which "
-				       "keeps running on plain memory; then the daemon stops"));
+	d->restore_on_shutdown = !drop && !keep;
+	d->keep_clients_on_shutdown = keep;
+	cj_reply(out, json_pack(
+		"{s:i,s:b,s:i,s:s}", "v", 1, "ok", 1, "live_regions", (int)region_table_count(), "note",
+		keep ? "live regions stay registered in their clients with their stored pages: their "
+		       "faults on evicted pages wait until the next fluidmemd re-adopts them"
+		: drop ? "live regions are dropped with their stored pages; their clients' next faults "
+			 "on evicted pages wait forever (never read zeros)"
+		       : "every page of a live region is handed back to its client, which keeps "
+			 "running on plain memory; then the daemon stops"));
 	return CTL_SHUTDOWN;
 }
 
@@ -745,8 +749,9 @@ static const struct ctl_command commands[] = {
 	{ "config", "config",
 	  "the running configuration as TOML (\"toml\"), its file (\"source\") and --set overrides",
 	  0, 0, cmd_config },
-	{ "shutdown", "shutdown [--drop]",
-	  "stop cleanly; live clients get their pages back unless --drop", 0, 1, cmd_shutdown },
+	{ "shutdown", "shutdown [--drop|--keep-clients]",
+	  "stop cleanly; live clients get their pages back, unless --drop, or --keep-clients (an "
+	  "upgrade: they wait for the next daemon, which re-adopts their regions)", 0, 2, cmd_shutdown },
 };
 
 static enum ctl_next cmd_help(struct daemon *d, int argc, char **argv, struct strbuf *out)

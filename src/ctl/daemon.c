@@ -374,8 +374,33 @@ void daemon_destroy(struct daemon *d)
 {
 	if (!d)
 		return;
-	/* Detach every region so stored pages are freed, then stop threads. */
-	if (d->disp) {
+	/* --keep-clients: let detaches already under way finish (their
+	 * clients are gone), start none, and leave live regions registered in
+	 * their clients with their stored pages, for the next daemon. */
+	if (d->disp && d->keep_clients_on_shutdown) {
+		uint64_t deadline = fm_now_ns() + 5000000000ull;
+
+		/* Refuse new connections now: a client reconnecting must reach
+		 * the next daemon, not this one's backlog. */
+		if (d->reg_fd >= 0)
+			shutdown(d->reg_fd, SHUT_RD);
+
+		FM_INFO("shutdown --keep-clients: %u region(s) stay registered in their clients with "
+			"their stored pages; their faults wait for the next fluidmemd to re-adopt them",
+			region_table_count());
+		while (fm_now_ns() < deadline) {
+			bool any = false;
+
+			for (unsigned i = 0; i < FM_MAX_REGIONS && !any; i++)
+				any = d->regions[i] && (d->regions[i]->state == UFFD_REGION_DETACHING ||
+							d->regions[i]->state == UFFD_REGION_RELEASING);
+			if (!any)
+				break;
+			fm_doorbell_wait(&d->reply_bell, 100);
+			daemon_drain_replies(d);
+		}
+	} else if (d->disp) {
+		/* Detach every region so stored pages are freed, then stop threads. */
 		uint64_t deadline = fm_now_ns() + 5000000000ull;
 		unsigned live = 0;
 
@@ -409,7 +434,8 @@ void daemon_destroy(struct daemon *d)
 	ctl_cluster_stop(d);
 	for (unsigned i = 0; i < d->nshards; i++) {
 		if (d->shards[i]) {
-			struct fm_msg m = { .type = FM_MSG_STOP };
+			struct fm_msg m = { .type = FM_MSG_STOP,
+					    .flags = d->keep_clients_on_shutdown ? FM_STOP_KEEP : 0 };
 			unsigned attempt = 0;
 
 			while (!fm_ring_push(shard_ctl_ring(d->shards[i]), &m))
@@ -422,6 +448,19 @@ void daemon_destroy(struct daemon *d)
 	for (unsigned i = 0; i < d->nshards; i++) {
 		/* a shard that never started has no thread to stop */
 		shard_destroy(d->shards[i]);
+	}
+	/* Kept regions: only our copies of their descriptors go. No
+	 * UFFDIO_UNREGISTER: the clients' ranges stay registered on their own
+	 * uffds, so their faults wait for the next daemon instead of reading
+	 * holes as zeros. */
+	if (d->keep_clients_on_shutdown) {
+		for (unsigned i = 0; i < FM_MAX_REGIONS; i++) {
+			if (d->regions[i]) {
+				region_table_unpublish(d->regions[i]);
+				region_release(d->regions[i]);
+				d->regions[i] = NULL;
+			}
+		}
 	}
 	/* Connections still open at shutdown: control replies already went
 	 * out; registration clients see their socket close. */

@@ -72,6 +72,9 @@ struct daemon {
 	} baseline_ctl;
 	int metrics_fd;                  /* HTTP listener, -1 when off */
 	bool restore_on_shutdown;
+	/* shutdown --keep-clients: leave every region registered in its client,
+	 * its stored pages and state in place, for the next daemon to re-adopt. */
+	bool keep_clients_on_shutdown;
 	uint64_t registrations, refusals;
 	/* connections held, per kind, against register./control.max_connections */
 	unsigned nreg_conns, nctl_conns, nmetrics_conns;

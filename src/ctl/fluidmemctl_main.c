@@ -41,7 +41,10 @@ static const struct command commands[] = {
 	{ "log-level", "error|warn|info|debug", "change the daemon's log level" },
 	{ "config", "", "the running configuration as TOML, with its file and --set overrides" },
 	{ "ping", "", "check that the daemon answers" },
-	{ "shutdown", "[--drop]", "stop cleanly; live clients get their pages back unless --drop" },
+	{ "shutdown", "[--drop|--keep-clients]",
+	  "stop cleanly and wait until the daemon is gone; live clients get their pages back, "
+	  "unless --drop, or --keep-clients (a restart or upgrade: they wait for the next daemon, "
+	  "which re-adopts their regions)" },
 };
 
 static const char *sock_path;
@@ -484,6 +487,14 @@ int main(int argc, char **argv)
 	}
 	fd = ctl_connect();
 	reply = request(fd, req);
+	/* shutdown returns once the daemon is gone (it closes this connection
+	 * last): systemd's ExecStop must not return while it still stops. */
+	if (strcmp(cmd->name, "shutdown") == 0 && strstr(reply, "\"ok\":true")) {
+		char b[256];
+
+		while (read(fd, b, sizeof(b)) > 0)
+			;
+	}
 	close(fd);
 	root = parse_reply(reply);
 	ok = json_is_true(json_object_get(root, "ok"));

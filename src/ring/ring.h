@@ -37,7 +37,7 @@ enum fm_msg_type {
 	FM_MSG_REGION_STATS,/* .fill: struct shard_region_stats[FM_MAX_REGIONS], by slot */
 	FM_MSG_REGION_BUDGET,/* .region_budget */
 	FM_MSG_SET_SERVERS, /* .servers: the store's new server list; the shard frees it */
-	FM_MSG_STOP,        /* no payload; the shard thread exits after replying */
+	FM_MSG_STOP,        /* flags=FM_STOP_KEEP?; the shard thread exits after replying */
 	FM_MSG_ORPHAN_DROP, /* .fill.out: struct shard_orphan; reply DONE, detail = pages deleted */
 	/* dispatcher command ring only (see dispatcher_forget) */
 	FM_MSG_REGION_FORGET,/* .region, flags=FM_FORGET_UNREGISTER?; reply DONE: dropped */
@@ -53,6 +53,9 @@ enum fm_msg_type {
 #define FM_DEL_RESTORE 0x1u
 /* REGION_FORGET flag: unregister the range in the client first. */
 #define FM_FORGET_UNREGISTER 0x1u
+/* STOP for `shutdown --keep-clients`: serve the faults already queued, and
+ * keep every stored copy (the next daemon re-adopts the regions). */
+#define FM_STOP_KEEP 0x1u
 /* RESET bits */
 #define FM_RESET_COUNTERS 0x1u
 #define FM_RESET_LATENCY 0x2u

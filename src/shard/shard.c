@@ -403,6 +403,7 @@ static void handle_ctl(struct shard *s, const struct fm_msg *m)
 	}
 	case FM_MSG_STOP:
 		s->stop = true;
+		s->keep_copies = m->flags & FM_STOP_KEEP;
 		reply(s, m->type, 0, 0, fm_msg_request(m));
 		break;
 	default:
@@ -492,6 +493,15 @@ static void *shard_main(void *arg)
 		fm_doorbell_announce(&s->bell, 0);
 		idle_since = 0;
 	}
+	/* A graceful restart: serve what the dispatcher has already read from
+	 * the uffds (the next daemon never sees those events again). Any
+	 * eviction already ran to its end: shard_evict is synchronous. */
+	if (s->keep_copies) {
+		struct fm_msg m;
+
+		while (fm_ring_pop(&s->data, &m))
+			handle_data(s, &m);
+	}
 	return NULL;
 }
 
@@ -573,7 +583,10 @@ void shard_destroy(struct shard *s)
 		pthread_join(s->thread, NULL);
 	for (unsigned i = 0; i < FM_MAX_REGIONS; i++) {
 		if (s->regions[i]) {
-			region_free_pages(s, s->regions[i], !s->regions[i]->r->keep_copies);
+			/* A --keep-clients stop keeps every copy for the next
+			 * daemon: only our memory goes. */
+			region_free_pages(s, s->regions[i],
+					  !s->keep_copies && !s->regions[i]->r->keep_copies);
 			free(s->regions[i]);
 		}
 	}

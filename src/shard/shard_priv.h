@@ -87,6 +87,7 @@ struct shard {
 	pthread_t thread;
 	bool started;
 	bool stop;
+	bool keep_copies;   /* stopped with FM_STOP_KEEP: the store keeps our pages */
 };
 
 /* ---- page ids ---- */

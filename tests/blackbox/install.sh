@@ -94,13 +94,14 @@ unset PKG_CONFIG_SYSROOT_DIR PKG_CONFIG_LIBDIR
 # Documentation= man pages). systemd is not PID 1 here, so the unit cannot be
 # started; its ExecStart is what the daemon is started with below.
 UNIT="$DEST$UNITDIR/fluidmemd.service"
-sed "s|^ExecStart=/|ExecStart=$DEST/|" "$UNIT" >"$RUN/fluidmemd.service"
+sed "s|^ExecStart=/|ExecStart=$DEST/|; s|^ExecStop=/|ExecStop=$DEST/|" "$UNIT" >"$RUN/fluidmemd.service"
 if command -v systemd-analyze >/dev/null; then
 	check "systemd-analyze verify fluidmemd.service" \
 		env MANPATH="$DEST$PREFIX/share/man" systemd-analyze verify "$RUN/fluidmemd.service"
 fi
 for want in "RuntimeDirectory=fluidmem" "Before=libvirtd.service virtqemud.service" \
-	"ExecStart=$PREFIX/bin/fluidmemd --config $ETC/fluidmem/fluidmemd.toml"; do
+	"ExecStart=$PREFIX/bin/fluidmemd --config $ETC/fluidmem/fluidmemd.toml" \
+	"ExecStop=$PREFIX/bin/fluidmemctl shutdown --keep-clients"; do
 	check "unit has $want" grep -qxF "$want" "$UNIT"
 done
 notify=no
