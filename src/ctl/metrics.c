@@ -52,6 +52,7 @@ static const struct metric_name {
 	{ "restored", "restored_pages_total", M_COUNTER },
 	/* shard gauges */
 	{ "resident", "resident_pages", M_GAUGE },
+	{ "resident_max", "resident_max_pages", M_GAUGE },
 	{ "budget", "budget_pages", M_GAUGE },
 	{ "tracked", "tracked_pages", M_GAUGE },
 	{ "store_corrupt", "store_corrupt_pages", M_GAUGE },

@@ -807,6 +807,20 @@ static int mc_set_servers(struct kv_store *kv, const char *servers)
 	nkv = mc_open(&kp, ms->shard);
 	if (!nkv)
 		return errno == EINVAL ? -EINVAL : -EIO;
+	/* mc_open accepts servers that are down (a store that is not up yet
+	 * at start); a new list none of whose servers answers would make
+	 * every page unreadable, so it is refused. */
+	{
+		struct mc_store *t = to_mc(nkv);
+		unsigned down = 0;
+
+		for (unsigned i = 0; i < t->nsv; i++)
+			down += t->sv[i].down;
+		if (down == t->nsv) {
+			mc_close(nkv);
+			return -EIO;
+		}
+	}
 	old = malloc(sizeof(*old));
 	if (!old) {
 		mc_close(nkv);
