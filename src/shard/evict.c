@@ -133,9 +133,15 @@ static uint64_t evict_want(const struct shard *s, uint64_t over)
 /* A page a run's ranges may cover without evicting it. */
 static bool bridgeable(const struct shard *s, uint32_t id)
 {
-	uint8_t st = s->pt.state[id] & PS_MASK;
-
-	return st == PS_STORED || st == PS_ZERO;
+	/* Off for now: a run may not bridge over STORED or ZERO pages. With
+	 * bridging, tests/blackbox/crash_storm.sh (kill -9 and re-adoption on
+	 * the local store) found pages poisoned as "lost by the store" after a
+	 * restart, in 3 of 3 runs; without it, 0 in 4. The cause is not known
+	 * yet (docs/design.md, eviction runs). Runs still group adjacent
+	 * victims, so one write-protect and one punch cover each run. */
+	(void)s;
+	(void)id;
+	return false;
 }
 
 /* Take the policy's cold neighbours of victim `id` (same stripe, within
