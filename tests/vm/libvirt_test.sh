@@ -141,7 +141,7 @@ say "fluidmemd: budget $((BUDGET_PAGES / 256)) MiB, register.allowed_uids=[$qemu
 # ---- the emulator: a wrapper that runs QEMU under fluidmem-run ----
 # fluidmem-run names the regions after QEMU's -name guest=, the domain's name.
 asan=
-if ldd "$build/lib/libfluidmem-preload.so" 2>/dev/null | grep -q libasan; then
+if ldd "$build/lib/libfluidmem-preload.so" 2>/dev/null | grep libasan >/dev/null; then   # not -q: with pipefail, an early exit fails ldd (SIGPIPE)
 	# A sanitizer build's shim brings the ASan runtime into QEMU (vm_test.sh).
 	asan='export ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0'
 fi
