@@ -12,7 +12,13 @@ FM_PACKAGES=(build-essential cmake pkg-config libck-dev libcriterion-dev
 	scdoc   # docs/man: the man pages (optional: skipped without it)
 	libsystemd-dev   # fluidmemd: sd_notify for the Type=notify unit (optional)
 	libzookeeper-mt-dev zookeeper   # src/cluster; the tests start the server (it pulls in default-jre)
-	qemu-system-x86 busybox-static cpio python3)   # tests/vm: the VM test and scripts/attach-memory
+	qemu-system-x86 busybox-static cpio python3   # tests/vm: the VM test and scripts/attach-memory
+	libvirt-daemon-system libvirt-clients)   # tests/vm/libvirt_test.sh: a real libvirtd and virsh
+
+# What scripts/demo needs: the build only (the tests are built too, hence
+# criterion), none of the servers, QEMU or libvirt the suite starts.
+FM_DEMO_PACKAGES=(build-essential cmake pkg-config libck-dev libcriterion-dev
+	libmemcached-dev liblz4-dev libzstd-dev libjansson-dev libzookeeper-mt-dev)
 
 # Only for the package test (tests/debs/debs.sh, `scripts/test` full mode):
 # building the .debs. scripts/demo never installs these.
@@ -28,10 +34,13 @@ fm_as_root() {
 	else fm_die "need root for: $*"; fi
 }
 
-# Install only the packages that are not there yet (apt-get update first).
+# Install only the packages that are not there yet (apt-get update first):
+# FM_PACKAGES and the arguments; FM_INSTALL_SET=FM_DEMO_PACKAGES (scripts/demo)
+# replaces FM_PACKAGES by that list.
 fm_install() {
 	local missing=() p
-	for p in "${FM_PACKAGES[@]}" "$@"; do
+	local -n fm_set=${FM_INSTALL_SET:-FM_PACKAGES}
+	for p in "${fm_set[@]}" "$@"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
 			missing+=("$p")
 	done

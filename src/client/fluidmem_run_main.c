@@ -40,6 +40,9 @@ static void usage(FILE *f)
 		"  -M, --match LIST     comma-separated substrings: take a memfd whose name\n"
 		"                       contains one, and anonymous memory if LIST has \"anon\"\n"
 		"                       (default $FLUIDMEM_MATCH, else everything large)\n"
+		"  -n, --name NAME      name every region NAME in fluidmemctl regions (default\n"
+		"                       $FLUIDMEM_NAME, else QEMU's -name guest=NAME, which is\n"
+		"                       the libvirt domain's name, else what QEMU maps)\n"
 		"  -d, --debug          the shim reports what it takes and skips on stderr\n"
 		"  -p, --preload PATH   shim library (default: " FM_PRELOAD_INSTALL_REL "/" FM_PRELOAD_LIB "\n"
 		"                       beside this program, else ../lib/ beside it (build tree),\n"
@@ -53,6 +56,7 @@ static void usage(FILE *f)
 		"  FLUIDMEM_SOCKET      registration socket\n"
 		"  FLUIDMEM_MIN_SIZE    size threshold\n"
 		"  FLUIDMEM_MATCH       name filter\n"
+		"  FLUIDMEM_NAME        the regions' name\n"
 		"  FLUIDMEM_DEBUG=1     verbose shim\n"
 		"  FLUIDMEM_TIMEOUT     seconds to wait for fluidmemd's answer (default 30)\n"
 		"  FLUIDMEM_RECONNECT_MIN_MS, FLUIDMEM_RECONNECT_MAX_MS\n"
@@ -99,12 +103,60 @@ static int default_preload(char *out, size_t cap)
 	return 0;
 }
 
+/* The VM name in QEMU's "-name guest=NAME,debug-threads=on" (libvirt's
+ * form) or "-name NAME[,...]"; a ",," in it is a comma. NULL if none. */
+static char *qemu_guest_name(char **argv)
+{
+	char *out = NULL;
+
+	for (; *argv; argv++) {
+		const char *v = argv[1], *start = NULL;
+		size_t n = 0;
+
+		if (strcmp(argv[0], "-name") != 0 || !v)
+			continue;
+		/* Walk the comma-separated options: the first may be bare. */
+		for (const char *opt = v; *opt;) {
+			const char *end = opt;
+
+			while (*end && !(end[0] == ',' && end[1] != ',')) {
+				if (end[0] == ',')
+					end++;   /* ",," */
+				end++;
+			}
+			if (strncmp(opt, "guest=", 6) == 0)
+				start = opt + 6, n = (size_t)(end - start);
+			else if (opt == v && !memchr(opt, '=', (size_t)(end - opt)))
+				start = opt, n = (size_t)(end - opt);
+			opt = *end ? end + 1 : end;
+		}
+		if (!start || !n)
+			continue;
+		free(out);
+		out = malloc(n + 1);
+		if (!out)
+			return NULL;
+		{
+			size_t k = 0;
+
+			for (size_t i = 0; i < n; i++) {
+				out[k++] = start[i];
+				if (start[i] == ',' && i + 1 < n && start[i + 1] == ',')
+					i++;
+			}
+			out[k] = '\0';
+		}
+	}
+	return out;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "min-size", required_argument, NULL, 'm' },
 		{ "match", required_argument, NULL, 'M' },
+		{ "name", required_argument, NULL, 'n' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "preload", required_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
@@ -112,18 +164,19 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *sock = getenv("FLUIDMEM_SOCKET"), *min = getenv("FLUIDMEM_MIN_SIZE");
-	const char *match = NULL, *old;
-	char preload[PATH_MAX], real[PATH_MAX], *ld;
+	const char *match = NULL, *name = getenv("FLUIDMEM_NAME"), *old;
+	char preload[PATH_MAX], real[PATH_MAX], *ld, *guest = NULL;
 	struct fm_client *c;
 	uint64_t bytes;
 	int opt, debug = 0;
 
 	preload[0] = '\0';
-	while ((opt = getopt_long(argc, argv, "+s:m:M:dp:hV", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+s:m:M:n:dp:hV", opts, NULL)) != -1) {
 		switch (opt) {
 		case 's': sock = optarg; break;
 		case 'm': min = optarg; break;
 		case 'M': match = optarg; break;
+		case 'n': name = optarg; break;
 		case 'd': debug = 1; break;
 		case 'p': snprintf(preload, sizeof(preload), "%s", optarg); break;
 		case 'h': usage(stdout); return 0;
@@ -144,6 +197,8 @@ int main(int argc, char **argv)
 	}
 	if (!sock || !*sock)
 		sock = FM_DEFAULT_REGISTER_SOCKET;
+	if (!name || !*name)
+		name = guest = qemu_guest_name(argv + optind + 1);
 	if (!preload[0] && default_preload(preload, sizeof(preload)) < 0) {
 		fprintf(stderr, "fluidmem-run: cannot find my own location; use --preload\n");
 		return 127;
@@ -171,11 +226,13 @@ int main(int argc, char **argv)
 	if (setenv("LD_PRELOAD", ld, 1) < 0 || setenv("FLUIDMEM_SOCKET", sock, 1) < 0 ||
 	    (min && *min && setenv("FLUIDMEM_MIN_SIZE", min, 1) < 0) ||
 	    (match && setenv("FLUIDMEM_MATCH", match, 1) < 0) ||
+	    (name && *name && setenv("FLUIDMEM_NAME", name, 1) < 0) ||
 	    (debug && setenv("FLUIDMEM_DEBUG", "1", 1) < 0)) {
 		perror("fluidmem-run: setenv");
 		return 1;
 	}
 	free(ld);
+	free(guest);
 	execvp(argv[optind], argv + optind);
 	fprintf(stderr, "fluidmem-run: cannot run %s: %s\n", argv[optind], strerror(errno));
 	return 127;

@@ -90,6 +90,7 @@ static struct {
 	int nused;          /* used slots + foreign inodes: 0 lets calls skip the table */
 	uint64_t min_size;
 	char match[MAX_MATCH];
+	char name[FM_REGION_NAME_MAX];   /* FLUIDMEM_NAME: every region's name (a VM's) */
 	mmap_fn real_mmap;
 	munmap_fn real_munmap;
 	madvise_fn real_madvise;
@@ -242,6 +243,9 @@ __attribute__((constructor)) static void shim_init(void)
 	if (v && strlen(v) >= sizeof(shim.match))
 		fatal("FLUIDMEM_MATCH is longer than %zu bytes", sizeof(shim.match) - 1);
 	snprintf(shim.match, sizeof(shim.match), "%s", v ? v : "");
+	/* Longer names are cut: the protocol keeps 63 bytes. */
+	v = getenv("FLUIDMEM_NAME");
+	snprintf(shim.name, sizeof(shim.name), "%s", v ? v : "");
 	for (int i = 0; i < MAX_TRACKED; i++)
 		shim.t[i].memfd = -1;
 	DBG("loaded: min size %llu bytes, match \"%s\", socket %s",
@@ -500,7 +504,7 @@ static int track(void *p, size_t size, int memfd, bool converted, const char *na
 			      sock && *sock ? sock : FM_DEFAULT_REGISTER_SOCKET, strerror(err));
 		}
 	}
-	region = fm_region_register(shim.client, p, size, memfd, name);
+	region = fm_region_register(shim.client, p, size, memfd, shim.name[0] ? shim.name : name);
 	if (!region) {
 		char why[192];
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "fm_version.h"
+#include "ctl/fluidmemctl_progress.h"
 
 #define DEFAULT_CONTROL "/run/fluidmem/control.sock"
 #define EXIT_REFUSED 1
@@ -49,6 +50,7 @@ static const struct command commands[] = {
 
 static const char *sock_path;
 static bool json;
+static bool progress;   /* --progress: also when stderr is not a tty */
 
 static void usage(FILE *f)
 {
@@ -58,6 +60,8 @@ static void usage(FILE *f)
 	fprintf(f, "\nOptions:\n"
 		   "  -s, --socket PATH  control socket (default $FLUIDMEM_CONTROL or " DEFAULT_CONTROL ")\n"
 		   "  -j, --json         print the daemon's JSON reply as is (any command)\n"
+		   "  -P, --progress     show progress of resize (shrink), evict, detach --force and\n"
+		   "                     shutdown on stderr even when it is not a tty\n"
 		   "  -V, --version      print \"fluidmemctl VERSION\" and exit\n"
 		   "  -h, --help         this text; `fluidmemctl COMMAND --help` for one command\n"
 		   "\nOnly root and fluidmemd's own user may use the control socket.\n"
@@ -420,7 +424,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' }, { "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },         { "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
+		{ "progress", no_argument, NULL, 'P' },     { NULL, 0, NULL, 0 },
 	};
 	const struct command *cmd;
 	char req[4096];
@@ -432,13 +436,16 @@ int main(int argc, char **argv)
 	bool ok;
 
 	sock_path = getenv("FLUIDMEM_CONTROL");
-	while ((opt = getopt_long(argc, argv, "+s:jhV", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+s:jhVP", opts, NULL)) != -1) {
 		switch (opt) {
 		case 's':
 			sock_path = optarg;
 			break;
 		case 'j':
 			json = true;
+			break;
+		case 'P':
+			progress = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -466,6 +473,8 @@ int main(int argc, char **argv)
 	for (int i = optind; i < argc && cargc < 63; i++) {
 		if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0) {
 			json = true;
+		} else if (strcmp(argv[i], "--progress") == 0 || strcmp(argv[i], "-P") == 0) {
+			progress = true;
 		} else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 			printf("usage: fluidmemctl [--socket PATH] [--json] %s %s\n  %s\n", cmd->name,
 			       cmd->args, cmd->help);
@@ -486,7 +495,7 @@ int main(int argc, char **argv)
 		}
 	}
 	fd = ctl_connect();
-	reply = request(fd, req);
+	reply = fmctl_request_progress(fd, req, sock_path, progress, cargc, cargv, request);
 	/* shutdown returns once the daemon is gone (it closes this connection
 	 * last): systemd's ExecStop must not return while it still stops. */
 	if (strcmp(cmd->name, "shutdown") == 0 && strstr(reply, "\"ok\":true")) {

@@ -5,7 +5,10 @@
 # balloon) and the guest notices by polling, so no channel back is needed.
 #
 # Kernel command line: fmtest.mode=full|bench|idle|probe|hold  fmtest.mib=N
-#                      fmtest.content=text (hold only)
+#   fmtest.content=text (hold only)
+#   fmtest.pct=N (percent of free memory the hot-plug and after-balloon
+#   memtests cover, default 85)  fmtest.balloon=N (MiB the host inflates
+#   the balloon by, default 256)
 #   bench: one memtest of fmtest.mib MiB, then power off
 #   full:  bench, then hot-plug and balloon steps
 #   idle:  boot and wait (the host kills QEMU mid-run)
@@ -19,7 +22,8 @@
 exec </dev/console >/dev/console 2>&1
 
 arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^fmtest\.$1=//p"; }
-mode=$(arg mode); mib=$(arg mib)
+mode=$(arg mode); mib=$(arg mib); pct=$(arg pct); balloon=$(arg balloon)
+pct=${pct:-85}; balloon=${balloon:-256}
 memtotal() { awk '/^MemTotal/ {print int($2 / 1024)}' /proc/meminfo; }
 fail() { echo "FMTEST: FAIL $*"; poweroff -f; }
 # wait_for SECONDS COMMAND...: poll until COMMAND succeeds.
@@ -63,7 +67,7 @@ usleep 500000   # let a second DIMM's blocks appear too
 /guest-online-memory || fail "onlining hot-plugged memory"
 echo "FMTEST: hotplug-online MemTotal $(memtotal) MiB"
 # More than the boot RAM has free: the pattern must cover the new DIMMs.
-/guest_memtest --label hotplug --percent 85 --passes 2 || fail "hotplug memtest"
+/guest_memtest --label hotplug --percent $pct --passes 2 || fail "hotplug memtest"
 echo "FMTEST: hotplug-done"
 
 # ---- balloon: a pattern held across inflate and deflate ----
@@ -72,7 +76,7 @@ full=$(memtotal)
 held=$!
 wait_for 600 test -e /tmp/deflated.holding || fail "balloon memtest did not start"
 echo "FMTEST: balloon-ready MemTotal $full MiB"
-inflated() { [ $(memtotal) -le $((full - 200)) ]; }
+inflated() { [ $(memtotal) -le $((full - balloon * 3 / 4)) ]; }   # well below deflated()
 wait_for 300 inflated || fail "balloon did not inflate"
 echo "FMTEST: balloon-inflated MemTotal $(memtotal) MiB"
 deflated() { [ $(memtotal) -ge $((full - 8)) ]; }
@@ -81,6 +85,6 @@ echo "FMTEST: balloon-deflated MemTotal $(memtotal) MiB"
 touch /tmp/deflated
 wait $held || fail "pattern held across the balloon"
 # Memory the balloon gave back must work like any other.
-/guest_memtest --label after-balloon --percent 85 --passes 2 --seed 9 || fail "after-balloon memtest"
+/guest_memtest --label after-balloon --percent $pct --passes 2 --seed 9 || fail "after-balloon memtest"
 echo "FMTEST: done"
 poweroff -f
