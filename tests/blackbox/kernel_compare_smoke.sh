@@ -7,6 +7,7 @@ BUILD="$1" SRC="$2"
 source "$SRC/tests/blackbox/lib.bash"
 
 WORK="$RUN/work"
+count_cgroups() { (ls -d /sys/fs/cgroup/memory/fm-kcompare-* 2>/dev/null || true) | wc -l; }
 mkdir -p "$WORK"
 undo() {
 	python3 "$SRC/bench/kernel-compare" --cleanup "$WORK" >/dev/null 2>&1 || true
@@ -17,7 +18,7 @@ trap undo EXIT
 # Compared before and after, not to zero: another kernel-compare may be running.
 swaps_before=$(tail -n +2 /proc/swaps | wc -l)
 zram_before=$(cat /sys/block/zram0/disksize 2>/dev/null || echo none)
-cgroups_before=$(ls -d /sys/fs/cgroup/memory/fm-kcompare-* 2>/dev/null | wc -l)
+cgroups_before=$(count_cgroups)
 rc=0
 nice python3 "$SRC/bench/kernel-compare" --build "$BUILD" --tiny --work "$WORK" \
 	--daemon-set 'dispatcher.cpu=-1' --daemon-set 'shards.cpus=[]' \
@@ -46,5 +47,5 @@ for row in d["table"]:
 PY
 check "no swap left on ($swaps_before before)" test "$(tail -n +2 /proc/swaps | wc -l)" -eq "$swaps_before"
 check "zram0 as it was ($zram_before)" test "$(cat /sys/block/zram0/disksize 2>/dev/null || echo none)" = "$zram_before"
-check "no cgroup left" test "$(ls -d /sys/fs/cgroup/memory/fm-kcompare-* 2>/dev/null | wc -l)" -eq "$cgroups_before"
+check "no cgroup left" test "$(count_cgroups)" -eq "$cgroups_before"
 finish
