@@ -117,34 +117,12 @@ static inline int cd_run_to_exit(const char *const *sets, char *log, size_t len)
 	if (!mkdtemp(dir))
 		return -1;
 	snprintf(logp, sizeof(logp), "%s/fluidmemd.log", dir);
-	pid = fork();
-	if (pid == 0) {
-		const char *argv[64];
-		int argc = 0, fd;
-		char regset[160], ctlset[160];
+	{
+		char reg[128], ctl[128];
 
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		snprintf(regset, sizeof(regset), "register.path=\"%s/reg.sock\"", dir);
-		snprintf(ctlset, sizeof(ctlset), "control.path=\"%s/ctl.sock\"", dir);
-		argv[argc++] = FM_BUILD_DIR "/bin/fluidmemd";
-		argv[argc++] = "--config";
-		argv[argc++] = FM_SOURCE_DIR "/configs/local.toml";
-		argv[argc++] = "--set";
-		argv[argc++] = regset;
-		argv[argc++] = "--set";
-		argv[argc++] = ctlset;
-		for (int i = 0; sets[i] && argc < 60; i++) {
-			argv[argc++] = "--set";
-			argv[argc++] = sets[i];
-		}
-		argv[argc] = NULL;
-		fd = open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
+		snprintf(reg, sizeof(reg), "%s/reg.sock", dir);
+		snprintf(ctl, sizeof(ctl), "%s/ctl.sock", dir);
+		pid = td_exec_daemon(reg, ctl, logp, sets);
 	}
 	for (int i = 0; i < 6000 && pid > 0; i++) {
 		if (waitpid(pid, &status, WNOHANG) == pid) {

@@ -94,11 +94,13 @@ static inline int64_t td_stat(const struct td *t, const char *key)
 	return v;
 }
 
-/* Fork and exec fluidmemd on configs/local.toml with these socket paths,
- * its output in `log`, and the NULL-terminated "key=value" overrides; do
- * not wait for it. Its pid, or -1. */
-static inline pid_t td_exec_daemon(const char *reg, const char *ctl, const char *log,
-				   const char *const *sets)
+/* Fork and exec fluidmemd on configs/local.toml with these socket paths, a
+ * private daemon.state_dir beside them, its output in `log` (appended to
+ * when `append`, for a daemon restarted on the same directory), the
+ * NULL-terminated "key=value" overrides and FLUIDMEM_FAILPOINTS (NULL:
+ * none); do not wait for it. Its pid, or -1. */
+static inline pid_t td_exec_daemon_ex(const char *reg, const char *ctl, const char *log,
+				      const char *const *sets, const char *failpoints, bool append)
 {
 	const char *argv[64];
 	char regset[160], ctlset[160], stateset[160];
@@ -135,7 +137,9 @@ static inline pid_t td_exec_daemon(const char *reg, const char *ctl, const char 
 		/* Die with the test: a test that times out or crashes must not
 		 * leave a daemon behind. */
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		int fd = open(log, O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC) | O_CLOEXEC, 0644);
+		if (failpoints)
+			setenv("FLUIDMEM_FAILPOINTS", failpoints, 1);
 		if (fd >= 0) {
 			dup2(fd, 1);
 			dup2(fd, 2);
@@ -144,6 +148,13 @@ static inline pid_t td_exec_daemon(const char *reg, const char *ctl, const char 
 		_exit(127);
 	}
 	return pid;
+}
+
+/* td_exec_daemon_ex with no failpoints and a fresh log. */
+static inline pid_t td_exec_daemon(const char *reg, const char *ctl, const char *log,
+				   const char *const *sets)
+{
+	return td_exec_daemon_ex(reg, ctl, log, sets, NULL, false);
 }
 
 /* Start fluidmemd with configs/local.toml, private socket paths and the

@@ -3,6 +3,8 @@
  * and the module's life cycle (cluster.h). */
 #include "cluster/cluster_priv.h"
 
+#include "base/procstat.h"
+
 uint64_t cl_now_ms(void)
 {
 	struct timespec ts;
@@ -158,25 +160,7 @@ static int ensure_tree(struct cluster *c)
 /* "host boot_id pid starttime" of this process: who holds a lease. */
 static unsigned long long proc_start(pid_t pid)
 {
-	char path[64], buf[1024];
-	unsigned long long st = 0;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	f = fopen(path, "re");
-	if (!f)
-		return 0;
-	if (fgets(buf, sizeof(buf), f)) {
-		char *p = strrchr(buf, ')');
-
-		/* field 22 is starttime; after ')' come fields 3.. */
-		for (int i = 3; p && i <= 22; i++)
-			p = strchr(p + 1, ' ');
-		if (p)
-			st = strtoull(p + 1, NULL, 10);
-	}
-	fclose(f);
-	return st;
+	return (unsigned long long)fm_pid_start_time(pid);
 }
 
 static void make_lease_data(struct cluster *c)

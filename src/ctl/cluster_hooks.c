@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "base/procstat.h"
 #include "cluster/cluster.h"
 #include "ctl/daemon_priv.h"
 #include "ctl/params.h"
@@ -39,29 +40,6 @@ struct ctl_cluster {
 bool ctl_cluster_on(const struct daemon *d)
 {
 	return d->cl != NULL;
-}
-
-/* clock ticks since boot at which pid started (/proc/PID/stat field 22). */
-static uint64_t pid_start_time(pid_t pid)
-{
-	char path[64], buf[1024];
-	uint64_t st = 0;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	f = fopen(path, "re");
-	if (!f)
-		return 0;
-	if (fgets(buf, sizeof(buf), f)) {
-		char *p = strrchr(buf, ')');
-
-		for (int i = 3; p && i <= 22; i++)
-			p = strchr(p + 1, ' ');
-		if (p)
-			st = strtoull(p + 1, NULL, 10);
-	}
-	fclose(f);
-	return st;
 }
 
 /* ---- orphan collection: on the cluster's worker thread ---- */
@@ -334,7 +312,7 @@ void ctl_cluster_region_registered(struct daemon *d, struct uffd_region *r)
 	if (!cl)
 		return;
 	cl->ticket[r->slot] = 0;
-	rec.start_time = pid_start_time(r->pid);
+	rec.start_time = fm_pid_start_time(r->pid);
 	/* A record holds a printable name; the client's may hold anything. */
 	for (i = 0; i < sizeof(rec.name) - 1 && i < sizeof(r->name) && r->name[i]; i++)
 		rec.name[i] = (unsigned char)r->name[i] < ' ' || r->name[i] == 0x7f ? '?' : r->name[i];

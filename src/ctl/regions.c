@@ -143,6 +143,31 @@ static int overlap_check(const struct daemon *d, pid_t pid, int memfd, uint64_t 
 	return 0;
 }
 
+/* A region for a checked REGISTER or READOPT: it takes over the request's
+ * descriptors (fds[] become -1). NULL when out of memory. */
+static struct uffd_region *region_from_request(struct reg_conn *c, const struct fm_reg_req *q,
+					       int *fds, const char *name)
+{
+	struct uffd_region *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	r->uffd = fds[0];
+	r->memfd = fds[1];
+	fds[0] = fds[1] = -1;   /* the region owns them now */
+	/* The dispatcher reads without blocking; the flag is shared with the
+	 * client's descriptor, which never reads. */
+	fcntl(r->uffd, F_SETFL, fcntl(r->uffd, F_GETFL) | O_NONBLOCK);
+	r->base = q->addr;
+	r->npages = q->size / FM_PAGE_SIZE;
+	r->pid = c->pid;
+	r->uid = c->uid;
+	r->owner = c;
+	r->created_ns = fm_now_ns();
+	memcpy(r->name, name, sizeof(r->name));
+	return r;
+}
+
 /* ---- re-adoption (docs/design.md, "Restart and re-adoption") ---- */
 
 static uint64_t wall_ns(void)
@@ -284,23 +309,12 @@ static void do_readopt(struct daemon *d, struct reg_conn *c, const struct fm_reg
 		refuse(d, c, rc, why);
 		return;
 	}
-	r = calloc(1, sizeof(*r));
+	r = region_from_request(c, q, fds, map.hdr->name);
 	if (!r) {
 		fm_state_map_close(&map);
 		refuse(d, c, -ENOMEM, "out of memory");
 		return;
 	}
-	r->uffd = fds[0];
-	r->memfd = fds[1];
-	fds[0] = fds[1] = -1;
-	fcntl(r->uffd, F_SETFL, fcntl(r->uffd, F_GETFL) | O_NONBLOCK);
-	r->base = q->addr;
-	r->npages = q->size / FM_PAGE_SIZE;
-	r->pid = c->pid;
-	r->uid = c->uid;
-	r->owner = c;
-	r->created_ns = fm_now_ns();
-	memcpy(r->name, map.hdr->name, sizeof(r->name));
 	r->id = q->region_id;
 	r->adopt = true;
 	r->view = mmap(NULL, q->size, PROT_READ, MAP_SHARED, r->memfd, 0);
@@ -362,24 +376,11 @@ static void do_register(struct daemon *d, struct reg_conn *c, const struct fm_re
 		refuse(d, c, rc, why);
 		return;
 	}
-	r = calloc(1, sizeof(*r));
+	r = region_from_request(c, q, fds, q->name);
 	if (!r) {
 		refuse(d, c, -ENOMEM, "out of memory");
 		return;
 	}
-	r->uffd = fds[0];
-	r->memfd = fds[1];
-	fds[0] = fds[1] = -1;   /* the region owns them now */
-	/* The dispatcher reads without blocking; the flag is shared with the
-	 * client's descriptor, which never reads. */
-	fcntl(r->uffd, F_SETFL, fcntl(r->uffd, F_GETFL) | O_NONBLOCK);
-	r->base = q->addr;
-	r->npages = q->size / FM_PAGE_SIZE;
-	r->pid = c->pid;
-	r->uid = c->uid;
-	r->owner = c;
-	r->created_ns = fm_now_ns();
-	memcpy(r->name, q->name, sizeof(r->name));
 	if (region_id_alloc(d, &r->id) < 0) {
 		region_release(r);
 		refuse(d, c, -ENOSPC, "no region id left in this lease generation: restart the daemon");

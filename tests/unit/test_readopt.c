@@ -34,63 +34,31 @@ static char dir[64];
 
 static void spawn(const char *failpoints, const char *const *extra)
 {
-	static char regset[160], ctlset[160], stset[160], stoset[160], mcset[200];
-	const char *argv[64];
-	int argc = 0;
+	static char stoset[160], mcset[200];
+	const char *sets[64];
+	int n = 0;
 
 	snprintf(fmd.dir, sizeof(fmd.dir), "%s", dir);
 	snprintf(fmd.reg, sizeof(fmd.reg), "%s/reg.sock", dir);
 	snprintf(fmd.ctl, sizeof(fmd.ctl), "%s/ctl.sock", dir);
 	snprintf(fmd.log, sizeof(fmd.log), "%s/fluidmemd.log", dir);
-	snprintf(regset, sizeof(regset), "register.path=\"%s\"", fmd.reg);
-	snprintf(ctlset, sizeof(ctlset), "control.path=\"%s\"", fmd.ctl);
-	snprintf(stset, sizeof(stset), "daemon.state_dir=\"%s/state\"", dir);
-	snprintf(stoset, sizeof(stoset), "store.local.path=\"%s/store\"", dir);
-	argv[argc++] = FM_BUILD_DIR "/bin/fluidmemd";
-	argv[argc++] = "--config";
-	argv[argc++] = FM_SOURCE_DIR "/configs/local.toml";
-	argv[argc++] = "--set";
-	argv[argc++] = regset;
-	argv[argc++] = "--set";
-	argv[argc++] = ctlset;
-	argv[argc++] = "--set";
-	argv[argc++] = stset;
-	argv[argc++] = "--set";
-	argv[argc++] = BUDGET;
-	argv[argc++] = "--set";
-	argv[argc++] = "register.allowed_uids=[0, 65534]";
-	argv[argc++] = "--set";
-	argv[argc++] = "register.mode=0o666";   /* the other-uid refusal */
+	sets[n++] = BUDGET;
+	sets[n++] = "register.allowed_uids=[0, 65534]";
+	sets[n++] = "register.mode=0o666";   /* the other-uid refusal */
 	if (use_mc) {
 		snprintf(mcset, sizeof(mcset), "store.memcached.servers=%s", mc.addr);
-		argv[argc++] = "--set";
-		argv[argc++] = "store.backend=memcached";
-		argv[argc++] = "--set";
-		argv[argc++] = mcset;
+		sets[n++] = "store.backend=memcached";
+		sets[n++] = mcset;
 	} else {
-		argv[argc++] = "--set";
-		argv[argc++] = stoset;
+		snprintf(stoset, sizeof(stoset), "store.local.path=\"%s/store\"", dir);
+		sets[n++] = stoset;
 	}
-	for (int i = 0; extra && extra[i] && argc < 60; i++) {
-		argv[argc++] = "--set";
-		argv[argc++] = extra[i];
-	}
-	argv[argc] = NULL;
-	fmd.pid = fork();
+	for (int i = 0; extra && extra[i] && n < 60; i++)
+		sets[n++] = extra[i];
+	sets[n] = NULL;
+	/* The state dir is dir/state (beside the sockets): kept across restarts. */
+	fmd.pid = td_exec_daemon_ex(fmd.reg, fmd.ctl, fmd.log, sets, failpoints, true);
 	cr_assert_geq(fmd.pid, 0);
-	if (fmd.pid == 0) {
-		int fd = open(fmd.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (failpoints)
-			setenv("FLUIDMEM_FAILPOINTS", failpoints, 1);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
 	for (int i = 0; i < 1000; i++) {
 		char *rep = td_ctl(&fmd, "v1 ping");
 
