@@ -268,4 +268,24 @@ static inline void zke_stop(struct zke *e)
 		zkh_stop(&e->s[i]);
 }
 
+/* One ZooKeeper for a whole test file: started in Criterion's runner
+ * process before the first test (ZKH_SHARED_HOOKS, two ReportHooks on their
+ * own lines: Criterion names hooks by line) and stopped after the last; each
+ * test (a child process) finds it through FM_TEST_ZK_HOSTS, read by
+ * zk_hosts(). Use once per file, at file scope, after criterion. */
+#define ZKH_SHARED_PER_FILE()                                                           \
+	static struct zkh shared_zk;                                                     \
+	static inline void zkh_shared_start(void)                                        \
+	{                                                                                \
+		if (zkh_start(&shared_zk) == 0)                                          \
+			setenv("FM_TEST_ZK_HOSTS", shared_zk.hosts, 1);                  \
+	}                                                                                \
+	static inline const char *zk_hosts(void)                                         \
+	{                                                                                \
+		const char *h = getenv("FM_TEST_ZK_HOSTS");                              \
+                                                                                         \
+		cr_assert(h, "the shared ZooKeeper did not start (java, package zookeeper?)"); \
+		return h;                                                                \
+	}
+
 #endif

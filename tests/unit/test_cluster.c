@@ -19,29 +19,9 @@
 #include "cluster/cluster.h"
 #include "zk_harness.h"
 
-static struct zkh shared_zk;
-
-/* In the runner process: the children (one per test) inherit the env. */
-ReportHook(PRE_ALL)(struct criterion_test_set *set)
-{
-	(void)set;
-	if (zkh_start(&shared_zk) == 0)
-		setenv("FM_TEST_ZK_HOSTS", shared_zk.hosts, 1);
-}
-
-ReportHook(POST_ALL)(struct criterion_global_stats *stats)
-{
-	(void)stats;
-	zkh_stop(&shared_zk);
-}
-
-static const char *zk_hosts(void)
-{
-	const char *h = getenv("FM_TEST_ZK_HOSTS");
-
-	cr_assert(h, "the shared ZooKeeper did not start (java, package zookeeper?)");
-	return h;
-}
+ZKH_SHARED_PER_FILE()
+ReportHook(PRE_ALL)(struct criterion_test_set *set) { (void)set; zkh_shared_start(); }
+ReportHook(POST_ALL)(struct criterion_global_stats *stats) { (void)stats; zkh_stop(&shared_zk); }
 
 static uint64_t ms_now(void)
 {

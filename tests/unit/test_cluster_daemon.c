@@ -13,28 +13,9 @@
 
 #include "cluster_daemon.h"
 
-static struct zkh shared_zk;
-
-ReportHook(PRE_ALL)(struct criterion_test_set *set)
-{
-	(void)set;
-	if (zkh_start(&shared_zk) == 0)
-		setenv("FM_TEST_ZK_HOSTS", shared_zk.hosts, 1);
-}
-
-ReportHook(POST_ALL)(struct criterion_global_stats *stats)
-{
-	(void)stats;
-	zkh_stop(&shared_zk);
-}
-
-static const char *zk_hosts(void)
-{
-	const char *h = getenv("FM_TEST_ZK_HOSTS");
-
-	cr_assert(h, "the shared ZooKeeper did not start (java, package zookeeper?)");
-	return h;
-}
+ZKH_SHARED_PER_FILE()
+ReportHook(PRE_ALL)(struct criterion_test_set *set) { (void)set; zkh_shared_start(); }
+ReportHook(POST_ALL)(struct criterion_global_stats *stats) { (void)stats; zkh_stop(&shared_zk); }
 
 static void root_for(char *root, size_t n, const char *test)
 {
