@@ -98,34 +98,32 @@ static void report(const char *what, uint32_t *ns, uint64_t n)
 	       ns[n * 999 / 1000] / 1e3);
 }
 
-static uint64_t wchar(void)
+/* One counter of /proc/self/io ("wchar", "syscw"), 0 when unreadable. */
+static uint64_t proc_io(const char *field)
 {
 	FILE *f = fopen("/proc/self/io", "r");
-	char line[128];
-	unsigned long long v = 0;
+	char line[128], name[32];
+	unsigned long long v = 0, x;
 
 	if (!f)
 		return 0;
 	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "wchar: %llu", &v) == 1)
+		if (sscanf(line, "%31[^:]: %llu", name, &x) == 2 && strcmp(name, field) == 0) {
+			v = x;
 			break;
+		}
 	fclose(f);
 	return v;
 }
 
+static uint64_t wchar(void)
+{
+	return proc_io("wchar");
+}
+
 static uint64_t syscw(void)
 {
-	FILE *f = fopen("/proc/self/io", "r");
-	char line[128];
-	unsigned long long v = 0;
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "syscw: %llu", &v) == 1)
-			break;
-	fclose(f);
-	return v;
+	return proc_io("syscw");
 }
 
 static uint64_t rss_kib(void)
@@ -219,6 +217,19 @@ static int m_del(void *h, uint64_t i)
 }
 #endif
 
+static const char usage[] =
+	"usage: kv-bench [--engine local|lmdb] [--compression lz4|zstd|none]\n"
+	"                [--content random|text|zero|mixed|files:DIR|files:FILE] [--pages N]\n"
+	"                [--path DIR] [--ram-mib M] [--churn OPS] [--batch B] [--shrink PCT]\n"
+	"Put/get latency, compression ratio, RAM held, write amplification and file size\n"
+	"of the local store's tiers (and of LMDB when built with it), on one thread.\n"
+	"  --path DIR     use the disk tier there (default: RAM tier only)\n"
+	"  --ram-mib M    the RAM tier's cap (default 4096)\n"
+	"  --churn OPS    overwrite/delete OPS random pages, then report space reuse\n"
+	"  --batch B      put B pages per kv_mput, as an eviction batch does\n"
+	"  --shrink PCT   delete the oldest PCT % of pages; report RAM before and after\n"
+	"bench/README.md, \"The local store\", has the figures and the commands.\n";
+
 int main(int argc, char **argv)
 {
 	const char *engine = "local", *comp = "lz4", *path = NULL;
@@ -227,7 +238,7 @@ int main(int argc, char **argv)
 		{ "engine", 1, 0, 'e' }, { "compression", 1, 0, 'c' }, { "content", 1, 0, 'k' },
 		{ "pages", 1, 0, 'n' },  { "path", 1, 0, 'p' },        { "ram-mib", 1, 0, 'r' },
 		{ "churn", 1, 0, 'o' },  { "batch", 1, 0, 'b' },        { "shrink", 1, 0, 's' },
-		{ 0, 0, 0, 0 }
+		{ "help", 0, 0, 'H' },   { 0, 0, 0, 0 }
 	};
 	int o;
 
@@ -242,7 +253,8 @@ int main(int argc, char **argv)
 		case 'o': churn = strtoull(optarg, NULL, 0); break;
 		case 'b': batch = strtoull(optarg, NULL, 0); break;
 		case 's': shrink = strtoull(optarg, NULL, 0); break;
-		default: fprintf(stderr, "see the comment at the top of bench/kv_bench.c\n"); return 2;
+		case 'H': fputs(usage, stdout); return 0;
+		default: fputs(usage, stderr); return 2;
 		}
 	}
 	if (!strncmp(content, "files:", 6)) {
