@@ -12,9 +12,20 @@ void cl_read_servers(struct cluster *c)
 	if (!buf)
 		return;
 	cl_path(c, p, "servers");
-	rc = zoo_get(c->zh, p, 1, buf, &len, NULL);
-	if (rc == ZNONODE)
-		rc = zoo_exists(c->zh, p, 1, NULL);   /* watch for its creation */
+	for (;;) {
+		rc = zoo_get(c->zh, p, 1, buf, &len, NULL);
+		if (rc != ZNONODE)
+			break;
+		/* No list yet: watch for its creation. If it was created
+		 * between the two calls, exists finds it (and its watch now
+		 * waits for a change): read it, or that creation is missed. */
+		rc = zoo_exists(c->zh, p, 1, NULL);
+		if (rc != ZOK) {
+			free(buf);
+			return;
+		}
+		len = SERVERS_MAX - 1;
+	}
 	if (rc != ZOK || len < 0) {
 		free(buf);
 		return;
