@@ -157,6 +157,17 @@ static inline pid_t td_exec_daemon(const char *reg, const char *ctl, const char 
 	return td_exec_daemon_ex(reg, ctl, log, sets, NULL, false);
 }
 
+/* The last lines of a daemon's log on stderr: why it did not start. */
+static inline void td_print_log_tail(const struct td *t)
+{
+	char cmd[300];
+
+	snprintf(cmd, sizeof(cmd), "echo '--- %s (tail)' >&2; tail -20 '%s' >&2", t->log, t->log);
+	if (system(cmd) != 0) {
+		/* nothing more to show */
+	}
+}
+
 /* Start fluidmemd with configs/local.toml, private socket paths and the
  * given NULL-terminated "key=value" overrides. 0 or -1. */
 static inline int td_start(struct td *t, const char *const *sets)
@@ -171,7 +182,10 @@ static inline int td_start(struct td *t, const char *const *sets)
 	t->pid = td_exec_daemon(t->reg, t->ctl, t->log, sets);
 	if (t->pid < 0)
 		return -1;
-	for (int i = 0; i < 500; i++) {
+	/* Until it answers or exits: it normally answers within 100 ms, but a
+	 * loaded 2-CPU machine running sanitizer builds and TCG guests has
+	 * taken more than 5 s, so the bound is 30 s. */
+	for (int i = 0; i < 3000; i++) {
 		char *rep = td_ctl(t, "v1 ping");
 		if (rep) {
 			free(rep);
@@ -179,10 +193,15 @@ static inline int td_start(struct td *t, const char *const *sets)
 		}
 		if (waitpid(t->pid, NULL, WNOHANG) == t->pid) {
 			t->pid = 0;
+			td_print_log_tail(t);
 			return -1;
 		}
 		td_sleep_ms(10);
 	}
+	kill(t->pid, SIGKILL);
+	waitpid(t->pid, NULL, 0);
+	t->pid = 0;
+	td_print_log_tail(t);
 	return -1;
 }
 
