@@ -15,12 +15,24 @@
 #define FM_STRIPE_SHIFT 9
 #define FM_STRIPE_PAGES (1u << FM_STRIPE_SHIFT)
 
-/* The shard that owns `page` of the region in table slot `slot`: stripes go
- * round-robin, starting at a shard that depends on the slot so that small
- * regions do not all land on shard 0. */
-static inline unsigned fm_stripe_shard(uint32_t slot, uint64_t page, unsigned nshards)
+/* The shard that owns `page` of a region whose stripes are rotated by `rot`
+ * (fm_region_rot): stripes go round-robin, starting at a shard that depends
+ * on the region so that small regions do not all land on shard 0. */
+static inline unsigned fm_stripe_shard(uint32_t rot, uint64_t page, unsigned nshards)
 {
-	return (unsigned)(((page >> FM_STRIPE_SHIFT) + slot) % nshards);
+	return (unsigned)(((page >> FM_STRIPE_SHIFT) + rot) % nshards);
+}
+
+/* A region's stripe rotation, from its id. It must be the same in every
+ * daemon that serves the region: the local store keeps each shard's pages
+ * in that shard's own file, so a re-adopted region whose stripes moved to
+ * other shards would find none of its stored pages (issue 10). It once was
+ * the region's table slot, which depends on the order regions arrive. Ids
+ * of one run differ in their low bits, so consecutive regions still start
+ * on different shards. */
+static inline uint32_t fm_region_rot(uint64_t id)
+{
+	return (uint32_t)id ^ (uint32_t)(id >> 32);
 }
 
 /* Stripe index of `page` among the stripes of its region that one shard

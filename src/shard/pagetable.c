@@ -71,16 +71,16 @@ static int null_chunk_init(struct pagetable *pt)
 	return 0;
 }
 
-int pt_region_attach(struct pagetable *pt, struct pt_region *pr, uint32_t slot, uint64_t npages)
+int pt_region_attach(struct pagetable *pt, struct pt_region *pr, uint32_t rot, uint64_t npages)
 {
 	uint64_t stripes = (npages + FM_STRIPE_PAGES - 1) >> FM_STRIPE_SHIFT;
-	/* Global stripe g is ours when (g + slot) % n == shard; s0 is the first. */
-	uint64_t s0 = (pt->shard + pt->nshards - (slot % pt->nshards)) % pt->nshards;
+	/* Global stripe g is ours when (g + rot) % n == shard; s0 is the first. */
+	uint64_t s0 = (pt->shard + pt->nshards - (rot % pt->nshards)) % pt->nshards;
 	int rc;
 
 	if ((rc = null_chunk_init(pt)) < 0)
 		return rc;
-	pr->slot = slot;
+	pr->rot = rot;
 	pr->npages = npages;
 	pr->nstripes = s0 < stripes ? (stripes - s0 + pt->nshards - 1) / pt->nshards : 0;
 	pr->chunk = calloc(pr->nstripes ? pr->nstripes : 1, sizeof(*pr->chunk));
@@ -110,9 +110,9 @@ int pt_stripe_alloc(struct pagetable *pt, struct pt_region *pr, uint64_t page)
 	return stripe_alloc(pt, pr, fm_stripe_local(page, pt->nshards));
 }
 
-int pt_region_add(struct pagetable *pt, struct pt_region *pr, uint32_t slot, uint64_t npages)
+int pt_region_add(struct pagetable *pt, struct pt_region *pr, uint32_t rot, uint64_t npages)
 {
-	int rc = pt_region_attach(pt, pr, slot, npages);
+	int rc = pt_region_attach(pt, pr, rot, npages);
 
 	for (uint64_t ls = 0; rc == 0 && ls < pr->nstripes; ls++) {
 		if ((rc = stripe_alloc(pt, pr, ls)) < 0)

@@ -29,7 +29,7 @@ enum page_state {
 
 /* One region as the table sees it; embedded in the shard's region record. */
 struct pt_region {
-	uint32_t slot;          /* region table slot: decides stripe ownership */
+	uint32_t rot;           /* stripe rotation (fm_region_rot): decides stripe ownership */
 	uint64_t npages;        /* pages in the whole region */
 	uint64_t nstripes;      /* stripes of the region this shard owns */
 	uint32_t *chunk;        /* local stripe -> chunk; 0 = none yet (the null chunk) */
@@ -55,14 +55,14 @@ void pt_destroy(struct pagetable *pt);   /* frees the arrays, not the regions */
 /* Attach a region with no chunk yet: every page reads PS_NONE through the
  * null chunk. O(1) but for one calloc of 4 bytes per stripe, which the
  * kernel backs only where written. 0 or -ENOMEM. */
-int pt_region_attach(struct pagetable *pt, struct pt_region *pr, uint32_t slot, uint64_t npages);
+int pt_region_attach(struct pagetable *pt, struct pt_region *pr, uint32_t rot, uint64_t npages);
 /* Give the stripe of `page` (one this shard owns) its own chunk, all
  * PS_NONE, if it has none. 0, -ENOMEM or -ENOSPC (ids exhausted); on error
  * the stripe still reads through the null chunk. */
 int pt_stripe_alloc(struct pagetable *pt, struct pt_region *pr, uint64_t page);
 /* pt_region_attach, then a chunk for every stripe (eagerly). 0, -ENOMEM
  * or -ENOSPC. Nothing is kept on error. */
-int pt_region_add(struct pagetable *pt, struct pt_region *pr, uint32_t slot, uint64_t npages);
+int pt_region_add(struct pagetable *pt, struct pt_region *pr, uint32_t rot, uint64_t npages);
 /* Return the region's chunks for reuse and free pr->chunk. The caller
  * handles page states first (pt_for_each). */
 void pt_region_del(struct pagetable *pt, struct pt_region *pr);
@@ -90,7 +90,7 @@ static inline int pt_has_stripe(const struct pagetable *pt, const struct pt_regi
 static inline uint64_t pt_stripe_first_page(const struct pagetable *pt, const struct pt_region *pr,
 					    uint64_t ls)
 {
-	uint64_t s0 = (pt->shard + pt->nshards - (pr->slot % pt->nshards)) % pt->nshards;
+	uint64_t s0 = (pt->shard + pt->nshards - (pr->rot % pt->nshards)) % pt->nshards;
 
 	return (s0 + ls * pt->nshards) << FM_STRIPE_SHIFT;
 }

@@ -237,7 +237,7 @@ static int region_add(struct shard *s, struct uffd_region *r)
 	sr->budget = UINT64_MAX;
 	page_hash_key_init(&sr->hkey);
 	/* O(1): stripes get their page state on first touch (stripe_state). */
-	rc = pt_region_attach(&s->pt, &sr->pt, r->slot, r->npages);
+	rc = pt_region_attach(&s->pt, &sr->pt, fm_region_rot(r->id), r->npages);
 	if (rc == 0 && (policy_grow(s->policy, pt_capacity(&s->pt)) < 0 ||
 			sc_reserve(&s->sc, s->pt.cap) < 0)) {
 		pt_region_del(&s->pt, &sr->pt);
@@ -337,7 +337,7 @@ static int64_t orphan_drop(struct shard *s, const struct shard_orphan *o)
 	for (uint64_t page = 0; page < o->npages; page++) {
 		int rc;
 
-		if (((page >> FM_STRIPE_SHIFT) % s->nshards) != s->idx) {
+		if (fm_stripe_shard(fm_region_rot(o->region_id), page, s->nshards) != s->idx) {
 			page |= FM_STRIPE_PAGES - 1;
 			continue;
 		}

@@ -59,7 +59,7 @@ enum uffd_region_state { UFFD_REGION_ATTACHING, UFFD_REGION_LIVE, UFFD_REGION_DE
 
 static inline unsigned region_shard_of(const struct uffd_region *r, uint64_t page, unsigned nshards)
 {
-	return fm_stripe_shard(r->slot, page, nshards);
+	return fm_stripe_shard(fm_region_rot(r->id), page, nshards);
 }
 
 /* ---- the control plane's slot table: slot -> region. Control thread only.

@@ -10,7 +10,7 @@ static void check_partition(unsigned nshards, uint32_t slot, uint64_t npages)
 {
 	struct pagetable pt[8];
 	struct pt_region pr[8];
-	struct uffd_region r = { .slot = slot, .npages = npages };
+	struct uffd_region r = { .id = slot, .slot = slot, .npages = npages };
 	uint64_t owned = 0;
 
 	for (unsigned s = 0; s < nshards; s++) {
@@ -57,7 +57,8 @@ Test(pagetable, ids_are_unique_within_a_shard)
 {
 	struct pagetable pt;
 	struct pt_region a, b;
-	struct uffd_region ra = { .slot = 1, .npages = 5000 }, rb = { .slot = 2, .npages = 3000 };
+	struct uffd_region ra = { .id = 1, .slot = 1, .npages = 5000 },
+			   rb = { .id = 2, .slot = 2, .npages = 3000 };
 
 	pt_init(&pt, 0, 2);
 	cr_assert_eq(pt_region_add(&pt, &a, 1, 5000), 0);
@@ -135,4 +136,35 @@ Test(pagetable, many_regions_grow_the_table)
 		pt_region_del(&pt, &r[i]);
 	cr_expect_eq(pt_tracked(&pt), 0);
 	pt_destroy(&pt);
+}
+
+/* Stripe ownership depends on the region's id only, never on its table
+ * slot: a restarted daemon re-adopts a region into whatever slot is free,
+ * and the local store keeps each shard's pages in that shard's own file
+ * (issue 10: a region re-adopted into a slot of the other parity had all
+ * its stored pages looked up in the wrong file). */
+Test(pagetable, stripe_owner_follows_the_id_not_the_slot)
+{
+	uint64_t id = (1ull << 48) | (7ull << 32) | 2;   /* node 1, generation 7, 2nd region */
+
+	for (unsigned nshards = 1; nshards <= 5; nshards++) {
+		struct uffd_region then = { .id = id, .slot = 2, .npages = 8 * FM_STRIPE_PAGES };
+		struct uffd_region now = then;
+
+		now.slot = 1;
+		for (uint64_t p = 0; p < then.npages; p += FM_STRIPE_PAGES / 2)
+			cr_assert_eq(region_shard_of(&then, p, nshards), region_shard_of(&now, p, nshards),
+				     "page %lu of %u shards moved with the slot", (unsigned long)p, nshards);
+		for (unsigned s = 0; s < nshards; s++) {
+			struct pagetable pt;
+			struct pt_region pr;
+
+			pt_init(&pt, s, nshards);
+			cr_assert_eq(pt_region_attach(&pt, &pr, fm_region_rot(id), then.npages), 0);
+			for (uint64_t ls = 0; ls < pr.nstripes; ls++)
+				cr_assert_eq(region_shard_of(&now, pt_stripe_first_page(&pt, &pr, ls), nshards), s);
+			pt_region_del(&pt, &pr);
+			pt_destroy(&pt);
+		}
+	}
 }

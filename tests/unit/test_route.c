@@ -13,7 +13,7 @@
 
 static struct uffd_region region(uint32_t slot, uint64_t npages)
 {
-	return (struct uffd_region){ .slot = slot, .base = BASE, .npages = npages };
+	return (struct uffd_region){ .id = slot, .slot = slot, .base = BASE, .npages = npages };
 }
 
 /* The same answer, worked out page by page. */
