@@ -133,18 +133,9 @@ run_backend() {
 	echo "$BACKEND: longest access per storm (us):$MAXFAULT"
 }
 
-# KNOWN BUG (issue 10, closing note of 2026-12-01): with the local store,
-# pages are poisoned as "lost by the store" after some restarts. It fails
-# under ASan timing in most runs (and failed in plain builds with eviction
-# runs bridging evicted pages, since switched off). The local half runs only
-# with FM_CRASH_LOCAL=1 until it is fixed; memcached below always runs.
-if [ "${FM_CRASH_LOCAL:-0}" = 1 ]; then
-	BACKEND=local
-	STORE_SETS=(--set "store.local.path=\"$RUN/store\"")
-	run_backend
-else
-	echo "SKIP local store: known bug, pages poisoned after restarts; FM_CRASH_LOCAL=1 runs it"
-fi
+BACKEND=local
+STORE_SETS=(--set "store.local.path=\"$RUN/store\"")
+run_backend
 
 if command -v memcached >/dev/null; then
 	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
