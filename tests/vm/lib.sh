@@ -13,7 +13,9 @@
 #                              the end unless $KEEPVAR=1; on failure its logs'
 #                              tails are shown and, with FAILDIR, it is copied
 #                              to BUILD_DIR/vm/FAILDIR
-#   vm_need_built, vm_need_uffd, vm_mkguest
+#   vm_prepare                 the binaries are built, userfaultfd is usable,
+#                              the guest is made (mkguest.sh), else fail or skip
+#   vm_need_qemu               $QEMU is installed, else skip
 #   vm_shim_asan               ASAN_OPTIONS for QEMU under a sanitizer build's shim
 #   vm_pick_accel probe|cached sets accel and accel_args
 #   start_daemon LOG ARG...    fluidmemd (on $ctl) in the background, stopped
@@ -75,17 +77,17 @@ vm_rundir() {
 vm_fail_logs=()
 vm_keep_var=FM_VM_KEEP vm_fail_dir=
 
-vm_need_built() {
-	local f
+vm_prepare() {
+	local f rc=0
 	for f in fluidmemd fluidmemctl fluidmem-run; do
 		[ -x "$bin/$f" ] || { echo "FAIL: $bin/$f not built"; exit 1; }
 	done
-}
-vm_need_uffd() { [ -e /dev/userfaultfd ] || [ "$(id -u)" -eq 0 ] || skip "no userfaultfd access"; }
-vm_mkguest() {
-	local rc=0
+	[ -e /dev/userfaultfd ] || [ "$(id -u)" -eq 0 ] || skip "no userfaultfd access"
 	bash "$src/tests/vm/mkguest.sh" "$vm" "$src" || rc=$?
 	[ $rc -eq 0 ] || exit $rc
+}
+vm_need_qemu() {
+	command -v "$QEMU" >/dev/null || skip "$QEMU not found: install qemu-system-x86 (scripts/lib.sh FM_PACKAGES)"
 }
 
 # A sanitizer build's shim brings the ASan runtime into QEMU, which is not

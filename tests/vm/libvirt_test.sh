@@ -39,8 +39,7 @@ command -v unshare >/dev/null || skip "unshare (util-linux) not found"
 unshare -m true 2>/dev/null || skip "cannot make a mount namespace here (unshare -m): libvirtd could not get private directories"
 qemu_uid=$(id -u libvirt-qemu 2>/dev/null) ||
 	skip "no libvirt-qemu user: libvirt-daemon-system is not set up"
-vm_need_built
-vm_mkguest
+vm_prepare
 
 vm_rundir fmvirt FM_LIBVIRT_KEEP
 chmod 755 "$run"   # QEMU runs as libvirt-qemu: it reaches the socket and the guest files here

@@ -21,11 +21,9 @@ GUEST_MIB=512
 BUDGET_PAGES=16384   # 64 MiB
 MEMTEST_MIB=192   # 3x the budget: under TCG on a loaded host a pass takes minutes
 
-command -v "$QEMU" >/dev/null || skip "$QEMU not found: install qemu-system-x86 (scripts/lib.sh FM_PACKAGES)"
+vm_need_qemu
 command -v memcached >/dev/null || skip "memcached not found (scripts/lib.sh FM_PACKAGES)"
-vm_need_built
-vm_need_uffd
-vm_mkguest
+vm_prepare
 
 vm_rundir fmvmr FM_VM_KEEP last-failed-restart
 reg="$run/register.sock" ctl="$run/control.sock" mc="$run/mc.sock"

@@ -21,11 +21,9 @@ MEMTEST_MIB=320      # most of what is free: with hot-plug slots the guest keeps
 DIMM_MIB=128         # one Linux memory block each
 BALLOON_MIB=256
 
-command -v "$QEMU" >/dev/null || skip "$QEMU not found: install qemu-system-x86 (scripts/lib.sh FM_PACKAGES)"
+vm_need_qemu
 command -v python3 >/dev/null || skip "python3 not found (scripts/attach-memory needs it)"
-vm_need_built
-vm_need_uffd
-vm_mkguest
+vm_prepare
 
 vm_rundir fmvm FM_VM_KEEP last-failed-run
 reg="$run/register.sock" ctl="$run/control.sock" qmp="$run/qmp.sock"
