@@ -15,6 +15,7 @@
  * tier holds and the process's RSS before and after.
  */
 #include "base/base.h"
+#include "base/procstat.h"
 #include "kv/codec.h"
 #include "kv/kv.h"
 #include "kv_content.h"
@@ -98,47 +99,28 @@ static void report(const char *what, uint32_t *ns, uint64_t n)
 	       ns[n * 999 / 1000] / 1e3);
 }
 
-/* One counter of /proc/self/io ("wchar", "syscw"), 0 when unreadable. */
-static uint64_t proc_io(const char *field)
+/* This process's counters: /proc/self/io's bytes written and write
+ * syscalls, /proc/self/status's RSS (KiB); 0 when unreadable. */
+static uint64_t self_value(const char *file, const char *field)
 {
-	FILE *f = fopen("/proc/self/io", "r");
-	char line[128], name[32];
-	unsigned long long v = 0, x;
+	int64_t v = fm_proc_value(0, file, field);
 
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "%31[^:]: %llu", name, &x) == 2 && strcmp(name, field) == 0) {
-			v = x;
-			break;
-		}
-	fclose(f);
-	return v;
+	return v < 0 ? 0 : (uint64_t)v;
 }
 
 static uint64_t wchar(void)
 {
-	return proc_io("wchar");
+	return self_value("io", "wchar");
 }
 
 static uint64_t syscw(void)
 {
-	return proc_io("syscw");
+	return self_value("io", "syscw");
 }
 
 static uint64_t rss_kib(void)
 {
-	FILE *f = fopen("/proc/self/status", "r");
-	char line[128];
-	unsigned long long v = 0;
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %llu", &v) == 1)
-			break;
-	fclose(f);
-	return v;
+	return self_value("status", "VmRSS");
 }
 
 struct engine {

@@ -28,3 +28,26 @@ uint64_t fm_pid_start_time(pid_t pid)
 	fclose(f);
 	return st;
 }
+
+int64_t fm_proc_value(pid_t pid, const char *file, const char *field)
+{
+	char path[96], line[256], name[64];
+	unsigned long long v;
+	int64_t rc = -1;
+	FILE *f;
+
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
+	else
+		snprintf(path, sizeof(path), "/proc/self/%s", file);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%63[^:]: %llu", name, &v) == 2 && strcmp(name, field) == 0) {
+			rc = (int64_t)v;
+			break;
+		}
+	fclose(f);
+	return rc;
+}

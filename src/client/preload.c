@@ -48,6 +48,7 @@
 
 #include "client/fluidmem.h"
 #include "client/maps.h"
+#include "client/say.h"
 #include "proto/proto.h"
 
 #define SHIM_API __attribute__((visibility("default")))
@@ -106,25 +107,8 @@ static struct {
  * allocation on first access (the shim is loaded at start-up). */
 static __thread int shim_busy __attribute__((tls_model("initial-exec")));
 
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* stdio may allocate; one write(2) of a stack buffer may not. */
-static void say(const char *fmt, ...)
-{
-	char line[512];
-	va_list ap;
-	int n = snprintf(line, sizeof(line), "fluidmem-preload[%d]: ", (int)getpid());
-
-	va_start(ap, fmt);
-	n += vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
-	va_end(ap);
-	if (n > (int)sizeof(line) - 2)
-		n = (int)sizeof(line) - 2;
-	line[n++] = '\n';
-	if (write(2, line, (size_t)n) < 0) {
-		/* nowhere else to say it */
-	}
-}
+/* stdio may allocate; say.h writes one stack buffer. */
+#define say(...) fmc_say("fluidmem-preload", __VA_ARGS__)
 
 #define DBG(...)                          \
 	do {                              \

@@ -11,6 +11,7 @@
 #include <sys/sysmacros.h>
 #include <sys/syscall.h>
 
+#include "base/procstat.h"
 #include "client/fluidmem.h"
 #include "proto/proto.h"
 #include "ctl/registration.h"
@@ -337,19 +338,7 @@ Test(hostile_register, per_uid_quotas, .timeout = 60)
 
 static long rss_kib(pid_t pid)
 {
-	char path[64], line[256];
-	long kib = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-			break;
-	fclose(f);
-	return kib;
+	return (long)fm_proc_value(pid, "status", "VmRSS");
 }
 
 /* Finding 6: the daemon pays for touched pages, not registered ones. Two

@@ -4,6 +4,7 @@
  * Each property is checked against a mirror of seeds: the store must answer
  * like a plain map, whatever tier a page sits in, and a damaged record must
  * never be returned as a page. */
+#include "base/procstat.h"
 #include "config_params.h"
 #include "kv_pages.h"
 
@@ -495,18 +496,18 @@ Test(kv_tiers, file_system_full_refuses_and_loses_nothing, .timeout = 60)
 	kvp_rmdir(dir);
 }
 
+/* This process's counter FIELD of /proc/self/FILE. */
+static uint64_t self_value(const char *file, const char *field)
+{
+	int64_t v = fm_proc_value(0, file, field);
+
+	cr_assert_geq(v, 0, "/proc/self/%s: no %s", file, field);
+	return (uint64_t)v;
+}
+
 static uint64_t rss_kib(void)
 {
-	FILE *f = fopen("/proc/self/status", "r");
-	char line[128];
-	unsigned long long v = 0;
-
-	cr_assert_not_null(f);
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %llu", &v) == 1)
-			break;
-	fclose(f);
-	return v;
+	return self_value("status", "VmRSS");
 }
 
 /* The RAM tier gives memory back: a chunk whose last page leaves is
@@ -586,16 +587,7 @@ Test(kv_tiers, ram_moves_between_classes, .timeout = 60)
 
 static uint64_t write_syscalls(void)
 {
-	FILE *f = fopen("/proc/self/io", "r");
-	char line[128];
-	unsigned long long v = 0;
-
-	cr_assert_not_null(f);
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "syscw: %llu", &v) == 1)
-			break;
-	fclose(f);
-	return v;
+	return self_value("io", "syscw");
 }
 
 /* kv_mput with the disk tier: one write for a batch of new pages (not

@@ -145,11 +145,9 @@ Test(policy, fifo_reinsert_goes_to_the_back)
  * cold: small's pages, and main's older half. */
 Test(policy, cold_means_small_or_old_main)
 {
-	struct policy *p = policy_create(FM_POLICY_S3FIFO, 200, 100);
+	struct policy *p = mk(FM_POLICY_S3FIFO, 200, 100);
 
-	cr_assert_not_null(p);
-	for (uint32_t id = 0; id < 95; id++)
-		policy_admit(p, id);
+	admit_range(p, 0, 95);
 	/* Warm-up fills main while there is room beyond the small share. */
 	cr_assert_eq(policy_queue_of(p, 0), POLICY_Q_MAIN);
 	cr_assert_eq(policy_queue_of(p, 94), POLICY_Q_SMALL);
@@ -164,11 +162,9 @@ Test(policy, cold_means_small_or_old_main)
  * refault promotes it), main -> forgotten; reinsert puts it back. */
 Test(policy, take_acts_like_victim)
 {
-	struct policy *p = policy_create(FM_POLICY_S3FIFO, 200, 100);
+	struct policy *p = mk(FM_POLICY_S3FIFO, 200, 100);
 
-	cr_assert_not_null(p);
-	for (uint32_t id = 0; id < 95; id++)
-		policy_admit(p, id);
+	admit_range(p, 0, 95);
 	policy_take(p, 94);
 	cr_expect_eq(policy_queue_of(p, 94), POLICY_Q_GHOST);
 	cr_expect_not(policy_is_cold(p, 94), "a taken page is not taken twice");

@@ -287,6 +287,17 @@ static void teardown(void)
 	rmdir(dir);
 }
 
+/* Daemon 1 (a fake) and a client connected to it. */
+static struct fm_client *first_daemon(struct fake *f1)
+{
+	struct fm_client *c;
+
+	fake_start(f1, sock_path, 1);
+	c = fm_connect(sock_path);
+	cr_assert_not_null(c, "fm_connect: %s", strerror(errno));
+	return c;
+}
+
 static struct fm_region *mkregion(struct fm_client *c, size_t pages, const char *name)
 {
 	struct fm_region *r = fm_region_create(c, pages * PAGE, name);
@@ -295,6 +306,18 @@ static struct fm_region *mkregion(struct fm_client *c, size_t pages, const char 
 	cr_assert_lt(fm_region_id(r), MAXID);
 	region_base[fm_region_id(r)] = (uintptr_t)fm_region_addr(r);
 	return r;
+}
+
+/* Two 4-page regions; their ids in *a and *b when asked for. */
+static void mkregions(struct fm_client *c, struct fm_region *rs[2], const char *n0,
+		      const char *n1, uint64_t *a, uint64_t *b)
+{
+	rs[0] = mkregion(c, 4, n0);
+	rs[1] = mkregion(c, 4, n1);
+	if (a)
+		*a = fm_region_id(rs[0]);
+	if (b)
+		*b = fm_region_id(rs[1]);
 }
 
 static void expect_page(struct fm_region *r, size_t page, uint8_t gen)
@@ -402,9 +425,7 @@ Test(reconnect, blocked_fault_served_by_the_restarted_daemon)
 	struct fm_region *r;
 	struct toucher t;
 
-	fake_start(&f1, sock_path, 1);
-	c = fm_connect(sock_path);
-	cr_assert_not_null(c);
+	c = first_daemon(&f1);
 	r = mkregion(c, 8, "vmram");
 	expect_page(r, 0, 1);
 	cr_assert_eq(fm_region_status(r), 0);
@@ -440,9 +461,7 @@ Test(reconnect, eagain_is_retried)
 	struct toucher t;
 	uint64_t id;
 
-	fake_start(&f1, sock_path, 1);
-	c = fm_connect(sock_path);
-	cr_assert_not_null(c);
+	c = first_daemon(&f1);
 	r = mkregion(c, 4, "eagain");
 	id = fm_region_id(r);
 	expect_page(r, 0, 1);
@@ -468,13 +487,8 @@ Test(reconnect, enoent_stops_and_never_registers_afresh)
 	struct toucher t;
 	uint64_t a, b;
 
-	fake_start(&f1, sock_path, 1);
-	c = fm_connect(sock_path);
-	cr_assert_not_null(c);
-	rs[0] = mkregion(c, 4, "gone");
-	rs[1] = mkregion(c, 4, "kept");
-	a = fm_region_id(rs[0]);
-	b = fm_region_id(rs[1]);
+	c = first_daemon(&f1);
+	mkregions(c, rs, "gone", "kept", &a, &b);
 	expect_page(rs[0], 0, 1);
 	expect_page(rs[1], 0, 1);
 	crash(&f1, rs, 2);
@@ -507,13 +521,8 @@ Test(reconnect, destroy_while_reconnecting)
 	struct toucher t;
 	uint64_t a, b;
 
-	fake_start(&f1, sock_path, 1);
-	c = fm_connect(sock_path);
-	cr_assert_not_null(c);
-	rs[0] = mkregion(c, 4, "dropped");
-	rs[1] = mkregion(c, 4, "kept");
-	a = fm_region_id(rs[0]);
-	b = fm_region_id(rs[1]);
+	c = first_daemon(&f1);
+	mkregions(c, rs, "dropped", "kept", &a, &b);
 	crash(&f1, rs, 2);
 	/* No daemon: the watcher is between tries. */
 	cr_expect_eq(fm_region_destroy(rs[0]), 0);
@@ -537,11 +546,8 @@ Test(reconnect, disconnect_while_reconnecting)
 	struct fm_client *c;
 	struct fm_region *rs[2];
 
-	fake_start(&f1, sock_path, 1);
-	c = fm_connect(sock_path);
-	cr_assert_not_null(c);
-	rs[0] = mkregion(c, 4, "one");
-	rs[1] = mkregion(c, 4, "two");
+	c = first_daemon(&f1);
+	mkregions(c, rs, "one", "two", NULL, NULL);
 	expect_page(rs[0], 0, 1);
 	crash(&f1, rs, 2);
 	fm_disconnect(c);      /* must return: no daemon, watcher backing off */
@@ -554,9 +560,7 @@ Test(reconnect, disconnect_while_readopt_unanswered)
 	struct fm_region *r;
 	uint64_t t0;
 
-	fake_start(&f1, sock_path, 1);
-	c = fm_connect(sock_path);
-	cr_assert_not_null(c);
+	c = first_daemon(&f1);
 	r = mkregion(c, 4, "stuck");
 	crash(&f1, &r, 1);
 	fake_init(&f2, sock_path, 2);
@@ -580,11 +584,8 @@ Test(reconnect, readopt_reply_after_timeout)
 	struct toucher t;
 
 	setenv("FLUIDMEM_TIMEOUT", "1", 1);
-	fake_start(&f1, sock_path, 1);
-	c = fm_connect(sock_path);
-	cr_assert_not_null(c);
-	rs[0] = mkregion(c, 4, "slow");
-	rs[1] = mkregion(c, 4, "other");
+	c = first_daemon(&f1);
+	mkregions(c, rs, "slow", "other", NULL, NULL);
 	crash(&f1, rs, 2);
 	touch_blocked(&t, rs[0], 1);
 	fake_init(&f2, sock_path, 2);
@@ -637,9 +638,7 @@ Test(reconnect, handed_back_region_is_not_readopted)
 	uint64_t id;
 	struct uffdio_range range;
 
-	fake_start(&f1, sock_path, 1);
-	c = fm_connect(sock_path);
-	cr_assert_not_null(c);
+	c = first_daemon(&f1);
 	r = mkregion(c, 4, "handed");
 	id = fm_region_id(r);
 	expect_page(r, 0, 1);

@@ -122,23 +122,20 @@ Test(registration, malformed_requests_are_refused_with_a_reason, .timeout = 60)
 	memcpy(big, &q, sizeof(q));
 	expect_refused(big, sizeof(big), fds, 2, -EPROTO, "length");           /* oversized */
 	expect_refused("hello", 5, NULL, 0, -EPROTO, "length");                /* garbage */
-	q.magic = 0xdeadbeef;
-	expect_refused(&q, sizeof(q), fds, 2, -EPROTO, "magic");
-	q = good_req(rr.addr, rr.size);
-	q.version = FM_PROTO_VERSION + 1;
-	expect_refused(&q, sizeof(q), fds, 2, -EPROTONOSUPPORT, "version");
-	q = good_req(rr.addr, rr.size);
-	q.page_size = 2u << 20;
-	expect_refused(&q, sizeof(q), fds, 2, -EINVAL, "page size");
-	q = good_req(rr.addr, rr.size);
-	q.size = 0;
-	expect_refused(&q, sizeof(q), fds, 2, -EINVAL, "bad region");
-	q = good_req(rr.addr, rr.size);
-	q.size = PAGE + 1;
-	expect_refused(&q, sizeof(q), fds, 2, -EINVAL, "bad region");
-	q = good_req(rr.addr, rr.size);
-	q.addr = UINT64_MAX - PAGE + 1;
-	expect_refused(&q, sizeof(q), fds, 2, -EINVAL, "bad region");
+	/* A good request with one field wrong: refused, and the reason says which. */
+#define REFUSED_WITH(field, value, err, why)                                   \
+	do {                                                                   \
+		q = good_req(rr.addr, rr.size);                                \
+		q.field = (value);                                             \
+		expect_refused(&q, sizeof(q), fds, 2, (err), (why));           \
+	} while (0)
+	REFUSED_WITH(magic, 0xdeadbeef, -EPROTO, "magic");
+	REFUSED_WITH(version, FM_PROTO_VERSION + 1, -EPROTONOSUPPORT, "version");
+	REFUSED_WITH(page_size, 2u << 20, -EINVAL, "page size");
+	REFUSED_WITH(size, 0, -EINVAL, "bad region");
+	REFUSED_WITH(size, PAGE + 1, -EINVAL, "bad region");
+	REFUSED_WITH(addr, UINT64_MAX - PAGE + 1, -EINVAL, "bad region");
+#undef REFUSED_WITH
 	q = good_req(rr.addr, rr.size);
 	expect_refused(&q, sizeof(q), NULL, 0, -EPROTO, "descriptors");        /* no fds */
 	expect_refused(&q, sizeof(q), fds, 1, -EPROTO, "descriptors");         /* one fd */

@@ -18,9 +18,8 @@
 # Exit 0 pass, 1 fail, 77 skip (with the reason).
 # Environment: FM_LIBVIRT_KEEP=1 keeps the run directory.
 set -euo pipefail
-build=$(cd "${1:?usage: libvirt_test.sh BUILD_DIR SOURCE_DIR}" && pwd)
-src=$(cd "${2:?usage: libvirt_test.sh BUILD_DIR SOURCE_DIR}" && pwd)
-vm="$build/vm" bin="$build/bin"
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh" "$@"
 DOM=fluidmem-libvirt-test
 NOVA=instance-0000002a   # step 5: a domain as nova writes it
 GUEST_MIB=256        # boot RAM (one NUMA cell)
@@ -29,10 +28,6 @@ BALLOON_MIB=64       # virsh setmem takes this much back, then returns it: QEMU 
                      # each 4 KiB page with its own event, slow on a busy machine
 BUDGET_PAGES=98304   # 384 MiB: all the guest has. Eviction is vm_test.sh's; here TCG must stay quick
 QEMU=/usr/bin/qemu-system-x86_64
-
-say() { printf '==> %s\n' "$*"; }
-failed=1
-skip() { echo "SKIP: $*"; failed=0; exit 77; }
 
 [ "$(id -u)" -eq 0 ] || skip "needs root: libvirtd runs privileged (qemu:///system) in a private mount namespace"
 for c in libvirtd virsh; do
@@ -44,54 +39,40 @@ command -v unshare >/dev/null || skip "unshare (util-linux) not found"
 unshare -m true 2>/dev/null || skip "cannot make a mount namespace here (unshare -m): libvirtd could not get private directories"
 qemu_uid=$(id -u libvirt-qemu 2>/dev/null) ||
 	skip "no libvirt-qemu user: libvirt-daemon-system is not set up"
-for f in fluidmemd fluidmemctl fluidmem-run; do
-	[ -x "$bin/$f" ] || { echo "FAIL: $bin/$f not built"; exit 1; }
-done
-rc=0
-bash "$src/tests/vm/mkguest.sh" "$vm" "$src" || rc=$?
-[ $rc -eq 0 ] || exit $rc
+vm_prepare
 
-run=$(mktemp -d /tmp/fmvirt.XXXXXX)
+vm_rundir fmvirt FM_LIBVIRT_KEEP
 chmod 755 "$run"   # QEMU runs as libvirt-qemu: it reaches the socket and the guest files here
 reg="$run/fm/register.sock" ctl="$run/fm/control.sock"
 glog="$run/guest/serial.log"
-daemon_pid= libvirtd_pid=
+libvirtd_pid=
+vm_fail_logs=("$run/fm/fluidmemd.log" "$run/libvirtd.log" "$glog" "$run/libvirt-log/qemu/$DOM.log")
 V=(virsh -q -c "qemu:///system?socket=$run/libvirt-run/libvirt-sock")
-cleanup() {
-	local rc=$?
-	set +e   # a failing step here must not skip the rest
+# stop_libvirt: the domains, libvirtd, and a QEMU that libvirt lost track
+# of (libvirtd died first): what this run started, nothing of the host's.
+stop_libvirt() {
+	local qp d
 	if [ -n "$libvirtd_pid" ] && kill -0 "$libvirtd_pid" 2>/dev/null; then
-		for d in "$DOM" "$NOVA"; do
-			"${V[@]}" destroy "$d" >/dev/null 2>&1
-			"${V[@]}" undefine "$d" >/dev/null 2>&1
+		for d in "$DOM" "$NOVA"; do   # bounded: a stuck libvirtd must not keep us
+			timeout 30 "${V[@]}" destroy "$d" >/dev/null 2>&1
+			timeout 30 "${V[@]}" undefine "$d" >/dev/null 2>&1
 		done
 		kill "$libvirtd_pid"
+		for _ in $(seq 100); do
+			kill -0 "$libvirtd_pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -9 "$libvirtd_pid" 2>/dev/null
 		wait "$libvirtd_pid" 2>/dev/null
 	fi
-	# A QEMU that libvirt lost track of (libvirtd died first).
-	local qp d
+	libvirtd_pid=
 	for d in "$DOM" "$NOVA"; do
 		qp=$(cat "$run/libvirt-run/qemu/$d.pid" 2>/dev/null)
 		[ -n "$qp" ] && kill -0 "$qp" 2>/dev/null && grep -q "guest=$d" "/proc/$qp/cmdline" 2>/dev/null &&
 			kill -9 "$qp"
 	done
-	if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
-		"$bin/fluidmemctl" -s "$ctl" shutdown >/dev/null 2>&1 || kill "$daemon_pid"
-		wait "$daemon_pid" 2>/dev/null
-	fi
-	if [ $failed -eq 1 ]; then
-		for f in "$run"/fm/*.log "$run"/libvirtd.log "$glog" "$run/libvirt-log/qemu/$DOM.log"; do
-			[ -f "$f" ] && { echo "--- $f (tail)"; tail -n 25 "$f"; }
-		done
-	fi
-	[ "${FM_LIBVIRT_KEEP:-0}" = 1 ] && echo "run directory kept: $run" || rm -rf "$run"
-	exit $rc
 }
-trap cleanup EXIT
-die() { echo "FAIL: $*"; exit 1; }
 
-ctljson() { "$bin/fluidmemctl" -s "$ctl" --json "$@"; }
-dstat() { ctljson stats | python3 -c "import json,sys; print(json.load(sys.stdin)['totals']['$1'])"; }
 # regions_of NAME: "id faults resident" of each region named NAME, one a line.
 regions_of() {
 	ctljson regions | python3 -c '
@@ -104,20 +85,6 @@ guest_alive() { [ "$("${V[@]}" domstate "$DOM" 2>/dev/null)" = running ]; }
 # The whole run must end (and clean up: libvirtd, QEMU) before ctest's
 # timeout kills it: every wait is also bounded by this.
 END=$((SECONDS + ${FM_LIBVIRT_TIMEOUT:-1080}))
-# wait_serial TEXT SECONDS: until the guest prints TEXT on its serial port.
-wait_serial() {
-	local deadline=$((SECONDS + $2))
-	[ $deadline -le $END ] || deadline=$END
-	while ! grep -qF "$1" "$glog" 2>/dev/null; do
-		grep -q 'FMTEST: FAIL' "$glog" 2>/dev/null && die "guest: $(grep -m1 'FMTEST: FAIL' "$glog")"
-		# The guest may print TEXT and power off between two polls: look
-		# at the log once more before calling a stopped domain a failure.
-		guest_alive || grep -qF "$1" "$glog" 2>/dev/null || die "the domain stopped before \"$1\""
-		[ $SECONDS -lt $deadline ] || die "no \"$1\" from the guest within $2 s"
-		sleep 0.2
-	done
-}
-
 # ---- fluidmemd: the uid of libvirt's QEMU may register ----
 mkdir -p "$run/fm" "$run/guest"
 chmod 755 "$run/fm" "$run/guest"
@@ -127,26 +94,17 @@ if mknod -m 0660 "$run/userfaultfd" c 10 257 2>/dev/null && chgrp kvm "$run/user
 else
 	qemu_user=root   # no device nodes here (nodev): QEMU has the syscall as root
 fi
-"$bin/fluidmemd" --config "$src/configs/local.toml" --set "register.path=\"$reg\"" \
-	--set "control.path=\"$ctl\"" --set "memory.resident_pages=$BUDGET_PAGES" \
-	--set "register.mode=0o666" --set "register.allowed_uids=[$qemu_uid]" \
-	2>"$run/fm/fluidmemd.log" &
-daemon_pid=$!
-for _ in $(seq 100); do
-	"$bin/fluidmemctl" -s "$ctl" ping >/dev/null 2>&1 && break
-	kill -0 "$daemon_pid" 2>/dev/null || die "fluidmemd did not start"
-	sleep 0.1
-done
-"$bin/fluidmemctl" -s "$ctl" ping >/dev/null || die "fluidmemd did not answer"
+start_daemon "$run/fm/fluidmemd.log" --config "$src/configs/local.toml" \
+	--set "register.path=\"$reg\"" --set "control.path=\"$ctl\"" \
+	--set "memory.resident_pages=$BUDGET_PAGES" \
+	--set "register.mode=0o666" --set "register.allowed_uids=[$qemu_uid]"
 say "fluidmemd: budget $((BUDGET_PAGES / 256)) MiB, register.allowed_uids=[$qemu_uid] (libvirt-qemu), socket mode 0666"
 
 # ---- the emulator: a wrapper that runs QEMU under fluidmem-run ----
 # fluidmem-run names the regions after QEMU's -name guest=, the domain's name.
-asan=
-if ldd "$build/lib/libfluidmem-preload.so" 2>/dev/null | grep libasan >/dev/null; then   # not -q: with pipefail, an early exit fails ldd (SIGPIPE)
-	# A sanitizer build's shim brings the ASan runtime into QEMU (vm_test.sh).
-	asan='export ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0'
-fi
+# A sanitizer build's shim brings the ASan runtime into QEMU (lib.sh).
+asan=$(vm_shim_asan)
+[ -z "$asan" ] || asan="export ASAN_OPTIONS=$asan"
 cat >"$run/qemu-fluidmem" <<EOF
 #!/bin/sh
 $asan
@@ -196,6 +154,7 @@ mount --bind $run/libvirt-cache /var/cache/libvirt
 [ ! -e $run/userfaultfd ] || mount --bind $run/userfaultfd /dev/userfaultfd
 exec libvirtd -f /etc/libvirt/libvirtd.conf -p $run/libvirtd.pid
 EOF
+on_exit stop_libvirt   # first, before the daemon
 unshare -m --propagation private bash "$run/libvirtd-ns.sh" >"$run/libvirtd.out" 2>&1 &
 libvirtd_pid=$!
 for _ in $(seq 300); do
@@ -250,8 +209,8 @@ mapfile -t regs < <(regions_of "$DOM")
 read -r ram_id _ _ <<<"${regs[0]}"
 say "   QEMU pid $qpid runs as $quser; its RAM is region $ram_id, named \"$DOM\""
 f0=$(dstat faults)
-wait_serial 'FMTEST: booted' 600   # TCG on a busy 2-CPU machine: minutes
-wait_serial 'FMTEST: main-done' 300
+wait_serial "$glog" 'FMTEST: booted' 600   # TCG on a busy 2-CPU machine: minutes
+wait_serial "$glog" 'FMTEST: main-done' 300
 f1=$(dstat faults) e1=$(dstat evictions)
 [ "$f1" -gt $((f0 + 32 * 256)) ] || die "faults went only from $f0 to $f1 during a 32 MiB memtest"
 read -r _ ram_faults _ <<<"$(regions_of "$DOM" | head -1)"
@@ -259,7 +218,7 @@ grep 'memtest\[main\]' "$glog" | sed 's/^/   guest: /'
 say "   served: faults $f0 -> $f1 while the guest booted and ran its memtest; region faults $ram_faults, evictions $e1"
 
 # ---- 2. hot-plug a DIMM through libvirt ----
-wait_serial 'FMTEST: hotplug-ready' 60
+wait_serial "$glog" 'FMTEST: hotplug-ready' 60
 python3 "$src/scripts/attach-memory" --xml-only --size "$DIMM_MIB" --node 0 >"$run/dimm.xml" 2>"$run/dimm.hints"
 head -c1 "$run/dimm.xml" | grep -q '<' || die "attach-memory --xml-only does not start with XML: $(head -1 "$run/dimm.xml")"
 say "2. virsh attach-device --live from attach-memory --xml-only ($(tr -s '\n ' ' ' <"$run/dimm.xml"))"
@@ -269,7 +228,7 @@ r0=$(dstat registrations)
 mapfile -t regs < <(regions_of "$DOM")
 [ ${#regs[@]} -eq 2 ] || die "expected 2 regions named $DOM after the hot-plug: $(ctljson regions)"
 "${V[@]}" dumpxml "$DOM" | grep -q "<memory model='dimm'" || die "libvirt does not list the DIMM"
-wait_serial 'FMTEST: hotplug-done' 300
+wait_serial "$glog" 'FMTEST: hotplug-done' 300
 grep -E 'FMTEST: hotplug-online|memtest\[hotplug\]: (write|verify|OK)' "$glog" | sed 's/^/   guest: /'
 dimm_faults=0
 while read -r id faults _; do
@@ -279,13 +238,13 @@ done < <(regions_of "$DOM")
 say "   the DIMM is a second region named \"$DOM\"; the guest onlined it and it took $dimm_faults faults"
 
 # ---- 3. balloon with virsh setmem ----
-wait_serial 'FMTEST: balloon-ready' 300
+wait_serial "$glog" 'FMTEST: balloon-ready' 300
 total_kib=$("${V[@]}" dommemstat "$DOM" | awk '$1 == "actual" {print $2}')
 target_kib=$((total_kib - BALLOON_MIB * 1024))
 rm0=$(dstat dispatch_remove_events) d0=$(dstat discarded) s0=$(dstat store_bytes)
 say "3. virsh setmem $DOM ${target_kib}KiB --live (from $((total_kib >> 10)) MiB)"
 "${V[@]}" setmem "$DOM" "${target_kib}KiB" --live || die "virsh setmem (inflate)"
-wait_serial 'FMTEST: balloon-inflated' 300
+wait_serial "$glog" 'FMTEST: balloon-inflated' 300
 # The guest says so part way; wait for all of it before counting.
 deadline=$((SECONDS + 600))   # one event per 4 KiB page: minutes on a busy machine
 [ $deadline -le $END ] || deadline=$END
@@ -299,7 +258,7 @@ s1=$(dstat store_bytes)
 	die "balloon: the pages the guest gave back were not freed in fluidmemd"
 say "   inflated: $removes REMOVE events, $discarded pages freed in fluidmemd, store $((s0 >> 20)) -> $((s1 >> 20)) MiB"
 "${V[@]}" setmem "$DOM" "${total_kib}KiB" --live || die "virsh setmem (deflate)"
-wait_serial 'FMTEST: done' 600
+wait_serial "$glog" 'FMTEST: done' 600
 grep -E 'FMTEST: balloon|memtest\[(balloon|after-balloon)\]: (verify|OK)' "$glog" | sed 's/^/   guest: /'
 
 # ---- 4. the guest powers off: libvirt stops QEMU, fluidmemd frees it all ----
@@ -317,10 +276,7 @@ done
 [ "$(dstat poisoned)" = 0 ] || die "pages were poisoned"
 grep -q 'BAD' "$glog" && die "guest saw bad pages: $(grep -m3 BAD "$glog")"
 "${V[@]}" undefine "$DOM" >/dev/null || die "virsh undefine"
-if grep -l 'ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:' "$run"/fm/*.log \
-	"$run/libvirt-log/qemu/$DOM.log" 2>/dev/null; then
-	die "sanitizer report (above)"
-fi
+vm_no_sanitizer_reports "$run"/fm/*.log "$run/libvirt-log/qemu/$DOM.log"
 say "4. powered off: regions 0, store_bytes 0; faults $(dstat faults), evictions $(dstat evictions) in all"
 
 # ---- 5. a domain as nova writes it ----

@@ -14,58 +14,32 @@
 # outlive the daemon.
 # Exit 0 pass, 1 fail, 77 skip (with the reason). Environment as vm_test.sh.
 set -euo pipefail
-build=$(cd "${1:?usage: vm_restart.sh BUILD_DIR SOURCE_DIR}" && pwd)
-src=$(cd "${2:?usage: vm_restart.sh BUILD_DIR SOURCE_DIR}" && pwd)
-vm="$build/vm" bin="$build/bin"
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh" "$@"
 QEMU=${FM_QEMU:-qemu-system-x86_64}
 GUEST_MIB=512
 BUDGET_PAGES=16384   # 64 MiB
 MEMTEST_MIB=192   # 3x the budget: under TCG on a loaded host a pass takes minutes
 
-say() { printf '==> %s\n' "$*"; }
-skip() { echo "SKIP: $*"; failed=0; exit 77; }
-failed=1
-
-command -v "$QEMU" >/dev/null || skip "$QEMU not found: install qemu-system-x86 (scripts/lib.sh FM_PACKAGES)"
+vm_need_qemu
 command -v memcached >/dev/null || skip "memcached not found (scripts/lib.sh FM_PACKAGES)"
-for f in fluidmemd fluidmemctl fluidmem-run; do
-	[ -x "$bin/$f" ] || { echo "FAIL: $bin/$f not built"; exit 1; }
-done
-[ -e /dev/userfaultfd ] || [ "$(id -u)" -eq 0 ] || skip "no userfaultfd access"
-rc=0
-bash "$src/tests/vm/mkguest.sh" "$vm" "$src" || rc=$?
-[ $rc -eq 0 ] || exit $rc
+vm_prepare
 
-run=$(mktemp -d /tmp/fmvmr.XXXXXX)
+vm_rundir fmvmr FM_VM_KEEP last-failed-restart
 reg="$run/register.sock" ctl="$run/control.sock" mc="$run/mc.sock"
-daemon_pid= qpid= mc_pid= ndaemon=0
-cleanup() {
-	local rc=$?
-	set +e
+qpid= mc_pid= ndaemon=0
+stop_qemu() {
 	if [ -n "$qpid" ]; then
 		kill -9 "$qpid" 2>/dev/null
 		wait "$qpid" 2>/dev/null
 	fi
-	if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
-		"$bin/fluidmemctl" -s "$ctl" shutdown >/dev/null 2>&1 || kill "$daemon_pid"
-		wait "$daemon_pid" 2>/dev/null || true
-	fi
+}
+stop_memcached() {
 	if [ -n "$mc_pid" ]; then
 		kill "$mc_pid" 2>/dev/null
 		wait "$mc_pid" 2>/dev/null
 	fi
-	if [ $failed -eq 1 ]; then
-		for f in "$run"/*.log; do
-			[ -f "$f" ] && { echo "--- $f (tail)"; tail -n 25 "$f"; }
-		done
-		rm -rf "$vm/last-failed-restart" && cp -r "$run" "$vm/last-failed-restart" 2>/dev/null &&
-			echo "logs kept in $vm/last-failed-restart"
-	fi
-	[ "${FM_VM_KEEP:-0}" = 1 ] && echo "run directory kept: $run" || rm -rf "$run"
-	exit $rc
 }
-trap cleanup EXIT
-die() { echo "FAIL: $*"; exit 1; }
 
 daemon_args=(--config "$src/configs/memcached.toml" --set "register.path=\"$reg\""
 	--set "control.path=\"$ctl\"" --set "memory.resident_pages=$BUDGET_PAGES"
@@ -76,72 +50,47 @@ daemon_args=(--config "$src/configs/memcached.toml" --set "register.path=\"$reg\
 "$bin/fluidmemd" "${daemon_args[@]}" --check >/dev/null 2>&1 ||
 	skip "this fluidmemd has no daemon.state_dir: re-adoption is not built in"
 
-start_daemon() {
+# next_daemon: fluidmemd #N+1, on the same sockets, store and state.
+next_daemon() {
 	ndaemon=$((ndaemon + 1))
-	"$bin/fluidmemd" "${daemon_args[@]}" 2>"$run/fluidmemd.$ndaemon.log" &
-	daemon_pid=$!
-	for _ in $(seq 200); do
-		"$bin/fluidmemctl" -s "$ctl" ping >/dev/null 2>&1 && return
-		kill -0 "$daemon_pid" 2>/dev/null || die "fluidmemd #$ndaemon did not start"
-		sleep 0.05
-	done
-	die "fluidmemd #$ndaemon did not answer"
+	start_daemon "$run/fluidmemd.$ndaemon.log" "${daemon_args[@]}"
 }
 
-qemu_alive() { [ -z "$qpid" ] || kill -0 "$qpid" 2>/dev/null; }
-wait_serial() {
-	local log=$1 text=$2 deadline=$((SECONDS + $3))
-	while ! grep -qF "$text" "$log" 2>/dev/null; do
-		grep -q 'FMTEST: FAIL' "$log" 2>/dev/null && die "guest: $(grep -m1 'FMTEST: FAIL' "$log")"
-		qemu_alive || die "QEMU exited before \"$text\""
-		[ $SECONDS -lt $deadline ] || die "no \"$text\" from the guest within $3 s"
-		sleep 0.1
-	done
-}
+guest_alive() { [ -z "$qpid" ] || kill -0 "$qpid" 2>/dev/null; }
 # wait_readopted N: until the client has said N times that it is served again.
 wait_readopted() {
 	local deadline=$((SECONDS + 120))
 	while [ "$(grep -c 'serves this process again' "$run/qemu.log" 2>/dev/null || true)" -lt "$1" ]; do
 		grep -q 'IS LOST\|refused its credential\|refused READOPT' "$run/qemu.log" &&
 			die "the client lost its region: $(grep -m1 'IS LOST\|refused' "$run/qemu.log")"
-		qemu_alive || die "QEMU exited while fluidmemd restarted"
+		guest_alive || die "QEMU exited while fluidmemd restarted"
 		[ $SECONDS -lt $deadline ] || die "the guest's RAM was not re-adopted within 120 s"
 		sleep 0.05
 	done
 }
 
 run_env=(env FLUIDMEM_RECONNECT_MIN_MS=20 FLUIDMEM_RECONNECT_MAX_MS=200)
-if ldd "$build/lib/libfluidmem-preload.so" 2>/dev/null | grep -q libasan; then
-	run_env+=("ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0:detect_leaks=0")
-fi
+asan=$(vm_shim_asan)
+[ -z "$asan" ] || run_env+=("ASAN_OPTIONS=$asan")
 
 base_args=(-machine pc -nodefaults -display none -no-reboot -smp 1
 	-kernel "$vm/vmlinuz" -initrd "$vm/initrd.gz")
 append="console=ttyS0 panic=-1 quiet mitigations=off fmtest.mode=bench fmtest.mib=$MEMTEST_MIB"
-accel=${FM_VM_ACCEL:-}
-if [ -z "$accel" ]; then
-	cache="$vm/accel.$(md5sum <"$vm/vmlinuz" | cut -c1-12)"
-	accel=tcg
-	[ -s "$cache" ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] && accel=$(cat "$cache")
-fi
-case $accel in
-kvm) accel_args=(-enable-kvm -cpu host) ;;
-tcg) accel_args=(-accel tcg -cpu max)
-	"$QEMU" -accel help 2>/dev/null | grep -qx tcg || skip "QEMU has no TCG and KVM is not usable" ;;
-*) die "FM_VM_ACCEL must be tcg or kvm" ;;
-esac
+vm_pick_accel cached
 say "accelerator: $accel"
 
 mc_user=()
 [ "$(id -u)" -eq 0 ] && mc_user=(-u root)
 memcached "${mc_user[@]}" -s "$mc" -a 0600 -M -m 1024 -t 1 >"$run/memcached.log" 2>&1 &
 mc_pid=$!
+on_exit stop_memcached   # before the daemon starts: stopped after it
 for _ in $(seq 100); do [ -S "$mc" ] && break; sleep 0.05; done
 [ -S "$mc" ] || die "memcached did not start"
 
-start_daemon
+next_daemon
 say "guest: $GUEST_MIB MiB, memtest $MEMTEST_MIB MiB; fluidmemd budget $((BUDGET_PAGES / 256)) MiB, memcached store"
 log="$run/guest.log"
+on_exit stop_qemu   # first, before the daemon
 "${run_env[@]}" "$bin/fluidmem-run" --socket "$reg" -- "$QEMU" "${base_args[@]}" "${accel_args[@]}" \
 	-m "$GUEST_MIB" -append "$append" -serial "file:$log" 2>"$run/qemu.log" &
 qpid=$!
@@ -162,7 +111,7 @@ restart() {
 	daemon_pid=
 	grep -q 'ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:' "$run/fluidmemd.$ndaemon.log" &&
 		die "sanitizer report from fluidmemd #$ndaemon"
-	start_daemon
+	next_daemon
 	wait_readopted "$n"
 	say "$n. $how after \"$after\": re-adopted $(( ($(date +%s%N) - t0) / 1000000 )) ms after the stop"
 }
@@ -180,9 +129,7 @@ sed 's/^/   client: /' "$run/qemu.log" | grep -v '^   client: $' | head -30
 "$bin/fluidmemctl" -s "$ctl" shutdown >/dev/null
 wait "$daemon_pid" || die "the last fluidmemd exited with $?"
 daemon_pid=
-if grep -l 'ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:' "$run"/*.log; then
-	die "sanitizer report (above)"
-fi
+vm_no_sanitizer_reports "$run"/*.log
 
 say "the same guest on plain RAM (the reference checksum)"
 plog="$run/plain.log"

@@ -12,9 +12,8 @@
 # Environment: FM_VM_ACCEL=tcg|kvm forces the accelerator;
 #              FM_VM_KEEP=1 keeps the run directory (logs, sockets).
 set -euo pipefail
-build=$(cd "${1:?usage: vm_test.sh BUILD_DIR SOURCE_DIR}" && pwd)
-src=$(cd "${2:?usage: vm_test.sh BUILD_DIR SOURCE_DIR}" && pwd)
-vm="$build/vm" bin="$build/bin"
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh" "$@"
 QEMU=${FM_QEMU:-qemu-system-x86_64}
 GUEST_MIB=512        # boot RAM
 BUDGET_PAGES=16384   # 64 MiB resident: the guest is 8x that
@@ -22,49 +21,20 @@ MEMTEST_MIB=320      # most of what is free: with hot-plug slots the guest keeps
 DIMM_MIB=128         # one Linux memory block each
 BALLOON_MIB=256
 
-say() { printf '==> %s\n' "$*"; }
-skip() { echo "SKIP: $*"; failed=0; exit 77; }
-
-command -v "$QEMU" >/dev/null || skip "$QEMU not found: install qemu-system-x86 (scripts/lib.sh FM_PACKAGES)"
+vm_need_qemu
 command -v python3 >/dev/null || skip "python3 not found (scripts/attach-memory needs it)"
-for f in fluidmemd fluidmemctl fluidmem-run; do
-	[ -x "$bin/$f" ] || { echo "FAIL: $bin/$f not built"; exit 1; }
-done
-[ -e /dev/userfaultfd ] || [ "$(id -u)" -eq 0 ] || skip "no userfaultfd access"
-rc=0
-bash "$src/tests/vm/mkguest.sh" "$vm" "$src" || rc=$?
-[ $rc -eq 0 ] || exit $rc
+vm_prepare
 
-run=$(mktemp -d /tmp/fmvm.XXXXXX)
+vm_rundir fmvm FM_VM_KEEP last-failed-run
 reg="$run/register.sock" ctl="$run/control.sock" qmp="$run/qmp.sock"
-daemon_pid= qpid= failed=1
-cleanup() {
-	local rc=$?
-	set +e   # a failing step here must not skip the rest (the daemon would linger)
+qpid=
+stop_qemu() {
 	if [ -n "$qpid" ]; then
 		kill -9 "$qpid" 2>/dev/null
 		wait "$qpid" 2>/dev/null
 	fi
-	if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
-		"$bin/fluidmemctl" -s "$ctl" shutdown >/dev/null 2>&1 || kill "$daemon_pid"
-		wait "$daemon_pid" 2>/dev/null || true
-	fi
-	if [ $failed -eq 1 ]; then
-		for f in "$run"/*.log; do
-			[ -f "$f" ] && { echo "--- $f (tail)"; tail -n 25 "$f"; }
-		done
-		rm -rf "$vm/last-failed-run" && cp -r "$run" "$vm/last-failed-run" 2>/dev/null &&
-			echo "logs kept in $vm/last-failed-run"
-	fi
-	[ "${FM_VM_KEEP:-0}" = 1 ] && echo "run directory kept: $run" || rm -rf "$run"
-	exit $rc
 }
-trap cleanup EXIT
-die() { echo "FAIL: $*"; exit 1; }
 
-ctljson() { "$bin/fluidmemctl" -s "$ctl" --json "$@"; }
-# dstat KEY: a number from the daemon's stats totals.
-dstat() { ctljson stats | python3 -c "import json,sys; print(json.load(sys.stdin)['totals']['$1'])"; }
 qmpcmd() { python3 "$src/scripts/qmp.py" "$qmp" "$@"; }
 status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # track_hwm PID FILE: keep FILE at the process's peak RSS (KiB) until it
@@ -77,31 +47,7 @@ track_hwm() {
 	done
 }
 
-start_daemon() {
-	"$bin/fluidmemd" --config "$src/configs/local.toml" --set "register.path=\"$reg\"" \
-		--set "control.path=\"$ctl\"" --set "memory.resident_pages=$BUDGET_PAGES" \
-		--set "daemon.state_dir=\"$run/state\"" 2>"$run/fluidmemd.log" &
-	daemon_pid=$!
-	for _ in $(seq 100); do
-		"$bin/fluidmemctl" -s "$ctl" ping >/dev/null 2>&1 && return
-		kill -0 "$daemon_pid" 2>/dev/null || die "fluidmemd did not start"
-		sleep 0.1
-	done
-	die "fluidmemd did not answer"
-}
-
-# wait_serial LOG TEXT SECONDS: until the guest prints TEXT; fail early if
-# it reports a failure or QEMU is gone.
-wait_serial() {
-	local log=$1 text=$2 deadline=$((SECONDS + $3))
-	while ! grep -qF "$text" "$log" 2>/dev/null; do
-		grep -q 'FMTEST: FAIL' "$log" 2>/dev/null && die "guest: $(grep -m1 'FMTEST: FAIL' "$log")"
-		qemu_alive || die "QEMU exited before \"$text\""
-		[ $SECONDS -lt $deadline ] || die "no \"$text\" from the guest within $3 s"
-		sleep 0.2
-	done
-}
-qemu_alive() { [ -z "$qpid" ] || kill -0 "$qpid" 2>/dev/null; }
+guest_alive() { [ -z "$qpid" ] || kill -0 "$qpid" 2>/dev/null; }
 
 # wait_stat KEY OP VALUE SECONDS
 wait_stat() {
@@ -112,51 +58,25 @@ wait_stat() {
 	done
 }
 
-# A sanitizer build's shim brings the ASan runtime into QEMU, which is not
-# built with it: say that this order is intended, and leave QEMU's own
-# leaks to QEMU. The daemon keeps the full checks.
 run_env=(env)
-if ldd "$build/lib/libfluidmem-preload.so" 2>/dev/null | grep -q libasan; then
-	run_env=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0:detect_leaks=0")
-fi
+asan=$(vm_shim_asan)
+[ -z "$asan" ] || run_env=(env "ASAN_OPTIONS=$asan")
 
-# ---- the accelerator: KVM only if a Linux guest really boots under it ----
 base_args=(-machine pc -nodefaults -display none -no-reboot -smp 1
 	-kernel "$vm/vmlinuz" -initrd "$vm/initrd.gz")
 append_base="console=ttyS0 panic=-1 quiet mitigations=off"
-# The probe's verdict is cached per kernel: a failing KVM boot can take its
-# whole timeout.
-accel=${FM_VM_ACCEL:-} why="forced by FM_VM_ACCEL"
-if [ -z "$accel" ]; then
-	accel=tcg why="no usable /dev/kvm"
-	cache="$vm/accel.$(md5sum <"$vm/vmlinuz" | cut -c1-12)"
-	if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
-		if [ ! -s "$cache" ]; then
-			(timeout 40 "$QEMU" "${base_args[@]}" -enable-kvm -cpu host -m 256M \
-				-append "$append_base fmtest.mode=probe" -serial "file:$run/kvm-probe.log") \
-				>/dev/null 2>&1 || true
-			grep -q 'FMTEST: booted' "$run/kvm-probe.log" 2>/dev/null && echo kvm >"$cache" ||
-				echo tcg >"$cache"
-		fi
-		accel=$(cat "$cache")
-		why="a Linux guest did not boot under KVM here (probe cached in $cache)"
-		[ "$accel" = kvm ] && why="a Linux guest boots under KVM here"
-	fi
-fi
-case $accel in
-kvm) accel_args=(-enable-kvm -cpu host) ;;
-tcg) accel_args=(-accel tcg -cpu max)
-	"$QEMU" -accel help 2>/dev/null | grep -qx tcg || skip "QEMU has no TCG and KVM is not usable" ;;
-*) die "FM_VM_ACCEL must be tcg or kvm" ;;
-esac
-say "accelerator: $([ "$accel" = kvm ] && echo KVM || echo TCG) ($why)"
+vm_pick_accel probe
+say "accelerator: $([ "$accel" = kvm ] && echo KVM || echo TCG) ($accel_why)"
 "$QEMU" --version | head -1
 
-start_daemon
+start_daemon "$run/fluidmemd.log" --config "$src/configs/local.toml" \
+	--set "register.path=\"$reg\"" --set "control.path=\"$ctl\"" \
+	--set "memory.resident_pages=$BUDGET_PAGES" --set "daemon.state_dir=\"$run/state\""
 say "fluidmemd: budget $BUDGET_PAGES pages ($((BUDGET_PAGES / 256)) MiB); guest RAM $GUEST_MIB MiB"
 
 # ---- 1. QEMU killed mid-boot: the daemon frees its memory and carries on ----
 say "1. kill QEMU mid-boot (memory-backend-memfd RAM)"
+on_exit stop_qemu   # first, before the daemon
 ctljson resize 2048 >/dev/null   # 8 MiB, so the boot already evicts to the store
 "${run_env[@]}" "$bin/fluidmem-run" --socket "$reg" -- "$QEMU" "${base_args[@]}" "${accel_args[@]}" \
 	-m "$GUEST_MIB" -object "memory-backend-memfd,id=mem0,size=${GUEST_MIB}M" \
@@ -165,7 +85,7 @@ ctljson resize 2048 >/dev/null   # 8 MiB, so the boot already evicts to the stor
 qpid=$!
 deadline=$((SECONDS + 60))
 until [ "$(dstat evictions)" -gt 500 ]; do
-	qemu_alive || die "QEMU exited during boot: $(tail -3 "$run/qemu-kill.log")"
+	guest_alive || die "QEMU exited during boot: $(tail -3 "$run/qemu-kill.log")"
 	[ $SECONDS -lt $deadline ] || die "no evictions within 60 s of booting"
 	sleep 0.1
 done
@@ -268,9 +188,7 @@ wait "$daemon_pid" || drc=$?
 daemon_pid=
 [ $drc -eq 0 ] || die "fluidmemd exited with $drc"
 # A sanitizer build reports into these logs (the shim's from inside QEMU).
-if grep -l 'ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:' "$run"/*.log; then
-	die "sanitizer report (above)"
-fi
+vm_no_sanitizer_reports "$run"/*.log
 
 # ---- 3. the same guest on plain RAM ----
 say "3. the same guest on plain RAM (baseline)"
