@@ -22,6 +22,8 @@
 #define SHARD_BURST 32          /* messages taken from a ring per turn */
 #define SHARD_SLEEP_MS 100      /* a sleeping shard still wakes this often */
 #define SHARD_BACKOFF_POLL_MS 10   /* ... or this often while an eviction backs off */
+#define SHARD_PARKED_POLL_MS 1     /* ... or this often while replies wait for room */
+#define SHARD_EXIT_FLUSH_TRIES 300 /* fm_ring_full_wait steps: about 0.3 s */
 #define SHARD_CTL_SLOTS 64      /* control requests: a few in flight at most */
 #define SHARD_REPLY_SLOTS 256   /* replies, region acks included */
 
@@ -36,6 +38,21 @@ struct fm_ring *shard_reply_ring(struct shard *s) { return &s->reply; }
 struct fm_doorbell *shard_doorbell(struct shard *s) { return &s->bell; }
 unsigned shard_index(const struct shard *s) { return s->idx; }
 
+/* Push parked replies, oldest first, while the reply ring has room. */
+static void reply_flush(struct shard *s)
+{
+	uint32_t done = 0;
+
+	while (done < s->nparked && fm_ring_push(&s->reply, &s->parked[done]))
+		done++;
+	if (done == 0)
+		return;
+	s->nparked -= done;
+	memmove(s->parked, s->parked + done, (size_t)s->nparked * sizeof(*s->parked));
+	if (s->reply_bell)
+		fm_doorbell_ring(s->reply_bell);
+}
+
 static void reply(struct shard *s, uint32_t what, int64_t result, uint64_t detail, uint64_t request)
 {
 	struct fm_msg m = {
@@ -43,11 +60,35 @@ static void reply(struct shard *s, uint32_t what, int64_t result, uint64_t detai
 		.done = { .result = result, .detail = detail, .request = request },
 	};
 
-	/* The control plane drains replies continuously and never has more
-	 * than a few requests in flight per shard, so a full reply ring is a
-	 * transient: wait for it rather than lose an acknowledgement. */
-	for (unsigned attempt = 0; !fm_ring_push(&s->reply, &m);)
-		fm_ring_full_wait(&attempt);
+	/* Behind parked replies or on a full ring, park it: the shard goes on
+	 * serving faults and the loop sends it once the control plane has
+	 * drained some (in order). Never dropped: an acknowledgement lost
+	 * would leave a region attaching or a request waiting for ever. */
+	if (s->nparked || !fm_ring_push(&s->reply, &m)) {
+		if (s->nparked == s->parked_cap) {
+			uint32_t cap = s->parked_cap ? 2 * s->parked_cap : 64;
+			struct fm_msg *p = realloc(s->parked, (size_t)cap * sizeof(*p));
+
+			if (!p) {
+				/* No memory to park: wait for room as before. */
+				for (unsigned attempt = 0; s->nparked; ) {
+					reply_flush(s);
+					if (s->nparked)
+						fm_ring_full_wait(&attempt);
+				}
+				for (unsigned attempt = 0; !fm_ring_push(&s->reply, &m);)
+					fm_ring_full_wait(&attempt);
+				goto rung;
+			}
+			s->parked = p;
+			s->parked_cap = cap;
+		}
+		s->parked[s->nparked++] = m;
+		s->st.replies_parked++;
+		reply_flush(s);
+		return;
+	}
+rung:
 	if (s->reply_bell)
 		fm_doorbell_ring(s->reply_bell);
 }
@@ -429,6 +470,8 @@ static void handle_data(struct shard *s, const struct fm_msg *m)
 		reply(s, m->type, rc, (uint64_t)(uintptr_t)r, m->region.request);
 		break;
 	case FM_MSG_REGION_DEL:
+		if (fm_failpoint(FM_FP_SHARD_DETACH_STALL))
+			sleep(6);   /* a shard stuck past the shutdown deadline */
 		region_del(s, r, m->flags & FM_DEL_RESTORE);
 		reply(s, m->type, 0, (uint64_t)(uintptr_t)r, m->region.request);
 		break;
@@ -437,10 +480,39 @@ static void handle_data(struct shard *s, const struct fm_msg *m)
 	}
 }
 
+/* The idle spin adapts to how faults arrive (shards.spin_us is its ceiling):
+ * it keeps an average of the gaps between going idle and the next message,
+ * and spins (yielding) for twice that average only while it is below the
+ * ceiling; otherwise the shard sleeps on its doorbell at once. A storm with
+ * short gaps keeps the spin, which saves a wake-up per fault; an idle daemon,
+ * or one whose faults come too far apart for a spin to catch them, stops
+ * spinning after a gap or two. A long gap counts as GAP_CAP x the ceiling, so
+ * a few short gaps bring the spin back. */
+#define SHARD_GAP_CAP 4
+
+static void note_gap(struct shard *s, uint64_t gap_ns)
+{
+	uint64_t cap = (uint64_t)s->spin_us * 1000 * SHARD_GAP_CAP;
+
+	if (gap_ns > cap)
+		gap_ns = cap;
+	/* EWMA, weight 1/4: two or three gaps move it. */
+	s->gap_avg_ns = s->gap_avg_ns - s->gap_avg_ns / 4 + gap_ns / 4;
+}
+
+static uint64_t spin_window_ns(const struct shard *s)
+{
+	uint64_t max = (uint64_t)s->spin_us * 1000;
+
+	if (s->gap_avg_ns > max)
+		return 0;
+	return FM_MIN(max, 2 * s->gap_avg_ns + 1000);
+}
+
 static void *shard_main(void *arg)
 {
 	struct shard *s = arg;
-	uint64_t idle_since = fm_now_ns();
+	uint64_t idle_since = 0, window = 0;
 	char name[16];
 
 	snprintf(name, sizeof(name), "fm-shard%u", s->idx);
@@ -462,6 +534,12 @@ static void *shard_main(void *arg)
 			handle_ctl(s, &m);
 			n++;
 		}
+		if (n > 0 && idle_since) {
+			/* Work after a pause: the spin caught it. */
+			note_gap(s, fm_now_ns() - idle_since);
+			s->st.spin_hits++;
+		}
+		reply_flush(s);
 		shard_enforce_budget(s);
 		/* Between bursts and while idle, refill the free reserve, one
 		 * bounded round per turn so the next burst is not kept waiting. */
@@ -474,9 +552,11 @@ static void *shard_main(void *arg)
 			continue;
 		}
 		uint64_t now = fm_now_ns();
-		if (idle_since == 0)
+		if (idle_since == 0) {
 			idle_since = now;
-		if (now - idle_since < (uint64_t)s->spin_us * 1000) {
+			window = spin_window_ns(s);
+		}
+		if (now - idle_since < window) {
 			/* Yield rather than pause: with 2 cores a shard shares
 			 * its core with the dispatcher or the client. */
 			sched_yield();
@@ -485,12 +565,22 @@ static void *shard_main(void *arg)
 		/* Announce, re-check, sleep: a producer that pushed before our
 		 * announcement is seen by the re-check; one after rings us. */
 		fm_doorbell_announce(&s->bell, 1);
-		if (fm_ring_depth(&s->data) == 0 && fm_ring_depth(&s->ctl) == 0) {
+		if (fm_ring_depth(&s->data) == 0 && fm_ring_depth(&s->ctl) == 0 && !s->nparked) {
 			s->st.sleeps++;
-			/* With a backed-off eviction pending, wake to retry. */
-			fm_doorbell_wait(&s->bell, s->evict_backoff_until ? SHARD_BACKOFF_POLL_MS : SHARD_SLEEP_MS);
+			/* With a backed-off eviction pending, or replies parked
+			 * behind a full reply ring, wake to retry. */
+			fm_doorbell_wait(&s->bell, s->nparked ? SHARD_PARKED_POLL_MS
+					 : s->evict_backoff_until ? SHARD_BACKOFF_POLL_MS
+					 : SHARD_SLEEP_MS);
 		}
 		fm_doorbell_announce(&s->bell, 0);
+		/* The gap so far (spin and sleep): a wake by a timeout leaves
+		 * the rings empty and counts a long gap. */
+		now = fm_now_ns();
+		if (fm_ring_depth(&s->data) || fm_ring_depth(&s->ctl))
+			note_gap(s, now - idle_since);
+		else
+			note_gap(s, UINT64_MAX);
 		idle_since = 0;
 	}
 	/* A graceful restart: serve what the dispatcher has already read from
@@ -501,6 +591,14 @@ static void *shard_main(void *arg)
 
 		while (fm_ring_pop(&s->data, &m))
 			handle_data(s, &m);
+	}
+	/* Replies still parked (STOP's own among them): the control plane
+	 * may still be reading (a test, a stop that waits); give it a moment,
+	 * bounded, since at shutdown nobody may drain the ring any more. */
+	for (unsigned attempt = 0; s->nparked && attempt < SHARD_EXIT_FLUSH_TRIES;) {
+		reply_flush(s);
+		if (s->nparked)
+			fm_ring_full_wait(&attempt);
 	}
 	return NULL;
 }
@@ -521,6 +619,7 @@ struct shard *shard_create(const struct shard_params *p, unsigned idx, uint64_t 
 	s->budget = budget;
 	s->reply_bell = reply_bell;
 	s->spin_us = p->spin_us;
+	s->gap_avg_ns = (uint64_t)p->spin_us * 1000 / 2;   /* spin at first: a storm may be starting */
 	s->cpu = p->cpu;
 	s->evict_batch = p->evict_batch;
 	s->evict_run = FM_MAX(p->evict_run, 1);
@@ -608,5 +707,6 @@ void shard_destroy(struct shard *s)
 	free(s->ev_rc);
 	free(s->ev_idx);
 	free(s->ev_runs);
+	free(s->parked);
 	free(s);
 }
