@@ -131,7 +131,8 @@ static const struct opt opts[] = {
 	{ .key = "shards.ring_slots", .type = OPT_UINT, FIELD(ring_slots), .min = 64,
 	  .max = 65536, .def = "1024", .help = "messages per shard ring, a power of two" },
 	{ .key = "shards.spin_us", .type = OPT_UINT, FIELD(spin_us), .min = 0, .max = 100000,
-	  .def = "50", .help = "microseconds a shard busy-polls before it sleeps" },
+	  .def = "50",
+	  .help = "microseconds an idle shard polls before it sleeps, while faults keep coming" },
 
 	{ .key = "memory.resident_pages", .type = OPT_UINT, FIELD(resident_pages), .min = 1,
 	  .max = 1ll << 40, .def = "16384",

@@ -480,39 +480,35 @@ static void handle_data(struct shard *s, const struct fm_msg *m)
 	}
 }
 
-/* The idle spin adapts to how faults arrive (shards.spin_us is its ceiling):
- * it keeps an average of the gaps between going idle and the next message,
- * and spins (yielding) for twice that average only while it is below the
- * ceiling; otherwise the shard sleeps on its doorbell at once. A storm with
- * short gaps keeps the spin, which saves a wake-up per fault; an idle daemon,
- * or one whose faults come too far apart for a spin to catch them, stops
- * spinning after a gap or two. A long gap counts as GAP_CAP x the ceiling, so
- * a few short gaps bring the spin back. */
-#define SHARD_GAP_CAP 4
+/* The idle spin (shards.spin_us) runs only while faults keep coming: after
+ * SHARD_SPIN_MISSES pauses in a row longer than the spin, an idle shard
+ * sleeps on its doorbell at once, and the first pause short enough for the
+ * spin to have caught it turns the spin back on. A pause ends when the
+ * dispatcher read the message that ended it (a fault's read_ns), not when
+ * the shard noticed it, so a wake-up's own latency does not count. (An
+ * average of the gaps, tried first, slept twice as often in a storm, at a
+ * higher p50: one descheduled client thread cut the spin for several
+ * faults.) */
+#define SHARD_SPIN_MISSES 2
 
 static void note_gap(struct shard *s, uint64_t gap_ns)
 {
-	uint64_t cap = (uint64_t)s->spin_us * 1000 * SHARD_GAP_CAP;
-
-	if (gap_ns > cap)
-		gap_ns = cap;
-	/* EWMA, weight 1/4: two or three gaps move it. */
-	s->gap_avg_ns = s->gap_avg_ns - s->gap_avg_ns / 4 + gap_ns / 4;
+	if (gap_ns <= (uint64_t)s->spin_us * 1000)
+		s->spin_misses = 0;
+	else if (s->spin_misses < SHARD_SPIN_MISSES)
+		s->spin_misses++;
 }
 
 static uint64_t spin_window_ns(const struct shard *s)
 {
-	uint64_t max = (uint64_t)s->spin_us * 1000;
-
-	if (s->gap_avg_ns > max)
-		return 0;
-	return FM_MIN(max, 2 * s->gap_avg_ns + 1000);
+	return s->spin_misses >= SHARD_SPIN_MISSES ? 0 : (uint64_t)s->spin_us * 1000;
 }
 
 static void *shard_main(void *arg)
 {
 	struct shard *s = arg;
 	uint64_t idle_since = 0, window = 0;
+	bool slept = false;
 	char name[16];
 
 	snprintf(name, sizeof(name), "fm-shard%u", s->idx);
@@ -525,6 +521,15 @@ static void *shard_main(void *arg)
 		unsigned n = 0;
 
 		while (n < SHARD_BURST && fm_ring_pop(&s->data, &m)) {
+			if (n == 0 && idle_since) {
+				/* The pause this message ended. */
+				uint64_t at = m.type == FM_MSG_FAULT && m.fault.read_ns > idle_since
+						      ? m.fault.read_ns : fm_now_ns();
+
+				note_gap(s, at - idle_since);
+				s->st.spin_hits += !slept;
+				idle_since = 0;
+			}
 			handle_data(s, &m);
 			n++;
 		}
@@ -533,11 +538,6 @@ static void *shard_main(void *arg)
 		for (unsigned c = 0; c < 4 && fm_ring_pop(&s->ctl, &m); c++) {
 			handle_ctl(s, &m);
 			n++;
-		}
-		if (n > 0 && idle_since) {
-			/* Work after a pause: the spin caught it. */
-			note_gap(s, fm_now_ns() - idle_since);
-			s->st.spin_hits++;
 		}
 		reply_flush(s);
 		shard_enforce_budget(s);
@@ -555,6 +555,7 @@ static void *shard_main(void *arg)
 		if (idle_since == 0) {
 			idle_since = now;
 			window = spin_window_ns(s);
+			slept = false;
 		}
 		if (now - idle_since < window) {
 			/* Yield rather than pause: with 2 cores a shard shares
@@ -567,6 +568,7 @@ static void *shard_main(void *arg)
 		fm_doorbell_announce(&s->bell, 1);
 		if (fm_ring_depth(&s->data) == 0 && fm_ring_depth(&s->ctl) == 0 && !s->nparked) {
 			s->st.sleeps++;
+			slept = true;
 			/* With a backed-off eviction pending, or replies parked
 			 * behind a full reply ring, wake to retry. */
 			fm_doorbell_wait(&s->bell, s->nparked ? SHARD_PARKED_POLL_MS
@@ -574,14 +576,7 @@ static void *shard_main(void *arg)
 					 : SHARD_SLEEP_MS);
 		}
 		fm_doorbell_announce(&s->bell, 0);
-		/* The gap so far (spin and sleep): a wake by a timeout leaves
-		 * the rings empty and counts a long gap. */
-		now = fm_now_ns();
-		if (fm_ring_depth(&s->data) || fm_ring_depth(&s->ctl))
-			note_gap(s, now - idle_since);
-		else
-			note_gap(s, UINT64_MAX);
-		idle_since = 0;
+		/* idle_since stays: the gap goes on until a message ends it. */
 	}
 	/* A graceful restart: serve what the dispatcher has already read from
 	 * the uffds (the next daemon never sees those events again). Any
@@ -619,7 +614,6 @@ struct shard *shard_create(const struct shard_params *p, unsigned idx, uint64_t 
 	s->budget = budget;
 	s->reply_bell = reply_bell;
 	s->spin_us = p->spin_us;
-	s->gap_avg_ns = (uint64_t)p->spin_us * 1000 / 2;   /* spin at first: a storm may be starting */
 	s->cpu = p->cpu;
 	s->evict_batch = p->evict_batch;
 	s->evict_run = FM_MAX(p->evict_run, 1);

@@ -83,7 +83,7 @@ struct shard {
 	uint32_t free_low_pct, free_high_pct;
 	bool refilling;                 /* below free_low once; until free_high */
 	uint32_t spin_us;               /* the idle spin's ceiling */
-	uint64_t gap_avg_ns;            /* average idle gap before the next message */
+	uint32_t spin_misses;           /* pauses in a row the spin could not catch */
 	struct fm_msg *parked;          /* replies waiting for room in the reply ring */
 	uint32_t nparked, parked_cap;
 	int cpu;
