@@ -742,6 +742,19 @@ static unsigned disk_tier_shards(const char *dir)
 	return 0;
 }
 
+/* The CPUs this process may use, read once: a config is parsed key by key
+ * (and fuzzed), and the layout keys cannot change at run time anyway. */
+static unsigned usable_cpus(int *cpus)
+{
+	static int cached[FM_LAYOUT_CPUS_MAX];
+	static unsigned ncached;
+
+	if (!ncached)
+		ncached = fm_layout_cpus(cached, FM_LAYOUT_CPUS_MAX);
+	memcpy(cpus, cached, ncached * sizeof(*cpus));
+	return ncached;
+}
+
 /* Plan the "auto" parts of the layout on the CPUs this process may use
  * (ctl/layout.h). Run after each key that feeds it, so a later key or
  * --set sees the plan and the cross-key rules check planned values. */
@@ -756,7 +769,7 @@ static void resolve_layout(struct fm_config *c)
 		c->layout_cpus[0] = '\0';
 		return;
 	}
-	ncpus = fm_layout_cpus(cpus, FM_LAYOUT_CPUS_MAX);
+	ncpus = usable_cpus(cpus);
 	fm_layout_format_cpus(cpus, ncpus, c->layout_cpus, sizeof(c->layout_cpus));
 	if (c->shard_count_auto) {
 		count = FM_LAYOUT_AUTO;
@@ -778,11 +791,10 @@ static void resolve_layout(struct fm_config *c)
 	}
 }
 
-static bool feeds_layout(const char *key)
+static bool feeds_layout(const struct opt *o)
 {
-	return !strcmp(key, "dispatcher.cpu") || !strcmp(key, "shards.count") ||
-	       !strcmp(key, "shards.cpus") || !strcmp(key, "store.local.path") ||
-	       !strcmp(key, "store.backend");
+	return o->auto_ok || o->off == offsetof(struct fm_config, local_path) ||
+	       o->off == offsetof(struct fm_config, store_backend);
 }
 
 void fm_config_layout_text(const struct fm_config *c, char *buf, size_t len)
@@ -824,7 +836,7 @@ static int on_value(void *ctx, const char *path, const struct toml_value *v, cha
 	rc = apply(l->c, o, v, why, n);
 	if (!rc) {
 		l->line[o - opts] = v->line;
-		if (feeds_layout(path))
+		if (feeds_layout(o))
 			resolve_layout(l->c);
 	}
 	return rc;
