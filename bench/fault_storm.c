@@ -63,8 +63,9 @@ static void usage(FILE *f)
 "  --passes K             passes over the region, >= 1 (default: %d)\n"
 "  --write-ratio R        probability that an access is a write, 0..1 (default: %.1f)\n"
 "  --seed N               seed for patterns and page stamps (default: %d)\n"
-"  --content C            page stamps: random (incompressible) | text (about\n"
-"                         2.5x with lz4) (default: random)\n"
+"  --content C            page stamps: random (base + i: lz4/lzo shrink it a lot)\n"
+"                         | text (about 2.5x with lz4) | noise (hashed words:\n"
+"                         incompressible) (default: random)\n"
 "  --verify               check every read against the mirror, and every page\n"
 "                         after the last pass (default: off)\n"
 "  --fault-threshold-us F an access slower than F us counts as a faulting access\n"
@@ -161,9 +162,10 @@ static void opt_pattern(struct storm_opts *o, const char *opt, const char *arg)
 
 static void opt_content(struct storm_opts *o, const char *opt, const char *arg)
 {
-	if (strcmp(arg, "random") && strcmp(arg, "text"))
-		bad_arg("%s: expected random or text, got '%s'", opt, arg);
+	if (strcmp(arg, "random") && strcmp(arg, "text") && strcmp(arg, "noise"))
+		bad_arg("%s: expected random, text or noise, got '%s'", opt, arg);
 	o->text = !strcmp(arg, "text");
+	o->noise = !strcmp(arg, "noise");
 }
 
 static void opt_baseline(struct storm_opts *o, const char *opt, const char *arg)

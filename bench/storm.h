@@ -42,6 +42,7 @@ struct storm_opts {
 	int raw_cpu;               /* --raw-cpu: the raw handler's CPU, -1 unpinned */
 	bool verify;
 	bool text;                 /* --content text: compressible stamps */
+	bool noise;                /* --content noise: hashed words, nothing to compress */
 	bool json;
 	bool quiet;
 	bool baseline;             /* --baseline raw */

@@ -134,7 +134,7 @@ void report_json_run(FILE *f, const struct storm_opts *o, const struct run_repor
 		storm_pattern_name(o->pattern), o->zipf_s, o->pages, o->threads, o->passes,
 		o->write_ratio, o->seed, o->verify ? "true" : "false", o->fault_threshold_us,
 		r->budget);
-	fprintf(f, ",\"content\":\"%s\"", o->text ? "text" : "random");
+	fprintf(f, ",\"content\":\"%s\"", o->text ? "text" : o->noise ? "noise" : "random");
 	fprintf(f, ",\"accesses\":%" PRIu64 ",\"reads\":%" PRIu64 ",\"writes\":%" PRIu64
 		   ",\"accesses_per_s\":%.1f",
 		s->accesses, s->reads, s->writes, per_s(s->accesses, s->wall_s));

@@ -25,7 +25,7 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: touch --mem anon|raw [--pages N] [--threads T] [--passes K]\n"
 		   "             [--pattern seq|random|zipf] [--budget PAGES (raw)] [--write-ratio R]\n"
-		   "             [--seed N] [--verify]\n"
+		   "             [--seed N] [--content random|text|noise] [--verify]\n"
 		   "Run fault-storm's workload on anonymous memory or on the raw handler and\n"
 		   "print one JSON object (see bench/README.md, issue 11).\n");
 }
@@ -93,6 +93,11 @@ int main(int argc, char **argv)
 			o.write_ratio = strtod(v, NULL);
 		else if (!strcmp(a, "--seed"))
 			o.seed = strtoull(v, NULL, 0);
+		else if (!strcmp(a, "--content") && (!strcmp(v, "random") || !strcmp(v, "text") ||
+						     !strcmp(v, "noise"))) {
+			o.text = !strcmp(v, "text");
+			o.noise = !strcmp(v, "noise");
+		}
 		else if (!strcmp(a, "--pattern")) {
 			int p = storm_pattern_parse(v);
 

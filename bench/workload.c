@@ -91,8 +91,11 @@ static inline uint64_t stamp_base(uint64_t page, uint64_t version, uint64_t seed
 
 /* --content text: word i is one of 16 eight-byte words picked by (b, i),
  * so lz4 sees repeats (about 2.5x, like text or code) and the check still
- * covers every byte. --content random (the default): b + i, incompressible. */
-static bool stamp_text;
+ * covers every byte. --content random (the default): b + i; successive
+ * words share their high bytes, so lz4 and lzo-rle still shrink a page to
+ * a few hundred bytes (zram stored 73 bytes per page of it). --content
+ * noise: every word hashed, nothing for any compressor to find. */
+static bool stamp_text, stamp_noise;
 
 static inline uint64_t stamp_word(uint64_t b, size_t i)
 {
@@ -105,6 +108,8 @@ static inline uint64_t stamp_word(uint64_t b, size_t i)
 		0x000000000000000aull,
 	};
 
+	if (stamp_noise)
+		return fm_mix64(b + i);
 	if (!stamp_text)
 		return b + i;
 	return vocab[((b ^ i) * 0x9e3779b97f4a7c15ull) >> 60];
@@ -364,6 +369,7 @@ int storm_run(const struct storm_opts *o, void *base, struct storm_result *res,
 
 	memset(res, 0, sizeof(*res));
 	stamp_text = o->text;
+	stamp_noise = o->noise;
 	if (o->threads == 0 || o->threads > STORM_MAX_THREADS || o->pages < o->threads ||
 	    o->passes == 0 || o->passes > STORM_MAX_PASSES)
 		return -EINVAL;

@@ -21,7 +21,9 @@
  *   evict.after_unprotect (kill) eviction: a page's eviction is complete
  *   readopt.rebuild      (kill) re-adoption: a shard starts rebuilding a region
  *   evict.store_alternate the store refuses every second page of each eviction
- *                        run (pages in the middle of runs) */
+ *                        run (pages in the middle of runs)
+ *   shard.detach_stall   a shard takes 6 s to acknowledge a region's detach
+ *                        (past the 5 s shutdown deadline) */
 #ifndef FM_FAILPOINT_H
 #define FM_FAILPOINT_H
 
@@ -36,6 +38,7 @@ enum fm_failpoint_id {
 	FM_FP_EVICT_AFTER_UNPROTECT,
 	FM_FP_READOPT_REBUILD,
 	FM_FP_EVICT_STORE_ALTERNATE,
+	FM_FP_SHARD_DETACH_STALL,
 	FM_FP_NR
 };
 

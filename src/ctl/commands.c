@@ -278,6 +278,13 @@ static enum ctl_next cmd_stats(struct daemon *d, int argc, char **argv, struct s
 		faults += d->snap[i].faults;
 	json_object_set_new(tot, "fault_rate", cj_real(up > 0 ? (double)faults / up : 0.0, 1));
 	json_object_set_new(tot, "store", cj_str(d->cfg.store_backend));
+	{
+		char layout[256];
+
+		fm_config_layout_text(&d->cfg, layout, sizeof(layout));
+		json_object_set_new(tot, "layout", cj_str(layout));
+		json_object_set_new(tot, "dispatcher_cpu", json_integer(d->cfg.dispatcher_cpu));
+	}
 	json_object_set_new(tot, "store_state", json_string(daemon_store_state_name(daemon_store_state(d))));
 	ctl_cluster_stats_json(d, tot);
 	json_object_set_new(rep, "version", json_string(FM_VERSION));
@@ -288,6 +295,7 @@ static enum ctl_next cmd_stats(struct daemon *d, int argc, char **argv, struct s
 		json_t *o = json_pack("{s:i}", "shard", (int)i);
 
 		stats_fields(o, &v->shard[i]);
+		json_object_set_new(o, "cpu", json_integer(d->cfg.shard_cpus_n > i ? d->cfg.shard_cpus[i] : -1));
 		json_object_set_new(o, "ring_full", cj_u64(ds.ring_full[i] - b->ring_full[i]));
 		json_array_append_new(shards, o);
 	}

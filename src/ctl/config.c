@@ -6,10 +6,12 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/base.h"
 #include "base/log.h"
 #include "cluster/cluster.h"
+#include "ctl/layout.h"
 #include "ctl/toml.h"
 
 enum opt_type {
@@ -40,12 +42,15 @@ struct opt {
 	const char *def;              /* TOML value syntax, bare strings allowed */
 	const struct choices *choices;
 	bool int_ok;                  /* OPT_STR: an integer is taken as its decimal text */
+	bool auto_ok;                 /* numbers, arrays: "auto" sets the bool at auto_off */
+	size_t auto_off;
 	const char *help;             /* what it does and its unit */
 };
 
 #define MEMBER(f) (((struct fm_config *)0)->f)
 #define FIELD(f) .off = offsetof(struct fm_config, f), .size = sizeof(MEMBER(f))
 #define STRING(f) FIELD(f), .min = 1, .max = sizeof(MEMBER(f)) - 1
+#define AUTO(f) .auto_ok = true, .auto_off = offsetof(struct fm_config, f)
 #define ARRAY(f, n)                                                                        \
 	.off = offsetof(struct fm_config, f), .size = sizeof(MEMBER(f)[0]),                \
 	.n_off = offsetof(struct fm_config, n), .cap = FM_ARRAY_SIZE(MEMBER(f))
@@ -109,21 +114,25 @@ static const struct opt opts[] = {
 	  .help = "seconds a region of a previous run waits to be re-adopted before it is an orphan" },
 
 	{ .key = "dispatcher.cpu", .type = OPT_INT, FIELD(dispatcher_cpu), .min = -1,
-	  .max = 1023, .def = "-1", .help = "CPU of the fault dispatcher thread, -1 = unpinned" },
+	  .max = 1023, .def = "-1", AUTO(dispatcher_cpu_auto),
+	  .help = "CPU of the fault dispatcher thread, -1 = unpinned, \"auto\" = by the machine's CPUs" },
 	{ .key = "dispatcher.batch", .type = OPT_UINT, FIELD(dispatcher_batch), .min = 1,
 	  .max = 1024, .def = "64", .help = "fault events read per wake-up" },
 	{ .key = "dispatcher.spin_us", .type = OPT_UINT, FIELD(dispatcher_spin_us), .min = 0,
 	  .max = 100000, .def = "50", .help = "microseconds the idle dispatcher polls before sleeping" },
 
 	{ .key = "shards.count", .type = OPT_UINT, FIELD(shard_count), .min = 1,
-	  .max = FM_MAX_SHARDS, .def = "2", .help = "shard threads that own pages" },
+	  .max = FM_MAX_SHARDS, .def = "2", AUTO(shard_count_auto),
+	  .help = "shard threads that own pages; \"auto\" = by the machine's CPUs" },
 	{ .key = "shards.cpus", .type = OPT_INT_ARRAY, ARRAY(shard_cpus, shard_cpus_n),
-	  .min = -1, .max = 1023, .def = "[]",
-	  .help = "CPU of each shard (-1 = unpinned); [] = all unpinned, else one per shard" },
+	  .min = -1, .max = 1023, .def = "[]", AUTO(shard_cpus_auto),
+	  .help = "CPU of each shard (-1 = unpinned); [] = all unpinned, else one per shard; "
+		  "\"auto\" = by the machine's CPUs" },
 	{ .key = "shards.ring_slots", .type = OPT_UINT, FIELD(ring_slots), .min = 64,
 	  .max = 65536, .def = "1024", .help = "messages per shard ring, a power of two" },
 	{ .key = "shards.spin_us", .type = OPT_UINT, FIELD(spin_us), .min = 0, .max = 100000,
-	  .def = "50", .help = "microseconds a shard busy-polls before it sleeps" },
+	  .def = "50",
+	  .help = "microseconds an idle shard polls before it sleeps, while faults keep coming" },
 
 	{ .key = "memory.resident_pages", .type = OPT_UINT, FIELD(resident_pages), .min = 1,
 	  .max = 1ll << 40, .def = "16384",
@@ -395,9 +404,36 @@ static int apply_array(struct fm_config *c, const struct opt *o, const struct to
 	return 0;
 }
 
+static int apply_typed(struct fm_config *c, const struct opt *o, const struct toml_value *v,
+		       char *why, size_t n);
+
 /* Type- and range-check one value, then store it. */
 static int apply(struct fm_config *c, const struct opt *o, const struct toml_value *v, char *why,
 		 size_t n)
+{
+	int rc;
+
+	if (!o->auto_ok)
+		return apply_typed(c, o, v, why, n);
+	bool *is_auto = (bool *)((char *)c + o->auto_off);
+
+	if (v->type == TOML_STRING) {
+		if (v->s.len == 4 && !memcmp(v->s.ptr, "auto", 4)) {
+			*is_auto = true;
+			return 0;
+		}
+		snprintf(why, n, "expected %s or \"auto\", got \"%.*s\"", expected(o->type),
+			 (int)FM_MIN(v->s.len, (size_t)32), v->s.ptr);
+		return -EINVAL;
+	}
+	rc = apply_typed(c, o, v, why, n);
+	if (!rc)
+		*is_auto = false;
+	return rc;
+}
+
+static int apply_typed(struct fm_config *c, const struct opt *o, const struct toml_value *v,
+		       char *why, size_t n)
 {
 	char *f = (char *)c + o->off;
 	int rc, idx;
@@ -425,7 +461,7 @@ static int apply(struct fm_config *c, const struct opt *o, const struct toml_val
 			snprintf(num, sizeof(num), "%lld", (long long)v->i);
 			sv.s.ptr = num;
 			sv.s.len = strlen(num);
-			return apply(c, o, &sv, why, n);
+			return apply_typed(c, o, &sv, why, n);
 		}
 		if (v->type != TOML_STRING)
 			return wrong_type(o->type, v->type, why, n);
@@ -691,6 +727,102 @@ static const char *not_a_key(const char *path)
 	return is_table(path) ? "is a table, not a key" : "unknown key";
 }
 
+/* Shards of a disk tier already in `dir` (its files are shard-<n>.fmkv):
+ * an "auto" count must not change under them, or pages stored by one shard
+ * would be looked for in another's file. 0: none. */
+static unsigned disk_tier_shards(const char *dir)
+{
+	char path[FM_LOCAL_PATH_MAX + 32];
+
+	for (unsigned u = FM_MAX_SHARDS; dir[0] && u > 0; u--) {
+		snprintf(path, sizeof(path), "%s/shard-%u.fmkv", dir, u - 1);
+		if (access(path, F_OK) == 0)
+			return u;
+	}
+	return 0;
+}
+
+/* The CPUs this process may use, read once: a config is parsed key by key
+ * (and fuzzed), and the layout keys cannot change at run time anyway. */
+static unsigned usable_cpus(int *cpus)
+{
+	static int cached[FM_LAYOUT_CPUS_MAX];
+	static unsigned ncached;
+
+	if (!ncached)
+		ncached = fm_layout_cpus(cached, FM_LAYOUT_CPUS_MAX);
+	memcpy(cpus, cached, ncached * sizeof(*cpus));
+	return ncached;
+}
+
+/* Plan the "auto" parts of the layout on the CPUs this process may use
+ * (ctl/layout.h). Run after each key that feeds it, so a later key or
+ * --set sees the plan and the cross-key rules check planned values. */
+static void resolve_layout(struct fm_config *c)
+{
+	int cpus[FM_LAYOUT_CPUS_MAX];
+	struct fm_layout l;
+	unsigned ncpus, files;
+	int count = (int)c->shard_count;
+
+	if (!c->dispatcher_cpu_auto && !c->shard_count_auto && !c->shard_cpus_auto) {
+		c->layout_cpus[0] = '\0';
+		return;
+	}
+	ncpus = usable_cpus(cpus);
+	fm_layout_format_cpus(cpus, ncpus, c->layout_cpus, sizeof(c->layout_cpus));
+	if (c->shard_count_auto) {
+		count = FM_LAYOUT_AUTO;
+		if (!c->shard_cpus_auto && c->shard_cpus_n)
+			count = (int)c->shard_cpus_n;   /* one shard per CPU listed */
+		if (!strcmp(c->store_backend, "local") && (files = disk_tier_shards(c->local_path)))
+			count = (int)files;
+	}
+	fm_layout_plan(cpus, ncpus, c->dispatcher_cpu_auto ? FM_LAYOUT_AUTO : c->dispatcher_cpu,
+		       count, &l);
+	if (c->dispatcher_cpu_auto)
+		c->dispatcher_cpu = l.dispatcher_cpu;
+	if (c->shard_count_auto)
+		c->shard_count = l.shard_count;
+	if (c->shard_cpus_auto) {
+		_Static_assert(sizeof(l.shard_cpus) == sizeof(c->shard_cpus), "FM_MAX_SHARDS");
+		memcpy(c->shard_cpus, l.shard_cpus, sizeof(c->shard_cpus));
+		c->shard_cpus_n = l.shards_pinned ? c->shard_count : 0;
+	}
+}
+
+static bool feeds_layout(const struct opt *o)
+{
+	return o->auto_ok || o->off == offsetof(struct fm_config, local_path) ||
+	       o->off == offsetof(struct fm_config, store_backend);
+}
+
+void fm_config_layout_text(const struct fm_config *c, char *buf, size_t len)
+{
+	char shards[160] = "";
+	size_t used = 0;
+	bool any_auto = c->dispatcher_cpu_auto || c->shard_count_auto || c->shard_cpus_auto;
+
+	if (!c->shard_cpus_n)
+		snprintf(shards, sizeof(shards), "unpinned");
+	for (uint32_t i = 0; i < c->shard_cpus_n && used < sizeof(shards); i++) {
+		int w = snprintf(shards + used, sizeof(shards) - used, "%s%d", i ? "," : "on CPUs ",
+				 c->shard_cpus[i]);
+		if (w < 0)
+			break;
+		used += (size_t)w;
+	}
+	char disp[32];
+
+	if (c->dispatcher_cpu < 0)
+		snprintf(disp, sizeof(disp), "unpinned");
+	else
+		snprintf(disp, sizeof(disp), "on CPU %d", c->dispatcher_cpu);
+	snprintf(buf, len, "%s%s: dispatcher %s, %u shard%s %s", any_auto ? "auto on CPUs " : "fixed",
+		 any_auto ? c->layout_cpus : "", disp, c->shard_count, c->shard_count == 1 ? "" : "s",
+		 shards);
+}
+
 static int on_value(void *ctx, const char *path, const struct toml_value *v, char *why, size_t n)
 {
 	struct load *l = ctx;
@@ -702,8 +834,11 @@ static int on_value(void *ctx, const char *path, const struct toml_value *v, cha
 		return -EINVAL;
 	}
 	rc = apply(l->c, o, v, why, n);
-	if (!rc)
+	if (!rc) {
 		l->line[o - opts] = v->line;
+		if (feeds_layout(o))
+			resolve_layout(l->c);
+	}
 	return rc;
 }
 
@@ -817,7 +952,8 @@ int fm_config_set(struct fm_config *c, const char *dotted_key, const char *value
 		snprintf(err, errlen, "--set: %s: %s", dotted_key, not_a_key(dotted_key));
 		return -EINVAL;
 	}
-	if ((o->type == OPT_STR || o->type == OPT_ENUM) && value[0] != '"' && value[0] != '\'') {
+	if (((o->type == OPT_STR || o->type == OPT_ENUM) && value[0] != '"' && value[0] != '\'') ||
+	    (o->auto_ok && !strcmp(value, "auto"))) {
 		quoted = quote(value);
 		if (!quoted) {
 			snprintf(err, errlen, "--set: %s: %s", dotted_key, strerror(ENOMEM));
@@ -884,6 +1020,11 @@ static void dump_value(const struct fm_config *c, const struct opt *o, FILE *out
 	char num[32];
 	int64_t v, count;
 
+	/* "auto" stays "auto": the plan is the machine's, not the file's. */
+	if (o->auto_ok && *(const bool *)((const char *)c + o->auto_off)) {
+		fputs("\"auto\"", out);
+		return;
+	}
 	switch (o->type) {
 	case OPT_INT:
 	case OPT_UINT:
@@ -955,6 +1096,8 @@ void fm_config_help(FILE *out)
 			fmt_num(o, o->min, lo);
 			fmt_num(o, o->max, hi);
 			fprintf(out, o->type == OPT_STR ? " of %s..%s bytes" : " %s..%s", lo, hi);
+			if (o->auto_ok)
+				fprintf(out, " or \"auto\"");
 		}
 		fprintf(out, ", default %s)\n    %s\n", o->def, o->help);
 	}
@@ -994,5 +1137,7 @@ int fm_config_copy_key(struct fm_config *dst, const struct fm_config *src, const
 	} else {
 		memcpy((char *)dst + o->off, (const char *)src + o->off, o->size);
 	}
+	if (o->auto_ok)
+		memcpy((char *)dst + o->auto_off, (const char *)src + o->auto_off, sizeof(bool));
 	return 0;
 }

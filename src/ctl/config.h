@@ -29,13 +29,17 @@ struct fm_config {
 	char state_dir[256];               /* re-adoption state; "" = the default (statefile.h) */
 	uint32_t readopt_grace_s;          /* then a previous run's region is an orphan */
 	/* [dispatcher] */
-	int dispatcher_cpu;                /* -1 = unpinned */
+	int dispatcher_cpu;                /* -1 = unpinned; resolved when _auto */
+	bool dispatcher_cpu_auto;          /* "auto": ctl/layout.h plans it */
 	uint32_t dispatcher_batch;         /* events read per wake-up */
 	uint32_t dispatcher_spin_us;       /* poll this long before sleeping */
 	/* [shards] */
-	uint32_t shard_count;
-	int shard_cpus[FM_MAX_SHARDS];     /* -1 = unpinned */
+	uint32_t shard_count;              /* resolved when _auto */
+	bool shard_count_auto;
+	int shard_cpus[FM_MAX_SHARDS];     /* -1 = unpinned; resolved when _auto */
 	uint32_t shard_cpus_n;             /* 0 = all unpinned, else == shard_count */
+	bool shard_cpus_auto;
+	char layout_cpus[64];              /* the usable CPUs an "auto" was planned on ("0-3") */
 	uint32_t ring_slots;               /* power of two */
 	uint32_t spin_us;                  /* busy-poll before sleeping */
 	/* [memory] */
@@ -116,6 +120,11 @@ int fm_config_metrics_addr(const struct fm_config *c, struct sockaddr_storage *s
 /* daemon.node_id as a number, or CLUSTER_NODE_AUTO (-1) for "auto" (only
  * valid with cluster.hosts set; fm_config_validate checks both). */
 int32_t fm_config_node_id(const struct fm_config *c);
+
+/* One line saying where the dispatcher and the shards run and whether
+ * "auto" chose it, e.g. "auto on CPUs 0-1: dispatcher unpinned, 2 shards
+ * unpinned" (log, --check, stats). */
+void fm_config_layout_text(const struct fm_config *c, char *buf, size_t len);
 
 /* Write the effective config as TOML that fm_config_load_file accepts. */
 void fm_config_dump(const struct fm_config *c, FILE *out);

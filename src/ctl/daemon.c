@@ -461,6 +461,14 @@ void daemon_destroy(struct daemon *d)
 				d->regions[i] = NULL;
 			}
 		}
+	} else if (d->disp) {
+		/* Detaches not acknowledged by the deadline (a shard stuck in a
+		 * slow store): every thread that could name them is joined. */
+		unsigned left = daemon_free_left_regions(d);
+
+		if (left)
+			FM_WARN("shutdown: %u region(s) were still detaching at the 5 s deadline; "
+				"freed with their state files", left);
 	}
 	/* Connections still open at shutdown: control replies already went
 	 * out; registration clients see their socket close. */

@@ -149,6 +149,12 @@ int ctl_health_text(struct daemon *d, struct strbuf *out);
 /* Start detaching a region (client gone, unregister, detach command).
  * restore: shards hand every page back to the still-running client first. */
 void daemon_detach_region(struct daemon *d, struct uffd_region *r, bool restore);
+/* Shutdown, once the shards and the dispatcher are joined: free the regions
+ * whose detach was not acknowledged by the deadline (nothing names them any
+ * more; their stored copies went with the shards, so their state files go
+ * too unless kept). Our copy of each uffd is closed; a live client keeps its
+ * own, so its faults wait rather than read zeros. Returns how many. */
+unsigned daemon_free_left_regions(struct daemon *d);
 /* Handle shard replies until `r` is freed or timeout_ms passes. 0 or -ETIMEDOUT. */
 int daemon_wait_region_gone(struct daemon *d, struct uffd_region *r, int timeout_ms);
 

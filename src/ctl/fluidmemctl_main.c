@@ -184,7 +184,7 @@ static void print_flat(json_t *obj, const char *indent)
 
 static void render_stats(json_t *rep)
 {
-	static const char *const cols[] = { "faults", "zero_fills", "fetches", "dup_faults",
+	static const char *const cols[] = { "cpu", "faults", "zero_fills", "fetches", "dup_faults",
 		"evictions", "writes_avoided", "poisoned", "ring_full", "ring_depth", "resident",
 		"budget", "store_errors", "store_retries", "hit_rate", "fault_p50_us", "fault_p99_us" };
 	json_t *tot = json_object_get(rep, "totals"), *shards = json_object_get(rep, "shards"), *o;

@@ -110,8 +110,11 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	fm_log_set_level(cfg.log_level);
+	char layout[256];
+
+	fm_config_layout_text(&cfg, layout, sizeof(layout));
 	if (check) {
-		printf("# %s: valid\n", config);
+		printf("# %s: valid\n# layout: %s\n", config, layout);
 		fm_config_dump(&cfg, stdout);
 		return 0;
 	}
@@ -123,6 +126,7 @@ int main(int argc, char **argv)
 	}
 	FM_INFO("effective configuration (%s):", config);
 	fm_config_dump(&cfg, stderr);
+	FM_INFO("layout: %s", layout);
 	FM_INFO("metadata: %zu bytes per tracked page%s", shard_bytes_per_page(),
 		strcmp(cfg.store_backend, "local") ? " (+8.25 where a page was stored: clean-page hashes)"
 						   : "");

@@ -416,6 +416,26 @@ static void do_register(struct daemon *d, struct reg_conn *c, const struct fm_re
 		r->name, (unsigned long long)r->npages, (unsigned long long)r->base, (int)r->pid);
 }
 
+unsigned daemon_free_left_regions(struct daemon *d)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < FM_MAX_REGIONS; i++) {
+		struct uffd_region *r = d->regions[i];
+
+		if (!r)
+			continue;
+		if (r->owner)
+			conn_remove_region(r->owner, r);
+		d->regions[i] = NULL;
+		region_state_release(d, r);
+		region_table_unpublish(r);
+		region_release(r);
+		n++;
+	}
+	return n;
+}
+
 /* The dispatcher forgot the region: it was unregistered in the client and
  * nobody names it any more. Free it, and only then answer an UNREGISTER, so
  * the client's next munmap of the range raises no event nobody would read. */

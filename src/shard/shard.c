@@ -22,6 +22,8 @@
 #define SHARD_BURST 32          /* messages taken from a ring per turn */
 #define SHARD_SLEEP_MS 100      /* a sleeping shard still wakes this often */
 #define SHARD_BACKOFF_POLL_MS 10   /* ... or this often while an eviction backs off */
+#define SHARD_PARKED_POLL_MS 1     /* ... or this often while replies wait for room */
+#define SHARD_EXIT_FLUSH_TRIES 300 /* fm_ring_full_wait steps: about 0.3 s */
 #define SHARD_CTL_SLOTS 64      /* control requests: a few in flight at most */
 #define SHARD_REPLY_SLOTS 256   /* replies, region acks included */
 
@@ -36,6 +38,21 @@ struct fm_ring *shard_reply_ring(struct shard *s) { return &s->reply; }
 struct fm_doorbell *shard_doorbell(struct shard *s) { return &s->bell; }
 unsigned shard_index(const struct shard *s) { return s->idx; }
 
+/* Push parked replies, oldest first, while the reply ring has room. */
+static void reply_flush(struct shard *s)
+{
+	uint32_t done = 0;
+
+	while (done < s->nparked && fm_ring_push(&s->reply, &s->parked[done]))
+		done++;
+	if (done == 0)
+		return;
+	s->nparked -= done;
+	memmove(s->parked, s->parked + done, (size_t)s->nparked * sizeof(*s->parked));
+	if (s->reply_bell)
+		fm_doorbell_ring(s->reply_bell);
+}
+
 static void reply(struct shard *s, uint32_t what, int64_t result, uint64_t detail, uint64_t request)
 {
 	struct fm_msg m = {
@@ -43,11 +60,35 @@ static void reply(struct shard *s, uint32_t what, int64_t result, uint64_t detai
 		.done = { .result = result, .detail = detail, .request = request },
 	};
 
-	/* The control plane drains replies continuously and never has more
-	 * than a few requests in flight per shard, so a full reply ring is a
-	 * transient: wait for it rather than lose an acknowledgement. */
-	for (unsigned attempt = 0; !fm_ring_push(&s->reply, &m);)
-		fm_ring_full_wait(&attempt);
+	/* Behind parked replies or on a full ring, park it: the shard goes on
+	 * serving faults and the loop sends it once the control plane has
+	 * drained some (in order). Never dropped: an acknowledgement lost
+	 * would leave a region attaching or a request waiting for ever. */
+	if (s->nparked || !fm_ring_push(&s->reply, &m)) {
+		if (s->nparked == s->parked_cap) {
+			uint32_t cap = s->parked_cap ? 2 * s->parked_cap : 64;
+			struct fm_msg *p = realloc(s->parked, (size_t)cap * sizeof(*p));
+
+			if (!p) {
+				/* No memory to park: wait for room as before. */
+				for (unsigned attempt = 0; s->nparked; ) {
+					reply_flush(s);
+					if (s->nparked)
+						fm_ring_full_wait(&attempt);
+				}
+				for (unsigned attempt = 0; !fm_ring_push(&s->reply, &m);)
+					fm_ring_full_wait(&attempt);
+				goto rung;
+			}
+			s->parked = p;
+			s->parked_cap = cap;
+		}
+		s->parked[s->nparked++] = m;
+		s->st.replies_parked++;
+		reply_flush(s);
+		return;
+	}
+rung:
 	if (s->reply_bell)
 		fm_doorbell_ring(s->reply_bell);
 }
@@ -429,6 +470,8 @@ static void handle_data(struct shard *s, const struct fm_msg *m)
 		reply(s, m->type, rc, (uint64_t)(uintptr_t)r, m->region.request);
 		break;
 	case FM_MSG_REGION_DEL:
+		if (fm_failpoint(FM_FP_SHARD_DETACH_STALL))
+			sleep(6);   /* a shard stuck past the shutdown deadline */
 		region_del(s, r, m->flags & FM_DEL_RESTORE);
 		reply(s, m->type, 0, (uint64_t)(uintptr_t)r, m->region.request);
 		break;
@@ -437,10 +480,35 @@ static void handle_data(struct shard *s, const struct fm_msg *m)
 	}
 }
 
+/* The idle spin (shards.spin_us) runs only while faults keep coming: after
+ * SHARD_SPIN_MISSES pauses in a row longer than the spin, an idle shard
+ * sleeps on its doorbell at once, and the first pause short enough for the
+ * spin to have caught it turns the spin back on. A pause ends when the
+ * dispatcher read the message that ended it (a fault's read_ns), not when
+ * the shard noticed it, so a wake-up's own latency does not count. (An
+ * average of the gaps, tried first, slept twice as often in a storm, at a
+ * higher p50: one descheduled client thread cut the spin for several
+ * faults.) */
+#define SHARD_SPIN_MISSES 2
+
+static void note_gap(struct shard *s, uint64_t gap_ns)
+{
+	if (gap_ns <= (uint64_t)s->spin_us * 1000)
+		s->spin_misses = 0;
+	else if (s->spin_misses < SHARD_SPIN_MISSES)
+		s->spin_misses++;
+}
+
+static uint64_t spin_window_ns(const struct shard *s)
+{
+	return s->spin_misses >= SHARD_SPIN_MISSES ? 0 : (uint64_t)s->spin_us * 1000;
+}
+
 static void *shard_main(void *arg)
 {
 	struct shard *s = arg;
-	uint64_t idle_since = fm_now_ns();
+	uint64_t idle_since = 0, window = 0;
+	bool slept = false;
 	char name[16];
 
 	snprintf(name, sizeof(name), "fm-shard%u", s->idx);
@@ -453,6 +521,15 @@ static void *shard_main(void *arg)
 		unsigned n = 0;
 
 		while (n < SHARD_BURST && fm_ring_pop(&s->data, &m)) {
+			if (n == 0 && idle_since) {
+				/* The pause this message ended. */
+				uint64_t at = m.type == FM_MSG_FAULT && m.fault.read_ns > idle_since
+						      ? m.fault.read_ns : fm_now_ns();
+
+				note_gap(s, at - idle_since);
+				s->st.spin_hits += !slept;
+				idle_since = 0;
+			}
 			handle_data(s, &m);
 			n++;
 		}
@@ -462,6 +539,7 @@ static void *shard_main(void *arg)
 			handle_ctl(s, &m);
 			n++;
 		}
+		reply_flush(s);
 		shard_enforce_budget(s);
 		/* Between bursts and while idle, refill the free reserve, one
 		 * bounded round per turn so the next burst is not kept waiting. */
@@ -474,9 +552,12 @@ static void *shard_main(void *arg)
 			continue;
 		}
 		uint64_t now = fm_now_ns();
-		if (idle_since == 0)
+		if (idle_since == 0) {
 			idle_since = now;
-		if (now - idle_since < (uint64_t)s->spin_us * 1000) {
+			window = spin_window_ns(s);
+			slept = false;
+		}
+		if (now - idle_since < window) {
 			/* Yield rather than pause: with 2 cores a shard shares
 			 * its core with the dispatcher or the client. */
 			sched_yield();
@@ -485,13 +566,17 @@ static void *shard_main(void *arg)
 		/* Announce, re-check, sleep: a producer that pushed before our
 		 * announcement is seen by the re-check; one after rings us. */
 		fm_doorbell_announce(&s->bell, 1);
-		if (fm_ring_depth(&s->data) == 0 && fm_ring_depth(&s->ctl) == 0) {
+		if (fm_ring_depth(&s->data) == 0 && fm_ring_depth(&s->ctl) == 0 && !s->nparked) {
 			s->st.sleeps++;
-			/* With a backed-off eviction pending, wake to retry. */
-			fm_doorbell_wait(&s->bell, s->evict_backoff_until ? SHARD_BACKOFF_POLL_MS : SHARD_SLEEP_MS);
+			slept = true;
+			/* With a backed-off eviction pending, or replies parked
+			 * behind a full reply ring, wake to retry. */
+			fm_doorbell_wait(&s->bell, s->nparked ? SHARD_PARKED_POLL_MS
+					 : s->evict_backoff_until ? SHARD_BACKOFF_POLL_MS
+					 : SHARD_SLEEP_MS);
 		}
 		fm_doorbell_announce(&s->bell, 0);
-		idle_since = 0;
+		/* idle_since stays: the gap goes on until a message ends it. */
 	}
 	/* A graceful restart: serve what the dispatcher has already read from
 	 * the uffds (the next daemon never sees those events again). Any
@@ -501,6 +586,14 @@ static void *shard_main(void *arg)
 
 		while (fm_ring_pop(&s->data, &m))
 			handle_data(s, &m);
+	}
+	/* Replies still parked (STOP's own among them): the control plane
+	 * may still be reading (a test, a stop that waits); give it a moment,
+	 * bounded, since at shutdown nobody may drain the ring any more. */
+	for (unsigned attempt = 0; s->nparked && attempt < SHARD_EXIT_FLUSH_TRIES;) {
+		reply_flush(s);
+		if (s->nparked)
+			fm_ring_full_wait(&attempt);
 	}
 	return NULL;
 }
@@ -608,5 +701,6 @@ void shard_destroy(struct shard *s)
 	free(s->ev_rc);
 	free(s->ev_idx);
 	free(s->ev_runs);
+	free(s->parked);
 	free(s);
 }

@@ -52,7 +52,9 @@ struct uffd_region;
 	X(eagain_giveups, "uffd ioctls abandoned after 2 s of EAGAIN")               \
 	X(stale_faults, "faults for regions this shard no longer serves")            \
 	X(eagain_retries, "ioctl retries after EAGAIN")                              \
-	X(sleeps, "times the shard slept on its doorbell")
+	X(sleeps, "times the shard slept on its doorbell")                          \
+	X(spin_hits, "idle spins that met the next message (a wake-up saved)")       \
+	X(replies_parked, "replies held while the reply ring was full, sent later in order")
 
 #define SHARD_GAUGE_FIELDS(X)                                                         \
 	X(resident, "resident pages now")                                             \

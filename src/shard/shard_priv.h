@@ -82,7 +82,10 @@ struct shard {
 	uint32_t evict_run;             /* pages a run may span; 1 = one page each */
 	uint32_t free_low_pct, free_high_pct;
 	bool refilling;                 /* below free_low once; until free_high */
-	uint32_t spin_us;
+	uint32_t spin_us;               /* the idle spin's ceiling */
+	uint32_t spin_misses;           /* pauses in a row the spin could not catch */
+	struct fm_msg *parked;          /* replies waiting for room in the reply ring */
+	uint32_t nparked, parked_cap;
 	int cpu;
 	pthread_t thread;
 	bool started;

@@ -36,6 +36,7 @@
 #define REPLY_SLOTS 256            /* dispatcher -> control plane replies */
 #define CMD_EPOLL_TAG UINT64_MAX   /* epoll data of the command eventfd */
 #define IDLE_WAIT_MS 1000
+#define DISPATCH_CLOCK_POLLS 16     /* empty busy-polls per clock read */
 /* Bound on the messages read from one uffd in one go when it must be read
  * to empty (edge-triggered or final drain): a client that raises events as
  * fast as we read them cannot keep the dispatcher from everyone else. */
@@ -441,7 +442,8 @@ static void *dispatcher_main(void *arg)
 	pthread_setname_np(pthread_self(), "fm-dispatch");
 	if (fm_pin_self(d->cpu) < 0)
 		FM_WARN("dispatcher: cannot pin to cpu %d", d->cpu);
-	uint64_t last_event = 0;
+	uint64_t last_event = 0, clock_ns = 0;
+	unsigned polls = 0;
 	bool had_events = true;
 	int rc = d->spin_ns ? peek_init(&d->peek, d->epfd) : -EINVAL;
 
@@ -455,8 +457,14 @@ static void *dispatcher_main(void *arg)
 		 * the window is bounded so an idle daemon sleeps. An empty poll
 		 * after an empty epoll_wait is a load from the peek ring, not a
 		 * system call (uffd/peek.h). */
+		/* The clock is read every DISPATCH_CLOCK_POLLS empty polls, not
+		 * on each: reading it was 20% of the daemon's samples in a storm
+		 * (bench/README.md, "Against kernel swap and zram"); the window
+		 * overruns by a few hundred ns at most. */
+		if (last_event && polls++ % DISPATCH_CLOCK_POLLS == 0)
+			clock_ns = fm_now_ns();
 		bool spin = d->parked_total || d->reply_parked.n ||
-			    (last_event && fm_now_ns() - last_event < d->spin_ns);
+			    (last_event && clock_ns - last_event < d->spin_ns);
 		int n;
 
 		if (spin && !had_events && !d->parked_total && !d->reply_parked.n &&
@@ -467,8 +475,10 @@ static void *dispatcher_main(void *arg)
 		peek_consume(&d->peek);
 		n = epoll_wait(d->epfd, evs, EPOLL_BATCH, spin ? 0 : IDLE_WAIT_MS);
 		had_events = n != 0;   /* an error polls again too */
-		if (n > 0)
-			last_event = fm_now_ns();
+		if (n > 0) {
+			last_event = clock_ns = fm_now_ns();
+			polls = 1;
+		}
 		else if (spin && !d->parked_total)
 			fm_cpu_relax();
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/base.h"
 #include "base/log.h"
@@ -193,7 +194,7 @@ Test(config, unknown_keys_and_tables)
 Test(config, wrong_types)
 {
 	load_fails("[shards]\ncount = \"2\"\n",
-		   "x.toml:2: shards.count: expected an integer, got a string");
+		   "x.toml:2: shards.count: expected an integer or \"auto\", got \"2\"");
 	load_fails("[shards]\ncount = true\n",
 		   "x.toml:2: shards.count: expected an integer, got a boolean");
 	load_fails("[daemon]\nlog_level = 3\n",
@@ -536,7 +537,7 @@ Test(config, help_lists_every_key)
 
 	fm_config_help(f);
 	fclose(f);
-	cr_assert(strstr(text, "shards.count (uint 1..64, default 2)\n"), "%s", text);
+	cr_assert(strstr(text, "shards.count (uint 1..64 or \"auto\", default 2)\n"), "%s", text);
 	cr_assert(strstr(text, "register.mode (mode 0o0..0o777, default 0o660)\n"), "%s", text);
 	cr_assert(strstr(text, "daemon.log_level (enum error|warn|info|debug, default info)\n"),
 		  "%s", text);
@@ -585,11 +586,11 @@ Test(config, local_toml_loads_and_sets_every_key)
 	fm_config_defaults(&c);
 	cr_assert_eq(fm_config_load_file(&c, local_toml(), err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(fm_config_validate(&c, err, sizeof(err)), 0, "%s", err);
-	cr_assert_eq(c.shard_count, 2);
-	cr_assert_eq(c.shard_cpus_n, 2);
-	cr_assert_eq(c.shard_cpus[0], 1);
-	cr_assert_eq(c.shard_cpus[1], 1);
-	cr_assert_eq(c.dispatcher_cpu, 0);
+	/* The layout is "auto": planned on this machine's CPUs (test_layout.c). */
+	cr_assert(c.dispatcher_cpu_auto && c.shard_count_auto && c.shard_cpus_auto);
+	cr_assert(c.shard_count >= 1 && c.shard_count <= 16);
+	cr_assert(c.shard_cpus_n == 0 || c.shard_cpus_n == c.shard_count);
+	cr_assert_neq(c.layout_cpus[0], '\0');
 	cr_assert_eq(c.resident_pages, 4096);
 	cr_assert_str_eq(c.store_backend, "local");
 	cr_assert_str_eq(c.register_path, "/run/fluidmem/register.sock");
@@ -802,4 +803,102 @@ Test(config, cluster_sample_loads)
 	cr_expect_eq(fm_config_node_id(&c), -1);
 	cr_expect(c.cluster_hosts[0]);
 	cr_expect_str_eq(c.store_backend, "memcached");
+}
+
+/* "auto" placement (ctl/layout.h): accepted by the three layout keys only,
+ * kept as "auto" in a dump, resolved to values that pass validation. */
+Test(config, layout_auto)
+{
+	struct fm_config c;
+	char *text;
+
+	load_ok(&c, "[dispatcher]\ncpu = \"auto\"\n[shards]\ncount = \"auto\"\ncpus = \"auto\"\n");
+	cr_assert(c.dispatcher_cpu_auto && c.shard_count_auto && c.shard_cpus_auto);
+	cr_assert_eq(fm_config_validate(&c, err, sizeof(err)), 0, "%s", err);
+	cr_assert(c.shard_count >= 1);
+	text = dump(&c);
+	cr_assert(strstr(text, "cpu = \"auto\"\n"), "%s", text);
+	cr_assert(strstr(text, "count = \"auto\"\n"), "%s", text);
+	cr_assert(strstr(text, "cpus = \"auto\"\n"), "%s", text);
+	/* The dump loads back to the same thing. */
+	{
+		struct fm_config d;
+
+		load_ok(&d, text);
+		cr_assert(d.dispatcher_cpu_auto && d.shard_count_auto && d.shard_cpus_auto);
+		cr_assert_eq(d.shard_count, c.shard_count);
+		cr_assert_eq(d.dispatcher_cpu, c.dispatcher_cpu);
+	}
+	free(text);
+
+	/* A fixed count with auto CPUs keeps the count. */
+	load_ok(&c, "[shards]\ncount = 5\ncpus = \"auto\"\n");
+	cr_assert_eq(c.shard_count, 5);
+	cr_assert(c.shard_cpus_n == 0 || c.shard_cpus_n == 5);
+	cr_assert_eq(fm_config_validate(&c, err, sizeof(err)), 0, "%s", err);
+	/* An auto count with explicit CPUs: one shard per CPU listed. */
+	load_ok(&c, "[shards]\ncount = \"auto\"\ncpus = [0, 0, 0]\n");
+	cr_assert_eq(c.shard_count, 3);
+	cr_assert_eq(fm_config_validate(&c, err, sizeof(err)), 0, "%s", err);
+	/* A number after "auto" turns auto off, and --set takes a bare auto. */
+	cr_assert_eq(fm_config_set(&c, "shards.count", "4", err, sizeof(err)), 0, "%s", err);
+	cr_assert(!c.shard_count_auto);
+	cr_assert_eq(c.shard_count, 4);
+	cr_assert_eq(fm_config_set(&c, "dispatcher.cpu", "auto", err, sizeof(err)), 0, "%s", err);
+	cr_assert(c.dispatcher_cpu_auto);
+	char line[256];
+
+	fm_config_layout_text(&c, line, sizeof(line));
+	cr_assert(strncmp(line, "auto on CPUs ", 13) == 0, "%s", line);
+	fm_config_defaults(&c);
+	fm_config_layout_text(&c, line, sizeof(line));
+	cr_assert_str_eq(line, "fixed: dispatcher unpinned, 2 shards unpinned");
+}
+
+Test(config, layout_auto_errors)
+{
+	load_fails("[dispatcher]\ncpu = \"Auto\"\n",
+		   "x.toml:2: dispatcher.cpu: expected an integer or \"auto\", got \"Auto\"");
+	load_fails("[dispatcher]\ncpu = \"\"\n",
+		   "x.toml:2: dispatcher.cpu: expected an integer or \"auto\", got \"\"");
+	load_fails("[dispatcher]\ncpu = -2\n", "x.toml:2: dispatcher.cpu: -2 is below the minimum -1");
+	load_fails("[shards]\ncpus = \"all\"\n",
+		   "x.toml:2: shards.cpus: expected an array of integers or \"auto\", got \"all\"");
+	load_fails("[shards]\ncpus = [\"auto\"]\n",
+		   "x.toml:2: shards.cpus: item 1: expected an integer, got a string");
+	load_fails("[shards]\ncount = true\n",
+		   "x.toml:2: shards.count: expected an integer, got a boolean");
+	/* An explicit CPU list that does not match a fixed count. */
+	load_fails("[shards]\ncount = 3\ncpus = [1, 1]\n",
+		   "x.toml:3: shards.cpus: has 2 items but shards.count is 3 ([] leaves all unpinned)");
+	/* Only the layout keys take "auto". */
+	load_fails("[memory]\nevict_batch = \"auto\"\n",
+		   "x.toml:2: memory.evict_batch: expected an integer, got a string");
+}
+
+/* An "auto" count follows a disk tier's existing files (one per shard), so
+ * a restart on another cpuset looks for each page in the file it is in. */
+Test(config, layout_auto_count_follows_disk_tier)
+{
+	char dir[] = "/tmp/fmcfg.XXXXXX", path[64], text[256];
+	struct fm_config c;
+
+	cr_assert(mkdtemp(dir));
+	for (int i = 0; i < 5; i++) {
+		snprintf(path, sizeof(path), "%s/shard-%d.fmkv", dir, i);
+		FILE *f = fopen(path, "w");
+
+		cr_assert(f);
+		fclose(f);
+	}
+	snprintf(text, sizeof(text),
+		 "[shards]\ncount = \"auto\"\ncpus = \"auto\"\n[store.local]\npath = \"%s\"\n", dir);
+	load_ok(&c, text);
+	cr_assert_eq(c.shard_count, 5);
+	cr_assert(c.shard_cpus_n == 0 || c.shard_cpus_n == 5);
+	for (int i = 0; i < 5; i++) {
+		snprintf(path, sizeof(path), "%s/shard-%d.fmkv", dir, i);
+		unlink(path);
+	}
+	rmdir(dir);
 }

@@ -420,3 +420,52 @@ Test(shard, a_lost_page_is_poisoned_and_a_refused_one_kept, .timeout = 90)
 	rig_stop(&g);
 	mcd_stop(&srv);
 }
+
+/* Whether the memfd holds `page` (resident through a fault), without
+ * touching either mapping. */
+static bool in_memfd(struct rig *g, uint64_t page)
+{
+	unsigned char v = 0;
+
+	cr_assert_eq(mincore(g->poke + page * PAGE, PAGE, &v), 0);
+	return v & 1;
+}
+
+/* A control plane that stops reading replies must not stop the shard: with
+ * the reply ring full, replies are parked (in order, none lost) and faults
+ * are still served; once the ring is drained every reply arrives. */
+Test(shard, a_full_reply_ring_parks_replies_and_faults_go_on, .timeout = 120)
+{
+	struct fm_config cfg;
+	struct rig g;
+	const unsigned nreq = 700;   /* well past the 256-slot reply ring */
+	uint64_t first;
+
+	local_config(&cfg);
+	rig_start(&g, &cfg);
+	data_req(&g, FM_MSG_REGION_ADD, &g.r);
+	first = g.request + 1;
+	for (unsigned i = 0; i < nreq; i++) {
+		struct fm_msg m = { .type = FM_MSG_REGION_DEL,
+				    .region = { .region = &g.other, .request = ++g.request } };
+
+		push(&g, shard_data_ring(g.sh), &m);
+	}
+	/* Nobody reads the replies; a fault behind them is still served. */
+	cr_assert(!in_memfd(&g, 7));
+	fault(&g, &g.r, 7, 0);
+	uint64_t deadline = fm_now_ns() + 60ull * 1000000000ull;
+
+	while (!in_memfd(&g, 7)) {
+		cr_assert_lt(fm_now_ns(), deadline, "the shard stopped at a full reply ring");
+		usleep(1000);
+	}
+	/* Every reply, in order, once the ring is read again. */
+	for (uint64_t r = first; r < first + nreq; r++)
+		await_done(&g, r);
+	struct shard_stats st = stats(&g);
+
+	cr_assert_gt(st.replies_parked, 0);
+	cr_assert_eq(st.faults, 1);
+	rig_stop(&g);
+}
