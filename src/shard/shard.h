@@ -52,7 +52,10 @@ struct uffd_region;
 	X(eagain_giveups, "uffd ioctls abandoned after 2 s of EAGAIN")               \
 	X(stale_faults, "faults for regions this shard no longer serves")            \
 	X(eagain_retries, "ioctl retries after EAGAIN")                              \
-	X(sleeps, "times the shard slept on its doorbell")
+	X(sleeps, "times the shard slept on its doorbell")                           \
+	X(prefetched, "pages installed ahead of their fault by prefetch")            \
+	X(prefetch_hits, "prefetched pages used (a fault or the stream passed them)")\
+	X(prefetch_wasted, "prefetched pages evicted or dropped before any use")
 
 #define SHARD_GAUGE_FIELDS(X)                                                         \
 	X(resident, "resident pages now")                                             \
@@ -121,6 +124,7 @@ struct shard_params {
 	uint32_t evict_run;        /* pages one write-protect + punch may span; 1 = single */
 	uint32_t free_low_pct;     /* evict ahead below this % of the budget free; 0 = off */
 	uint32_t free_high_pct;    /* ... up to this % free (>= free_low_pct) */
+	uint32_t prefetch_pages;   /* largest prefetch window; 0 = off */
 	int policy;                /* enum fm_policy_kind */
 	struct kv_params kv;       /* this shard's store handle */
 };
