@@ -322,13 +322,13 @@ void prefetch_after_fault(struct shard *s, struct shard_region *sr, uint64_t pag
 			b->page[n] = q;
 			b->id[n++] = id;
 		} else if (ps == PS_ZERO) {
-			rc = uffd_zeropage_nowake(r->uffd, sr->base + (q << FM_PAGE_SHIFT), FM_PAGE_SIZE,
-						  &s->st.eagain_retries);
+			rc = uffd_zeropage_nowake(r->uffd, sr->base + (q << FM_PAGE_SHIFT), FM_PAGE_SIZE);
 			if (rc == 0 || rc == -EEXIST) {
 				installed(s, sr, id, q, rc == 0, false);
 				got += rc == 0;
-			} else if (rc == -ESRCH) {
-				return;
+			} else if (rc == -ESRCH || rc == -EAGAIN) {
+				n = 0;   /* client gone, or a discard pending: stop */
+				break;
 			}
 		}
 	}
@@ -347,9 +347,9 @@ void prefetch_after_fault(struct shard *s, struct shard_region *sr, uint64_t pag
 			    page_hash(&sr->hkey, b->ptrs[i]) != want)
 				continue;
 			rc = uffd_copy_nowake(r->uffd, sr->base + (b->page[i] << FM_PAGE_SHIFT), b->ptrs[i],
-					      FM_PAGE_SIZE, &s->st.eagain_retries);
-			if (rc == -ESRCH)
-				break;
+					      FM_PAGE_SIZE);
+			if (rc == -ESRCH || rc == -EAGAIN)
+				break;   /* client gone, or a discard pending: stop */
 			if (rc == 0 || rc == -EEXIST) {
 				installed(s, sr, b->id[i], b->page[i], rc == 0, true);
 				got += rc == 0;
