@@ -278,6 +278,11 @@ static void installed(struct shard *s, struct shard_region *sr, uint32_t id, uin
 		s->st.store_errors++;
 }
 
+static bool discards_region(const struct fm_msg *m, const void *r)
+{
+	return (m->type == FM_MSG_REMOVE || m->type == FM_MSG_UNMAP) && m->range.region == r;
+}
+
 void prefetch_after_fault(struct shard *s, struct shard_region *sr, uint64_t page)
 {
 	struct pf_buffers *b = s->pf;
@@ -334,6 +339,10 @@ void prefetch_after_fault(struct shard *s, struct shard_region *sr, uint64_t pag
 	}
 	if (n > 0) {
 		kv_mget(s->kv, b->keys, b->ptrs, b->res, n);
+		/* A discard of this region waiting behind us may cover these
+		 * pages: installing them first would resurrect their data. */
+		if (fm_ring_pending_any(&s->data, discards_region, r))
+			n = 0;
 		for (uint32_t i = 0; i < n; i++) {
 			uint64_t want;
 			int rc;
