@@ -58,7 +58,9 @@ static void usage(FILE *f)
 "                         budget (default: " DEFAULT_CONTROL_SOCKET ")\n"
 "  --pages N              region size in 4 KiB pages (default: %d)\n"
 "  --threads T            workload threads, 1..%d (default: %d)\n"
-"  --pattern P            seq | random | zipf (default: random)\n"
+"  --pattern P            seq | random | zipf | stride (default: random)\n"
+"  --stride S             pages between the accesses of --pattern stride, 1..65536\n"
+"                         (default: 8); each thread scans its pages S apart\n"
 "  --zipf-s S             Zipf exponent, >= 0, for --pattern zipf (default: %.2f)\n"
 "  --passes K             passes over the region, >= 1 (default: %d)\n"
 "  --write-ratio R        probability that an access is a write, 0..1 (default: %.1f)\n"
@@ -156,7 +158,7 @@ static void opt_pattern(struct storm_opts *o, const char *opt, const char *arg)
 	int p = storm_pattern_parse(arg);
 
 	if (p < 0)
-		bad_arg("%s: expected seq, random or zipf, got '%s'", opt, arg);
+		bad_arg("%s: expected seq, random, zipf or stride, got '%s'", opt, arg);
 	o->pattern = (enum storm_pattern)p;
 }
 
@@ -218,6 +220,7 @@ static const struct opt_def opt_defs[] = {
 	{ "threads", OPT_UNSIGNED, FIELD(threads), 1, STORM_MAX_THREADS, NULL },
 	{ "pattern", OPT_FN, 0, 0, 0, opt_pattern },
 	{ "zipf-s", OPT_DOUBLE, FIELD(zipf_s), 0, 100, NULL },
+	{ "stride", OPT_U64, FIELD(stride), 1, 65536, NULL },
 	{ "passes", OPT_UNSIGNED, FIELD(passes), 1, STORM_MAX_PASSES, NULL },
 	{ "write-ratio", OPT_DOUBLE, FIELD(write_ratio), 0, 1, NULL },
 	{ "seed", OPT_U64, FIELD(seed), 0, -1, NULL },   /* max -1: UINT64_MAX */
@@ -296,6 +299,7 @@ static void parse_args(int argc, char **argv, struct storm_opts *o)
 		.passes = DEFAULT_PASSES,
 		.pattern = STORM_RANDOM,
 		.zipf_s = DEFAULT_ZIPF_S,
+		.stride = 8,
 		.write_ratio = DEFAULT_WRITE_RATIO,
 		.seed = DEFAULT_SEED,
 		.fault_threshold_us = DEFAULT_THRESHOLD_US,

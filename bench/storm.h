@@ -18,7 +18,7 @@
 /* Mismatches printed in full; the rest are only counted. */
 #define STORM_MAX_REPORTED_ERRORS 8
 
-enum storm_pattern { STORM_SEQ, STORM_RANDOM, STORM_ZIPF, STORM_PATTERN_NR };
+enum storm_pattern { STORM_SEQ, STORM_RANDOM, STORM_ZIPF, STORM_STRIDE, STORM_PATTERN_NR };
 
 const char *storm_pattern_name(enum storm_pattern p);
 /* -1 when unknown. */
@@ -33,6 +33,7 @@ struct storm_opts {
 	unsigned passes;
 	enum storm_pattern pattern;
 	double zipf_s;
+	uint64_t stride;           /* --stride: pages between accesses of --pattern stride */
 	double write_ratio;
 	uint64_t seed;
 	double fault_threshold_us;

@@ -16,7 +16,7 @@
 #define WORDS_PER_PAGE (FM_PAGE_SIZE / sizeof(uint64_t))
 #define WORDS_PER_LINE (FM_CACHELINE / sizeof(uint64_t))
 
-static const char *const pattern_names[STORM_PATTERN_NR] = { "seq", "random", "zipf" };
+static const char *const pattern_names[STORM_PATTERN_NR] = { "seq", "random", "zipf", "stride" };
 
 const char *storm_pattern_name(enum storm_pattern p)
 {
@@ -63,6 +63,7 @@ struct storm_thread {
 	uint64_t accesses, reads, writes, verify_errors;
 	uint64_t *pass_faults, *pass_first;   /* per pass */
 	unsigned pass;
+	uint64_t sj, so;       /* stride: the next local page is sj * stride + so */
 	struct fm_hist all, first, refault;
 } FM_ALIGNED_CL;
 
@@ -221,6 +222,20 @@ static inline uint64_t pick(struct storm_thread *t, uint64_t i)
 		return i;
 	case STORM_RANDOM:
 		return rng_below(&t->rng, t->npages);
+	case STORM_STRIDE: {
+		/* Every stride-th page, then the same from the next offset: a
+		 * permutation of the thread's pages, one strided scan each. */
+		uint64_t s = t->sh->o->stride, k;
+
+		if (i == 0)
+			t->sj = t->so = 0;
+		k = t->sj * s + t->so;
+		if (++t->sj * s + t->so >= t->npages) {
+			t->sj = 0;
+			t->so++;
+		}
+		return k;
+	}
 	default:
 		return zipf_pick(t);
 	}

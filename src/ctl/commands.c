@@ -214,6 +214,13 @@ static void stats_fields(json_t *o, const struct shard_stats *s)
 	json_object_set_new(o, "cache_hits", cj_u64(s->zero_fills + s->dup_faults + s->wp_faults));
 	json_object_set_new(o, "cache_misses", cj_u64(s->fetches));
 	json_object_set_new(o, "hit_rate", cj_real(hit_rate(s), 4));
+	/* Of the prefetched pages decided so far, the share that was used. */
+	json_object_set_new(o, "prefetch_accuracy",
+			    cj_real(s->prefetch_hits + s->prefetch_wasted
+					    ? (double)s->prefetch_hits /
+						      (double)(s->prefetch_hits + s->prefetch_wasted)
+					    : 0.0,
+				    4));
 	json_object_set_new(o, "writes_avoided", cj_u64(s->evict_zero + s->evict_clean));
 	/* The store's compression ratio: page bytes held / encoded bytes. */
 	json_object_set_new(o, "store_ratio",

@@ -147,6 +147,9 @@ static const struct opt opts[] = {
 	  .help = "evict ahead of faults once fewer than this % of a shard's budget is free; 0 = off" },
 	{ .key = "memory.free_high_pct", .type = OPT_UINT, FIELD(free_high_pct), .min = 0,
 	  .max = 50, .def = "4", .help = "evicting ahead stops once this % of the budget is free" },
+	{ .key = "memory.prefetch_pages", .type = OPT_UINT, FIELD(prefetch_pages), .min = 0,
+	  .max = 512, .def = "32",
+	  .help = "largest window a sequential or strided fault stream prefetches; 0 = off" },
 	{ .key = "memory.policy", .type = OPT_ENUM, FIELD(policy), .def = "s3fifo",
 	  .choices = &policy_choices, .help = "page replacement policy" },
 

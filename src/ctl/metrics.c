@@ -50,6 +50,9 @@ static const struct metric_name {
 	{ "poisoned", "poisoned_pages_total", M_COUNTER },
 	{ "discarded", "discarded_pages_total", M_COUNTER },
 	{ "restored", "restored_pages_total", M_COUNTER },
+	{ "prefetched", "prefetched_pages_total", M_COUNTER },
+	{ "prefetch_hits", "prefetch_hit_pages_total", M_COUNTER },
+	{ "prefetch_wasted", "prefetch_wasted_pages_total", M_COUNTER },
 	/* shard gauges */
 	{ "resident", "resident_pages", M_GAUGE },
 	{ "resident_max", "resident_max_pages", M_GAUGE },

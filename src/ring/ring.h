@@ -201,6 +201,23 @@ static inline bool fm_ring_pop(struct fm_ring *r, struct fm_msg *m)
 	return ck_ring_dequeue_spsc_fm_msg(&r->ring, r->slots, m);
 }
 
+/* Consumer only: whether a message waiting (pushed, not yet popped)
+ * satisfies match(m, arg), without taking any. The producer never rewrites
+ * a slot before the consumer pops it, so the scan reads whole messages. */
+static inline bool fm_ring_pending_any(const struct fm_ring *r,
+				       bool (*match)(const struct fm_msg *m, const void *arg),
+				       const void *arg)
+{
+	unsigned c = ck_pr_load_uint(&r->ring.c_head);
+	unsigned p = ck_pr_load_uint(&r->ring.p_tail);
+
+	ck_pr_fence_load();
+	for (; c != p; c++)
+		if (match(&r->slots[c & r->ring.mask], arg))
+			return true;
+	return false;
+}
+
 /* Either side; a snapshot that may be stale by the time it returns. */
 static inline unsigned fm_ring_depth(const struct fm_ring *r)
 {

@@ -18,6 +18,7 @@
 #include "shard/page_hash.h"
 #include "shard/pagetable.h"
 #include "shard/policy.h"
+#include "shard/prefetch.h"
 #include "shard/storecopy.h"
 #include "uffd/uffd.h"
 
@@ -131,6 +132,7 @@ static uint64_t *serve_fault(struct shard *s, struct shard_region *sr, uint64_t 
 		 * what it asked for. */
 		rc = uffd_zeropage(r->uffd, addr, FM_PAGE_SIZE, &s->st.eagain_retries);
 		if (rc == -EEXIST) {
+			prefetch_hit(s, id);   /* a thread waited on a prefetched page */
 			rc = uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
 			if (rc < 0)
 				goto fail;
@@ -206,15 +208,21 @@ void shard_handle_fault(struct shard *s, const struct fm_msg *m)
 {
 	struct uffd_region *r = m->fault.region;
 	struct shard_region *sr = s->regions[r->slot];
+	uint64_t *outcome;
 
 	if (unlikely(!sr || sr->r != r || m->fault.page >= r->npages)) {
 		s->st.stale_faults++;
 		return;
 	}
+
 	s->st.faults++;
 	sr->faults++;
-	(*serve_fault(s, sr, m->fault.page, m->flags))++;
+	outcome = serve_fault(s, sr, m->fault.page, m->flags);
+	(*outcome)++;
 	fm_hist_add(&s->st.fault_ns, fm_now_ns() - m->fault.read_ns);
+	/* After the faulting thread is woken: fetch ahead of its stream. */
+	if (s->pf && (outcome == &s->st.fetches || outcome == &s->st.zero_fills))
+		prefetch_after_fault(s, sr, m->fault.page);
 }
 
 /* REMOVE: the client discarded [first, first+n) with madvise. UNMAP: the

@@ -103,6 +103,8 @@ void shard_set_state(struct shard *s, struct shard_region *sr, uint32_t id, uint
 
 	if (from == to)
 		return;
+	if (s->pt.state[id] & PS_PREFETCHED)
+		s->st.prefetch_wasted++;   /* leaves residency never used */
 	if (from == PS_RESIDENT) {
 		s->resident--;
 		sr->resident--;
@@ -642,7 +644,8 @@ struct shard *shard_create(const struct shard_params *p, unsigned idx, uint64_t 
 	s->ev_runs = calloc(s->evict_batch, sizeof(*s->ev_runs));
 	s->evict_backoff_ns = EVICT_BACKOFF_NS;
 	if (!s->policy || !s->bounce || !s->ev_keys || !s->ev_pages || !s->ev_results || !s->ev_put_results ||
-	    !s->ev_ids || !s->ev_hash || !s->ev_rc || !s->ev_idx || !s->ev_runs)
+	    !s->ev_ids || !s->ev_hash || !s->ev_rc || !s->ev_idx || !s->ev_runs ||
+	    prefetch_setup(s, p->prefetch_pages) < 0)
 		goto fail;
 	s->kv = kv_open(&p->kv, idx);
 	if (!s->kv) {
@@ -692,6 +695,7 @@ void shard_destroy(struct shard *s)
 	fm_doorbell_destroy(&s->bell);
 	pt_destroy(&s->pt);
 	free(s->bounce);
+	prefetch_teardown(s);
 	free(s->ev_keys);
 	free(s->ev_pages);
 	free(s->ev_results);

@@ -54,7 +54,10 @@ struct uffd_region;
 	X(eagain_retries, "ioctl retries after EAGAIN")                              \
 	X(sleeps, "times the shard slept on its doorbell")                          \
 	X(spin_hits, "idle spins that met the next message (a wake-up saved)")       \
-	X(replies_parked, "replies held while the reply ring was full, sent later in order")
+	X(replies_parked, "replies held while the reply ring was full, sent later in order") \
+	X(prefetched, "pages installed ahead of their fault by prefetch")            \
+	X(prefetch_hits, "prefetched pages used (a fault or the stream passed them)")\
+	X(prefetch_wasted, "prefetched pages evicted or dropped before any use")
 
 #define SHARD_GAUGE_FIELDS(X)                                                         \
 	X(resident, "resident pages now")                                             \
@@ -123,6 +126,7 @@ struct shard_params {
 	uint32_t evict_run;        /* pages one write-protect + punch may span; 1 = single */
 	uint32_t free_low_pct;     /* evict ahead below this % of the budget free; 0 = off */
 	uint32_t free_high_pct;    /* ... up to this % free (>= free_low_pct) */
+	uint32_t prefetch_pages;   /* largest prefetch window; 0 = off */
 	int policy;                /* enum fm_policy_kind */
 	struct kv_params kv;       /* this shard's store handle */
 };

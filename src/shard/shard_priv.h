@@ -14,6 +14,7 @@
 #include "shard/page_hash.h"
 #include "shard/pagetable.h"
 #include "shard/policy.h"
+#include "shard/prefetch.h"
 #include "shard/shard.h"
 #include "shard/storecopy.h"
 #include "uffd/uffd.h"
@@ -23,6 +24,9 @@
 #define EVICT_BACKOFF_MAX_NS 1000000000ull   /* doubling while refusals go on, up to 1 s */
 
 #define PS_MASK 0x0f
+/* Flag on a resident page a prefetch installed and no fault or stream has
+ * shown used yet; a state change that drops it counts the page wasted. */
+#define PS_PREFETCHED 0x10
 
 /* The shard's view of one region. */
 struct shard_region {
@@ -36,6 +40,7 @@ struct shard_region {
 	uint64_t budget;        /* this shard's cap for the region; UINT64_MAX = none */
 	uint64_t hand;          /* next local page index the per-region scan looks at */
 	struct page_hash_key hkey;   /* content hashes of this region's pages (storecopy.h) */
+	struct pf_region pf;         /* fault streams for prefetch (prefetch.h) */
 };
 
 /* A run of evicted pages: ev_ids[first .. first+n), sorted, one stripe;
@@ -63,6 +68,7 @@ struct shard {
 	struct storecopy sc;            /* what a keeping store holds per page */
 	unsigned capped_regions;        /* regions with a budget of their own */
 	struct shard_stats st;
+	struct pf_buffers *pf;          /* prefetch's batch; NULL = off */
 
 	/* cold */
 	struct fm_ring reply FM_ALIGNED_CL;

@@ -82,6 +82,10 @@ void region_release(struct uffd_region *r);
 int uffd_zeropage(int uffd, uint64_t addr, uint64_t len, uint64_t *retries);
 int uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len, uint64_t *retries);
 int uffd_wake(int uffd, uint64_t addr, uint64_t len);
+/* The same without waking threads waiting in the range (prefetch), and
+ * without retrying EAGAIN: a non-fault event is pending, give up. */
+int uffd_copy_nowake(int uffd, uint64_t dst, const void *src, uint64_t len);
+int uffd_zeropage_nowake(int uffd, uint64_t addr, uint64_t len);
 int uffd_writeprotect(int uffd, uint64_t addr, uint64_t len, bool protect, uint64_t *retries);
 int uffd_poison(int uffd, uint64_t addr, uint64_t len, uint64_t *retries);
 /* EAGAIN is retried for at most about 2 s (UFFD_EAGAIN_MAX_LOOPS); then the

@@ -82,6 +82,26 @@ int uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len, uint64_t *r
 	}
 }
 
+/* Prefetch installs: nobody waits on these pages (a thread that does has
+ * its fault queued, and serving it wakes it), so skip the wake-up. One try:
+ * EAGAIN means a REMOVE or UNMAP is pending, and a page installed once it
+ * has been read could bring back data the client just discarded, so the
+ * caller gives up instead of retrying. */
+int uffd_copy_nowake(int uffd, uint64_t dst, const void *src, uint64_t len)
+{
+	struct uffdio_copy c = { .dst = dst, .src = (uint64_t)(uintptr_t)src, .len = len,
+				 .mode = UFFDIO_COPY_MODE_DONTWAKE };
+
+	return ioctl(uffd, UFFDIO_COPY, &c) == 0 ? 0 : -errno;
+}
+
+int uffd_zeropage_nowake(int uffd, uint64_t addr, uint64_t len)
+{
+	struct uffdio_zeropage z = { .range = { addr, len }, .mode = UFFDIO_ZEROPAGE_MODE_DONTWAKE };
+
+	return ioctl(uffd, UFFDIO_ZEROPAGE, &z) == 0 ? 0 : -errno;
+}
+
 int uffd_wake(int uffd, uint64_t addr, uint64_t len)
 {
 	struct uffdio_range r = { addr, len };

@@ -479,6 +479,7 @@ Test(config, dump_format)
 			       "evict_run = 64\n"
 			       "free_low_pct = 2\n"
 			       "free_high_pct = 4\n"
+			       "prefetch_pages = 32\n"
 			       "policy = \"s3fifo\"\n"
 			       "\n"
 			       "[register]\n"

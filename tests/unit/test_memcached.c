@@ -309,7 +309,9 @@ Test(memcached, restarted_server_gets_clean_pages_rewritten, .timeout = 120)
 {
 	/* The server restarts empty while pages are resident and clean: their
 	 * next eviction must write them again rather than trust a lost copy. */
-	const char *sets[] = { "memory.resident_pages=256", "store.memcached.retry_delay_ms=1", NULL };
+	/* No prefetch: exactly the 64 pages read back are resident. */
+	const char *sets[] = { "memory.resident_pages=256", "store.memcached.retry_delay_ms=1",
+			       "memory.prefetch_pages=0", NULL };
 	struct fm_client *c;
 	struct fm_region *r;
 	uint8_t *p;

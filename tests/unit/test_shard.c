@@ -235,6 +235,9 @@ static void local_config(struct fm_config *cfg)
 	cfg->spin_us = 0;
 	cfg->evict_batch = 4;
 	cfg->policy = FM_POLICY_FIFO;
+	/* The state machine page by page: no prefetch moving pages ahead of
+	 * the faults the test sends (test_prefetch*.c covers prefetch). */
+	cfg->prefetch_pages = 0;
 	snprintf(cfg->store_backend, sizeof(cfg->store_backend), "local");
 }
 
