@@ -128,7 +128,7 @@ uint32_t pf_on_fault(struct pf_stream *st, uint64_t page, uint32_t hits, uint32_
 	return st->window;
 }
 
-bool pf_next(uint64_t p, int64_t delta, uint64_t npages, uint32_t slot, unsigned shard,
+bool pf_next(uint64_t p, int64_t delta, uint64_t npages, uint32_t rot, unsigned shard,
 	     unsigned nshards, uint64_t *out)
 {
 	uint64_t ad = delta < 0 ? (uint64_t)-delta : (uint64_t)delta, q;
@@ -140,7 +140,7 @@ bool pf_next(uint64_t p, int64_t delta, uint64_t npages, uint32_t slot, unsigned
 	q = delta > 0 ? p + ad : p - ad;
 	for (unsigned tries = 0; tries < 4; tries++) {
 		uint64_t sq = q >> FM_STRIPE_SHIFT, k;
-		unsigned own = fm_stripe_shard(slot, q, nshards);
+		unsigned own = fm_stripe_shard(rot, q, nshards);
 
 		if (own == shard) {
 			*out = q;
@@ -248,7 +248,7 @@ static uint32_t confirm_hits(struct shard *s, struct shard_region *sr, uint64_t 
 	uint64_t before = s->st.prefetch_hits;
 
 	for (uint32_t i = 0; i < span; i++) {
-		if (!pf_next(p, -delta, sr->pt.npages, sr->pt.slot, s->idx, s->nshards, &q))
+		if (!pf_next(p, -delta, sr->pt.npages, sr->pt.rot, s->idx, s->nshards, &q))
 			break;
 		p = q;
 		if (pt_has_stripe(&s->pt, &sr->pt, q))
@@ -312,7 +312,7 @@ void prefetch_after_fault(struct shard *s, struct shard_region *sr, uint64_t pag
 	 * batched read, zero ones with a zero page. A resident page is never
 	 * overwritten, an untouched one is left to its first touch, a poisoned
 	 * one to its SIGBUS. */
-	for (p = page; steps < w && pf_next(p, d, r->npages, r->slot, s->idx, s->nshards, &q); p = q) {
+	for (p = page; steps < w && pf_next(p, d, r->npages, sr->pt.rot, s->idx, s->nshards, &q); p = q) {
 		uint32_t id;
 		uint8_t ps;
 		int rc;

@@ -66,10 +66,10 @@ struct pf_stream *pf_stream_for(struct pf_region *pr, uint64_t page);
 uint32_t pf_on_fault(struct pf_stream *st, uint64_t page, uint32_t hits, uint32_t max_window,
 		     int64_t *delta);
 /* The next page after p along delta that shard `shard` of `nshards` owns
- * in a region of npages pages in table slot `slot`, skipping the stripes of
+ * in a region of npages pages whose stripes are rotated by `rot` (fm_region_rot), skipping the stripes of
  * other shards. False at the region's ends (or when a huge delta finds no
  * own page within a few stripes). */
-bool pf_next(uint64_t p, int64_t delta, uint64_t npages, uint32_t slot, unsigned shard,
+bool pf_next(uint64_t p, int64_t delta, uint64_t npages, uint32_t rot, unsigned shard,
 	     unsigned nshards, uint64_t *out);
 
 struct shard;
