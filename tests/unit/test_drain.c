@@ -101,17 +101,22 @@ Test(drain, server_drained_mid_storm, .timeout = 180)
 	cr_expect_eq(td_stat(&t, "drains_failed"), 0);
 	cr_expect_gt(td_stat(&t, "drain_moved"), 0);
 
-	/* Now a,c; drain c, then a is the last. */
-	rep = td_ctl(&t, "v1 servers drain %s", c.addr);
-	cr_expect(rep && strstr(rep, "\"ok\":true"), "%s", rep);
-	free(rep);
-	for (int i = 0; i < 3000; i++) {
-		drain_state(&t, st, sizeof(st));
-		if (strcmp(st, "running"))
-			break;
-		td_sleep_ms(10);
-	}
+	/* Now a,c; drain c with fluidmemctl, which waits for the end and
+	 * shows progress; then a is the last. */
+	snprintf(cmd, sizeof(cmd),
+		 FM_BUILD_DIR "/bin/fluidmemctl --socket %s --progress --json servers drain %s 2>&1",
+		 t.ctl, c.addr);
+	storm = popen(cmd, "r");
+	cr_assert_not_null(storm);
+	got = fread(out, 1, sizeof(out) - 1, storm);
+	out[got] = '\0';
+	status = pclose(storm);
+	cr_expect_eq(WEXITSTATUS(status), 0, "%s", out);
+	cr_expect(strstr(out, "servers drain: ended in") && strstr(out, "\"state\":\"done\""), "%s",
+		  out);
+	drain_state(&t, st, sizeof(st));
 	cr_expect_str_eq(st, "done");
+	cr_expect_eq(cd_mc_stat(&c, "curr_items"), 0, "c still holds keys");
 	rep = td_ctl(&t, "v1 servers drain %s", a.addr);
 	cr_expect(rep && strstr(rep, "\"ok\":false") && strstr(rep, "last server"), "%s", rep);
 	free(rep);
