@@ -53,8 +53,8 @@
  *     (the cluster's watched list): ketama keeps most keys in place, and a
  *     page whose owner moved is read and deleted on its old owner (the
  *     previous lists are kept behind the handle) until its next eviction
- *     writes it to the new one. Nothing moves pages in the background, and
- *     a server is never drained: removing one loses the pages only it held.
+ *     writes it to the new one, or `servers drain` moves it (kv_rehome,
+ *     then kv_forget_previous drops the old lists).
  *   - bytes_stored is not known (memcached does not say per client).
  *   - deletes are one synchronous request per replica.
  *   - a server run without -M evicts pages when full; the first shard warns
