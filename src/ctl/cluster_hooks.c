@@ -431,8 +431,13 @@ void ctl_cluster_metrics_text(struct daemon *d, struct strbuf *out)
 		       "fluidmem_cluster_writes_total %" PRIu64 "\n"
 		       "# HELP fluidmem_cluster_collected_total orphan nodes collected by this node\n"
 		       "# TYPE fluidmem_cluster_collected_total counter\n"
-		       "fluidmem_cluster_collected_total %" PRIu64 "\n",
-		  st.leader, st.queue_len, st.applied, st.collected);
+		       "fluidmem_cluster_collected_total %" PRIu64 "\n"
+		       "# HELP fluidmem_cluster_collected_pages_total store keys of orphan nodes "
+		       "deleted by this node\n"
+		       "# TYPE fluidmem_cluster_collected_pages_total counter\n"
+		       "fluidmem_cluster_collected_pages_total %" PRIu64 "\n",
+		  st.leader, st.queue_len, st.applied, st.collected,
+		  atomic_load(&cl->collected_keys));
 }
 
 void ctl_cluster_regions_json(struct daemon *d, struct strbuf *out)

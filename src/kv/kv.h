@@ -192,7 +192,8 @@ int kv_set_servers(struct kv_store *kv, const char *servers);
  * written to its current owners and deleted from the servers that lost
  * it; buf is a page of scratch. Returns 1 when the key did not move
  * (nothing done), 0 when moved, -ENOENT (no copy anywhere), -EIO, -ENOSPC.
- * Backends without server lists answer 1. Not counted in stats (a drain
+ * A key already at its current owners only has its old copies deleted
+ * (answer 1). Backends without server lists answer 1. Not counted in stats (a drain
  * counts its own). */
 int kv_rehome(struct kv_store *kv, struct kv_key key, kv_check_fn *check, void *arg, void *buf);
 /* Every page the caller holds was rehomed: forget the previous lists, so
