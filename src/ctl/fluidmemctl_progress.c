@@ -272,9 +272,11 @@ char *fmctl_drain_wait(const char *sock_path, bool forced, char *reply)
 		dr = json_object_get(l, "drain");
 		nodes = json_object_get(l, "nodes");
 		state = json_string_value(json_object_get(dr, "state"));
-		all_nodes = !json_is_object(nodes) ||
-			    json_integer_value(json_object_get(nodes, "drained")) >=
-				    json_integer_value(json_object_get(nodes, "live"));
+		/* no "nodes": the cluster is off; null: ZooKeeper did not
+		 * answer this time, so ask again */
+		all_nodes = !nodes || (json_is_object(nodes) &&
+				       json_integer_value(json_object_get(nodes, "drained")) >=
+					       json_integer_value(json_object_get(nodes, "live")));
 		if (show_it && (tty || now_s() - last >= 1.0)) {
 			fprintf(stderr, "%sservers drain %s: %s, %" PRId64 " pages moved%s%s%s",
 				tty ? "\r" : "", json_string_value(json_object_get(dr, "server")),
