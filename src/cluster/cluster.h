@@ -13,6 +13,7 @@
  *   election/n-SEQ    ephemeral sequential: the lowest is the leader
  *   autoid/a-SEQ      transient, seeds the search of node_id = "auto"
  *   servers           the store's server list
+ *   drained/N         the server list node N last finished draining to
  *
  * Threads. The module runs one worker thread of its own. It alone makes the
  * blocking ZooKeeper calls that change state (queued writes, the election,
@@ -171,6 +172,17 @@ int cluster_regions_list(struct cluster *c, int node, struct cluster_region **ou
 int cluster_servers_get(struct cluster *c, char *buf, size_t len);
 int cluster_servers_set(struct cluster *c, const char *servers);
 
+/* Draining a store server (`servers drain`): each node, once it moved its
+ * keys to the list without the server, records that list in drained/N
+ * (queued like the other writes: 1, or the errors of
+ * cluster_region_create). cluster_drained_get tells, for every live node
+ * (a lease in nodes/), whether its drained/N equals `servers`: *live and
+ * *done (done <= live), and in `pending` (len bytes) the ids of the live
+ * nodes not done yet, comma-separated. Synchronous read: 0, -ENOTCONN,
+ * -EIO, -ENOMEM. */
+int cluster_drained_set_nowait(struct cluster *c, const char *servers);
+int cluster_drained_get(struct cluster *c, const char *servers, unsigned *live, unsigned *done,
+			char *pending, size_t len);
 /* Record encoding, version first: "1 <id hex> <node> <pid> <start> <size>
  * <ns> <name...>" (the name is the rest of the line). encode: the length
  * or -EINVAL; decode: 0 or -EINVAL (also on an unknown version). Pure. */

@@ -92,3 +92,63 @@ int cluster_servers_get(struct cluster *c, char *buf, size_t len)
 	free(tmp);
 	return rc;
 }
+
+/* ---- drains ---- */
+
+int cluster_drained_set_nowait(struct cluster *c, const char *servers)
+{
+	char p[PATH_MAX_ZK];
+	size_t n = strlen(servers);
+
+	if (n >= SERVERS_MAX)
+		return -EINVAL;
+	cl_path(c, p, "drained/%u", c->node);
+	return cl_enqueue(c, OP_SERVERS, p, servers, n, false, NULL);
+}
+
+int cluster_drained_get(struct cluster *c, const char *servers, unsigned *live, unsigned *done,
+			char *pending, size_t len)
+{
+	char p[PATH_MAX_ZK];
+	struct String_vector v = { 0 };
+	zhandle_t *zh = cl_read_begin(c);
+	char *tmp;
+	size_t o = 0;
+	int rc;
+
+	*live = *done = 0;
+	if (len)
+		pending[0] = '\0';
+	if (!zh)
+		return -ENOTCONN;
+	tmp = malloc(SERVERS_MAX);
+	if (!tmp) {
+		pthread_rwlock_unlock(&c->zh_lock);
+		return -ENOMEM;
+	}
+	cl_path(c, p, "nodes");
+	rc = zoo_get_children(zh, p, 0, &v);
+	for (int32_t i = 0; rc == ZOK && i < v.count; i++) {
+		int got = SERVERS_MAX - 1, r;
+
+		(*live)++;
+		cl_path(c, p, "drained/%s", v.data[i]);
+		r = zoo_get(zh, p, 0, tmp, &got, NULL);
+		if (r == ZOK && got >= 0) {
+			tmp[got] = '\0';
+			if (!strcmp(tmp, servers)) {
+				(*done)++;
+				continue;
+			}
+		} else if (r != ZNONODE) {
+			rc = r;
+			break;
+		}
+		if (o + strlen(v.data[i]) + 2 <= len)
+			o += (size_t)snprintf(pending + o, len - o, "%s%s", o ? "," : "", v.data[i]);
+	}
+	pthread_rwlock_unlock(&c->zh_lock);
+	deallocate_String_vector(&v);
+	free(tmp);
+	return rc == ZOK ? 0 : -EIO;
+}

@@ -131,7 +131,7 @@ static int ensure(zhandle_t *zh, const char *path)
 
 static int ensure_tree(struct cluster *c)
 {
-	static const char *const dirs[] = { "nodes", "regions", "election", "autoid" };
+	static const char *const dirs[] = { "nodes", "regions", "election", "autoid", "drained" };
 	char p[PATH_MAX_ZK];
 	int rc;
 

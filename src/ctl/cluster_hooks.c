@@ -135,7 +135,7 @@ static void apply_servers(struct daemon *d)
 	struct ctl_cluster *cl = d->cl;
 	uint64_t a[FM_MAX_SHARDS], det[FM_MAX_SHARDS];
 	int64_t res[FM_MAX_SHARDS];
-	char *list;
+	char *list, old[FM_MC_SERVERS_MAX];
 	int failed = 0;
 
 	pthread_mutex_lock(&cl->mu);
@@ -169,7 +169,11 @@ static void apply_servers(struct daemon *d)
 		cl->server_changes++;
 		FM_INFO("cluster: store servers now \"%s\" (was \"%s\")", list, d->cfg.mc.servers);
 	}
+	snprintf(old, sizeof(old), "%s", d->cfg.mc.servers);
 	snprintf(d->cfg.mc.servers, sizeof(d->cfg.mc.servers), "%s", list);
+	/* Every node drains its own keys off a server removed from the list. */
+	if (!failed)
+		daemon_drain_list_changed(d, old, list);
 	free(list);
 }
 
@@ -427,8 +431,13 @@ void ctl_cluster_metrics_text(struct daemon *d, struct strbuf *out)
 		       "fluidmem_cluster_writes_total %" PRIu64 "\n"
 		       "# HELP fluidmem_cluster_collected_total orphan nodes collected by this node\n"
 		       "# TYPE fluidmem_cluster_collected_total counter\n"
-		       "fluidmem_cluster_collected_total %" PRIu64 "\n",
-		  st.leader, st.queue_len, st.applied, st.collected);
+		       "fluidmem_cluster_collected_total %" PRIu64 "\n"
+		       "# HELP fluidmem_cluster_collected_pages_total store keys of orphan nodes "
+		       "deleted by this node\n"
+		       "# TYPE fluidmem_cluster_collected_pages_total counter\n"
+		       "fluidmem_cluster_collected_pages_total %" PRIu64 "\n",
+		  st.leader, st.queue_len, st.applied, st.collected,
+		  atomic_load(&cl->collected_keys));
 }
 
 void ctl_cluster_regions_json(struct daemon *d, struct strbuf *out)
@@ -465,6 +474,59 @@ void ctl_cluster_regions_json(struct daemon *d, struct strbuf *out)
 	free(recs);
 }
 
+/* Cluster-wide completion of a drain: every live node drained to the list
+ * now in ZooKeeper. */
+static void drained_json(struct daemon *d, json_t *o, const char *list)
+{
+	unsigned live, done;
+	char pending[256];
+	int rc = cluster_drained_get(atomic_load(&d->cl->c), list, &live, &done, pending,
+				     sizeof(pending));
+	json_t *n;
+
+	if (rc < 0) {
+		json_object_set_new(o, "nodes", json_null());
+		return;
+	}
+	n = json_object();
+	json_object_set_new(n, "live", json_integer(live));
+	json_object_set_new(n, "drained", json_integer(done));
+	json_object_set_new(n, "pending", cj_str(pending));
+	json_object_set_new(o, "nodes", n);
+}
+
+/* A drain is done on this node: the others are told through ZooKeeper
+ * (drained/N, the list this node's keys now live on). */
+void ctl_cluster_drained(struct daemon *d)
+{
+	if (!d->cl)
+		return;
+	if (cluster_drained_set_nowait(atomic_load(&d->cl->c), d->cfg.mc.servers) < 0)
+		FM_WARN("cluster: drain done, but its record could not be queued");
+}
+
+/* Refusals shared by both modes; true when refused (out filled). */
+static bool drain_refused(struct daemon *d, const char *base, const char *server,
+			  struct strbuf *out)
+{
+	char rest[FM_MC_SERVERS_MAX];
+
+	if (d->drain.state == DRAIN_RUNNING || d->drain.state == DRAIN_WAITING) {
+		cj_fail(out, "a drain of %s is under way: wait for it (`servers list`)", d->drain.server);
+		return true;
+	}
+	if (!daemon_list_has(base, server)) {
+		cj_fail(out, "%s is not in the server list \"%s\"", server, base);
+		return true;
+	}
+	daemon_list_without(base, server, rest, sizeof(rest));
+	if (!rest[0]) {
+		cj_fail(out, "%s is the last server: its pages would have nowhere to go", server);
+		return true;
+	}
+	return false;
+}
+
 /* servers list | add HOST:PORT | drain HOST:PORT */
 void ctl_cluster_servers_cmd(struct daemon *d, int argc, char **argv, struct strbuf *out)
 {
@@ -486,7 +548,15 @@ void ctl_cluster_servers_cmd(struct daemon *d, int argc, char **argv, struct str
 
 		json_object_set_new(o, "servers", cj_str(d->cfg.mc.servers));
 		json_object_set_new(o, "cluster", rc == 0 ? cj_str(zk) : json_null());
+		daemon_drain_json(d, o);
+		if (d->cl)
+			drained_json(d, o, rc == 0 ? zk : d->cfg.mc.servers);
 		cj_reply(out, o);
+		goto out;
+	}
+	if (!strcmp(argv[1], "drain") && !d->cl) {
+		if (!drain_refused(d, d->cfg.mc.servers, argv[2], out))
+			daemon_drain_cmd(d, argv[2], out);
 		goto out;
 	}
 	if (!d->cl) {
@@ -494,9 +564,31 @@ void ctl_cluster_servers_cmd(struct daemon *d, int argc, char **argv, struct str
 		goto out;
 	}
 	if (!strcmp(argv[1], "drain")) {
-		/* Not done: moving a server's keys off it needs every node to
-		 * rewrite them (each knows only its own pages). */
-		cj_fail(out, "servers drain is not implemented yet: removing a server loses the pages only it holds");
+		const char *base = rc == 0 ? zk : d->cfg.mc.servers;
+		char rest[FM_MC_SERVERS_MAX];
+		int w;
+
+		if (rc != 0 && rc != -ENOENT) {
+			cj_fail(out, "%s", rc == -ENOTCONN ? "no ZooKeeper session now: try again later"
+							   : strerror(-rc));
+			goto out;
+		}
+		if (drain_refused(d, base, argv[2], out))
+			goto out;
+		daemon_list_without(base, argv[2], rest, sizeof(rest));
+		w = cluster_servers_set_nowait(atomic_load(&d->cl->c), rest);
+		if (w < 0) {
+			cj_fail(out, "%s", strerror(-w));
+			goto out;
+		}
+		/* Every node (this one too) switches when its watch fires,
+		 * then drains its own keys and says so in drained/N. */
+		daemon_drain_start(d, argv[2], true);
+		json_t *o = cj_ok();
+
+		json_object_set_new(o, "servers", cj_str(rest));
+		json_object_set_new(o, "draining", cj_str(argv[2]));
+		cj_reply(out, o);
 		goto out;
 	}
 	if (strcmp(argv[1], "add")) {

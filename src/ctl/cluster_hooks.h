@@ -64,6 +64,8 @@ void ctl_cluster_regions_json(struct daemon *d, struct strbuf *out);
  * list. add writes the cluster's servers znode; every node (this one too)
  * switches when its watch fires, through a message to each shard. drain is
  * refused: not implemented. */
+/* This node finished draining (ctl/drain.c): record it in ZooKeeper. */
+void ctl_cluster_drained(struct daemon *d);
 void ctl_cluster_servers_cmd(struct daemon *d, int argc, char **argv, struct strbuf *out);
 
 #endif

@@ -279,6 +279,15 @@ static enum ctl_next cmd_stats(struct daemon *d, int argc, char **argv, struct s
 	json_object_set_new(tot, "refusals", cj_u64(d->refusals - d->baseline_ctl.refusals));
 	json_object_set_new(tot, "conns_refused", cj_u64(d->conns_refused - d->baseline_ctl.conns_refused));
 	json_object_set_new(tot, "accept_paused", cj_u64(d->accept_paused - d->baseline_ctl.accept_paused));
+	json_object_set_new(tot, "readopts", cj_u64(d->readopts));
+	json_object_set_new(tot, "readopt_refusals", cj_u64(d->readopt_refusals));
+	json_object_set_new(tot, "orphan_regions", cj_u64(d->orphans));
+	json_object_set_new(tot, "orphan_keys", cj_u64(d->orphan_keys));
+	json_object_set_new(tot, "drains", cj_u64(d->drains));
+	json_object_set_new(tot, "drains_failed", cj_u64(d->drains_failed));
+	json_object_set_new(tot, "drain_state", json_string(d->drain.state == DRAIN_IDLE ? "idle"
+		: d->drain.state == DRAIN_WAITING ? "waiting" : d->drain.state == DRAIN_RUNNING ? "running"
+		: d->drain.state == DRAIN_DONE ? "done" : "failed"));
 	json_object_set_new(tot, "uptime_s", cj_real(up, 1));
 	/* Faults per second over the whole uptime, whatever the baseline. */
 	for (unsigned i = 0; i < d->nshards; i++)
@@ -747,8 +756,9 @@ static const struct ctl_command commands[] = {
 	  "records in ZooKeeper",
 	  0, 1, cmd_regions },
 	{ "servers", "servers list | add HOST:PORT | drain HOST:PORT",
-	  "the memcached server list; add changes it in ZooKeeper for every node while running "
-	  "(drain: not implemented)",
+	  "the memcached server list; add changes it in ZooKeeper for every node while running; "
+	  "drain moves every stored page off a server, then removes it (every node, with the "
+	  "cluster); list shows the drain's progress",
 	  1, 2, cmd_servers },
 	{ "resize", "resize PAGES | resize --region ID PAGES|unlimited",
 	  "set the resident budget (all, or one region's cap); a shrink evicts before replying", 1, 3,

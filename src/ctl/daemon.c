@@ -301,6 +301,7 @@ int daemon_run(struct daemon *d)
 	while (!d->stopping) {
 		int n = epoll_wait(d->epfd, evs, 64,
 				   d->paused_until_ns			       ? ACCEPT_PAUSE_MS / 2
+				   : daemon_drain_running(d)		       ? 0
 				   : d->nmetrics_conns || ctl_cluster_busy(d) ? 100
 									       : 1000);
 		uint64_t now;
@@ -362,6 +363,7 @@ int daemon_run(struct daemon *d)
 			resume_listeners(d);
 		check_store(d, now, false);
 		daemon_state_tick(d, now);
+		daemon_drain_tick(d);
 		if (d->nmetrics_doomed || now - d->last_sweep_ns >= 100000000ull) {
 			d->last_sweep_ns = now;
 			ctl_sweep_metrics_conns(d, now);

@@ -16,6 +16,8 @@
 #include "shard/shard.h"
 #include "uffd/uffd.h"
 
+#define FM_DRAIN_NAME_MAX 272   /* a server's HOST:PORT or socket path */
+
 /* A registration connection: one client process. */
 struct reg_conn {
 	LIST_ENTRY(reg_conn) link;   /* every connection, freed at shutdown */
@@ -98,7 +100,42 @@ struct daemon {
 	uint32_t region_counter;         /* low 32 bits of region ids (region_id_alloc) */
 	uint64_t readopts, orphans;      /* regions re-adopted / collected as orphans */
 	bool stuck_orphan;               /* a shard never answered ORPHAN_DROP: stop collecting */
+	uint64_t readopt_refusals;       /* READOPT requests refused */
+	uint64_t orphan_keys;            /* store pages deleted with orphans (state.c) */
+	/* `servers drain` (drain.c): one at a time, driven by the epoll loop */
+	struct {
+		enum { DRAIN_IDLE, DRAIN_WAITING, DRAIN_RUNNING, DRAIN_DONE, DRAIN_FAILED } state;
+		char server[FM_DRAIN_NAME_MAX];  /* the server being removed */
+		bool begin;                      /* the next step starts the pass */
+		uint64_t moved, errors, steps;   /* this drain's */
+		uint64_t started_ns, ended_ns;
+		char why[160];                   /* DRAIN_FAILED */
+	} drain;
+	uint64_t drains, drains_failed, drain_moved;
 };
+
+/* ---- drain.c: `servers drain` ---- */
+/* Start draining `server`, whose removal from the shards' list
+ * (FM_MSG_SET_SERVERS) is done or under way (cluster: the watch). */
+void daemon_drain_start(struct daemon *d, const char *server, bool waiting);
+/* The watched list changed to `list` from `old` and the shards switched:
+ * a server removed from it is drained by every node (cluster_hooks.c). */
+void daemon_drain_list_changed(struct daemon *d, const char *old, const char *list);
+/* One step of a running drain; the epoll loop calls it every turn. */
+void daemon_drain_tick(struct daemon *d);
+static inline bool daemon_drain_running(const struct daemon *d)
+{
+	return d->drain.state == DRAIN_RUNNING;
+}
+/* `servers drain HOST:PORT` without the cluster, and the drain's JSON for
+ * `servers list` and `stats`. */
+void daemon_drain_cmd(struct daemon *d, const char *server, struct strbuf *out);
+struct json_t;
+void daemon_drain_json(const struct daemon *d, struct json_t *obj);
+/* Whether `name` is an entry of the comma-separated `list`. */
+bool daemon_list_has(const char *list, const char *name);
+/* `list` without `name`, into out (len bytes). */
+void daemon_list_without(const char *list, const char *name, char *out, size_t len);
 
 /* The store as the shards last reported it (d->snap, refreshed by every
  * STATS request and every STORE_CHECK_MS while it is not up): up, some

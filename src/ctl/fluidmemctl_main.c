@@ -34,7 +34,7 @@ static const struct command commands[] = {
 	{ "top", "[--interval SECONDS] [--count N]", "live view: fault rate, hit rate, p50/p99, resident per shard" },
 	{ "latency", "[--reset]", "histograms: fault service, store get/put, eviction (p50/p90/p99/p99.9)" },
 	{ "regions", "[--cluster]", "registered regions: id, pid, name, size, resident/stored/zero pages, faults; --cluster: every node's records in ZooKeeper" },
-	{ "servers", "list | add HOST:PORT | drain HOST:PORT", "the memcached server list; add: for every node, in ZooKeeper, while running (drain: not implemented)" },
+	{ "servers", "list | add HOST:PORT | drain HOST:PORT", "the memcached server list; add: for every node, in ZooKeeper, while running; drain: move every stored page off a server, then remove it (waits for the end, every node with the cluster; progress with -P)" },
 	{ "resize", "PAGES | --region ID PAGES|unlimited", "set the resident budget; a shrink evicts before it replies" },
 	{ "evict", "N", "evict N pages now" },
 	{ "detach", "ID [--force]", "free a dead client's region; --force hands a live client its pages back" },
@@ -505,6 +505,8 @@ int main(int argc, char **argv)
 			;
 	}
 	close(fd);
+	if (strcmp(cmd->name, "servers") == 0 && cargc == 3 && strcmp(cargv[1], "drain") == 0)
+		reply = fmctl_drain_wait(sock_path, progress, reply);
 	root = parse_reply(reply);
 	ok = json_is_true(json_object_get(root, "ok"));
 	if (json) {

@@ -242,3 +242,72 @@ char *fmctl_request_progress(int fd, const char *line, const char *sock_path, bo
 		close(p.fd);
 	return reply;
 }
+
+/* `servers drain` answers once the drain has started; this waits for its
+ * end by polling `servers list` (this node's drain, and with the cluster
+ * every live node's drained/N), showing the pages moved. Returns the reply
+ * to print: the last list, or a failure. */
+char *fmctl_drain_wait(const char *sock_path, bool forced, char *reply)
+{
+	struct progress p = { .sock = sock_path, .fd = -1 };
+	bool tty = isatty(STDERR_FILENO), show_it = tty || forced;
+	double t0 = now_s(), last = 0;
+	json_t *root = json_loads(reply, 0, NULL);
+	char *out = NULL;
+
+	if (!json_is_true(json_object_get(root, "ok"))) {
+		json_decref(root);
+		return reply;
+	}
+	json_decref(root);
+	for (;;) {
+		json_t *l = ask(&p, "v1 servers list\n"), *dr, *nodes;
+		const char *state;
+		bool all_nodes;
+
+		if (!l) {
+			fprintf(stderr, "fluidmemctl: fluidmemd went away during the drain\n");
+			exit(3);
+		}
+		dr = json_object_get(l, "drain");
+		nodes = json_object_get(l, "nodes");
+		state = json_string_value(json_object_get(dr, "state"));
+		/* no "nodes": the cluster is off; null: ZooKeeper did not
+		 * answer this time, so ask again */
+		all_nodes = !nodes || (json_is_object(nodes) &&
+				       json_integer_value(json_object_get(nodes, "drained")) >=
+					       json_integer_value(json_object_get(nodes, "live")));
+		if (show_it && (tty || now_s() - last >= 1.0)) {
+			fprintf(stderr, "%sservers drain %s: %s, %" PRId64 " pages moved%s%s%s",
+				tty ? "\r" : "", json_string_value(json_object_get(dr, "server")),
+				state ? state : "?",
+				(int64_t)json_integer_value(json_object_get(dr, "moved_pages")),
+				json_is_object(nodes) ? ", nodes pending: " : "",
+				json_is_object(nodes) ? json_string_value(json_object_get(nodes, "pending"))
+						      : "",
+				tty ? "\033[K" : "\n");
+			last = now_s();
+		}
+		if (state && !strcmp(state, "failed")) {
+			json_t *f = json_pack("{s:i,s:b,s:s,s:O}", "v", 1, "ok", 0, "error",
+					      json_string_value(json_object_get(dr, "error")) ?
+						      json_string_value(json_object_get(dr, "error")) : "drain failed",
+					      "drain", dr);
+			out = json_dumps(f, JSON_COMPACT);
+			json_decref(f);
+		} else if (state && !strcmp(state, "done") && all_nodes) {
+			out = json_dumps(l, JSON_COMPACT);
+		}
+		json_decref(l);
+		if (out)
+			break;
+		poll(NULL, 0, 200);
+	}
+	if (show_it)
+		fprintf(stderr, "%sservers drain: ended in %.1f s%s\n", tty ? "\r" : "", now_s() - t0,
+			tty ? "\033[K" : "");
+	if (p.fd >= 0)
+		close(p.fd);
+	free(reply);
+	return out;
+}

@@ -12,4 +12,10 @@
 char *fmctl_request_progress(int fd, const char *line, const char *sock_path, bool forced, int argc,
 			     char **argv, char *(*request)(int fd, const char *line));
 
+/* After `servers drain`'s reply (reply, malloc'd, consumed): wait for the
+ * drain to end on this node and, with the cluster, on every live node,
+ * showing progress when stderr is a tty or `forced`. Returns the reply to
+ * print (malloc'd): the final `servers list`, or a failure. */
+char *fmctl_drain_wait(const char *sock_path, bool forced, char *reply);
+
 #endif

@@ -53,6 +53,15 @@ static const struct metric_name {
 	{ "prefetched", "prefetched_pages_total", M_COUNTER },
 	{ "prefetch_hits", "prefetch_hit_pages_total", M_COUNTER },
 	{ "prefetch_wasted", "prefetch_wasted_pages_total", M_COUNTER },
+	{ "drain_moved", "drain_moved_pages_total", M_COUNTER },
+	{ "drain_errors", "drain_error_pages_total", M_COUNTER },
+	/* daemon counters: restarts, orphans, drains */
+	{ "readopts", "readopted_regions_total", M_COUNTER },
+	{ "readopt_refusals", "readopt_refusals_total", M_COUNTER },
+	{ "orphan_regions", "orphan_regions_collected_total", M_COUNTER },
+	{ "orphan_keys", "orphan_pages_deleted_total", M_COUNTER },
+	{ "drains", "drains_total", M_COUNTER },
+	{ "drains_failed", "drains_failed_total", M_COUNTER },
 	/* shard gauges */
 	{ "resident", "resident_pages", M_GAUGE },
 	{ "resident_max", "resident_max_pages", M_GAUGE },
@@ -287,6 +296,18 @@ int ctl_metrics_text(struct daemon *d, struct strbuf *out)
 	       "connections closed at accept: over a limit or not allowed", d->conns_refused);
 	scalar(out, "accept_paused", M_COUNTER, "times the listeners paused out of descriptors",
 	       d->accept_paused);
+	scalar(out, "readopts", M_COUNTER, "regions re-adopted after a daemon restart", d->readopts);
+	scalar(out, "readopt_refusals", M_COUNTER, "re-adoption requests refused",
+	       d->readopt_refusals);
+	scalar(out, "orphan_regions", M_COUNTER,
+	       "regions of a previous run collected as orphans (not re-adopted in the grace)",
+	       d->orphans);
+	scalar(out, "orphan_keys", M_COUNTER, "stored pages deleted with those orphans",
+	       d->orphan_keys);
+	scalar(out, "drains", M_COUNTER, "store servers drained by this node (servers drain)",
+	       d->drains);
+	scalar(out, "drains_failed", M_COUNTER, "drains that ended with pages not moved",
+	       d->drains_failed);
 	family(out, "store_up", M_GAUGE, "1 when some store server answers, 0 when none does");
 	sb_printf(out, "fluidmem_store_up %d\n", daemon_store_state(d) != STORE_DOWN);
 	family(out, "uptime_seconds", M_GAUGE, "seconds since fluidmemd started");

@@ -345,6 +345,10 @@ static void do_readopt(struct daemon *d, struct reg_conn *c, const struct fm_reg
 	for (unsigned attempt = 0; dispatcher_attach(d->disp, r) == -EAGAIN;)
 		fm_ring_full_wait(&attempt);
 	d->readopts++;
+	/* Its ZooKeeper record: kept from the previous run, or lost with a
+	 * queue the crash dropped; create-or-set brings it back, with this
+	 * pid, before the acknowledgement (ctl_cluster_hold_ack). */
+	ctl_cluster_region_registered(d, r);
 	FM_INFO("region %llu \"%s\": re-adopting %llu pages at 0x%llx from pid %d",
 		(unsigned long long)r->id, r->name, (unsigned long long)r->npages,
 		(unsigned long long)r->base, (int)r->pid);
@@ -618,7 +622,12 @@ void reg_conn_readable(struct daemon *d, struct reg_conn *c, uint32_t events)
 	else if (q.type == FM_REG_REGISTER)
 		do_register(d, c, &q, fds, nfds);
 	else if (q.type == FM_REG_READOPT)
+	{
+		uint64_t refused = d->refusals;
+
 		do_readopt(d, c, &q, fds, nfds);
+		d->readopt_refusals += d->refusals != refused;
+	}
 	else if (q.type == FM_REG_UNREGISTER) {
 		struct uffd_region *r = NULL;
 

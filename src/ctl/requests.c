@@ -161,6 +161,11 @@ static struct fm_msg ctl_msg(uint16_t type, unsigned shard, uint64_t a, uint64_t
 		m.pages.pages = a;
 		m.pages.request = id;
 		break;
+	case FM_MSG_DRAIN:   /* a: ids to look at, FM_DRAIN_* flags in the top half */
+		m.pages.pages = a & 0xffffffffu;
+		m.flags = (uint32_t)(a >> 32);
+		m.pages.request = id;
+		break;
 	case FM_MSG_RESET:
 		m.reset.what = a;
 		m.reset.request = id;
@@ -184,7 +189,8 @@ int daemon_shard_request(struct daemon *d, uint16_t type, const uint64_t *a, con
 			 int64_t *results, uint64_t *details)
 {
 	bool evicting = type == FM_MSG_SET_BUDGET || type == FM_MSG_EVICT ||
-			type == FM_MSG_REGION_BUDGET || type == FM_MSG_ORPHAN_DROP;
+			type == FM_MSG_REGION_BUDGET || type == FM_MSG_ORPHAN_DROP ||
+			type == FM_MSG_DRAIN;
 	uint64_t deadline = fm_now_ns() +
 			    (uint64_t)(evicting ? EVICTING_TIMEOUT_MS : QUERY_TIMEOUT_MS) * 1000000ull;
 

@@ -115,6 +115,7 @@ static void collect_orphan(struct daemon *d, uint64_t id)
 	fm_state_map_close(&map);
 	free(req);
 	d->orphans++;
+	d->orphan_keys += deleted;
 	FM_INFO("orphan region %llu \"%s\" of pid %d: not re-adopted in %u s; %llu stored page(s) "
 		"deleted", (unsigned long long)id, name, pid, d->cfg.readopt_grace_s,
 		(unsigned long long)deleted);

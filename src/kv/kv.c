@@ -248,3 +248,16 @@ int kv_set_servers(struct kv_store *kv, const char *servers)
 		return -EINVAL;
 	return kv->ops->set_servers ? kv->ops->set_servers(kv, servers) : -EOPNOTSUPP;
 }
+
+int kv_rehome(struct kv_store *kv, struct kv_key key, kv_check_fn *check, void *arg, void *buf)
+{
+	if (!kv || !buf)
+		return -EINVAL;
+	return kv->ops->rehome ? kv->ops->rehome(kv, key, check, arg, buf) : 1;
+}
+
+void kv_forget_previous(struct kv_store *kv)
+{
+	if (kv && kv->ops->forget_previous)
+		kv->ops->forget_previous(kv);
+}

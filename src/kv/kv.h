@@ -185,6 +185,21 @@ int64_t kv_region_delete(struct kv_store *kv, uint64_t region);
  * changed), -EOPNOTSUPP (a backend without servers). */
 #define KV_SERVER_LISTS_KEPT 4
 int kv_set_servers(struct kv_store *kv, const char *servers);
+/* Draining (`fluidmemctl servers drain`): after kv_set_servers, move one
+ * key to its owners in the current list. When some server of a previous
+ * list that held the key owns it no more, the page is read (current list
+ * first, then the previous ones; check as in kv_get_checked, may be NULL),
+ * written to its current owners and deleted from the servers that lost
+ * it; buf is a page of scratch. Returns 1 when the key did not move
+ * (nothing done), 0 when moved, -ENOENT (no copy anywhere), -EIO, -ENOSPC.
+ * A key already at its current owners only has its old copies deleted
+ * (answer 1). Backends without server lists answer 1. Not counted in stats (a drain
+ * counts its own). */
+int kv_rehome(struct kv_store *kv, struct kv_key key, kv_check_fn *check, void *arg, void *buf);
+/* Every page the caller holds was rehomed: forget the previous lists, so
+ * their servers can be stopped (reads and deletes no longer go there).
+ * No-op for backends without server lists. */
+void kv_forget_previous(struct kv_store *kv);
 
 /* Backend name ("local", "memcached"). */
 const char *kv_name(const struct kv_store *kv);
@@ -221,8 +236,11 @@ struct kv_ops {
 	/* Optional: see kv_foreach_key and kv_region_delete. */
 	int64_t (*foreach_key)(struct kv_store *kv, kv_key_fn *fn, void *arg);
 	int64_t (*region_delete)(struct kv_store *kv, uint64_t region);
-	/* Optional: see kv_set_servers. */
+	/* Optional: see kv_set_servers, kv_rehome, kv_forget_previous. */
 	int (*set_servers)(struct kv_store *kv, const char *servers);
+	int (*rehome)(struct kv_store *kv, struct kv_key key, kv_check_fn *check, void *arg,
+		      void *buf);
+	void (*forget_previous)(struct kv_store *kv);
 };
 
 /* Every backend handle starts with this header. */

@@ -53,8 +53,8 @@
  *     (the cluster's watched list): ketama keeps most keys in place, and a
  *     page whose owner moved is read and deleted on its old owner (the
  *     previous lists are kept behind the handle) until its next eviction
- *     writes it to the new one. Nothing moves pages in the background, and
- *     a server is never drained: removing one loses the pages only it held.
+ *     writes it to the new one, or `servers drain` moves it (kv_rehome,
+ *     then kv_forget_previous drops the old lists).
  *   - bytes_stored is not known (memcached does not say per client).
  *   - deletes are one synchronous request per replica.
  *   - a server run without -M evicts pages when full; the first shard warns
@@ -844,6 +844,81 @@ static int mc_set_servers(struct kv_store *kv, const char *servers)
 	return 0;
 }
 
+/* ---- draining (kv_rehome): its own functions, on top of the above ---- */
+
+/* Whether server `name` is one of the key's owners in list ms. */
+static bool owns(const struct mc_store *ms, const char *k, const char *name)
+{
+	for (unsigned i = 0; i <= ms->replicas; i++)
+		if (!strcmp(ms->sv[route(ms, k, i)].name, name))
+			return true;
+	return false;
+}
+
+/* Delete k from the servers of the previous lists that held it and do not
+ * own it now; servers are matched by their configured names. */
+static int del_lost_owners(struct mc_store *cur, const char *k)
+{
+	int ret = 0;
+
+	for (struct mc_store *p = cur->prev; p; p = p->prev) {
+		for (unsigned i = 0; i <= p->replicas; i++) {
+			struct mc_server *sv = &p->sv[route(p, k, i)];
+			memcached_return_t rc;
+
+			if (owns(cur, k, sv->name))
+				continue;
+			if (mc_sv_prepare(p, sv) < 0) {
+				ret = -EIO;
+				continue;
+			}
+			rc = memcached_delete(sv->mc, k, KV_MEMCACHED_KEY_LEN, 0);
+			if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND)
+				mc_sv_answered(p, sv);
+			else
+				ret = mc_sv_lm_error(p, sv, "delete", rc);
+		}
+	}
+	return ret < 0 ? -EIO : 0;
+}
+
+static int mc_rehome(struct kv_store *kv, struct kv_key key, kv_check_fn *check, void *arg,
+		     void *buf)
+{
+	struct mc_store *ms = to_mc(kv);
+	char k[KV_MEMCACHED_KEY_LEN + 1];
+	bool moved = false;
+	int rc;
+
+	kv_memcached_key(key, k);
+	for (struct mc_store *p = ms->prev; p && !moved; p = p->prev)
+		for (unsigned i = 0; i <= p->replicas && !moved; i++)
+			moved = !owns(ms, k, p->sv[route(p, k, i)].name);
+	if (!moved)
+		return 1;
+	/* Already at its owners (rewritten since, or moved by an earlier
+	 * pass): only the old copies go. */
+	rc = get_on_list(kv, ms, k, buf, check, arg);
+	if (rc == 0)
+		return del_lost_owners(ms, k) < 0 ? -EIO : 1;
+	rc = mc_get_checked(kv, key, buf, check, arg);
+	if (rc < 0)
+		return rc;
+	if (mc_mput(kv, &key, (const void *const *)&buf, &rc, 1) < 0)
+		return rc;
+	return del_lost_owners(ms, k);
+}
+
+static void mc_forget_previous(struct kv_store *kv)
+{
+	struct mc_store *ms = to_mc(kv);
+
+	if (ms->prev) {
+		mc_close(&ms->prev->base);   /* closes the older ones behind it */
+		ms->prev = NULL;
+	}
+}
+
 int kv_memcached_info(const struct kv_store *kv, struct kv_memcached_info *out)
 {
 	const struct mc_store *ms;
@@ -914,5 +989,7 @@ const struct kv_ops kv_memcached_ops = {
 	.mput = mc_mput,
 	.mtouch = mc_mtouch,
 	.set_servers = mc_set_servers,
+	.rehome = mc_rehome,
+	.forget_previous = mc_forget_previous,
 	.stats = mc_stats,
 };

@@ -39,6 +39,8 @@ enum fm_msg_type {
 	FM_MSG_SET_SERVERS, /* .servers: the store's new server list; the shard frees it */
 	FM_MSG_STOP,        /* flags=FM_STOP_KEEP?; the shard thread exits after replying */
 	FM_MSG_ORPHAN_DROP, /* .fill.out: struct shard_orphan; reply DONE, detail = pages deleted */
+	FM_MSG_DRAIN,       /* .pages: ids to look at, flags FM_DRAIN_*; reply DONE, result 1 =
+			     * pass complete (0 = more), detail = pages moved | errors << 32 */
 	/* dispatcher command ring only (see dispatcher_forget) */
 	FM_MSG_REGION_FORGET,/* .region, flags=FM_FORGET_UNREGISTER?; reply DONE: dropped */
 	FM_MSG_REGION_HOSTILE,/* dispatcher -> control: .hostile: detach it */
@@ -56,6 +58,10 @@ enum fm_msg_type {
 /* STOP for `shutdown --keep-clients`: serve the faults already queued, and
  * keep every stored copy (the next daemon re-adopts the regions). */
 #define FM_STOP_KEEP 0x1u
+/* DRAIN flags: start a pass from the first region; end it (forget the
+ * store's previous server lists). */
+#define FM_DRAIN_BEGIN 0x1u
+#define FM_DRAIN_FINISH 0x2u
 /* RESET bits */
 #define FM_RESET_COUNTERS 0x1u
 #define FM_RESET_LATENCY 0x2u

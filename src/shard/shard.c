@@ -444,6 +444,14 @@ static void handle_ctl(struct shard *s, const struct fm_msg *m)
 		reply(s, m->type, n < 0 ? n : 0, n < 0 ? 0 : (uint64_t)n, m->fill.request);
 		break;
 	}
+	case FM_MSG_DRAIN: {
+		uint64_t moved = 0, errors = s->st.drain_errors;
+		int rc = shard_drain_step(s, m->flags, m->pages.pages, &moved);
+
+		errors = s->st.drain_errors - errors;
+		reply(s, m->type, rc, (moved & 0xffffffffu) | errors << 32, m->pages.request);
+		break;
+	}
 	case FM_MSG_STOP:
 		s->stop = true;
 		s->keep_copies = m->flags & FM_STOP_KEEP;

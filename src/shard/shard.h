@@ -52,6 +52,8 @@ struct uffd_region;
 	X(eagain_giveups, "uffd ioctls abandoned after 2 s of EAGAIN")               \
 	X(stale_faults, "faults for regions this shard no longer serves")            \
 	X(eagain_retries, "ioctl retries after EAGAIN")                              \
+	X(drain_moved, "stored pages moved off a drained store server")              \
+	X(drain_errors, "stored pages a drain could not move (the drain failed)")    \
 	X(sleeps, "times the shard slept on its doorbell")                          \
 	X(spin_hits, "idle spins that met the next message (a wake-up saved)")       \
 	X(replies_parked, "replies held while the reply ring was full, sent later in order") \
@@ -114,6 +116,15 @@ struct shard_orphan {
 	uint64_t npages;
 	const uint8_t *bits;   /* the region file's bitmap (base/statebits.h) */
 };
+
+/* FM_MSG_DRAIN (`servers drain`, after FM_MSG_SET_SERVERS removed a
+ * server): one bounded step of a pass over every page this shard has a
+ * store copy of, moving each key whose owner changed to its current owners
+ * (kv_rehome). A step looks at up to .pages page ids, so faults wait at most
+ * one step. FM_DRAIN_BEGIN restarts the pass; a step past the last region
+ * answers 1; FM_DRAIN_FINISH (sent once every shard completed a pass
+ * without errors) drops the previous lists. Pages stored while the pass runs
+ * go to the current list anyway. Errors count in drain_errors. */
 
 /* What one shard is built from; ctl fills it from the config
  * (fm_config_shard_params). */

@@ -97,6 +97,9 @@ struct shard {
 	bool started;
 	bool stop;
 	bool keep_copies;   /* stopped with FM_STOP_KEEP: the store keeps our pages */
+	/* FM_MSG_DRAIN's cursor: region slot, local stripe, page in it */
+	uint32_t drain_slot, drain_off;
+	uint64_t drain_ls;
 };
 
 /* ---- page ids ---- */
@@ -131,6 +134,11 @@ static inline void shard_mark_stored(struct shard *s, struct shard_region *sr, u
 	if (sr->r->state_bits)
 		fm_state_bit_set(sr->r->state_bits, page, stored);
 }
+
+/* ---- drain.c ---- */
+/* FM_MSG_DRAIN: one step (shard.h). Returns 1 when the pass is complete,
+ * 0 when more remains; *moved gets the pages moved. */
+int shard_drain_step(struct shard *s, uint32_t flags, uint64_t budget, uint64_t *moved);
 
 /* ---- fault.c ---- */
 /* Log an ioctl failure once per call site; ESRCH (the client's mm is gone)

@@ -299,3 +299,67 @@ Test(cluster_daemon, zk_writes_per_registration, .timeout = 90)
 	td_expect_stop(&on);
 	mcd_stop(&m);
 }
+
+/* `servers drain` with the cluster: node 1 removes b from the watched list;
+ * both nodes drain their own keys off it and record it (drained/N), and
+ * node 1's `servers list` counts both nodes done. Then b holds no key of
+ * either node, and stopping it loses nothing. */
+Test(cluster_daemon, server_drained_by_every_node, .timeout = 120)
+{
+	enum { PAGES = 1024 };
+	struct mcd a, b;
+	struct td n1, n2;
+	struct cd_sets s1, s2;
+	struct fm_client *c1, *c2;
+	struct fm_region *r1, *r2;
+	char root[96], both[400], *rep = NULL;
+	const char *extra[] = { both, NULL };
+	long before;
+
+	root_for(root, sizeof(root), "drain");
+	cr_assert_eq(mcd_start(&a, 64, false), 0);
+	cr_assert_eq(mcd_start(&b, 64, false), 0);
+	snprintf(both, sizeof(both), "store.memcached.servers=\"%s,%s\"", a.addr, b.addr);
+	cr_assert_eq(td_start(&n1, cd_node_sets(&s1, zk_hosts(), root, &a, "1", extra)), 0);
+	cr_assert_eq(td_start(&n2, cd_node_sets(&s2, zk_hosts(), root, &a, "2", extra)), 0);
+	r1 = td_region(&n1, &c1, PAGES, "one");
+	r2 = td_region(&n2, &c2, PAGES, "two");
+	cd_stamp(r1, PAGES, 31);
+	cd_stamp(r2, PAGES, 32);
+	free(td_ctl(&n1, "v1 evict 256"));
+	free(td_ctl(&n2, "v1 evict 256"));
+	before = cd_mc_stat(&b, "curr_items");
+	cr_assert_gt(before, 0, "b holds nothing to drain");
+
+	rep = td_ctl(&n2, "v1 servers drain 127.0.0.1:1");
+	cr_expect(rep && strstr(rep, "not in the server list"), "%s", rep);
+	free(rep);
+	rep = td_ctl(&n1, "v1 servers drain %s", b.addr);
+	cr_expect(rep && strstr(rep, "\"ok\":true"), "%s", rep);
+	free(rep);
+	rep = NULL;
+	for (uint64_t end = cd_ms() + 60000; cd_ms() < end; td_sleep_ms(50)) {
+		free(rep);
+		rep = td_ctl(&n1, "v1 servers list");
+		if (rep && strstr(rep, "\"state\":\"done\"") &&
+		    strstr(rep, "\"live\":2,\"drained\":2"))
+			break;
+	}
+	cr_expect(rep && strstr(rep, "\"live\":2,\"drained\":2"), "%s", rep);
+	fprintf(stderr, "server_drained_by_every_node: %s (b held %ld)\n", rep, before);
+	free(rep);
+	cr_expect_eq(cd_mc_stat(&b, "curr_items"), 0, "b still holds keys");
+	cr_expect_eq(td_stat(&n1, "drains"), 1);
+	cr_expect_eq(td_stat(&n2, "drains"), 1);
+	mcd_stop(&b);
+	cr_expect_eq(cd_check(r1, PAGES, 31), 0, "node 1's pages read back wrong");
+	cr_expect_eq(cd_check(r2, PAGES, 32), 0, "node 2's pages read back wrong");
+	cr_expect_eq(td_stat(&n1, "poisoned") + td_stat(&n2, "poisoned"), 0);
+	fm_region_destroy(r1);
+	fm_region_destroy(r2);
+	fm_disconnect(c1);
+	fm_disconnect(c2);
+	td_expect_stop(&n2);
+	td_expect_stop(&n1);
+	mcd_stop(&a);
+}

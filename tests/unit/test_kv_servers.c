@@ -86,3 +86,61 @@ Test(kv_servers, added_server_keeps_every_page_readable, .timeout = 60)
 	mcd_stop(&a);
 	mcd_stop(&b);
 }
+
+/* kv_rehome (servers drain): after the list drops b, every key b held
+ * moves to a (checked content), the others are left alone, b ends empty,
+ * and once the old list is forgotten b can be stopped with every page
+ * still readable. */
+static bool rehome_check(const void *page, void *arg)
+{
+	uint64_t i;
+
+	memcpy(&i, page, sizeof(i));
+	return i == *(const uint64_t *)arg;
+}
+
+Test(kv_servers, rehome_drains_a_server, .timeout = 60)
+{
+	struct mcd a, b;
+	struct kv_store *kv;
+	struct kv_params p;
+	static uint8_t page[FM_PAGE_SIZE], buf[FM_PAGE_SIZE], want[FM_PAGE_SIZE];
+	char both[300];
+	unsigned moved = 0, onb = 0;
+
+	cr_assert_eq(mcd_start(&a, 64, false), 0);
+	cr_assert_eq(mcd_start(&b, 64, false), 0);
+	snprintf(both, sizeof(both), "%s,%s", a.addr, b.addr);
+	p = params(both);
+	kv = kv_open(&p, 0);
+	cr_assert_not_null(kv);
+	for (uint64_t i = 0; i < N; i++) {
+		fill(page, i);
+		cr_assert_eq(kv_put(kv, (struct kv_key){ 9, i }, page), 0);
+		onb += kv_memcached_server_of(kv, (struct kv_key){ 9, i }, 0) == 1;
+	}
+	cr_assert_gt(onb, 0);
+	cr_assert_eq(kv_set_servers(kv, a.addr), 0);
+	for (uint64_t i = 0; i < N; i++) {
+		int rc = kv_rehome(kv, (struct kv_key){ 9, i }, rehome_check, &i, buf);
+
+		cr_assert(rc == 0 || rc == 1, "key %lu: %d", (unsigned long)i, rc);
+		moved += rc == 0;
+	}
+	cr_expect_eq(moved, onb, "moved %u, b held %u", moved, onb);
+	/* A second pass moves nothing: every key is at its owner. */
+	for (uint64_t i = 0; i < 50; i++)
+		cr_expect_eq(kv_rehome(kv, (struct kv_key){ 9, i }, NULL, NULL, buf), 1);
+	kv_forget_previous(kv);
+	mcd_stop(&b);
+	for (uint64_t i = 0; i < N; i++) {
+		fill(want, i);
+		cr_assert_eq(kv_get(kv, (struct kv_key){ 9, i }, page), 0, "page %lu lost",
+			     (unsigned long)i);
+		cr_assert(!memcmp(page, want, FM_PAGE_SIZE), "page %lu wrong", (unsigned long)i);
+	}
+	/* Deletes no longer go to the stopped server. */
+	cr_expect_eq(kv_del(kv, (struct kv_key){ 9, 0 }), 0);
+	kv_close(kv);
+	mcd_stop(&a);
+}

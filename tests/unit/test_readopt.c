@@ -20,6 +20,7 @@
 #include "ctl/statefile.h"
 #include "harness.h"
 #include "memcached_harness.h"
+#include "cluster_daemon.h"
 #include "proto/proto.h"
 
 #define PAGE 4096u
@@ -357,6 +358,60 @@ Test(readopt, crash_and_readopt_local, .init = setup, .fini = teardown, .timeout
 Test(readopt, crash_and_readopt_memcached, .init = setup_mc, .fini = teardown, .timeout = 120)
 {
 	crash_and_readopt();
+}
+
+/* With [cluster] on, a re-adopted region has its ZooKeeper record again:
+ * here the record was only queued (ZooKeeper down at the registration) when
+ * the daemon was killed, so it never reached ZooKeeper; after the restart
+ * and READOPT it is there, owned by node 1. The counters too. */
+Test(readopt, cluster_record_comes_back, .init = setup_mc, .fini = teardown, .timeout = 180)
+{
+	struct raw r = { .sock = -1 };
+	struct writer w;
+	struct fm_reg_reply rep;
+	struct zkh z;
+	char hosts[120], root[96];
+	const char *extra[5];
+	int rc;
+
+	cr_assert_eq(zkh_start(&z), 0, "ZooKeeper did not start (java, package zookeeper?)");
+	snprintf(hosts, sizeof(hosts), "cluster.hosts=\"%s\"", z.hosts);
+	snprintf(root, sizeof(root), "cluster.root=\"/fmreadopt-%d\"", (int)getpid());
+	extra[0] = hosts, extra[1] = root, extra[2] = "daemon.node_id=\"1\"", extra[3] = NULL;
+	spawn(NULL, extra);
+	zkh_kill(&z, SIGKILL);
+	raw_register(&r);
+	w = (struct writer){ .addr = r.addr, .rounds = ROUNDS };
+	write_rounds(&w);
+	cr_expect_geq(td_stat(&fmd, "cluster_queue_len"), 1, "the record was not queued");
+	crash();
+	cr_assert_eq(zkh_restart(&z), 0);
+	spawn(NULL, extra);
+	cr_expect(!cd_cluster_lists(&fmd, r.id, 1), "the record reached ZooKeeper before the crash");
+	rc = raw_readopt(&r, &rep);
+	cr_assert_eq(rc, 0, "READOPT: %d %s", rc, rep.reason);
+	for (int i = 0; i < 1000 && !cd_cluster_lists(&fmd, r.id, 1); i++)
+		td_sleep_ms(10);
+	cr_expect(cd_cluster_lists(&fmd, r.id, 1), "no record for the re-adopted region");
+	cr_expect_eq(verify(r.addr, ROUNDS - 1), 0);
+	cr_expect_eq(td_stat(&fmd, "readopts"), 1);
+	/* A second READOPT of the attached region is refused, and counted. */
+	{
+		struct raw dup = r;
+
+		dup.sock = -1;
+		rc = raw_readopt(&dup, &rep);
+		cr_expect_neq(rc, 0);
+		if (dup.sock >= 0)
+			close(dup.sock);
+	}
+	cr_expect_eq(td_stat(&fmd, "readopt_refusals"), 1);
+	close(r.sock);
+	r.sock = -1;
+	for (int i = 0; i < 1000 && cd_cluster_lists(&fmd, r.id, 1); i++)
+		td_sleep_ms(10);
+	cr_expect(!cd_cluster_lists(&fmd, r.id, 1), "the freed region's record stayed");
+	zkh_stop(&z);   /* the daemon is stopped by teardown: its flush waits 2 s at most */
 }
 
 /* Every refusal READOPT documents, then a good one, then a duplicate. */

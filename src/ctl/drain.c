@@ -1,0 +1,212 @@
+/* ctl/drain: `fluidmemctl servers drain HOST:PORT` (docs/design.md,
+ * "Draining a store server"). The control plane only sends messages: the
+ * shards switch to the list without the server (FM_MSG_SET_SERVERS, which
+ * keeps the old list for reads), then each walks its own pages in bounded
+ * steps (FM_MSG_DRAIN) and moves every stored key whose owner was the
+ * drained server; once every shard completed a pass without an error,
+ * FM_MSG_DRAIN_FINISH drops the old lists and the server holds none of
+ * this node's keys. The epoll loop drives the steps, so the daemon keeps
+ * answering (fluidmemctl polls `servers list` for progress). */
+#include "ctl/daemon_priv.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "ctl/cluster_hooks.h"
+#include "ctl/json_out.h"
+
+#define DRAIN_STEP_IDS 16384   /* page ids a shard looks at per step */
+
+static const char *const state_names[] = { "idle", "waiting", "running", "done", "failed" };
+
+bool daemon_list_has(const char *list, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = list; n && p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+		if (!strncmp(p, name, n) && (p[n] == ',' || p[n] == '\0'))
+			return true;
+	return false;
+}
+
+void daemon_list_without(const char *list, const char *name, char *out, size_t len)
+{
+	size_t n = strlen(name), o = 0;
+
+	out[0] = '\0';
+	for (const char *p = list; p && *p;) {
+		const char *e = strchr(p, ',');
+		size_t l = e ? (size_t)(e - p) : strlen(p);
+
+		if (!(l == n && !strncmp(p, name, n)) && l && o + l + 2 <= len) {
+			if (o)
+				out[o++] = ',';
+			memcpy(out + o, p, l);
+			o += l;
+			out[o] = '\0';
+		}
+		p = e ? e + 1 : NULL;
+	}
+}
+
+void daemon_drain_start(struct daemon *d, const char *server, bool waiting)
+{
+	snprintf(d->drain.server, sizeof(d->drain.server), "%s", server);
+	d->drain.state = waiting ? DRAIN_WAITING : DRAIN_RUNNING;
+	d->drain.begin = true;
+	d->drain.moved = d->drain.errors = d->drain.steps = 0;
+	d->drain.started_ns = fm_now_ns();
+	d->drain.ended_ns = 0;
+	d->drain.why[0] = '\0';
+	if (!waiting)
+		FM_INFO("drain: moving this node's pages off %s", server);
+}
+
+void daemon_drain_list_changed(struct daemon *d, const char *old, const char *list)
+{
+	for (const char *p = old; p && *p;) {
+		const char *e = strchr(p, ',');
+		char name[FM_DRAIN_NAME_MAX];
+		size_t l = e ? (size_t)(e - p) : strlen(p);
+
+		if (l && l < sizeof(name)) {
+			memcpy(name, p, l);
+			name[l] = '\0';
+			/* One pass moves every key whose owner changed, so a
+			 * second server removed meanwhile is drained by it too. */
+			if (!daemon_list_has(list, name)) {
+				if (d->drain.state == DRAIN_RUNNING)
+					d->drain.begin = true;   /* restart: the list changed again */
+				else
+					daemon_drain_start(d, name, false);
+				return;
+			}
+		}
+		p = e ? e + 1 : NULL;
+	}
+	/* A list that only grew: a drain waiting for it goes on waiting. */
+}
+
+static void drain_end(struct daemon *d, bool ok, const char *why)
+{
+	d->drain.ended_ns = fm_now_ns();
+	d->drain.state = ok ? DRAIN_DONE : DRAIN_FAILED;
+	if (ok) {
+		d->drains++;
+		FM_INFO("drain: %s holds none of this node's pages: %" PRIu64 " moved in %.1f s",
+			d->drain.server, d->drain.moved,
+			(double)(d->drain.ended_ns - d->drain.started_ns) / 1e9);
+		ctl_cluster_drained(d);
+	} else {
+		d->drains_failed++;
+		snprintf(d->drain.why, sizeof(d->drain.why), "%s", why);
+		FM_ERR("drain: %s: %s; it stays readable, run `servers drain %s` again",
+		       d->drain.server, why, d->drain.server);
+	}
+}
+
+void daemon_drain_tick(struct daemon *d)
+{
+	uint64_t a[FM_MAX_SHARDS], det[FM_MAX_SHARDS];
+	int64_t res[FM_MAX_SHARDS];
+	unsigned complete = 0;
+	uint32_t flags = d->drain.begin ? FM_DRAIN_BEGIN : 0;
+
+	if (d->drain.state != DRAIN_RUNNING)
+		return;
+	d->drain.begin = false;
+	for (unsigned i = 0; i < d->nshards; i++)
+		a[i] = DRAIN_STEP_IDS | (uint64_t)flags << 32;
+	if (daemon_shard_request(d, FM_MSG_DRAIN, a, NULL, res, det) < 0) {
+		drain_end(d, false, "a shard did not answer a drain step");
+		return;
+	}
+	d->drain.steps++;
+	for (unsigned i = 0; i < d->nshards; i++) {
+		if (res[i] < 0) {
+			drain_end(d, false, strerror((int)-res[i]));
+			return;
+		}
+		d->drain.moved += det[i] & 0xffffffffu;
+		d->drain_moved += det[i] & 0xffffffffu;
+		d->drain.errors += det[i] >> 32;
+		complete += res[i] == 1;
+	}
+	if (complete < d->nshards)
+		return;
+	if (d->drain.errors) {
+		char why[96];
+
+		snprintf(why, sizeof(why), "%" PRIu64 " page(s) could not be moved", d->drain.errors);
+		drain_end(d, false, why);
+		return;
+	}
+	for (unsigned i = 0; i < d->nshards; i++)
+		a[i] = (uint64_t)FM_DRAIN_FINISH << 32;
+	if (daemon_shard_request(d, FM_MSG_DRAIN, a, NULL, res, det) < 0) {
+		drain_end(d, false, "a shard did not answer the end of the drain");
+		return;
+	}
+	drain_end(d, true, NULL);
+}
+
+/* Without the cluster: this daemon's list is the one to change. */
+void daemon_drain_cmd(struct daemon *d, const char *server, struct strbuf *out)
+{
+	uint64_t a[FM_MAX_SHARDS], det[FM_MAX_SHARDS];
+	int64_t res[FM_MAX_SHARDS];
+	char next[FM_MC_SERVERS_MAX];
+	int failed = 0;
+	json_t *o;
+
+	daemon_list_without(d->cfg.mc.servers, server, next, sizeof(next));
+	for (unsigned i = 0; i < d->nshards; i++)
+		a[i] = (uint64_t)(uintptr_t)strdup(next);
+	if (daemon_shard_request(d, FM_MSG_SET_SERVERS, a, NULL, res, det) < 0)
+		failed = -ETIMEDOUT;
+	for (unsigned i = 0; i < d->nshards; i++) {
+		if (res[i] == -EBUSY)
+			free((char *)(uintptr_t)a[i]);
+		if (res[i] < 0 && !failed)
+			failed = (int)res[i];
+	}
+	if (failed) {
+		/* Shards that switched still read the old list: nothing is
+		 * lost, and the command can be repeated. */
+		cj_fail(out, "a shard could not switch to \"%s\": %s", next, strerror(-failed));
+		return;
+	}
+	FM_INFO("store servers now \"%s\" (was \"%s\"): draining %s", next, d->cfg.mc.servers, server);
+	snprintf(d->cfg.mc.servers, sizeof(d->cfg.mc.servers), "%s", next);
+	daemon_drain_start(d, server, false);
+	o = cj_ok();
+	json_object_set_new(o, "servers", cj_str(next));
+	json_object_set_new(o, "draining", cj_str(server));
+	cj_reply(out, o);
+}
+
+void daemon_drain_json(const struct daemon *d, json_t *obj)
+{
+	uint64_t end = d->drain.ended_ns ? d->drain.ended_ns : fm_now_ns();
+	json_t *o;
+
+	if (d->drain.state == DRAIN_IDLE) {
+		json_object_set_new(obj, "drain", json_null());
+		return;
+	}
+	o = json_object();
+	json_object_set_new(o, "server", cj_str(d->drain.server));
+	json_object_set_new(o, "state", json_string(state_names[d->drain.state]));
+	json_object_set_new(o, "moved_pages", cj_u64(d->drain.moved));
+	json_object_set_new(o, "errors", cj_u64(d->drain.errors));
+	json_object_set_new(o, "steps", cj_u64(d->drain.steps));
+	json_object_set_new(o, "seconds",
+			    json_real((double)(end - d->drain.started_ns) / 1e9));
+	if (d->drain.why[0])
+		json_object_set_new(o, "error", cj_str(d->drain.why));
+	json_object_set_new(obj, "drain", o);
+}
