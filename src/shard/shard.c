@@ -22,6 +22,7 @@
 #define SHARD_BURST 32          /* messages taken from a ring per turn */
 #define SHARD_SLEEP_MS 100      /* a sleeping shard still wakes this often */
 #define SHARD_BACKOFF_POLL_MS 10   /* ... or this often while an eviction backs off */
+#define SHARD_PARK_POLL_MS 1       /* ... or this often while faults are parked */
 #define SHARD_CTL_SLOTS 64      /* control requests: a few in flight at most */
 #define SHARD_REPLY_SLOTS 256   /* replies, region acks included */
 
@@ -462,6 +463,7 @@ static void *shard_main(void *arg)
 			handle_ctl(s, &m);
 			n++;
 		}
+		shard_retry_parked(s, false);
 		shard_enforce_budget(s);
 		/* Between bursts and while idle, refill the free reserve, one
 		 * bounded round per turn so the next burst is not kept waiting. */
@@ -488,7 +490,9 @@ static void *shard_main(void *arg)
 		if (fm_ring_depth(&s->data) == 0 && fm_ring_depth(&s->ctl) == 0) {
 			s->st.sleeps++;
 			/* With a backed-off eviction pending, wake to retry. */
-			fm_doorbell_wait(&s->bell, s->evict_backoff_until ? SHARD_BACKOFF_POLL_MS : SHARD_SLEEP_MS);
+			fm_doorbell_wait(&s->bell, s->npark ? SHARD_PARK_POLL_MS
+						   : s->evict_backoff_until ? SHARD_BACKOFF_POLL_MS
+									    : SHARD_SLEEP_MS);
 		}
 		fm_doorbell_announce(&s->bell, 0);
 		idle_since = 0;
@@ -501,6 +505,7 @@ static void *shard_main(void *arg)
 
 		while (fm_ring_pop(&s->data, &m))
 			handle_data(s, &m);
+		shard_retry_parked(s, true);
 	}
 	return NULL;
 }
@@ -599,6 +604,7 @@ void shard_destroy(struct shard *s)
 	fm_doorbell_destroy(&s->bell);
 	pt_destroy(&s->pt);
 	free(s->bounce);
+	free(s->park);
 	free(s->ev_keys);
 	free(s->ev_pages);
 	free(s->ev_results);

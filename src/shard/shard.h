@@ -23,6 +23,8 @@ struct uffd_region;
  *
  * Every fault message ends in exactly one outcome, so
  *   faults = zero_fills + fetches + dup_faults + wp_faults + poison_faults + fault_errors
+ * once no fault is parked (a parked fault waits for its store server and
+ * gets its outcome when served; `parked` counts parkings, not outcomes).
  * "Cache hits" are faults served without a store round trip (zero fills,
  * duplicates, write-protect wakes); "misses" are store fetches. */
 #define SHARD_COUNTER_FIELDS(X)                                                       \
@@ -52,7 +54,8 @@ struct uffd_region;
 	X(eagain_giveups, "uffd ioctls abandoned after 2 s of EAGAIN")               \
 	X(stale_faults, "faults for regions this shard no longer serves")            \
 	X(eagain_retries, "ioctl retries after EAGAIN")                              \
-	X(sleeps, "times the shard slept on its doorbell")
+	X(sleeps, "times the shard slept on its doorbell")                           \
+	X(parked, "faults parked while their store server did not answer (served later)")
 
 #define SHARD_GAUGE_FIELDS(X)                                                         \
 	X(resident, "resident pages now")                                             \
