@@ -1,0 +1,143 @@
+#!/bin/bash
+# Store I/O under a slow or dead memcached server (issue 11 goal 5): how
+# many faults a shard still serves while one of three memcached servers is
+# stopped (SIGSTOP, a slow server: connections accepted, nothing answered)
+# or killed (a dead one). One shard, so every fault goes through the shard
+# that meets the bad server. A verifying fault storm runs on pages spread by
+# ketama over the three servers; after WARM_S seconds one server is stopped
+# for STOP_S seconds (then SIGCONT), or killed. Reported per build: faults
+# per second before the event and during it (fluidmemctl stats, sampled),
+# the storm's verify errors, poisoned pages and parked faults.
+#
+#   bench/slow_server.sh BUILD_DIR [BASELINE_BUILD_DIR]
+# The baseline build (another tree's build dir, e.g. main's) runs the same
+# scenarios in the same run, first. Environment: STORM_ARGS, WARM_S, STOP_S,
+# SETS (extra --set options for fluidmemd), MODES ("stop kill").
+set -euo pipefail
+src=$(cd "$(dirname "$0")/.." && pwd)
+builds=("$1")
+[ $# -ge 2 ] && builds=("$2" "$1")
+args=${STORM_ARGS:---pages 8192 --threads 2 --passes 40 --pattern random --verify}
+warm=${WARM_S:-3}
+stop_s=${STOP_S:-3}
+modes=${MODES:-stop kill}
+# retries = 20: a page whose only server is stopped waits (parked, or in the
+# baseline blocked) rather than being poisoned within the stop.
+sets=${SETS:-}
+tmp=$(mktemp -d /tmp/slow-server.XXXXXX)
+mc_pids=()
+fmd=
+storm=
+cleanup() {
+	[ -n "$storm" ] && kill "$storm" 2>/dev/null
+	[ -n "$fmd" ] && kill "$fmd" 2>/dev/null && wait "$fmd" 2>/dev/null
+	for p in "${mc_pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+asroot=()
+[ "$(id -u)" = 0 ] && asroot=(-u root)
+
+start_servers() { # -> servers string in $servers
+	servers=
+	mc_pids=()
+	for i in 0 1 2; do
+		port=$(free_port)
+		memcached "${asroot[@]}" -l 127.0.0.1 -p "$port" -U 0 -M -m 256 -t 1 &
+		mc_pids+=($!)
+		servers="${servers:+$servers,}127.0.0.1:$port"
+		for _ in $(seq 100); do
+			python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1",int(sys.argv[1])),1)' "$port" 2>/dev/null && break
+			sleep 0.05
+		done
+	done
+}
+stop_servers() {
+	for p in "${mc_pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
+	mc_pids=()
+}
+
+stat() { # ctl key -> number from the totals
+	"$bin/fluidmemctl" --socket "$1" --json stats | grep -o "\"$2\":[0-9.]*" | head -1 | cut -d: -f2
+}
+
+run_one() { # build mode
+	bin=$1/bin
+	mode=$2
+	dir=$tmp/run
+	rm -rf "$dir"
+	mkdir -p "$dir/state"
+	start_servers
+	replicas=0
+	[ "$mode" = kill ] && replicas=1
+	# shellcheck disable=SC2086
+	"$bin/fluidmemd" --config "$src/configs/memcached.toml" \
+		--set "register.path=\"$dir/reg.sock\"" --set "control.path=\"$dir/ctl.sock\"" \
+		--set "daemon.state_dir=\"$dir/state\"" --set shards.count=1 --set 'shards.cpus=[1]' \
+		--set memory.resident_pages=2048 --set "store.memcached.servers=\"$servers\"" \
+		--set store.memcached.replicas=$replicas --set store.memcached.retries=20 \
+		$sets >"$dir/log" 2>&1 &
+	fmd=$!
+	for _ in $(seq 200); do
+		"$bin/fluidmemctl" --socket "$dir/ctl.sock" ping >/dev/null 2>&1 && break
+		sleep 0.05
+	done
+	# shellcheck disable=SC2086
+	"$bin/fault-storm" --socket "$dir/reg.sock" --control "$dir/ctl.sock" $args \
+		--json --quiet >"$dir/out.json" 2>"$dir/storm.err" &
+	storm=$!
+	sleep "$warm"
+	f0=$(stat "$dir/ctl.sock" faults)
+	t0=$(date +%s.%N)
+	sleep 1
+	f1=$(stat "$dir/ctl.sock" faults)
+	t1=$(date +%s.%N)
+	if [ "$mode" = stop ]; then
+		kill -STOP "${mc_pids[1]}"
+		sleep "$stop_s"
+		f2=$(stat "$dir/ctl.sock" faults)
+		t2=$(date +%s.%N)
+		kill -CONT "${mc_pids[1]}"
+	else
+		kill -KILL "${mc_pids[1]}"
+		sleep "$stop_s"
+		f2=$(stat "$dir/ctl.sock" faults)
+		t2=$(date +%s.%N)
+	fi
+	rc=0
+	wait "$storm" || rc=$?
+	storm=
+	poisoned=$(stat "$dir/ctl.sock" poisoned)
+	parked=$(stat "$dir/ctl.sock" parked || true)
+	kill "$fmd"
+	wait "$fmd" || true
+	fmd=
+	stop_servers
+	python3 - "$dir/out.json" "$rc" "$1" "$mode" "$f0" "$t0" "$f1" "$t1" "$f2" "$t2" \
+		"$poisoned" "${parked:-n/a}" <<'PY'
+import json, sys
+(out, rc, build, mode, f0, t0, f1, t1, f2, t2, poisoned, parked) = sys.argv[1:]
+try:
+    d = json.load(open(out)); errs = d["verify_errors"]; p99 = d.get("fault_p99_us", "?")
+except Exception:
+    errs = "storm died (rc %s)" % rc; p99 = "?"
+before = (float(f1) - float(f0)) / (float(t1) - float(t0))
+during = (float(f2) - float(f1)) / (float(t2) - float(t1))
+print("%-28s %-5s %9.0f %9.0f %6.2f  %-8s %8s %6s" % (build[-28:], mode, before, during,
+      during / before if before else 0, errs, poisoned, parked))
+PY
+}
+
+echo "# fault-storm $args; 1 shard; 3 memcached; server 2 of 3 stopped for ${stop_s}s"
+echo "# (stop: replicas=0) or killed (kill: replicas=1) after ${warm}s; faults/s from fluidmemctl stats"
+printf '%-28s %-5s %9s %9s %6s  %-8s %8s %6s\n' build mode before during ratio verify poisoned parked
+for m in $modes; do
+	for b in "${builds[@]}"; do
+		run_one "$b" "$m"
+	done
+done
