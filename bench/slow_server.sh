@@ -1,17 +1,24 @@
 #!/bin/bash
-# Store I/O under a slow or dead memcached server (issue 11 goal 5): how
-# many faults a shard still serves while one of three memcached servers is
-# stopped (SIGSTOP, a slow server: connections accepted, nothing answered)
-# or killed (a dead one). One shard, so every fault goes through the shard
-# that meets the bad server. A verifying fault storm runs on pages spread by
-# ketama over the three servers; after WARM_S seconds one server is stopped
-# for STOP_S seconds (then SIGCONT), or killed. Reported per build: faults
-# per second before the event and during it (fluidmemctl stats, sampled),
-# the storm's verify errors, poisoned pages and parked faults.
+# Store I/O under a slow or dead memcached server (issue 11 goal 5), two
+# parts, each run for the baseline daemon first (if given) and this build,
+# in the same run. One shard, three memcached servers, replicas = 0 unless
+# said.
+#
+# 1. Parked fault (ROUNDS rounds): tests/unit/test_slow_server's first test
+#    (this build's test binary, FM_TEST_FLUIDMEMD naming the daemon): one
+#    thread touches pages of a server stopped with SIGSTOP, the main thread
+#    reads pages of the two healthy servers. Printed: the healthy reads'
+#    rate and worst wait before and during the stop (at most STOP_LIMIT_S).
+# 2. Storm: a verifying fault-storm on pages spread over the three servers;
+#    after WARM_S seconds server 2 is stopped for STOP_S seconds (then
+#    SIGCONT), or killed (replicas = 1). Printed: faults per second before
+#    and during the event (fluidmemctl stats, sampled), verify errors,
+#    poisoned pages, parked faults. With few storm threads each blocks on
+#    its first page of the stopped server, so "during" mostly shows whether
+#    the shard itself stalled.
 #
 #   bench/slow_server.sh BUILD_DIR [BASELINE_BUILD_DIR]
-# The baseline build (another tree's build dir, e.g. main's) runs the same
-# scenarios in the same run, first. Environment: STORM_ARGS, WARM_S, STOP_S,
+# Environment: ROUNDS (3), STOP_LIMIT_S (5), STORM_ARGS, WARM_S, STOP_S,
 # SETS (extra --set options for fluidmemd), MODES ("stop kill").
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,8 +28,8 @@ args=${STORM_ARGS:---pages 8192 --threads 2 --passes 40 --pattern random --verif
 warm=${WARM_S:-3}
 stop_s=${STOP_S:-3}
 modes=${MODES:-stop kill}
-# retries = 20: a page whose only server is stopped waits (parked, or in the
-# baseline blocked) rather than being poisoned within the stop.
+# retries = 10 (the maximum): a page whose only server is stopped waits
+# (parked, or in the baseline blocked) rather than being poisoned.
 sets=${SETS:-}
 tmp=$(mktemp -d /tmp/slow-server.XXXXXX)
 mc_pids=()
@@ -80,7 +87,7 @@ run_one() { # build mode
 		--set "register.path=\"$dir/reg.sock\"" --set "control.path=\"$dir/ctl.sock\"" \
 		--set "daemon.state_dir=\"$dir/state\"" --set shards.count=1 --set 'shards.cpus=[1]' \
 		--set memory.resident_pages=2048 --set "store.memcached.servers=\"$servers\"" \
-		--set store.memcached.replicas=$replicas --set store.memcached.retries=20 \
+		--set store.memcached.replicas=$replicas --set store.memcached.retries=10 \
 		$sets >"$dir/log" 2>&1 &
 	fmd=$!
 	for _ in $(seq 200); do
@@ -133,7 +140,19 @@ print("%-28s %-5s %9.0f %9.0f %6.2f  %-8s %8s %6s" % (build[-28:], mode, before,
 PY
 }
 
-echo "# fault-storm $args; 1 shard; 3 memcached; server 2 of 3 stopped for ${stop_s}s"
+rounds=${ROUNDS:-3}
+limit=${STOP_LIMIT_S:-5}
+echo "# part 1: parked fault; healthy-server reads before / during a stop of server 2 (<= ${limit}s)"
+for r in $(seq "$rounds"); do
+	for b in "${builds[@]}"; do
+		line=$(FM_TEST_STOP_S=$limit FM_TEST_FLUIDMEMD="$b/bin/fluidmemd" \
+			"$1/tests/test_slow_server" --filter 'slow_server/healthy*' 2>&1 |
+			grep '^slow_server:' || true)
+		echo "round $r ${b}: ${line:-(no result)}"
+	done
+done
+
+echo "# part 2: fault-storm $args; 1 shard; 3 memcached; server 2 of 3 stopped for ${stop_s}s"
 echo "# (stop: replicas=0) or killed (kill: replicas=1) after ${warm}s; faults/s from fluidmemctl stats"
 printf '%-28s %-5s %9s %9s %6s  %-8s %8s %6s\n' build mode before during ratio verify poisoned parked
 for m in $modes; do
