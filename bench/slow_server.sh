@@ -36,10 +36,13 @@ mc_pids=()
 fmd=
 storm=
 cleanup() {
-	[ -n "$storm" ] && kill "$storm" 2>/dev/null
-	[ -n "$fmd" ] && kill "$fmd" 2>/dev/null && wait "$fmd" 2>/dev/null
-	for p in "${mc_pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null; done
-	wait 2>/dev/null
+	[ -z "$storm" ] || kill "$storm" 2>/dev/null || true
+	[ -z "$fmd" ] || { kill "$fmd" 2>/dev/null; wait "$fmd" 2>/dev/null; } || true
+	for p in "${mc_pids[@]}"; do
+		kill -CONT "$p" 2>/dev/null || true
+		kill "$p" 2>/dev/null || true
+	done
+	wait 2>/dev/null || true
 	rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
@@ -65,7 +68,11 @@ start_servers() { # -> servers string in $servers
 	done
 }
 stop_servers() {
-	for p in "${mc_pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
+	for p in "${mc_pids[@]}"; do
+		kill -CONT "$p" 2>/dev/null || true   # a killed server is gone already
+		kill "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
 	mc_pids=()
 }
 
