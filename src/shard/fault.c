@@ -85,7 +85,8 @@ static int fetch(struct shard *s, struct shard_region *sr, uint64_t page, bool t
 		 : synced ? kv_get_checked(s->kv, k, s->bounce, fetch_ok, &chk)
 			  : kv_get(s->kv, k, s->bounce);
 
-	fm_hist_add(&s->st.fetch_ns, fm_now_ns() - t0);
+	if (rc != -EAGAIN)   /* a parked fault's tries found nothing out */
+		fm_hist_add(&s->st.fetch_ns, fm_now_ns() - t0);
 	return rc;
 }
 
