@@ -24,7 +24,7 @@ set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 builds=("$1")
 [ $# -ge 2 ] && builds=("$2" "$1")
-args=${STORM_ARGS:---pages 8192 --threads 2 --passes 40 --pattern random --verify}
+args=${STORM_ARGS:---pages 8192 --threads 2 --passes 12 --pattern random --verify}
 warm=${WARM_S:-3}
 stop_s=${STOP_S:-3}
 modes=${MODES:-stop kill}
@@ -76,8 +76,10 @@ stop_servers() {
 	mc_pids=()
 }
 
-stat() { # ctl key -> number from the totals
-	"$bin/fluidmemctl" --socket "$1" --json stats | grep -o "\"$2\":[0-9.]*" | head -1 | cut -d: -f2
+stat() { # ctl key -> number from the totals; nothing when stats do not
+	# answer (a stalled shard cannot send its stats either)
+	{ "$bin/fluidmemctl" --socket "$1" --json stats 2>/dev/null || true; } |
+		{ grep -o "\"$2\":[0-9.]*" || true; } | head -1 | cut -d: -f2
 }
 
 run_one() { # build mode
@@ -140,10 +142,14 @@ try:
     d = json.load(open(out)); errs = d["verify_errors"]; p99 = d.get("fault_p99_us", "?")
 except Exception:
     errs = "storm died (rc %s)" % rc; p99 = "?"
-before = (float(f1) - float(f0)) / (float(t1) - float(t0))
-during = (float(f2) - float(f1)) / (float(t2) - float(t1))
-print("%-28s %-5s %9.0f %9.0f %6.2f  %-8s %8s %6s" % (build[-28:], mode, before, during,
-      during / before if before else 0, errs, poisoned, parked))
+def rate(fa, ta, fb, tb):
+    return (float(fb) - float(fa)) / (float(tb) - float(ta)) if fa and fb else None
+before = rate(f0, t0, f1, t1)
+during = rate(f1, t1, f2, t2)
+fmt = lambda v: "%9.0f" % v if v is not None else "  no stats"
+print("%-28s %-5s %s %s %6s  %-8s %8s %6s" % (build[-28:], mode, fmt(before), fmt(during),
+      "%.2f" % (during / before) if before and during is not None else "-", errs,
+      poisoned or "?", parked or "-"))
 PY
 }
 
