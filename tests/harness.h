@@ -118,7 +118,11 @@ static inline pid_t td_exec_daemon_ex(const char *reg, const char *ctl, const ch
 		snprintf(stateset, sizeof(stateset), "daemon.state_dir=\"%.*s/state\"", dlen,
 			 slash ? reg : ".");
 	}
-	argv[argc++] = FM_BUILD_DIR "/bin/fluidmemd";
+	/* FM_TEST_FLUIDMEMD: another daemon binary (a baseline build for a
+	 * bench that runs a test against it); the tests' own by default. */
+	argv[argc++] = getenv("FM_TEST_FLUIDMEMD") && *getenv("FM_TEST_FLUIDMEMD")
+			       ? getenv("FM_TEST_FLUIDMEMD")
+			       : FM_BUILD_DIR "/bin/fluidmemd";
 	argv[argc++] = "--config";
 	argv[argc++] = FM_SOURCE_DIR "/configs/local.toml";
 	argv[argc++] = "--set";

@@ -121,6 +121,24 @@ int kv_get_checked(struct kv_store *kv, struct kv_key key, void *page_out, kv_ch
 	return rc;
 }
 
+int kv_get_try(struct kv_store *kv, struct kv_key key, void *page_out, kv_check_fn *check,
+	       void *arg)
+{
+	int rc;
+
+	if (unlikely(!kv || !page_out))
+		return -EINVAL;
+	if (!kv->ops->get_try)
+		return check ? kv_get_checked(kv, key, page_out, check, arg)
+			     : kv_get(kv, key, page_out);
+	rc = kv->ops->get_try(kv, key, page_out, check, arg);
+	if (rc == -EAGAIN)
+		kv->stats.retries++;
+	else
+		count_get(kv, rc);
+	return rc;
+}
+
 int kv_put(struct kv_store *kv, struct kv_key key, const void *page)
 {
 	if (unlikely(!kv || !page))

@@ -143,8 +143,25 @@ int kv_get(struct kv_store *kv, struct kv_key key, void *page_out);
 typedef bool kv_check_fn(const void *page, void *arg);
 int kv_get_checked(struct kv_store *kv, struct kv_key key, void *page_out, kv_check_fn *check,
 		   void *arg);
+/* A get that never keeps the caller waiting on a server that is down: one
+ * pass, no retry delays, a server inside its down window skipped, and a
+ * down server whose window passed probed without waiting for it (a server
+ * that stops answering mid-request still costs io_timeout_ms, once). check
+ * may be NULL. Answers as kv_get_checked, plus -EAGAIN: a server that may
+ * hold the page did not answer and the store has not given up on it yet
+ * (memcached: fewer than retries + 1 failures in a row); ask again later.
+ * -EIO once it has given up. A backend without remote servers never
+ * answers -EAGAIN. The shard parks a fault on -EAGAIN instead of blocking
+ * every other fault behind it (docs/design.md, "Store I/O"). -EAGAIN is
+ * not counted as a get: a parked fault asks many times. */
+int kv_get_try(struct kv_store *kv, struct kv_key key, void *page_out, kv_check_fn *check,
+	       void *arg);
 int kv_put(struct kv_store *kv, struct kv_key key, const void *page);
 int kv_del(struct kv_store *kv, struct kv_key key);
+/* memcached: one multi-get per server (then per replica round for the
+ * items still missing), every server's request sent before any answer is
+ * read, so the servers overlap; no retry delays: an item whose servers are
+ * down or did not answer within io_timeout_ms is -EIO at once. */
 int kv_mget(struct kv_store *kv, const struct kv_key *keys, void *const *pages, int *results,
 	    size_t n);
 int kv_mput(struct kv_store *kv, const struct kv_key *keys, const void *const *pages,
@@ -222,6 +239,10 @@ struct kv_ops {
 	/* Optional; the generic layer runs get then check when NULL. */
 	int (*get_checked)(struct kv_store *kv, struct kv_key key, void *page_out,
 			   kv_check_fn *check, void *arg);
+	/* Optional: see kv_get_try; the generic layer runs get_checked
+	 * (or get) when NULL. */
+	int (*get_try)(struct kv_store *kv, struct kv_key key, void *page_out, kv_check_fn *check,
+		       void *arg);
 	int (*put)(struct kv_store *kv, struct kv_key key, const void *page);
 	int (*del)(struct kv_store *kv, struct kv_key key);
 	/* Optional; the generic layer loops over get/put when NULL. */

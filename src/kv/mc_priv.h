@@ -19,6 +19,7 @@
 #define MC_NAME_MAX 272         /* host:port, or a unix socket path (< 108) */
 #define MC_DOWN_MAX_MS 1000u    /* longest down window and retry delay */
 #define MC_DEFAULT_PORT 11211
+#define MC_PROBE_WAIT_MS 20     /* a probe's answer is waited for this long, then polled */
 
 
 struct mc_server {
@@ -34,6 +35,12 @@ struct mc_server {
 	uint64_t down_until;            /* ns; the server is skipped before this */
 	uint32_t delay_ms;              /* length of the next down window */
 	bool down;                      /* failed and not answered since (logged) */
+	uint32_t fails;                 /* failures in a row since it last answered */
+	/* the health probe of a down server whose window passed (mc_sv_ready) */
+	bool probing;
+	uint64_t probe_sent;            /* ns */
+	uint32_t probe_len;
+	char probe_buf[64];
 
 	/* the write job of the current flush */
 	uint32_t niov, iov_pos;
@@ -58,6 +65,11 @@ struct mc_store {
 	/* one flush: per item tallies and keys */
 	uint8_t *it_ok, *it_full, *it_err, *it_miss;
 	char (*keys)[KV_MEMCACHED_KEY_LEN + 1];
+	bool ready[MC_MAX_SERVERS];     /* one flush: mc_sv_ready, asked once per server */
+	/* one multi-get round: items grouped by server */
+	uint32_t *mg_item;
+	const char **mg_keys;
+	size_t *mg_lens;
 	struct pollfd *pfd;
 	uint32_t *pfd_sv;
 	struct kv_memcached_info info;
@@ -79,6 +91,22 @@ static inline unsigned route(const struct mc_store *ms, const char *key, unsigne
 static inline bool mc_sv_usable(const struct mc_server *sv, uint64_t now)
 {
 	return now >= sv->down_until;
+}
+
+/* Whether requests may go to sv now, without ever waiting io_timeout_ms
+ * for a server that is down: 1 yes, 0 not now (inside its down window, or
+ * its probe is not answered yet), -1 it failed just now (its probe timed
+ * out or was refused; the window doubles). A server that is up is ready;
+ * one whose window passed is probed first ("version" on a fresh
+ * connection, MC_PROBE_WAIT_MS waited at most; a later call looks for the
+ * answer), so a stopped server costs each window one short probe instead
+ * of io_timeout_ms per request. */
+int mc_sv_ready(struct mc_store *ms, struct mc_server *sv, uint64_t now);
+/* The store gave up on sv: more than store.memcached.retries failures in a
+ * row. A read that needs only such servers fails (-EIO) instead of waiting. */
+static inline bool mc_sv_given_up(const struct mc_store *ms, const struct mc_server *sv)
+{
+	return sv->down && sv->fails > ms->retries;
 }
 
 /* ---- mc_server.c ---- */

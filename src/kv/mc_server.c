@@ -95,6 +95,8 @@ void mc_sv_failed(struct mc_store *ms, struct mc_server *sv, const char *what,
 			"then retried with doubling delays", ms->shard, sv->name, what, why,
 			sv->delay_ms);
 	sv->down = true;
+	sv->fails++;
+	sv->probing = false;
 	sv->down_until = fm_now_ns() + (uint64_t)sv->delay_ms * 1000000ull;
 	sv->delay_ms = FM_MIN(sv->delay_ms * 2, FM_MAX(MC_DOWN_MAX_MS, ms->retry_ms));
 	sv->mc_reset = true;
@@ -108,6 +110,8 @@ void mc_sv_answered(struct mc_store *ms, struct mc_server *sv)
 		ms->info.server_recoveries++;
 	}
 	sv->down = false;
+	sv->fails = 0;
+	sv->probing = false;
 	sv->down_until = 0;
 	sv->delay_ms = ms->retry_ms;
 }
@@ -155,5 +159,91 @@ int mc_sv_connect_write(struct mc_store *ms, struct mc_server *sv)
 	sv->wfd = fd;
 	sv->rx.rlen = 0;
 	sv->rx.skip = 0;
+	return 0;
+}
+
+/* The probe's answer, read so far: 1 complete and right, 0 incomplete,
+ * -1 not a version answer. */
+static int probe_parse(const struct mc_store *ms, const struct mc_server *sv)
+{
+	const uint8_t *b = (const uint8_t *)sv->probe_buf;
+
+	/* Binary: the header says enough (the connection is closed after
+	 * the probe, the version string need not be read). */
+	if (ms->binary) {
+		if (sv->probe_len < BIN_HDR)
+			return 0;
+		return b[0] == BIN_RES && b[1] == MC_BIN_OP_VERSION ? 1 : -1;
+	}
+	if (!memchr(sv->probe_buf, '\n', sv->probe_len))
+		return sv->probe_len == sizeof(sv->probe_buf) ? -1 : 0;
+	return sv->probe_len >= 8 && !memcmp(sv->probe_buf, "VERSION ", 8) ? 1 : -1;
+}
+
+int mc_sv_ready(struct mc_store *ms, struct mc_server *sv, uint64_t now)
+{
+	int wait = 0, rc;
+
+	if (!sv->down)
+		return 1;
+	if (now < sv->down_until)
+		return 0;
+	if (!sv->probing) {
+		static const uint8_t bin_version[BIN_HDR] = { BIN_REQ, MC_BIN_OP_VERSION };
+		static const char ascii_version[] = "version\r\n";
+		const void *req = ms->binary ? (const void *)bin_version : ascii_version;
+		size_t len = ms->binary ? sizeof(bin_version) : sizeof(ascii_version) - 1;
+
+		mc_sv_close_write(sv);
+		rc = mc_sv_connect_write(ms, sv);
+		if (rc == 0) {
+			ssize_t n = send(sv->wfd, req, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+			if (n != (ssize_t)len)
+				rc = n < 0 ? -errno : -EIO;
+		}
+		if (rc < 0) {
+			mc_sv_failed(ms, sv, "probe", strerror(-rc));
+			return -1;
+		}
+		sv->probing = true;
+		sv->probe_sent = now;
+		sv->probe_len = 0;
+		wait = (int)FM_MIN(ms->io_ms, MC_PROBE_WAIT_MS);
+	}
+	for (;;) {
+		struct pollfd p = { .fd = sv->wfd, .events = POLLIN };
+		ssize_t n;
+
+		rc = poll(&p, 1, wait);
+		if (rc < 0 && errno == EINTR)
+			continue;
+		if (rc <= 0)
+			break;
+		n = recv(sv->wfd, sv->probe_buf + sv->probe_len,
+			 sizeof(sv->probe_buf) - sv->probe_len, MSG_DONTWAIT);
+		if (n <= 0) {
+			if (n < 0 && (errno == EAGAIN || errno == EINTR))
+				continue;
+			mc_sv_failed(ms, sv, "probe", n == 0 ? "connection closed" : strerror(errno));
+			return -1;
+		}
+		sv->probe_len += (uint32_t)n;
+		rc = probe_parse(ms, sv);
+		if (rc < 0) {
+			mc_sv_failed(ms, sv, "probe", "not a version answer");
+			return -1;
+		}
+		if (rc > 0) {
+			/* Writes start on a connection of their own. */
+			mc_sv_close_write(sv);
+			mc_sv_answered(ms, sv);
+			return 1;
+		}
+	}
+	if (fm_now_ns() - sv->probe_sent >= (uint64_t)ms->io_ms * 1000000ull) {
+		mc_sv_failed(ms, sv, "probe", "timed out");
+		return -1;
+	}
 	return 0;
 }

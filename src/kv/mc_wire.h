@@ -21,6 +21,7 @@
 #define BIN_RES 0x81
 #define BIN_OP_SET 0x01
 #define BIN_OP_TOUCH 0x1c
+#define MC_BIN_OP_VERSION 0x0b
 #define BIN_HDR 24
 #define BIN_EXTRAS_SET 8
 #define BIN_EXTRAS_TOUCH 4

@@ -140,15 +140,18 @@ static int sv_get(struct mc_store *ms, struct mc_server *sv, const char *key, vo
 }
 
 /* A get on one server list (the current one or a previous one); the
- * counters go to kv, the handle the shard holds. */
+ * counters go to kv, the handle the shard holds. With try_only, one pass
+ * that never sleeps and never waits on a server that is down (mc_sv_ready):
+ * -EAGAIN when a server that may hold the page did not answer and the
+ * store has not given up on it yet (kv_get_try). */
 static int get_on_list(struct kv_store *kv, struct mc_store *ms, const char *k, void *page_out,
-		       kv_check_fn *check, void *arg)
+		       kv_check_fn *check, void *arg, bool try_only)
 {
 	unsigned delay = ms->retry_ms;
 
 	for (unsigned attempt = 0;; attempt++) {
 		uint64_t now = fm_now_ns();
-		unsigned unreachable = 0, tried = 0;
+		unsigned unreachable = 0, tried = 0, waiting = 0;
 
 		for (unsigned i = 0; i <= ms->replicas; i++) {
 			struct mc_server *sv = &ms->sv[route(ms, k, i)];
@@ -156,8 +159,10 @@ static int get_on_list(struct kv_store *kv, struct mc_store *ms, const char *k, 
 
 			/* The first pass trusts the down windows; retries
 			 * ask every server, the page may be on the down one. */
-			if (attempt == 0 && !mc_sv_usable(sv, now)) {
+			if (try_only ? mc_sv_ready(ms, sv, now) <= 0
+				     : attempt == 0 && !mc_sv_usable(sv, now)) {
 				unreachable++;
+				waiting += !mc_sv_given_up(ms, sv);
 				continue;
 			}
 			rc = sv_get(ms, sv, k, page_out);
@@ -167,13 +172,17 @@ static int get_on_list(struct kv_store *kv, struct mc_store *ms, const char *k, 
 					ms->info.failover_reads++;
 				return 0;
 			}
-			if (rc == 0 || rc == -EBADMSG)
+			if (rc == 0 || rc == -EBADMSG) {
 				kv->stats.stale++;
-			else if (rc == -EIO)
+			} else if (rc == -EIO) {
 				unreachable++;
+				waiting += !mc_sv_given_up(ms, sv);
+			}
 		}
 		if (unreachable == 0)
 			return -ENOENT;
+		if (try_only)
+			return waiting ? -EAGAIN : -EIO;
 		if (attempt >= ms->retries)
 			return -EIO;
 		kv->stats.retries++;
@@ -184,21 +193,33 @@ static int get_on_list(struct kv_store *kv, struct mc_store *ms, const char *k, 
 
 /* The current list first; a miss there may be a page whose owner moved
  * with a server list change and that was not rewritten since. */
-static int mc_get_checked(struct kv_store *kv, struct kv_key key, void *page_out,
-			  kv_check_fn *check, void *arg)
+static int get_lists(struct kv_store *kv, struct kv_key key, void *page_out, kv_check_fn *check,
+		     void *arg, bool try_only)
 {
 	struct mc_store *ms = to_mc(kv);
 	char k[KV_MEMCACHED_KEY_LEN + 1];
 	int rc;
 
 	kv_memcached_key(key, k);
-	rc = get_on_list(kv, ms, k, page_out, check, arg);
+	rc = get_on_list(kv, ms, k, page_out, check, arg, try_only);
 	for (struct mc_store *p = ms->prev; rc == -ENOENT && p; p = p->prev) {
-		rc = get_on_list(kv, p, k, page_out, check, arg);
+		rc = get_on_list(kv, p, k, page_out, check, arg, try_only);
 		if (rc == 0)
 			ms->info.failover_reads++;
 	}
 	return rc;
+}
+
+static int mc_get_checked(struct kv_store *kv, struct kv_key key, void *page_out,
+			  kv_check_fn *check, void *arg)
+{
+	return get_lists(kv, key, page_out, check, arg, false);
+}
+
+static int mc_get_try(struct kv_store *kv, struct kv_key key, void *page_out, kv_check_fn *check,
+		      void *arg)
+{
+	return get_lists(kv, key, page_out, check, arg, true);
 }
 
 static int mc_get(struct kv_store *kv, struct kv_key key, void *page_out)
@@ -215,7 +236,7 @@ static int del_on_list(struct mc_store *ms, const char *k)
 		struct mc_server *sv = &ms->sv[route(ms, k, i)];
 		memcached_return_t rc;
 
-		if (!mc_sv_usable(sv, now) || mc_sv_prepare(ms, sv) < 0) {
+		if (mc_sv_ready(ms, sv, now) <= 0 || mc_sv_prepare(ms, sv) < 0) {
 			unreachable++;
 			continue;
 		}
@@ -432,15 +453,16 @@ static void flush_chunk(struct mc_store *ms, const struct kv_key *keys, const vo
 
 		sv->rx.nreq = sv->rx.nresp = sv->niov = sv->iov_pos = 0;
 		sv->active = false;
+		ms->ready[s] = mc_sv_ready(ms, sv, now) > 0;
 	}
 	for (size_t i = 0; i < n; i++) {
 		kv_memcached_key(keys[i], ms->keys[i]);
 		ms->it_ok[i] = ms->it_full[i] = ms->it_err[i] = ms->it_miss[i] = 0;
 		for (unsigned r = 0; r <= ms->replicas; r++) {
-			struct mc_server *sv = &ms->sv[route(ms, ms->keys[i], r)];
+			unsigned sn = route(ms, ms->keys[i], r);
 
-			if (mc_sv_usable(sv, now))
-				job_add(ms, sv, (uint32_t)i, pages ? pages[i] : NULL);
+			if (ms->ready[sn])
+				job_add(ms, &ms->sv[sn], (uint32_t)i, pages ? pages[i] : NULL);
 			else
 				ms->it_err[i]++;
 		}
@@ -494,6 +516,148 @@ static int mc_put(struct kv_store *kv, struct kv_key key, const void *page)
 
 	mc_mput(kv, &key, &page, &result, 1);
 	return result;
+}
+
+/* ---- multi-get (libmemcached: one mget per server) ---- */
+
+/* Round r of a multi-get chunk: every item without its page yet asks its
+ * r-th server (r = 0 the primary, then the replicas). Every server's
+ * request goes out before any answer is read, so the servers work at the
+ * same time; a server that does not answer costs libmemcached's poll
+ * timeout (io_timeout_ms) once, and one that is down (mc_sv_ready) costs
+ * nothing. it_ok: the item has its page; it_err: a server of it did not
+ * answer; it_full: answered in this round. */
+static void mget_round(struct kv_store *kv, struct mc_store *ms, void *const *pages, size_t n,
+		       unsigned r)
+{
+	uint32_t off[MC_MAX_SERVERS + 1] = { 0 }, pos[MC_MAX_SERVERS];
+	bool sent[MC_MAX_SERVERS] = { false };
+	uint64_t now = fm_now_ns();
+
+	for (size_t i = 0; i < n; i++) {
+		ms->it_full[i] = 0;
+		if (!ms->it_ok[i])
+			off[route(ms, ms->keys[i], r) + 1]++;
+	}
+	for (unsigned sn = 0; sn < ms->nsv; sn++) {
+		off[sn + 1] += off[sn];
+		pos[sn] = off[sn];
+	}
+	for (size_t i = 0; i < n; i++) {
+		uint32_t j;
+
+		if (ms->it_ok[i])
+			continue;
+		j = pos[route(ms, ms->keys[i], r)]++;
+		ms->mg_item[j] = (uint32_t)i;
+		ms->mg_keys[j] = ms->keys[i];
+		ms->mg_lens[j] = KV_MEMCACHED_KEY_LEN;
+	}
+	for (unsigned sn = 0; sn < ms->nsv; sn++) {
+		struct mc_server *sv = &ms->sv[sn];
+		memcached_return_t rc;
+
+		if (off[sn] == off[sn + 1])
+			continue;
+		if (mc_sv_ready(ms, sv, now) <= 0 || mc_sv_prepare(ms, sv) < 0) {
+			for (uint32_t j = off[sn]; j < off[sn + 1]; j++)
+				ms->it_err[ms->mg_item[j]]++;
+			continue;
+		}
+		rc = memcached_mget(sv->mc, &ms->mg_keys[off[sn]], &ms->mg_lens[off[sn]],
+				    off[sn + 1] - off[sn]);
+		if (rc != MEMCACHED_SUCCESS) {
+			mc_sv_lm_error(ms, sv, "get", rc);
+			for (uint32_t j = off[sn]; j < off[sn + 1]; j++)
+				ms->it_err[ms->mg_item[j]]++;
+			continue;
+		}
+		sent[sn] = true;
+	}
+	for (unsigned sn = 0; sn < ms->nsv; sn++) {
+		struct mc_server *sv = &ms->sv[sn];
+		memcached_result_st *res;
+		memcached_return_t rc;
+
+		if (!sent[sn])
+			continue;
+		while ((res = memcached_fetch_result(sv->mc, &sv->result, &rc))) {
+			const char *key = memcached_result_key_value(res);
+			bool page = memcached_result_length(res) == FM_PAGE_SIZE;
+
+			if (memcached_result_key_length(res) != KV_MEMCACHED_KEY_LEN)
+				continue;
+			if (!page)
+				fm_log_once(FM_LOG_ERROR,
+					    "kv/memcached: %s holds %zu bytes under %.*s, not a page",
+					    sv->name, memcached_result_length(res),
+					    KV_MEMCACHED_KEY_LEN, key);
+			/* Every item of that key: one batch may ask for a
+			 * page twice. */
+			for (uint32_t j = off[sn]; j < off[sn + 1]; j++) {
+				uint32_t i = ms->mg_item[j];
+
+				if (ms->it_ok[i] || memcmp(key, ms->keys[i], KV_MEMCACHED_KEY_LEN))
+					continue;
+				ms->it_full[i] = 1;
+				if (!page) {
+					kv->stats.stale++;
+					continue;
+				}
+				memcpy(pages[i], memcached_result_value(res), FM_PAGE_SIZE);
+				ms->it_ok[i] = 1;
+				if (r > 0)
+					ms->info.failover_reads++;
+			}
+		}
+		if (rc == MEMCACHED_END || rc == MEMCACHED_NOTFOUND) {
+			mc_sv_answered(ms, sv);
+			continue;
+		}
+		mc_sv_lm_error(ms, sv, "get", rc);
+		for (uint32_t j = off[sn]; j < off[sn + 1]; j++)
+			if (!ms->it_full[ms->mg_item[j]])
+				ms->it_err[ms->mg_item[j]]++;
+	}
+}
+
+/* No retry delays: an item none of whose servers answered is -EIO at once
+ * (a prefetch skips it; a fault asks again through kv_get_try). */
+static int mc_mget(struct kv_store *kv, const struct kv_key *keys, void *const *pages,
+		   int *results, size_t n)
+{
+	struct mc_store *ms = to_mc(kv);
+
+	for (size_t done = 0; done < n; done += ms->batch) {
+		size_t m = FM_MIN((size_t)ms->batch, n - done);
+
+		for (size_t i = 0; i < m; i++) {
+			kv_memcached_key(keys[done + i], ms->keys[i]);
+			ms->it_ok[i] = ms->it_err[i] = 0;
+		}
+		for (unsigned r = 0; r <= ms->replicas; r++)
+			mget_round(kv, ms, pages + done, m, r);
+		for (size_t i = 0; i < m; i++)
+			results[done + i] = ms->it_ok[i] ? 0 : ms->it_err[i] ? -EIO : -ENOENT;
+	}
+	/* A miss may be a page whose owner moved with a server list change. */
+	for (size_t i = 0; ms->prev && i < n; i++) {
+		char k[KV_MEMCACHED_KEY_LEN + 1];
+
+		if (results[i] != -ENOENT)
+			continue;
+		kv_memcached_key(keys[i], k);
+		for (struct mc_store *p = ms->prev; results[i] == -ENOENT && p; p = p->prev)
+			results[i] = get_on_list(kv, p, k, pages[i], NULL, NULL, true);
+		if (results[i] == 0)
+			ms->info.failover_reads++;
+		else if (results[i] == -EAGAIN)
+			results[i] = -EIO;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (results[i])
+			return results[i];
+	return 0;
 }
 
 /* ---- open and close ---- */
@@ -696,6 +860,9 @@ static void mc_close(struct kv_store *kv)
 	free(ms->it_err);
 	free(ms->it_miss);
 	free(ms->keys);
+	free(ms->mg_item);
+	free(ms->mg_keys);
+	free(ms->mg_lens);
 	free(ms->pfd);
 	free(ms->pfd_sv);
 	free(ms);
@@ -740,9 +907,13 @@ static struct kv_store *mc_open(const struct kv_params *p, unsigned shard)
 	ms->it_err = calloc(ms->batch, 1);
 	ms->it_miss = calloc(ms->batch, 1);
 	ms->keys = calloc(ms->batch, sizeof(*ms->keys));
+	ms->mg_item = calloc(ms->batch, sizeof(*ms->mg_item));
+	ms->mg_keys = calloc(ms->batch, sizeof(*ms->mg_keys));
+	ms->mg_lens = calloc(ms->batch, sizeof(*ms->mg_lens));
 	ms->pfd = calloc(ms->nsv, sizeof(*ms->pfd));
 	ms->pfd_sv = calloc(ms->nsv, sizeof(*ms->pfd_sv));
-	if (!ms->it_ok || !ms->it_full || !ms->it_err || !ms->it_miss || !ms->keys || !ms->pfd ||
+	if (!ms->it_ok || !ms->it_full || !ms->it_err || !ms->it_miss || !ms->keys || !ms->mg_item ||
+	    !ms->mg_keys || !ms->mg_lens || !ms->pfd ||
 	    !ms->pfd_sv)
 		goto fail;
 	for (unsigned i = 0; i < ms->nsv; i++) {
@@ -962,21 +1133,12 @@ static void mc_stats(const struct kv_store *kv, struct kv_stats *out)
 	for (unsigned i = 0; i < ms->nsv; i++) {
 		struct mc_server *sv = &ms->sv[i];
 
-		if (sv->down && mc_sv_usable(sv, now) && sv->wfd < 0) {
-			int rc = mc_sv_connect_write(ms, sv);
-
-			if (rc < 0)
-				mc_sv_failed(ms, sv, "connect", strerror(-rc));
-			else
-				mc_sv_answered(ms, sv);
-		}
+		if (sv->down)
+			mc_sv_ready(ms, sv, now);
 		out->servers_down += sv->down;
 	}
 }
 
-/* No native mget yet: the shard reads one page per fault, and the generic
- * loop (one get each, replicas tried in turn) is correct for batches. A
- * prefetcher should add one memcached_mget per server here. */
 const struct kv_ops kv_memcached_ops = {
 	.name = "memcached",
 	.keeps_after_get = true,
@@ -984,6 +1146,8 @@ const struct kv_ops kv_memcached_ops = {
 	.close = mc_close,
 	.get = mc_get,
 	.get_checked = mc_get_checked,
+	.get_try = mc_get_try,
+	.mget = mc_mget,
 	.put = mc_put,
 	.del = mc_del,
 	.mput = mc_mput,

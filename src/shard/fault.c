@@ -74,17 +74,20 @@ static bool fetch_ok(const void *page, void *arg)
 
 /* Fetch a stored page into the bounce buffer, timing it. 0 or -errno. A
  * keeping store's copy must hash as recorded: a stale replica or a corrupt
- * value is refused, never installed. */
-static int fetch(struct shard *s, struct shard_region *sr, uint64_t page)
+ * value is refused, never installed. With try_only the store never waits
+ * on a server that is down: -EAGAIN says ask again later (kv_get_try). */
+static int fetch(struct shard *s, struct shard_region *sr, uint64_t page, bool try_only)
 {
 	struct kv_key k = { sr->r->id, page };
 	struct fetch_check chk = { &sr->hkey, 0 };
 	uint64_t t0 = fm_now_ns();
-	int rc = sc_synced_hash(&s->sc, page_id(s, sr, page), &chk.want)
-			 ? kv_get_checked(s->kv, k, s->bounce, fetch_ok, &chk)
-			 : kv_get(s->kv, k, s->bounce);
+	bool synced = sc_synced_hash(&s->sc, page_id(s, sr, page), &chk.want);
+	int rc = try_only ? kv_get_try(s->kv, k, s->bounce, synced ? fetch_ok : NULL, &chk)
+		 : synced ? kv_get_checked(s->kv, k, s->bounce, fetch_ok, &chk)
+			  : kv_get(s->kv, k, s->bounce);
 
-	fm_hist_add(&s->st.fetch_ns, fm_now_ns() - t0);
+	if (rc != -EAGAIN)   /* a parked fault's tries found nothing out */
+		fm_hist_add(&s->st.fetch_ns, fm_now_ns() - t0);
 	return rc;
 }
 
@@ -102,8 +105,11 @@ static int poison(struct shard *s, struct shard_region *sr, uint32_t id, uint64_
 }
 
 /* Serve one fault. Returns the outcome counter to bump; every fault ends in
- * exactly one (see the invariant in shard.h). */
-static uint64_t *serve_fault(struct shard *s, struct shard_region *sr, uint64_t page, uint32_t flags)
+ * exactly one (see the invariant in shard.h). With may_park, a fetch whose
+ * store server is down returns &s->st.parked instead, changing nothing:
+ * the caller parks the fault and serves it again later. */
+static uint64_t *serve_fault(struct shard *s, struct shard_region *sr, uint64_t page, uint32_t flags,
+			     bool may_park)
 {
 	struct uffd_region *r = sr->r;
 	uint32_t id = page_id(s, sr, page);
@@ -170,7 +176,9 @@ static uint64_t *serve_fault(struct shard *s, struct shard_region *sr, uint64_t 
 		make_resident(s, sr, id);
 		return &s->st.zero_fills;
 	case PS_STORED:
-		rc = fetch(s, sr, page);
+		rc = fetch(s, sr, page, may_park);
+		if (rc == -EAGAIN && may_park)
+			return &s->st.parked;
 		if (rc < 0) {
 			rc = poison(s, sr, id, page, rc);
 			if (rc < 0 && rc != -EEXIST)
@@ -204,11 +212,46 @@ fail:
 	return &s->st.fault_errors;
 }
 
+/* Parked faults: their page's store server is down or did not answer, and
+ * the store has not given up on it (kv_get_try). Each waits here, its page
+ * still missing in the client (never a zero page, never SIGBUS for this),
+ * while the shard goes on serving every other fault; shard_retry_parked
+ * serves them again every SHARD_PARK_RETRY_NS. Once the store gives up on
+ * the server (store.memcached.retries failures in a row) the page is
+ * poisoned as before. A fault whose region went away meanwhile is dropped:
+ * its thread was woken when the range was unregistered. */
+struct shard_parked {
+	struct uffd_region *r;   /* compared, never dereferenced: it may be freed */
+	uint64_t region_id;      /* with r: the same region, not one at its address */
+	uint32_t slot;
+	uint64_t page;
+	uint64_t read_ns;
+	uint32_t flags;
+};
+
+static bool park(struct shard *s, struct shard_region *sr, const struct fm_msg *m)
+{
+	if (!s->park) {
+		s->park = calloc(SHARD_PARK_MAX, sizeof(*s->park));
+		if (!s->park)
+			return false;
+	}
+	if (s->npark == SHARD_PARK_MAX)
+		return false;
+	s->park[s->npark++] = (struct shard_parked){
+		.r = sr->r, .region_id = sr->r->id, .slot = sr->r->slot, .page = m->fault.page,
+		.read_ns = m->fault.read_ns, .flags = m->flags,
+	};
+	if (s->npark == 1)
+		s->park_due = fm_now_ns() + SHARD_PARK_RETRY_NS;
+	return true;
+}
+
 void shard_handle_fault(struct shard *s, const struct fm_msg *m)
 {
 	struct uffd_region *r = m->fault.region;
 	struct shard_region *sr = s->regions[r->slot];
-	uint64_t *outcome;
+	uint64_t *out;
 
 	if (unlikely(!sr || sr->r != r || m->fault.page >= r->npages)) {
 		s->st.stale_faults++;
@@ -217,12 +260,45 @@ void shard_handle_fault(struct shard *s, const struct fm_msg *m)
 
 	s->st.faults++;
 	sr->faults++;
-	outcome = serve_fault(s, sr, m->fault.page, m->flags);
-	(*outcome)++;
+	out = serve_fault(s, sr, m->fault.page, m->flags, s->npark < SHARD_PARK_MAX);
+	/* No room to park (or no memory): wait for the store, as before. */
+	if (out == &s->st.parked && !park(s, sr, m))
+		out = serve_fault(s, sr, m->fault.page, m->flags, false);
+	(*out)++;
+	if (out == &s->st.parked)
+		return;
 	fm_hist_add(&s->st.fault_ns, fm_now_ns() - m->fault.read_ns);
 	/* After the faulting thread is woken: fetch ahead of its stream. */
-	if (s->pf && (outcome == &s->st.fetches || outcome == &s->st.zero_fills))
+	if (s->pf && (out == &s->st.fetches || out == &s->st.zero_fills))
 		prefetch_after_fault(s, sr, m->fault.page);
+}
+
+void shard_retry_parked(struct shard *s, bool wait)
+{
+	uint32_t keep = 0, n = s->npark;
+
+	if (!n || (!wait && fm_now_ns() < s->park_due))
+		return;
+	for (uint32_t i = 0; i < n; i++) {
+		struct shard_parked p = s->park[i];
+		struct shard_region *sr = s->regions[p.slot];
+		uint64_t *out;
+
+		if (!sr || sr->r != p.r || sr->r->id != p.region_id) {
+			s->st.fault_errors++;   /* counted in faults already */
+			continue;
+		}
+		/* wait (a stopping shard): the store's own retries decide. */
+		out = serve_fault(s, sr, p.page, p.flags, !wait);
+		if (out == &s->st.parked) {
+			s->park[keep++] = p;
+			continue;
+		}
+		(*out)++;
+		fm_hist_add(&s->st.fault_ns, fm_now_ns() - p.read_ns);
+	}
+	s->npark = keep;
+	s->park_due = fm_now_ns() + SHARD_PARK_RETRY_NS;
 }
 
 /* REMOVE: the client discarded [first, first+n) with madvise. UNMAP: the
@@ -301,7 +377,7 @@ void shard_restore_region(struct shard *s, struct shard_region *sr)
 
 			if (st != PS_STORED)
 				continue;
-			rc = fetch(s, sr, page);
+			rc = fetch(s, sr, page, false);
 			rc = rc < 0 ? poison(s, sr, id, page, rc)
 				    : uffd_copy(sr->r->uffd, addr, s->bounce, FM_PAGE_SIZE,
 						&s->st.eagain_retries);

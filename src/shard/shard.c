@@ -24,6 +24,7 @@
 #define SHARD_BACKOFF_POLL_MS 10   /* ... or this often while an eviction backs off */
 #define SHARD_PARKED_POLL_MS 1     /* ... or this often while replies wait for room */
 #define SHARD_EXIT_FLUSH_TRIES 300 /* fm_ring_full_wait steps: about 0.3 s */
+#define SHARD_PARK_POLL_MS 1       /* ... or this often while faults are parked */
 #define SHARD_CTL_SLOTS 64      /* control requests: a few in flight at most */
 #define SHARD_REPLY_SLOTS 256   /* replies, region acks included */
 
@@ -550,6 +551,7 @@ static void *shard_main(void *arg)
 			n++;
 		}
 		reply_flush(s);
+		shard_retry_parked(s, false);
 		shard_enforce_budget(s);
 		/* Between bursts and while idle, refill the free reserve, one
 		 * bounded round per turn so the next burst is not kept waiting. */
@@ -579,9 +581,11 @@ static void *shard_main(void *arg)
 		if (fm_ring_depth(&s->data) == 0 && fm_ring_depth(&s->ctl) == 0 && !s->nparked) {
 			s->st.sleeps++;
 			slept = true;
-			/* With a backed-off eviction pending, or replies parked
-			 * behind a full reply ring, wake to retry. */
+			/* With a backed-off eviction pending, replies parked behind
+			 * a full reply ring, or faults parked on a store server,
+			 * wake to retry. */
 			fm_doorbell_wait(&s->bell, s->nparked ? SHARD_PARKED_POLL_MS
+					 : s->npark ? SHARD_PARK_POLL_MS
 					 : s->evict_backoff_until ? SHARD_BACKOFF_POLL_MS
 					 : SHARD_SLEEP_MS);
 		}
@@ -596,6 +600,7 @@ static void *shard_main(void *arg)
 
 		while (fm_ring_pop(&s->data, &m))
 			handle_data(s, &m);
+		shard_retry_parked(s, true);
 	}
 	/* Replies still parked (STOP's own among them): the control plane
 	 * may still be reading (a test, a stop that waits); give it a moment,
@@ -704,6 +709,7 @@ void shard_destroy(struct shard *s)
 	pt_destroy(&s->pt);
 	free(s->bounce);
 	prefetch_teardown(s);
+	free(s->park);
 	free(s->ev_keys);
 	free(s->ev_pages);
 	free(s->ev_results);

@@ -23,6 +23,8 @@ struct uffd_region;
  *
  * Every fault message ends in exactly one outcome, so
  *   faults = zero_fills + fetches + dup_faults + wp_faults + poison_faults + fault_errors
+ * once no fault is parked (a parked fault waits for its store server and
+ * gets its outcome when served; `parked` counts parkings, not outcomes).
  * "Cache hits" are faults served without a store round trip (zero fills,
  * duplicates, write-protect wakes); "misses" are store fetches. */
 #define SHARD_COUNTER_FIELDS(X)                                                       \
@@ -59,7 +61,8 @@ struct uffd_region;
 	X(replies_parked, "replies held while the reply ring was full, sent later in order") \
 	X(prefetched, "pages installed ahead of their fault by prefetch")            \
 	X(prefetch_hits, "prefetched pages used (a fault or the stream passed them)")\
-	X(prefetch_wasted, "prefetched pages evicted or dropped before any use")
+	X(prefetch_wasted, "prefetched pages evicted or dropped before any use")     \
+	X(parked, "faults parked while their store server did not answer (served later)")
 
 #define SHARD_GAUGE_FIELDS(X)                                                         \
 	X(resident, "resident pages now")                                             \

@@ -28,6 +28,10 @@
  * shown used yet; a state change that drops it counts the page wasted. */
 #define PS_PREFETCHED 0x10
 
+#define SHARD_PARK_MAX 4096            /* parked faults per shard (fault.c) */
+#define SHARD_PARK_RETRY_NS 1000000ull /* parked faults are served again every 1 ms */
+struct shard_parked;
+
 /* The shard's view of one region. */
 struct shard_region {
 	struct pt_region pt;    /* first: pt_page_of() results cast back */
@@ -69,6 +73,9 @@ struct shard {
 	unsigned capped_regions;        /* regions with a budget of their own */
 	struct shard_stats st;
 	struct pf_buffers *pf;          /* prefetch's batch; NULL = off */
+	struct shard_parked *park;      /* faults waiting for a store server (fault.c) */
+	uint32_t npark;
+	uint64_t park_due;              /* ns: when they are served again */
 
 	/* cold */
 	struct fm_ring reply FM_ALIGNED_CL;
@@ -147,6 +154,9 @@ void shard_note_ioctl_error(struct shard *s, struct shard_region *sr, const char
 			    uint64_t page);
 /* FM_MSG_FAULT: serve one page fault. */
 void shard_handle_fault(struct shard *s, const struct fm_msg *m);
+/* Serve the parked faults again if their time has come (or now, with
+ * wait: a stopping shard, where the store's blocking retries decide). */
+void shard_retry_parked(struct shard *s, bool wait);
 /* FM_MSG_REMOVE, FM_MSG_UNMAP: the client discarded or unmapped a range. */
 void shard_handle_range(struct shard *s, const struct fm_msg *m);
 /* Copy every stored page of sr back into the client before sr is forgotten. */

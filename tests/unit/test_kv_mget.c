@@ -1,0 +1,301 @@
+/* The memcached backend's multi-get and its get that never waits on a
+ * down server (kv_get_try), against real memcached servers the tests
+ * start, one of them stopped with SIGSTOP (a slow server: the kernel
+ * accepts its connections, nothing answers) or killed. */
+#include <criterion/criterion.h>
+#include <signal.h>
+
+#include "config_params.h"
+#include "base/base.h"
+#include "ctl/config.h"
+#include "kv/kv.h"
+#include "memcached_harness.h"
+
+#define PAGE FM_PAGE_SIZE
+#define NPAGES 96
+#define IO_MS 300
+
+static struct mcd srv[3];
+static unsigned nsrv;
+
+static void stop_servers(void)
+{
+	for (unsigned i = 0; i < nsrv; i++) {
+		if (srv[i].pid > 0)
+			kill(srv[i].pid, SIGCONT);   /* a stopped server ignores SIGTERM */
+		mcd_stop(&srv[i]);
+	}
+	nsrv = 0;
+}
+
+static void start_servers(unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		cr_assert_eq(mcd_start(&srv[i], 64, false), 0,
+			     "cannot start memcached (is it installed? scripts/test installs it)");
+		nsrv = i + 1;
+	}
+}
+
+static struct kv_store *open_store(unsigned replicas, bool binary, unsigned retries)
+{
+	struct fm_config c;
+	size_t len = 0;
+
+	fm_config_defaults(&c);
+	snprintf(c.store_backend, sizeof(c.store_backend), "memcached");
+	c.mc.servers[0] = '\0';
+	for (unsigned i = 0; i < nsrv; i++)
+		len += (size_t)snprintf(c.mc.servers + len, sizeof(c.mc.servers) - len, "%s%s",
+					i ? "," : "", srv[i].addr);
+	c.mc.replicas = replicas;
+	c.mc.binary = binary;
+	c.mc.batch = 32;   /* smaller than NPAGES: mget runs in chunks */
+	c.mc.retries = retries;
+	c.mc.retry_delay_ms = 5;
+	c.mc.io_timeout_ms = IO_MS;
+	return kv_open_cfg(&c, 0);
+}
+
+static void fill(uint8_t *page, uint64_t pno)
+{
+	uint64_t *w = (uint64_t *)page;
+
+	for (size_t i = 0; i < PAGE / 8; i++)
+		w[i] = fm_mix64(pno * 1000003 + 11) + i;
+}
+
+static bool same(const uint8_t *page, uint64_t pno)
+{
+	static uint8_t want[PAGE];
+
+	fill(want, pno);
+	return memcmp(page, want, PAGE) == 0;
+}
+
+static uint8_t (*bufs)[PAGE];
+
+static void put_all(struct kv_store *kv)
+{
+	static uint8_t page[PAGE];
+
+	for (uint64_t p = 0; p < NPAGES; p++) {
+		fill(page, p);
+		cr_assert_eq(kv_put(kv, (struct kv_key){ 9, p }, page), 0, "put %lu", (unsigned long)p);
+	}
+}
+
+/* mget pages first..first+n of region 9 into bufs; results in res. */
+static void mget(struct kv_store *kv, const uint64_t *pno, int *res, size_t n)
+{
+	struct kv_key keys[2 * NPAGES];
+	void *pages[2 * NPAGES];
+
+	if (!bufs)
+		bufs = aligned_alloc(PAGE, sizeof(*bufs) * 2 * NPAGES);
+	cr_assert_not_null(bufs);
+	for (size_t i = 0; i < n; i++) {
+		keys[i] = (struct kv_key){ 9, pno[i] };
+		pages[i] = bufs[i];
+		memset(bufs[i], 0xee, PAGE);
+	}
+	kv_mget(kv, keys, pages, res, n);
+}
+
+static double ms_since(uint64_t t0)
+{
+	return (double)(fm_now_ns() - t0) / 1e6;
+}
+
+static void mget_matches_gets(bool binary)
+{
+	uint64_t pno[2 * NPAGES];
+	int res[2 * NPAGES];
+	struct kv_stats st0, st1;
+	struct kv_store *kv;
+	size_t n = 0;
+
+	start_servers(3);
+	kv = open_store(0, binary, 2);
+	cr_assert_not_null(kv);
+	put_all(kv);
+	/* every stored page, pages never stored, and repeats in one batch */
+	for (uint64_t p = 0; p < NPAGES; p++)
+		pno[n++] = p;
+	for (uint64_t p = 0; p < 40; p++)
+		pno[n++] = p % 3 ? 1000 + p : p;
+	kv_get_stats(kv, &st0);
+	mget(kv, pno, res, n);
+	kv_get_stats(kv, &st1);
+	for (size_t i = 0; i < n; i++) {
+		if (pno[i] < NPAGES) {
+			cr_expect_eq(res[i], 0, "item %zu (page %lu): %d", i, (unsigned long)pno[i],
+				     res[i]);
+			cr_expect(same(bufs[i], pno[i]), "item %zu: wrong page", i);
+		} else {
+			cr_expect_eq(res[i], -ENOENT, "item %zu (page %lu): %d", i,
+				     (unsigned long)pno[i], res[i]);
+		}
+	}
+	cr_expect_eq(st1.gets - st0.gets, n, "every item counts as a get");
+	cr_expect_eq(st1.get_misses - st0.get_misses, 26);
+	cr_expect_eq(st1.errors, st0.errors);
+	kv_close(kv);
+	stop_servers();
+}
+
+Test(kv_mget, matches_gets_binary, .timeout = 60)
+{
+	mget_matches_gets(true);
+}
+
+Test(kv_mget, matches_gets_ascii, .timeout = 60)
+{
+	mget_matches_gets(false);
+}
+
+/* The server index of page p's primary. */
+static int owner(struct kv_store *kv, uint64_t p)
+{
+	return kv_memcached_server_of(kv, (struct kv_key){ 9, p }, 0);
+}
+
+Test(kv_mget, stopped_server_costs_one_timeout_and_only_its_pages, .timeout = 90)
+{
+	uint64_t pno[NPAGES];
+	int res[NPAGES];
+	struct kv_store *kv;
+	size_t on_stopped = 0, ok = 0;
+	uint64_t t0;
+	double first_ms, second_ms;
+
+	start_servers(3);
+	kv = open_store(0, true, 3);
+	cr_assert_not_null(kv);
+	put_all(kv);
+	for (uint64_t p = 0; p < NPAGES; p++) {
+		pno[p] = p;
+		on_stopped += owner(kv, p) == 1;
+	}
+	cr_assert_gt(on_stopped, 5, "ketama put too few pages on server 1");
+	cr_assert_lt(on_stopped, NPAGES - 5);
+
+	kill(srv[1].pid, SIGSTOP);
+	t0 = fm_now_ns();
+	mget(kv, pno, res, NPAGES);
+	first_ms = ms_since(t0);
+	for (uint64_t p = 0; p < NPAGES; p++) {
+		if (owner(kv, p) == 1) {
+			cr_expect_eq(res[p], -EIO, "page %lu on the stopped server: %d",
+				     (unsigned long)p, res[p]);
+		} else {
+			cr_expect_eq(res[p], 0, "page %lu on a healthy server: %d", (unsigned long)p,
+				     res[p]);
+			cr_expect(same(bufs[p], p));
+		}
+	}
+	/* One io timeout for the server, not one per page or per chunk: the
+	 * other chunks skip it while it is down. */
+	cr_expect_lt(first_ms, 4.0 * IO_MS, "mget took %.0f ms with a stopped server", first_ms);
+	t0 = fm_now_ns();
+	mget(kv, pno, res, NPAGES);
+	second_ms = ms_since(t0);
+	cr_expect_lt(second_ms, IO_MS * 0.8, "the down server still costs %.0f ms", second_ms);
+	for (uint64_t p = 0; p < NPAGES; p++)
+		cr_expect_eq(res[p], owner(kv, p) == 1 ? -EIO : 0);
+
+	kill(srv[1].pid, SIGCONT);
+	/* Recovered once a probe is answered: within a few down windows. */
+	for (int i = 0; i < 500 && ok < NPAGES; i++) {
+		mget(kv, pno, res, NPAGES);
+		ok = 0;
+		for (uint64_t p = 0; p < NPAGES; p++)
+			ok += res[p] == 0 && same(bufs[p], p);
+		if (ok < NPAGES)
+			lb_sleep_ms(20);
+	}
+	cr_expect_eq(ok, NPAGES, "only %zu pages readable after SIGCONT", ok);
+	kv_close(kv);
+	stop_servers();
+}
+
+Test(kv_mget, replica_serves_items_of_a_stopped_primary, .timeout = 90)
+{
+	uint64_t pno[NPAGES];
+	int res[NPAGES];
+	struct kv_store *kv;
+	struct kv_memcached_info info;
+
+	start_servers(3);
+	kv = open_store(1, false, 3);
+	cr_assert_not_null(kv);
+	put_all(kv);
+	for (uint64_t p = 0; p < NPAGES; p++)
+		pno[p] = p;
+	kill(srv[0].pid, SIGSTOP);
+	mget(kv, pno, res, NPAGES);
+	for (uint64_t p = 0; p < NPAGES; p++) {
+		cr_expect_eq(res[p], 0, "page %lu: %d", (unsigned long)p, res[p]);
+		cr_expect(same(bufs[p], p));
+	}
+	cr_expect_eq(kv_memcached_info(kv, &info), 0);
+	cr_expect_gt(info.failover_reads, 0);
+	kill(srv[0].pid, SIGCONT);
+	kv_close(kv);
+	stop_servers();
+}
+
+/* kv_get_try: -EAGAIN without waiting while the store has not given up on
+ * the server, the other servers' pages meanwhile at full speed, -EIO once
+ * it gave up, the page again once the server answers. */
+Test(kv_mget, get_try_never_waits_on_a_stopped_server, .timeout = 90)
+{
+	static uint8_t page[PAGE];
+	struct kv_store *kv;
+	uint64_t victim = UINT64_MAX, healthy = UINT64_MAX, t0;
+	int rc, eagain = 0;
+	double worst_ms = 0;
+
+	start_servers(3);
+	kv = open_store(0, true, 3);
+	cr_assert_not_null(kv);
+	put_all(kv);
+	for (uint64_t p = 0; p < NPAGES; p++) {
+		if (owner(kv, p) == 1 && victim == UINT64_MAX)
+			victim = p;
+		if (owner(kv, p) != 1 && healthy == UINT64_MAX)
+			healthy = p;
+	}
+	cr_assert_neq(victim, UINT64_MAX);
+	cr_assert_neq(healthy, UINT64_MAX);
+	kill(srv[1].pid, SIGSTOP);
+	/* The first try meets the stopped server: one io timeout. */
+	cr_expect_eq(kv_get_try(kv, (struct kv_key){ 9, victim }, page, NULL, NULL), -EAGAIN);
+	/* Then every try answers at once, until the store gives up
+	 * (retries + 1 = 4 failures: probes timing out, io_timeout each). */
+	for (;;) {
+		t0 = fm_now_ns();
+		rc = kv_get_try(kv, (struct kv_key){ 9, victim }, page, NULL, NULL);
+		worst_ms = FM_MAX(worst_ms, ms_since(t0));
+		if (rc != -EAGAIN)
+			break;
+		eagain++;
+		cr_assert_eq(kv_get_try(kv, (struct kv_key){ 9, healthy }, page, NULL, NULL), 0);
+		cr_assert(same(page, healthy));
+		lb_sleep_ms(2);
+	}
+	cr_expect_eq(rc, -EIO, "gave up with %d", rc);
+	cr_expect_gt(eagain, 10);
+	cr_expect_lt(worst_ms, IO_MS * 0.8, "a try waited %.0f ms on the stopped server", worst_ms);
+	kill(srv[1].pid, SIGCONT);
+	for (int i = 0; i < 500; i++) {
+		rc = kv_get_try(kv, (struct kv_key){ 9, victim }, page, NULL, NULL);
+		if (rc == 0)
+			break;
+		lb_sleep_ms(10);
+	}
+	cr_expect_eq(rc, 0, "the page did not come back after SIGCONT: %d", rc);
+	cr_expect(same(page, victim));
+	kv_close(kv);
+	stop_servers();
+}
