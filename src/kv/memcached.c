@@ -1069,7 +1069,7 @@ static int mc_rehome(struct kv_store *kv, struct kv_key key, kv_check_fn *check,
 		return 1;
 	/* Already at its owners (rewritten since, or moved by an earlier
 	 * pass): only the old copies go. */
-	rc = get_on_list(kv, ms, k, buf, check, arg);
+	rc = get_on_list(kv, ms, k, buf, check, arg, false);
 	if (rc == 0)
 		return del_lost_owners(ms, k) < 0 ? -EIO : 1;
 	rc = mc_get_checked(kv, key, buf, check, arg);
