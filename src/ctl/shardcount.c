@@ -1,5 +1,6 @@
 #include "ctl/shardcount.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -53,7 +54,8 @@ int64_t fm_shard_count_recorded(const char *dir)
 		unsigned shard;
 		int used = 0;
 
-		if (sscanf(e->d_name, "shard-%u.fmkv%n", &shard, &used) == 1 &&
+		if (!strncmp(e->d_name, "shard-", 6) && isdigit((unsigned char)e->d_name[6]) &&
+		    sscanf(e->d_name, "shard-%u.fmkv%n", &shard, &used) == 1 &&
 		    (size_t)used == strlen(e->d_name) && (int64_t)shard + 1 > most)
 			most = (int64_t)shard + 1;
 	}

@@ -59,7 +59,9 @@ Test(shardcount, store_without_record_is_inferred_from_its_files)
 
 	touch("shard-0.fmkv");
 	touch("shard-1.fmkv");
-	touch("shard-7.fmkv.tmp");   /* not a shard file */
+	touch("shard-7.fmkv.tmp");   /* not shard files */
+	touch("shard--1.fmkv");
+	touch("shard-count.tmp");
 	cr_assert_eq(fm_shard_count_recorded(dir), 2);
 	cr_assert_eq(fm_shard_count_check("local", dir, 2, err, sizeof(err)), 0);
 	cr_assert_eq(fm_shard_count_check("local", dir, 1, err, sizeof(err)), -1);
