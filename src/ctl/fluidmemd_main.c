@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "ctl/config.h"
 #include "ctl/ctl.h"
+#include "ctl/shardcount.h"
 #include "kv/kv.h"
 #include "shard/shard.h"
 #include "uffd/uffd.h"
@@ -67,7 +68,7 @@ int main(int argc, char **argv)
 	char *sets[64];
 	int nsets = 0, check = 0, opt, rc;
 	struct fm_config cfg;
-	char err[512];
+	char err[1024];
 	struct daemon *d;
 
 	fm_log_set_prog("fluidmemd");
@@ -130,11 +131,22 @@ int main(int argc, char **argv)
 	FM_INFO("metadata: %zu bytes per tracked page%s", shard_bytes_per_page(),
 		strcmp(cfg.store_backend, "local") ? " (+8.25 where a page was stored: clean-page hashes)"
 						   : "");
+	/* Before any shard opens its store file: a changed count loses pages. */
+	if (fm_shard_count_check(cfg.store_backend, cfg.local_path, cfg.shard_count, err,
+				 sizeof(err)) < 0) {
+		FM_ERR("%s", err);
+		return 2;
+	}
 	d = daemon_create(&cfg);
 	if (!d) {
 		FM_ERR("cannot start: %s", strerror(errno));
 		return 1;
 	}
+	rc = fm_shard_count_record(cfg.store_backend, cfg.local_path, cfg.shard_count);
+	if (rc < 0)
+		FM_WARN("cannot record the shard count in %s/" FM_SHARD_COUNT_FILE ": %s "
+			"(a later start with another shards.count is still refused by the "
+			"store's files)", cfg.local_path, strerror(-rc));
 	if (daemon_set_config_source(d, config, sets, nsets) < 0) {
 		FM_ERR("cannot start: out of memory");
 		daemon_destroy(d);
