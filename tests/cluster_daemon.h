@@ -29,7 +29,7 @@ static inline uint64_t cd_ms(void)
 /* The --set list of one node: memcached store, the cluster on under root,
  * node id `node` ("1", "auto"), plus `extra` (NULL-terminated) appended. */
 struct cd_sets {
-	char s[12][200];
+	char s[12][256];   /* an ensemble's hosts: up to 200 bytes */
 	const char *v[24];
 };
 

@@ -6,7 +6,12 @@
  * The class path is zookeeper.jar (its manifest names the other jars in
  * /usr/share/java) and /etc/zookeeper/conf for log4j.properties. The JVM is
  * told to use one GC thread and the client compiler: start-up is CPU-bound
- * and the machine has 2 CPUs. Header-only, like memcached_harness.h. */
+ * and the machine has 2 CPUs. Header-only, like memcached_harness.h.
+ *
+ * A server counts as up when `srvr` reports a mode (`ruok` answers "imok"
+ * about 0.3 s before a starting server takes clients) and `conf` names our
+ * private data dir: after a kill, another test's server may take the port,
+ * and its answers must not pass for ours (tests/unit/test_zk_harness.c). */
 #ifndef FM_TEST_ZK_HARNESS_H
 #define FM_TEST_ZK_HARNESS_H
 
@@ -99,7 +104,7 @@ static inline int zkh_write_cfg(const struct zkh *z, const char *servers)
 	fprintf(f,
 		"tickTime=%d\ninitLimit=20\nsyncLimit=10\ndataDir=%s/data\n"
 		"clientPort=%u\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n"
-		"4lw.commands.whitelist=ruok,srvr\nminSessionTimeout=%d\nmaxSessionTimeout=60000\n"
+		"4lw.commands.whitelist=ruok,srvr,conf\nminSessionTimeout=%d\nmaxSessionTimeout=60000\n"
 		"electionPortBindRetry=1000\n%s",
 		ZKH_TICK_MS, z->dir, z->port, 2 * ZKH_TICK_MS, servers);
 	fclose(f);
@@ -132,28 +137,55 @@ static inline int zkh_spawn(struct zkh *z)
 	return 0;
 }
 
-/* Serving clients: standalone answers ruok, an ensemble member reports a
- * mode (leader/follower) once a quorum is formed. */
+/* Serving clients: srvr reports a mode (standalone, or leader/follower
+ * once an ensemble has a quorum). Whoever listens on the port. */
 static inline bool zkh_serving(const struct zkh *z)
 {
 	char buf[512];
 
-	if (!z->myid)
-		return zkh_4lw(z->port, "ruok", buf, sizeof(buf)) == 0 && !strcmp(buf, "imok");
 	return zkh_4lw(z->port, "srvr", buf, sizeof(buf)) == 0 && strstr(buf, "Mode: ") &&
 	       !strstr(buf, "not currently serving");
 }
 
+/* 1: the server on z's port keeps its data in z's private dir (conf says
+ * "dataDir=<dir>/data/version-2"); 0: another server; -1: no answer yet. */
+static inline int zkh_owned(const struct zkh *z)
+{
+	char buf[2048], want[128];
+
+	if (zkh_4lw(z->port, "conf", buf, sizeof(buf)) < 0 || !strstr(buf, "\ndataDir="))
+		return -1;
+	snprintf(want, sizeof(want), "\ndataDir=%s/data/", z->dir);
+	return strstr(buf, want) != NULL;
+}
+
+/* Until our process serves on our port: 0, or -1 (it exited, another
+ * server holds the port, or ms passed). Our process is killed on -1. */
 static inline int zkh_wait(struct zkh *z, int ms)
 {
 	for (int t = 0; t < ms; t += 50) {
-		if (zkh_serving(z))
-			return 0;
 		if (waitpid(z->pid, NULL, WNOHANG) == z->pid) {
 			z->pid = 0;
 			return -1;
 		}
+		if (zkh_serving(z)) {
+			int own = zkh_owned(z);
+
+			if (own == 1)
+				return 0;
+			if (own == 0) {
+				/* Ours cannot bind the port: it is someone else's. */
+				fprintf(stderr, "zk_harness: port %u is served by another "
+						"ZooKeeper, not ours (%s)\n", z->port, z->dir);
+				break;
+			}
+		}
 		lb_sleep_ms(50);
+	}
+	if (z->pid > 0) {
+		kill(z->pid, SIGKILL);
+		waitpid(z->pid, NULL, 0);
+		z->pid = 0;
 	}
 	return -1;
 }
@@ -170,11 +202,6 @@ static inline int zkh_start(struct zkh *z)
 		snprintf(z->hosts, sizeof(z->hosts), "127.0.0.1:%u", z->port);
 		if (zkh_write_cfg(z, "") == 0 && zkh_spawn(z) == 0 && zkh_wait(z, 30000) == 0)
 			return 0;
-		if (z->pid > 0) {
-			kill(z->pid, SIGKILL);
-			waitpid(z->pid, NULL, 0);
-			z->pid = 0;
-		}
 	}
 	return -1;
 }
@@ -196,6 +223,8 @@ static inline int zkh_restart_nowait(struct zkh *z)
 	return zkh_spawn(z);
 }
 
+/* Start again and wait until our server serves on the port: 0, or -1 (it
+ * did not start, or another server took the port meanwhile). */
 static inline int zkh_restart(struct zkh *z)
 {
 	if (zkh_restart_nowait(z) < 0)

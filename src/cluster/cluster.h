@@ -97,6 +97,8 @@ struct cluster_stats {
 	uint64_t write_errors;          /* writes dropped on a non-retryable error */
 	uint64_t queue_len;             /* writes waiting now */
 	uint64_t reconnects;            /* sessions re-made after expiry */
+	uint64_t disconnects;           /* connections to ZooKeeper lost (the session may
+					 * resume on another server: not a reconnect) */
 	uint64_t collected;             /* orphans collected by this node */
 	uint64_t collect_failed;        /* collect callbacks that asked for a retry */
 	bool leader;

@@ -69,6 +69,7 @@ struct cluster {
 	zhandle_t *zh;
 	_Atomic int zk_state;            /* last ZOO_*_STATE seen by the watcher */
 	_Atomic int state;               /* enum cluster_state */
+	_Atomic uint64_t disconnects;    /* stats.disconnects: written by the watcher only */
 
 	pthread_mutex_t mu;              /* guards everything below */
 	pthread_cond_t wake;             /* the worker has something to do */

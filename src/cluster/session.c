@@ -69,7 +69,11 @@ static void on_event(zhandle_t *zh, int type, int state, const char *path, void 
 	char sp[PATH_MAX_ZK];
 
 	if (type == ZOO_SESSION_EVENT) {
-		atomic_store(&c->zk_state, state);
+		/* A connected session that is not any more: the server died, or
+		 * dropped its clients (a follower that lost its leader does). */
+		if (atomic_exchange(&c->zk_state, state) == ZOO_CONNECTED_STATE &&
+		    state != ZOO_CONNECTED_STATE)
+			atomic_fetch_add(&c->disconnects, 1);
 		if (state == ZOO_CONNECTED_STATE &&
 		    atomic_load(&c->state) == CLUSTER_CONNECTING)
 			atomic_store(&c->state, CLUSTER_CONNECTED);
@@ -574,6 +578,7 @@ void cluster_get_stats(const struct cluster *c, struct cluster_stats *s)
 	pthread_mutex_lock(&m->mu);
 	*s = m->st;
 	s->queue_len = m->qlen;
+	s->disconnects = atomic_load(&m->disconnects);
 	pthread_mutex_unlock(&m->mu);
 }
 

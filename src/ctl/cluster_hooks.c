@@ -391,6 +391,7 @@ void ctl_cluster_stats_json(struct daemon *d, json_t *tot)
 	SET("cluster_queue_full", st.queue_full);
 	SET("cluster_writes", st.applied);
 	SET("cluster_write_errors", st.write_errors);
+	SET("cluster_disconnects", st.disconnects);
 	SET("cluster_reconnects", st.reconnects);
 	SET("cluster_collected", st.collected);
 	SET("cluster_collect_failed", st.collect_failed);
@@ -429,6 +430,9 @@ void ctl_cluster_metrics_text(struct daemon *d, struct strbuf *out)
 		       "# HELP fluidmem_cluster_writes_total state changes applied in ZooKeeper\n"
 		       "# TYPE fluidmem_cluster_writes_total counter\n"
 		       "fluidmem_cluster_writes_total %" PRIu64 "\n"
+		       "# HELP fluidmem_cluster_disconnects_total connections to ZooKeeper lost\n"
+		       "# TYPE fluidmem_cluster_disconnects_total counter\n"
+		       "fluidmem_cluster_disconnects_total %" PRIu64 "\n"
 		       "# HELP fluidmem_cluster_collected_total orphan nodes collected by this node\n"
 		       "# TYPE fluidmem_cluster_collected_total counter\n"
 		       "fluidmem_cluster_collected_total %" PRIu64 "\n"
@@ -436,7 +440,7 @@ void ctl_cluster_metrics_text(struct daemon *d, struct strbuf *out)
 		       "deleted by this node\n"
 		       "# TYPE fluidmem_cluster_collected_pages_total counter\n"
 		       "fluidmem_cluster_collected_pages_total %" PRIu64 "\n",
-		  st.leader, st.queue_len, st.applied, st.collected,
+		  st.leader, st.queue_len, st.applied, st.disconnects, st.collected,
 		  atomic_load(&cl->collected_keys));
 }
 

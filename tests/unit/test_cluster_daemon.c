@@ -104,7 +104,9 @@ Test(cluster_daemon, regions_cluster_lists_both_nodes, .timeout = 90)
  * of node 1 stays. */
 Test(cluster_daemon, dead_node_keys_collected, .timeout = 90)
 {
-	const char *fast[] = { "cluster.orphan_grace_s=1", "cluster.session_timeout_ms=4000", NULL };
+	/* 4 s sessions expired spuriously under load (2 CPUs, ASan); node 2's
+	 * collection waits its session + the grace, 10 s now. */
+	const char *fast[] = { "cluster.orphan_grace_s=2", "cluster.session_timeout_ms=8000", NULL };
 	enum { PAGES = 1024 };
 	struct mcd m;
 	struct td n1, n2;
@@ -137,8 +139,8 @@ Test(cluster_daemon, dead_node_keys_collected, .timeout = 90)
 	kill(n2.pid, SIGKILL);
 	waitpid(n2.pid, NULL, 0);
 	n2.pid = 0;
-	/* Session 4 s, grace 1 s, scans every 250 ms: well within 30 s. */
-	for (uint64_t end = cd_ms() + 30000; cd_ms() < end; td_sleep_ms(200)) {
+	/* Session 8 s, grace 2 s, scans every 500 ms: well within 45 s. */
+	for (uint64_t end = cd_ms() + 45000; cd_ms() < end; td_sleep_ms(200)) {
 		left = cd_count_keys(&m, id2, PAGES);
 		if (left == 0 && !cd_cluster_lists(&n1, id2, 2))
 			break;
