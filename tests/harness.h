@@ -415,41 +415,16 @@ static inline void td_expect_stop(struct td *t)
 	cr_expect_eq(status, 0, "fluidmemd exited with %d", status);
 }
 
-/* Send one packet with descriptors attached (SCM_RIGHTS): the raw
- * registration protocol, for tests that speak it without libfluidmem.
- * sendmsg's result. A deliberate copy of the cmsg set-up in
- * src/client/fluidmem.c (transact): the client library may include only
- * proto and base, never test code, and these tests must be able to send
- * what the library never would (too many descriptors, none, garbage). */
-static inline ssize_t td_send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds)
-{
-	char cbuf[CMSG_SPACE(sizeof(int) * 8)];
-	struct iovec iov = { (void *)buf, len };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-
-	memset(cbuf, 0, sizeof(cbuf));
-	if (nfds > 0 && nfds <= 8) {
-		struct cmsghdr *cm;
-
-		mh.msg_control = cbuf;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
-	}
-	return sendmsg(sock, &mh, MSG_NOSIGNAL);
-}
-
-/* One raw registration exchange on a connected socket: the request (with
- * descriptors) out, the fixed-size reply in. 0 with *rep filled, -errno
- * when sending failed, -EPIPE when no whole reply came. */
+/* One raw registration exchange on a connected socket, for tests that
+ * speak the protocol without libfluidmem (and send what it never would: no
+ * descriptors, the wrong ones, garbage): the request (with descriptors,
+ * fm_proto_send_fds) out, the fixed-size reply in. 0 with *rep filled,
+ * -errno when sending failed, -EPIPE when no whole reply came. */
 static inline int td_reg_exchange(int sock, const void *req, size_t len, const int *fds, int nfds,
 				  struct fm_reg_reply *rep)
 {
 	memset(rep, 0, sizeof(*rep));
-	if (td_send_fds(sock, req, len, fds, nfds) < 0)
+	if (fm_proto_send_fds(sock, req, len, fds, nfds) < 0)
 		return -errno;
 	if (recv(sock, rep, sizeof(*rep), 0) != (ssize_t)sizeof(*rep))
 		return -EPIPE;

@@ -121,26 +121,11 @@ int fmc_settle_late(struct fm_client *c)
 int fmc_exchange(struct fm_client *c, struct fm_reg_req *q, const int *fds, int nfds,
 		 struct fm_reg_reply *rep)
 {
-	char cbuf[CMSG_SPACE(sizeof(int) * 2)];
-	struct iovec iov = { q, sizeof(*q) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	int rc = fmc_settle_late(c);
 
 	if (rc < 0)
 		return rc;
-	memset(cbuf, 0, sizeof(cbuf));
-	if (nfds > 0) {
-		struct cmsghdr *cm;
-
-		mh.msg_control = cbuf;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
-	}
-	if (sendmsg(c->fd, &mh, MSG_NOSIGNAL) < 0) {
+	if (fm_proto_send_fds(c->fd, q, sizeof(*q), fds, nfds) < 0) {
 		int err = errno;
 
 		/* A daemon that refused us at accept has queued its reason and

@@ -746,15 +746,22 @@ static unsigned disk_tier_shards(const char *dir)
 }
 
 /* The CPUs this process may use, read once: a config is parsed key by key
- * (and fuzzed), and the layout keys cannot change at run time anyway. */
-static unsigned usable_cpus(int *cpus)
+ * (and fuzzed), and the layout keys cannot change at run time anyway.
+ * *quota: the cgroup's cpu.max in whole CPUs when it allows fewer than
+ * that (0: none); the plan then uses only the first *quota of them. */
+static unsigned usable_cpus(int *cpus, unsigned *quota)
 {
 	static int cached[FM_LAYOUT_CPUS_MAX];
-	static unsigned ncached;
+	static unsigned ncached, qcached;
 
-	if (!ncached)
+	if (!ncached) {
 		ncached = fm_layout_cpus(cached, FM_LAYOUT_CPUS_MAX);
+		qcached = fm_layout_cpu_quota();
+		if (qcached >= ncached)
+			qcached = 0;
+	}
 	memcpy(cpus, cached, ncached * sizeof(*cpus));
+	*quota = qcached;
 	return ncached;
 }
 
@@ -765,15 +772,24 @@ static void resolve_layout(struct fm_config *c)
 {
 	int cpus[FM_LAYOUT_CPUS_MAX];
 	struct fm_layout l;
-	unsigned ncpus, files;
+	unsigned ncpus, files, quota;
 	int count = (int)c->shard_count;
 
 	if (!c->dispatcher_cpu_auto && !c->shard_count_auto && !c->shard_cpus_auto) {
 		c->layout_cpus[0] = '\0';
 		return;
 	}
-	ncpus = usable_cpus(cpus);
+	ncpus = usable_cpus(cpus, &quota);
 	fm_layout_format_cpus(cpus, ncpus, c->layout_cpus, sizeof(c->layout_cpus));
+	if (quota) {
+		/* A quota is CPU time, not CPUs: a slice allowed 1 CPU's worth
+		 * on 16 must not busy-poll on 16. Plan as on `quota` CPUs. */
+		size_t used = strlen(c->layout_cpus);
+
+		snprintf(c->layout_cpus + used, sizeof(c->layout_cpus) - used,
+			 " (cgroup cpu.max: %u CPU%s)", quota, quota == 1 ? "" : "s");
+		ncpus = quota;
+	}
 	if (c->shard_count_auto) {
 		count = FM_LAYOUT_AUTO;
 		if (!c->shard_cpus_auto && c->shard_cpus_n)

@@ -39,7 +39,8 @@ struct fm_config {
 	int shard_cpus[FM_MAX_SHARDS];     /* -1 = unpinned; resolved when _auto */
 	uint32_t shard_cpus_n;             /* 0 = all unpinned, else == shard_count */
 	bool shard_cpus_auto;
-	char layout_cpus[64];              /* the usable CPUs an "auto" was planned on ("0-3") */
+	char layout_cpus[96];              /* the usable CPUs an "auto" was planned on ("0-3"),
+					    * and the cgroup's CPU quota if it allows fewer */
 	uint32_t ring_slots;               /* power of two */
 	uint32_t spin_us;                  /* busy-poll before sleeping */
 	/* [memory] */

@@ -1,7 +1,11 @@
 #include "ctl/layout.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <sched.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/base.h"
@@ -70,6 +74,126 @@ unsigned fm_layout_cpus(int *cpus, unsigned cap)
 	if (n == 0)
 		cpus[n++] = 0;
 	return n;
+}
+
+/* The start of a small file (a cgroup or proc file) into buf[0..cap),
+ * NUL-terminated: false when it cannot be opened. */
+static bool read_small(const char *file, char *buf, size_t cap)
+{
+	FILE *f = fopen(file, "re");
+	size_t got;
+
+	if (!f)
+		return false;
+	got = fread(buf, 1, cap - 1, f);
+	fclose(f);
+	buf[got] = '\0';
+	return true;
+}
+
+/* A decimal number of microseconds at *p (digits only), advancing *p. */
+static bool parse_us(const char **p, uint64_t *v)
+{
+	char *end;
+
+	if (**p < '0' || **p > '9')
+		return false;
+	errno = 0;
+	unsigned long long x = strtoull(*p, &end, 10);
+
+	if (errno || (*end && *end != ' ' && *end != '\n'))
+		return false;
+	*v = x;
+	*p = end;
+	return true;
+}
+
+/* Whole CPUs one cpu.max file allows: "QUOTA PERIOD" (microseconds) gives
+ * QUOTA/PERIOD rounded up; "max PERIOD" and anything unreadable or
+ * malformed give 0 (no limit from this level). */
+static unsigned cpu_max_file(const char *file)
+{
+	char text[64];
+	uint64_t quota, period = 100000;   /* the kernel's default period */
+	const char *p = text;
+
+	if (!read_small(file, text, sizeof(text)) || !parse_us(&p, &quota) || quota == 0)
+		return 0;
+	if (*p == ' ') {
+		p++;
+		if (!parse_us(&p, &period))
+			return 0;
+	}
+	if (period == 0 || (*p && strcmp(p, "\n")))
+		return 0;
+	uint64_t cpus = quota / period + (quota % period != 0);
+
+	return cpus > FM_LAYOUT_CPUS_MAX ? FM_LAYOUT_CPUS_MAX : (unsigned)cpus;
+}
+
+unsigned fm_layout_cpu_quota_at(const char *root, const char *path)
+{
+	char dir[PATH_MAX], file[PATH_MAX + 16];
+	unsigned best = 0;
+
+	if (!root || !path || path[0] != '/' ||
+	    snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
+		return 0;
+	/* The cgroup itself, then each ancestor, ending with the mount's root
+	 * (in a container's cgroup namespace that is the container's cgroup). */
+	for (;;) {
+		size_t len = strlen(dir);
+
+		while (len > 1 && dir[len - 1] == '/')
+			dir[--len] = '\0';
+		if (snprintf(file, sizeof(file), "%s%s/cpu.max", root, len == 1 ? "" : dir) <
+		    (int)sizeof(file)) {
+			unsigned cpus = cpu_max_file(file);
+
+			if (cpus && (!best || cpus < best))
+				best = cpus;
+		}
+		if (len == 1)
+			break;
+		char *slash = strrchr(dir, '/');
+
+		if (slash == dir)
+			slash[1] = '\0';   /* "/a" -> "/" */
+		else
+			slash[0] = '\0';   /* "/a/b" -> "/a" */
+	}
+	return best;
+}
+
+bool fm_layout_cgroup_path(const char *proc_cgroup, char *path, unsigned len)
+{
+	for (const char *l = proc_cgroup; l && *l;) {
+		size_t n = strcspn(l, "\n");
+
+		if (strncmp(l, "0::", 3) != 0) {
+			l = l[n] ? l + n + 1 : NULL;
+			continue;
+		}
+		n = strcspn(l + 3, "\n");
+
+		if (len == 0 || n >= len || l[3] != '/')
+			return false;
+		memcpy(path, l + 3, n);
+		path[n] = '\0';
+		return true;
+	}
+	return false;
+}
+
+unsigned fm_layout_cpu_quota(void)
+{
+	const char *root = getenv("FLUIDMEM_CGROUP_ROOT");   /* tests only */
+	char text[4096], path[PATH_MAX];
+
+	if (!read_small("/proc/self/cgroup", text, sizeof(text)) ||
+	    !fm_layout_cgroup_path(text, path, sizeof(path)))
+		return 0;
+	return fm_layout_cpu_quota_at(root && root[0] ? root : "/sys/fs/cgroup", path);
 }
 
 void fm_layout_format_cpus(const int *cpus, unsigned n, char *buf, unsigned len)

@@ -2,8 +2,10 @@
  * "auto" (dispatcher.cpu, shards.count, shards.cpus). fm_layout_plan is a
  * pure function of the CPUs this process may use (tested for any machine);
  * fm_layout_cpus reads them from sched_getaffinity, which the kernel already
- * narrows to the cgroup's cpuset and to online CPUs. The rules and the
- * measurements behind them: bench/README.md, "Placement". */
+ * narrows to the cgroup's cpuset and to online CPUs, and fm_layout_cpu_quota
+ * the CPU time the cgroup v2 cpu.max allows (a quota is not a cpuset: the
+ * affinity still shows every CPU). The rules and the measurements behind
+ * them: bench/README.md, "Placement". */
 #ifndef FM_LAYOUT_H
 #define FM_LAYOUT_H
 
@@ -38,6 +40,23 @@ void fm_layout_plan(const int *cpus, unsigned n, int dispatcher_cpu, int count,
 /* The CPUs this process may run on, ascending, into cpus[0..cap): their
  * number (>= 1; 1 with cpus[0] = 0 if the kernel will not say). */
 unsigned fm_layout_cpus(int *cpus, unsigned cap);
+
+/* Whole CPUs' worth of time the cgroup v2 CPU controller allows this
+ * process: the smallest cpu.max quota/period, rounded up, of its cgroup
+ * (the "0::/path" line of /proc/self/cgroup) and every ancestor up to the
+ * root of the cgroup2 mount, /sys/fs/cgroup. 0: no quota ("max" everywhere,
+ * no cgroup v2, or nothing readable; a file that cannot be read or parsed is
+ * ignored). FLUIDMEM_CGROUP_ROOT replaces /sys/fs/cgroup; it is for tests
+ * only. */
+unsigned fm_layout_cpu_quota(void);
+
+/* The same for the cgroup `path` ("/a/b", "/" for the root) under the
+ * cgroup2 mount `root`. */
+unsigned fm_layout_cpu_quota_at(const char *root, const char *path);
+
+/* The cgroup v2 path in the text of /proc/<pid>/cgroup (its "0::" line)
+ * into path[0..len): true, or false when there is none (cgroup v1 only). */
+bool fm_layout_cgroup_path(const char *proc_cgroup, char *path, unsigned len);
 
 /* "0-3,8" for cpus[0..n), cut to len. */
 void fm_layout_format_cpus(const int *cpus, unsigned n, char *buf, unsigned len);

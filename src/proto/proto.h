@@ -29,8 +29,12 @@
 #ifndef FM_PROTO_H
 #define FM_PROTO_H
 
+#include <errno.h>
 #include <linux/userfaultfd.h>
 #include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
 
 #include "base/base.h"   /* FM_PAGE_SIZE: the only page_size a request may carry */
 
@@ -83,5 +87,38 @@ struct fm_reg_reply {
 	char reason[160];
 };
 _Static_assert(sizeof(struct fm_reg_reply) == 200, "registration reply layout is versioned");
+
+#define FM_PROTO_FDS_MAX 8   /* descriptors fm_proto_send_fds attaches at most */
+
+/* Send one packet buf[0..len) on sock with fds[0..nfds) attached
+ * (SCM_RIGHTS; nothing attached when nfds is 0), without SIGPIPE. sendmsg's
+ * result: -1 with errno set on failure, EINVAL for nfds outside
+ * 0..FM_PROTO_FDS_MAX. libfluidmem sends REGISTER and READOPT with it, and
+ * tests that speak the raw protocol send what the library never would. */
+static inline ssize_t fm_proto_send_fds(int sock, const void *buf, size_t len, const int *fds,
+					int nfds)
+{
+	char cbuf[CMSG_SPACE(sizeof(int) * FM_PROTO_FDS_MAX)];
+	struct iovec iov = { (void *)buf, len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	if (nfds < 0 || nfds > FM_PROTO_FDS_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
+	memset(cbuf, 0, sizeof(cbuf));
+	if (nfds > 0) {
+		struct cmsghdr *cm;
+
+		mh.msg_control = cbuf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
+	}
+	return sendmsg(sock, &mh, MSG_NOSIGNAL);
+}
 
 #endif

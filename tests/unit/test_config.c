@@ -903,3 +903,48 @@ Test(config, layout_auto_count_follows_disk_tier)
 	}
 	rmdir(dir);
 }
+
+/* "auto" honours the cgroup v2 CPU quota (cpu.max) of the daemon's cgroup:
+ * a container or slice allowed 1 CPU's worth of time on a bigger machine
+ * gets the 1-CPU plan (one unpinned shard), not a busy-polling dispatcher
+ * and a shard per CPU it can see. FLUIDMEM_CGROUP_ROOT stands in for
+ * /sys/fs/cgroup, with this process's own cgroup path under it. */
+Test(config, layout_auto_honours_cgroup_cpu_quota)
+{
+	char root[] = "/tmp/fmcg.XXXXXX", line[512], cg[512] = "", dir[560], path[600], cmd[640];
+	struct fm_config c;
+	FILE *f = fopen("/proc/self/cgroup", "r");
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+	cr_assert(f);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "0::", 3)) {
+			snprintf(cg, sizeof(cg), "%s", line + 3);
+			cg[strcspn(cg, "\n")] = '\0';
+		}
+	fclose(f);
+	if (!cg[0] || ncpu < 2)
+		cr_skip_test("needs a cgroup v2 entry in /proc/self/cgroup and 2+ CPUs");
+	cr_assert(mkdtemp(root));
+	snprintf(dir, sizeof(dir), "%s%s", root, cg);
+	snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", dir);
+	cr_assert_eq(system(cmd), 0);
+	snprintf(path, sizeof(path), "%s/cpu.max", dir);
+	f = fopen(path, "w");
+	cr_assert(f);
+	fputs("100000 100000\n", f);
+	fclose(f);
+	cr_assert_eq(setenv("FLUIDMEM_CGROUP_ROOT", root, 1), 0);
+
+	load_ok(&c, "[dispatcher]\ncpu = \"auto\"\n[shards]\ncount = \"auto\"\ncpus = \"auto\"\n");
+	cr_assert_eq(fm_config_validate(&c, err, sizeof(err)), 0, "%s", err);
+	fm_config_layout_text(&c, line, sizeof(line));
+	cr_assert_eq(c.shard_count, 1, "%s", line);
+	cr_assert_eq(c.dispatcher_cpu, -1, "%s", line);
+	cr_assert_eq(c.shard_cpus_n, 0, "%s", line);
+	cr_assert(strstr(line, "cpu.max"), "%s", line);
+
+	unsetenv("FLUIDMEM_CGROUP_ROOT");
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	cr_assert_eq(system(cmd), 0);
+}

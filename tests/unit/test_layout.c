@@ -1,7 +1,12 @@
 /* ctl/layout: the "auto" placement planned for machines of 1 to 64 CPUs
- * and for odd cpusets (holes, high CPU numbers), as a pure function. */
+ * and for odd cpusets (holes, high CPU numbers), as a pure function; the
+ * cgroup v2 CPU quota (cpu.max) read from a scratch cgroup tree. That the
+ * config's "auto" plans within the quota: test_config.c. */
 #include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "ctl/layout.h"
 
@@ -171,4 +176,116 @@ Test(layout, cpus_of_this_process_and_format)
 	cr_assert_str_eq(buf, "0");
 	fm_layout_format_cpus(set, 7, buf, 4);   /* cut, NUL-terminated */
 	cr_assert_eq(strlen(buf), 3);
+}
+
+/* cgroup v2 cpu.max, read under a scratch cgroup root: each case writes
+ * cpu.max files (NULL: none; "DIR": a directory where the file should be,
+ * which cannot be read) at the leaf /a/b, its parent /a and the root, and
+ * expects the whole CPUs allowed (0: no quota). */
+struct quota_case {
+	const char *leaf, *parent, *root;
+	unsigned cpus;
+};
+
+static const struct quota_case quota_cases[] = {
+	{ NULL, NULL, NULL, 0 },                              /* no files: no cgroup v2 CPU controller */
+	{ "max 100000\n", "max 100000\n", NULL, 0 },          /* "max": no quota */
+	{ "100000 100000\n", NULL, NULL, 1 },                 /* 1 CPU's worth */
+	{ "150000 100000\n", NULL, NULL, 2 },                 /* fractional: rounded up */
+	{ "50000 100000\n", NULL, NULL, 1 },                  /* half a CPU still gets one */
+	{ "1000 10000\n", NULL, NULL, 1 },                    /* another period */
+	{ "800000 100000\n", NULL, NULL, 8 },
+	{ "max 100000\n", "200000 100000\n", NULL, 2 },       /* nested: the parent limits */
+	{ "400000 100000\n", "200000 100000\n", "300000 100000\n", 2 },   /* the smallest wins */
+	{ "100000 100000\n", "400000 100000\n", NULL, 1 },    /* the leaf is smaller */
+	{ NULL, NULL, "300000 100000\n", 3 },                 /* only the mount's root (a container) */
+	{ "300000\n", NULL, NULL, 3 },                        /* no period: the default 100000 */
+	{ "DIR", "200000 100000\n", NULL, 2 },                /* unreadable: ignored */
+	{ "", "200000 100000\n", NULL, 2 },                   /* empty: ignored */
+	{ "garbage\n", NULL, NULL, 0 },
+	{ "-100000 100000\n", NULL, NULL, 0 },
+	{ "100000 0\n", NULL, NULL, 0 },                      /* period 0 */
+	{ "0 100000\n", NULL, NULL, 0 },                      /* quota 0 */
+	{ "100000x 100000\n", NULL, NULL, 0 },
+	{ "100000 100000 7\n", NULL, NULL, 0 },
+	{ "99999999999 1000\n", NULL, NULL, FM_LAYOUT_CPUS_MAX },   /* capped */
+};
+
+static void put(const char *dir, const char *content)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/cpu.max", dir);
+	if (!content)
+		return;
+	if (!strcmp(content, "DIR")) {
+		cr_assert_eq(mkdir(path, 0755), 0);
+		return;
+	}
+	FILE *f = fopen(path, "w");
+
+	cr_assert(f);
+	fputs(content, f);
+	fclose(f);
+}
+
+static void rm_rf(const char *dir)
+{
+	char cmd[256];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+Test(layout, cpu_quota_table)
+{
+	for (size_t i = 0; i < sizeof(quota_cases) / sizeof(quota_cases[0]); i++) {
+		const struct quota_case *q = &quota_cases[i];
+		char root[] = "/tmp/fmlq.XXXXXX", a[64], b[64];
+
+		cr_assert(mkdtemp(root));
+		snprintf(a, sizeof(a), "%s/a", root);
+		snprintf(b, sizeof(b), "%s/a/b", root);
+		cr_assert_eq(mkdir(a, 0755), 0);
+		cr_assert_eq(mkdir(b, 0755), 0);
+		put(b, q->leaf);
+		put(a, q->parent);
+		put(root, q->root);
+		cr_expect_eq(fm_layout_cpu_quota_at(root, "/a/b"), q->cpus, "case %zu: got %u, want %u",
+			     i, fm_layout_cpu_quota_at(root, "/a/b"), q->cpus);
+		/* A trailing slash names the same cgroup. */
+		cr_expect_eq(fm_layout_cpu_quota_at(root, "/a/b/"), q->cpus, "case %zu", i);
+		rm_rf(root);
+	}
+	/* The root cgroup alone, a missing cgroup, no mount, a relative path. */
+	char root[] = "/tmp/fmlq.XXXXXX";
+
+	cr_assert(mkdtemp(root));
+	put(root, "200000 100000\n");
+	cr_assert_eq(fm_layout_cpu_quota_at(root, "/"), 2);
+	cr_assert_eq(fm_layout_cpu_quota_at(root, "/gone/away"), 2);
+	cr_assert_eq(fm_layout_cpu_quota_at("/nonexistent-fluidmem", "/a"), 0);
+	cr_assert_eq(fm_layout_cpu_quota_at(root, "a"), 0);
+	rm_rf(root);
+}
+
+Test(layout, cgroup_path_of_proc_self_cgroup)
+{
+	char path[64];
+
+	/* cgroup v2 only. */
+	cr_assert(fm_layout_cgroup_path("0::/system.slice/fluidmemd.service\n", path, sizeof(path)));
+	cr_assert_str_eq(path, "/system.slice/fluidmemd.service");
+	/* Hybrid: v1 lines first, the v2 line last, no final newline. */
+	cr_assert(fm_layout_cgroup_path("12:cpu,cpuacct:/x\n1:name=systemd:/y\n0::/z", path,
+					sizeof(path)));
+	cr_assert_str_eq(path, "/z");
+	cr_assert(fm_layout_cgroup_path("0::/\n", path, sizeof(path)));
+	cr_assert_str_eq(path, "/");
+	/* cgroup v1 only, empty, or a path that does not fit. */
+	cr_assert(!fm_layout_cgroup_path("4:cpu:/a\n3:memory:/a\n", path, sizeof(path)));
+	cr_assert(!fm_layout_cgroup_path("", path, sizeof(path)));
+	cr_assert(!fm_layout_cgroup_path("0::/a/long/path\n", path, 8));
+	/* This process: whatever it says, the quota read from it is sane. */
+	cr_assert_leq(fm_layout_cpu_quota(), FM_LAYOUT_CPUS_MAX);
 }
