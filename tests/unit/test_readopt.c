@@ -627,6 +627,79 @@ Test(readopt, second_region_readopted_alone_memcached, .init = setup_mc, .fini =
 	second_region_readopted_alone();
 }
 
+/* `servers drain` without [cluster] changes the running server list; the
+ * config still names the drained server. A restart with a region waiting
+ * must keep the drained list (the state directory's `servers` file):
+ * with the config's list, ketama looked the pages moved off b up on b
+ * again (misses: poisoned) and evicted onto b again. Without waiting
+ * regions the config wins. */
+static bool drain_done(void)
+{
+	char *rep = td_ctl(&fmd, "v1 servers list");
+	bool done = rep && strstr(rep, "\"state\":\"done\"");
+
+	free(rep);
+	return done;
+}
+
+Test(readopt, drained_server_stays_drained, .init = setup_mc, .fini = teardown, .timeout = 180)
+{
+	struct raw r = { .sock = -1 };
+	struct fm_reg_reply rep;
+	struct mcd b, c;
+	static char list[512];
+	const char *extra[] = { list, NULL };
+	char *out;
+	unsigned bad, bus;
+	long held;
+	int rc;
+
+	cr_assert_eq(mcd_start(&b, 64, false), 0);
+	cr_assert_eq(mcd_start(&c, 64, false), 0);
+	snprintf(list, sizeof(list), "store.memcached.servers=\"%s,%s,%s\"", mc.addr, b.addr,
+		 c.addr);
+	spawn(NULL, extra);
+	raw_register(&r);
+	write_rounds(&(struct writer){ .addr = r.addr, .rounds = ROUNDS });
+	held = cd_mc_stat(&b, "curr_items");
+	cr_assert_gt(held, 0, "b holds no page before the drain");
+	out = td_ctl(&fmd, "v1 servers drain %s", b.addr);
+	cr_assert(out && strstr(out, "\"ok\":true"), "%s", out);
+	free(out);
+	for (int i = 0; i < 3000 && !drain_done(); i++)
+		td_sleep_ms(10);
+	cr_assert(drain_done(), "the drain did not finish");
+	cr_assert_eq(cd_mc_stat(&b, "curr_items"), 0, "b still holds keys after the drain");
+	crash();
+	spawn(NULL, extra);   /* the config still names b */
+	rc = raw_readopt(&r, &rep);
+	cr_assert_eq(rc, 0, "READOPT: %d %s", rc, rep.reason);
+	bad = verify_catching_bus(r.addr, ROUNDS - 1, &bus);
+	cr_expect_eq(bad, 0, "%u page(s) differ after the restart, %u of them poisoned", bad, bus);
+	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
+	/* The verify evicted again (a 64-page budget): never onto b. */
+	cr_expect_gt(td_stat(&fmd, "evictions"), 0);
+	cr_expect_eq(cd_mc_stat(&b, "curr_items"), 0, "the drained server is used again");
+	out = td_ctl(&fmd, "v1 servers list");
+	cr_expect(out && !strstr(out, b.addr), "the running list names b again: %s", out);
+	free(out);
+	fprintf(stderr, "drained_server_stays_drained: b held %ld keys before its drain\n", held);
+
+	/* Freed, so no region waits: the next start takes the config's list. */
+	close(r.sock);
+	r.sock = -1;
+	for (int i = 0; i < 500 && region_files() > 0; i++)
+		td_sleep_ms(10);
+	cr_expect_eq(region_files(), 0);
+	crash();
+	spawn(NULL, extra);
+	out = td_ctl(&fmd, "v1 servers list");
+	cr_expect(out && strstr(out, b.addr), "the config's list did not win: %s", out);
+	free(out);
+	mcd_stop(&b);
+	mcd_stop(&c);
+}
+
 /* Nobody re-adopts within the grace: pages and file are deleted, and a late
  * READOPT finds nothing. */
 Test(readopt, orphan_collected, .init = setup, .fini = teardown, .timeout = 60)
