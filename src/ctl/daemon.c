@@ -366,6 +366,7 @@ int daemon_run(struct daemon *d)
 			resume_listeners(d);
 		check_store(d, now, false);
 		daemon_state_tick(d, now);
+		daemon_servers_tick(d);
 		daemon_drain_tick(d);
 		if (d->nmetrics_doomed || now - d->last_sweep_ns >= 100000000ull) {
 			d->last_sweep_ns = now;

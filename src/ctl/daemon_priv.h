@@ -116,6 +116,7 @@ struct daemon {
 	 * (drain.c): the running one last */
 	struct fm_state_servers srv;
 	bool srv_replay;                 /* the shards open srv.list[0]: replay the rest */
+	bool srv_resume;                 /* a replayed drain waits for the waiting regions */
 };
 
 /* ---- drain.c: `servers drain` ---- */
@@ -148,8 +149,11 @@ int daemon_set_servers(struct daemon *d, const char *list);
  * is recorded. The cluster's list (ZooKeeper) arrives later and wins. */
 void daemon_servers_choose(struct daemon *d, int waiting);
 /* Once the shards run: switch them through the recorded lists after the
- * oldest, and drain what an unfinished drain left behind. */
+ * oldest; what an unfinished drain left behind is drained again. */
 void daemon_servers_replay(struct daemon *d);
+/* Epoll loop: that drain starts once no region waits for re-adoption and
+ * none is still attaching (its pages must be in the shards' tables). */
+void daemon_servers_tick(struct daemon *d);
 /* `servers drain HOST:PORT` without the cluster, and the drain's JSON for
  * `servers list` and `stats`. */
 void daemon_drain_cmd(struct daemon *d, const char *server, struct strbuf *out);

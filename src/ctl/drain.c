@@ -66,29 +66,37 @@ void daemon_drain_start(struct daemon *d, const char *server, bool waiting)
 		FM_INFO("drain: moving this node's pages off %s", server);
 }
 
-void daemon_drain_list_changed(struct daemon *d, const char *old, const char *list)
+/* The first server of `old` that `list` lacks, into name; false if none. */
+static bool first_removed(const char *old, const char *list, char name[FM_DRAIN_NAME_MAX])
 {
 	for (const char *p = old; p && *p;) {
 		const char *e = strchr(p, ',');
-		char name[FM_DRAIN_NAME_MAX];
 		size_t l = e ? (size_t)(e - p) : strlen(p);
 
-		if (l && l < sizeof(name)) {
+		if (l && l < FM_DRAIN_NAME_MAX) {
 			memcpy(name, p, l);
 			name[l] = '\0';
-			/* One pass moves every key whose owner changed, so a
-			 * second server removed meanwhile is drained by it too. */
-			if (!daemon_list_has(list, name)) {
-				if (d->drain.state == DRAIN_RUNNING)
-					d->drain.begin = true;   /* restart: the list changed again */
-				else
-					daemon_drain_start(d, name, false);
-				return;
-			}
+			if (!daemon_list_has(list, name))
+				return true;
 		}
 		p = e ? e + 1 : NULL;
 	}
+	return false;
+}
+
+void daemon_drain_list_changed(struct daemon *d, const char *old, const char *list)
+{
+	char name[FM_DRAIN_NAME_MAX];
+
 	/* A list that only grew: a drain waiting for it goes on waiting. */
+	if (!first_removed(old, list, name))
+		return;
+	/* One pass moves every key whose owner changed, so a second server
+	 * removed meanwhile is drained by it too. */
+	if (d->drain.state == DRAIN_RUNNING)
+		d->drain.begin = true;   /* restart: the list changed again */
+	else
+		daemon_drain_start(d, name, false);
 }
 
 /* ---- the server lists the shards hold, recorded in the state directory ---- */
@@ -199,7 +207,7 @@ void daemon_servers_choose(struct daemon *d, int waiting)
 
 void daemon_servers_replay(struct daemon *d)
 {
-	char old[FM_MC_SERVERS_MAX];
+	char old[FM_MC_SERVERS_MAX], name[FM_DRAIN_NAME_MAX];
 
 	if (!d->srv_replay)
 		return;
@@ -217,7 +225,26 @@ void daemon_servers_replay(struct daemon *d)
 		snprintf(d->cfg.mc.servers, sizeof(d->cfg.mc.servers), "%s", d->srv.list[i]);
 	}
 	FM_INFO("store servers now \"%s\" (recorded), reading also \"%s\"", d->cfg.mc.servers, old);
-	daemon_drain_list_changed(d, old, d->cfg.mc.servers);
+	/* The drain moves the pages of attached regions only: it waits for
+	 * the waiting ones (daemon_servers_tick). */
+	if (first_removed(old, d->cfg.mc.servers, name)) {
+		daemon_drain_start(d, name, true);
+		d->srv_resume = true;
+		FM_INFO("drain: %s is drained again once the %u waiting region(s) are re-adopted "
+			"or collected", name, d->npending);
+	}
+}
+
+void daemon_servers_tick(struct daemon *d)
+{
+	if (!d->srv_resume || d->npending)
+		return;
+	for (unsigned s = 0; s < FM_MAX_REGIONS; s++)
+		if (d->regions[s] && d->regions[s]->state == UFFD_REGION_ATTACHING)
+			return;
+	d->srv_resume = false;
+	if (d->drain.state == DRAIN_WAITING)
+		daemon_drain_list_changed(d, d->srv.list[0], d->cfg.mc.servers);
 }
 
 /* ---- a drain's steps ---- */
