@@ -360,6 +360,19 @@ Test(readopt, crash_and_readopt_memcached, .init = setup_mc, .fini = teardown, .
 	crash_and_readopt();
 }
 
+/* The running list in `servers list`, into buf. */
+static void running_servers(char *buf, size_t len)
+{
+	char *rep = td_ctl(&fmd, "v1 servers list"), *p;
+
+	snprintf(buf, len, "?");
+	if (rep && (p = strstr(rep, "\"servers\":\""))) {
+		p += 11;
+		snprintf(buf, len, "%.*s", (int)strcspn(p, "\""), p);
+	}
+	free(rep);
+}
+
 /* With [cluster] on, a re-adopted region has its ZooKeeper record again:
  * here the record was only queued (ZooKeeper down at the registration) when
  * the daemon was killed, so it never reached ZooKeeper; after the restart
@@ -386,7 +399,21 @@ Test(readopt, cluster_record_comes_back, .init = setup_mc, .fini = teardown, .ti
 	cr_expect_geq(td_stat(&fmd, "cluster_queue_len"), 1, "the record was not queued");
 	crash();
 	cr_assert_eq(zkh_restart(&z), 0);
-	spawn(NULL, extra);
+	/* A recorded server list is not used with the cluster on, even with
+	 * a region waiting: the config's, until ZooKeeper has one. */
+	{
+		char path[128], run[512];
+		FILE *f;
+
+		snprintf(path, sizeof(path), "%s/state/servers", dir);
+		f = fopen(path, "w");
+		cr_assert_not_null(f);
+		fprintf(f, "fluidmem-servers 1\n127.0.0.1:1\n");
+		fclose(f);
+		spawn(NULL, extra);
+		running_servers(run, sizeof(run));
+		cr_expect_str_eq(run, mc.addr);
+	}
 	cr_expect(!cd_cluster_lists(&fmd, r.id, 1), "the record reached ZooKeeper before the crash");
 	rc = raw_readopt(&r, &rep);
 	cr_assert_eq(rc, 0, "READOPT: %d %s", rc, rep.reason);
@@ -644,19 +671,6 @@ static bool drain_state_is(const char *state)
 	is = rep && strstr(rep, want);
 	free(rep);
 	return is;
-}
-
-/* The running list in `servers list`, into buf. */
-static void running_servers(char *buf, size_t len)
-{
-	char *rep = td_ctl(&fmd, "v1 servers list"), *p;
-
-	snprintf(buf, len, "?");
-	if (rep && (p = strstr(rep, "\"servers\":\""))) {
-		p += 11;
-		snprintf(buf, len, "%.*s", (int)strcspn(p, "\""), p);
-	}
-	free(rep);
 }
 
 static void drain_and_restart(const char *fp)
