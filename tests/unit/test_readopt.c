@@ -659,7 +659,8 @@ Test(readopt, second_region_readopted_alone_memcached, .init = setup_mc, .fini =
  * must keep the drained list (the state directory's `servers` file):
  * with the config's list, ketama looked the pages moved off b up on b
  * again (misses: poisoned) and evicted onto b again. Without waiting
- * regions the config wins. With `fp`, the daemon dies in the middle of the
+ * regions the config wins. `graceful`: `shutdown --keep-clients` instead
+ * of kill -9. With `fp`, the daemon dies in the middle of the
  * drain: the restart reads with both lists and drains b again once the
  * region is re-adopted. */
 static bool drain_state_is(const char *state)
@@ -673,7 +674,7 @@ static bool drain_state_is(const char *state)
 	return is;
 }
 
-static void drain_and_restart(const char *fp)
+static void drain_and_restart(const char *fp, bool graceful)
 {
 	struct raw r = { .sock = -1 };
 	struct fm_reg_reply rep;
@@ -707,7 +708,20 @@ static void drain_and_restart(const char *fp)
 			td_sleep_ms(10);
 		cr_assert(drain_state_is("done"), "the drain did not finish");
 		cr_assert_eq(cd_mc_stat(&b, "curr_items"), 0, "b still holds keys after the drain");
-		crash();
+		if (graceful) {
+			int status = -1;
+
+			out = td_ctl(&fmd, "v1 shutdown --keep-clients");
+			cr_assert(out && strstr(out, "\"ok\":true"), "%s", out);
+			free(out);
+			for (int i = 0; i < 3000 && waitpid(fmd.pid, &status, WNOHANG) != fmd.pid; i++)
+				td_sleep_ms(10);
+			cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d",
+				  status);
+			fmd.pid = 0;
+		} else {
+			crash();
+		}
 	}
 	spawn(NULL, extra);   /* the config still names b */
 	if (fp)
@@ -747,12 +761,18 @@ static void drain_and_restart(const char *fp)
 
 Test(readopt, drained_server_stays_drained, .init = setup_mc, .fini = teardown, .timeout = 180)
 {
-	drain_and_restart(NULL);
+	drain_and_restart(NULL, false);
+}
+
+Test(readopt, drained_server_stays_drained_keep_clients, .init = setup_mc, .fini = teardown,
+     .timeout = 180)
+{
+	drain_and_restart(NULL, true);
 }
 
 Test(readopt, killed_mid_drain, .init = setup_mc, .fini = teardown, .timeout = 180)
 {
-	drain_and_restart("drain.after_move=kill@40");
+	drain_and_restart("drain.after_move=kill@40", false);
 }
 
 /* Nobody re-adopts within the grace: pages and file are deleted, and a late
