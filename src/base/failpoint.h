@@ -20,6 +20,7 @@
  *   evict.after_punch    (kill) eviction: a page was punched, still protected
  *   evict.after_unprotect (kill) eviction: a page's eviction is complete
  *   readopt.rebuild      (kill) re-adoption: a shard starts rebuilding a region
+ *   drain.after_move     (kill) `servers drain`: a page was moved to its new owner
  *   evict.store_alternate the store refuses every second page of each eviction
  *                        run (pages in the middle of runs)
  *   shard.detach_stall   a shard takes 6 s to acknowledge a region's detach
@@ -39,6 +40,7 @@ enum fm_failpoint_id {
 	FM_FP_READOPT_REBUILD,
 	FM_FP_EVICT_STORE_ALTERNATE,
 	FM_FP_SHARD_DETACH_STALL,
+	FM_FP_DRAIN_AFTER_MOVE,
 	FM_FP_NR
 };
 

@@ -133,10 +133,8 @@ static void servers_changed(void *arg, const char *servers)
 static void apply_servers(struct daemon *d)
 {
 	struct ctl_cluster *cl = d->cl;
-	uint64_t a[FM_MAX_SHARDS], det[FM_MAX_SHARDS];
-	int64_t res[FM_MAX_SHARDS];
 	char *list, old[FM_MC_SERVERS_MAX];
-	int failed = 0;
+	int failed, rc;
 
 	pthread_mutex_lock(&cl->mu);
 	list = cl->servers_pending;
@@ -150,17 +148,13 @@ static void apply_servers(struct daemon *d)
 		free(list);
 		return;
 	}
-	for (unsigned i = 0; i < d->nshards; i++)
-		a[i] = (uint64_t)(uintptr_t)strdup(list);
-	if (daemon_shard_request(d, FM_MSG_SET_SERVERS, a, NULL, res, det) < 0)
-		failed = -ETIMEDOUT;
-	for (unsigned i = 0; i < d->nshards; i++) {
-		/* A message that never left is still ours to free. */
-		if (res[i] == -EBUSY)
-			free((char *)(uintptr_t)a[i]);
-		if (res[i] < 0 && !failed)
-			failed = (int)res[i];
-	}
+	/* Recorded like a drain's (drain.c); at start the ZooKeeper list wins
+	 * over the record, so a failure here only costs a later start
+	 * without the cluster. */
+	if ((rc = daemon_servers_record(d, list)) < 0)
+		FM_WARN("cluster: cannot record the store servers in %s/servers: %s", d->sdir.path,
+			strerror(-rc));
+	failed = daemon_set_servers(d, list);
 	if (failed) {
 		cl->server_change_errors++;
 		FM_ERR("cluster: store servers \"%s\": a shard could not switch (%s); shards may "

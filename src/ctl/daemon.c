@@ -175,6 +175,9 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 	 * from now on (their locks would deadlock a child). */
 	if ((rc = ctl_cluster_start(d)) < 0)
 		goto fail;
+	/* The state directory before the shards: the server list they open
+	 * depends on the regions waiting there (daemon_servers_choose). */
+	daemon_state_open(d);
 	if ((rc = fm_doorbell_init(&d->reply_bell)) < 0)
 		goto fail;
 	d->reply_bell.sleeping = 1;   /* the control plane always wants the wake */
@@ -193,7 +196,7 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 
 		struct shard_params sp;
 
-		fm_config_shard_params(cfg, i, &sp);
+		fm_config_shard_params(&d->cfg, i, &sp);
 		d->shards[i] = shard_create(&sp, i, budget, &d->reply_bell);
 		if (!d->shards[i]) {
 			rc = -errno;
@@ -274,13 +277,13 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 			goto fail;
 		}
 	}
-	daemon_state_open(d);
 	for (unsigned i = 0; i < d->nshards; i++) {
 		if ((rc = shard_start(d->shards[i])) < 0)
 			goto fail;
 	}
 	if ((rc = dispatcher_start(d->disp)) < 0)
 		goto fail;
+	daemon_servers_replay(d);
 	return d;
 fail:
 	daemon_destroy(d);
@@ -363,6 +366,7 @@ int daemon_run(struct daemon *d)
 			resume_listeners(d);
 		check_store(d, now, false);
 		daemon_state_tick(d, now);
+		daemon_servers_tick(d);
 		daemon_drain_tick(d);
 		if (d->nmetrics_doomed || now - d->last_sweep_ns >= 100000000ull) {
 			d->last_sweep_ns = now;

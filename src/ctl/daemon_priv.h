@@ -112,6 +112,11 @@ struct daemon {
 		char why[160];                   /* DRAIN_FAILED */
 	} drain;
 	uint64_t drains, drains_failed, drain_moved;
+	/* the store's server lists the shards hold, as in <state_dir>/servers
+	 * (drain.c): the running one last */
+	struct fm_state_servers srv;
+	bool srv_replay;                 /* the shards open srv.list[0]: replay the rest */
+	bool srv_resume;                 /* a replayed drain waits for the waiting regions */
 };
 
 /* ---- drain.c: `servers drain` ---- */
@@ -127,6 +132,28 @@ static inline bool daemon_drain_running(const struct daemon *d)
 {
 	return d->drain.state == DRAIN_RUNNING;
 }
+/* The running store server list (memcached) changes to `list`: record it
+ * in the state directory before the shards switch (write-ahead: a restart
+ * then reads the new list and, behind it, the old ones). 0, or -errno
+ * (nothing recorded); 0 when no state is kept. */
+int daemon_servers_record(struct daemon *d, const char *list);
+/* Hand `list` to every shard (FM_MSG_SET_SERVERS): each opens it and keeps
+ * its previous lists for reads. 0, or the first shard's -errno (-ETIMEDOUT:
+ * one did not answer); shards that switched read the old list too, so
+ * nothing is lost and the change can be repeated. */
+int daemon_set_servers(struct daemon *d, const char *list);
+/* At start, once the state directory is open and `waiting` region files
+ * are counted, before the shards open the store: the list they open. With
+ * regions waiting, the recorded lists win over the config's (a drain
+ * changed them: logged, with the fix for the config); else the config's
+ * is recorded. The cluster's list (ZooKeeper) arrives later and wins. */
+void daemon_servers_choose(struct daemon *d, int waiting);
+/* Once the shards run: switch them through the recorded lists after the
+ * oldest; what an unfinished drain left behind is drained again. */
+void daemon_servers_replay(struct daemon *d);
+/* Epoll loop: that drain starts once no region waits for re-adoption and
+ * none is still attaching (its pages must be in the shards' tables). */
+void daemon_servers_tick(struct daemon *d);
 /* `servers drain HOST:PORT` without the cluster, and the drain's JSON for
  * `servers list` and `stats`. */
 void daemon_drain_cmd(struct daemon *d, const char *server, struct strbuf *out);

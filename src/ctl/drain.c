@@ -66,30 +66,188 @@ void daemon_drain_start(struct daemon *d, const char *server, bool waiting)
 		FM_INFO("drain: moving this node's pages off %s", server);
 }
 
-void daemon_drain_list_changed(struct daemon *d, const char *old, const char *list)
+/* The first server of `old` that `list` lacks, into name; false if none. */
+static bool first_removed(const char *old, const char *list, char name[FM_DRAIN_NAME_MAX])
 {
 	for (const char *p = old; p && *p;) {
 		const char *e = strchr(p, ',');
-		char name[FM_DRAIN_NAME_MAX];
 		size_t l = e ? (size_t)(e - p) : strlen(p);
 
-		if (l && l < sizeof(name)) {
+		if (l && l < FM_DRAIN_NAME_MAX) {
 			memcpy(name, p, l);
 			name[l] = '\0';
-			/* One pass moves every key whose owner changed, so a
-			 * second server removed meanwhile is drained by it too. */
-			if (!daemon_list_has(list, name)) {
-				if (d->drain.state == DRAIN_RUNNING)
-					d->drain.begin = true;   /* restart: the list changed again */
-				else
-					daemon_drain_start(d, name, false);
-				return;
-			}
+			if (!daemon_list_has(list, name))
+				return true;
 		}
 		p = e ? e + 1 : NULL;
 	}
-	/* A list that only grew: a drain waiting for it goes on waiting. */
+	return false;
 }
+
+void daemon_drain_list_changed(struct daemon *d, const char *old, const char *list)
+{
+	char name[FM_DRAIN_NAME_MAX];
+
+	/* A list that only grew: a drain waiting for it goes on waiting. */
+	if (!first_removed(old, list, name))
+		return;
+	/* One pass moves every key whose owner changed, so a second server
+	 * removed meanwhile is drained by it too. */
+	if (d->drain.state == DRAIN_RUNNING)
+		d->drain.begin = true;   /* restart: the list changed again */
+	else
+		daemon_drain_start(d, name, false);
+}
+
+/* ---- the server lists the shards hold, recorded in the state directory ---- */
+
+_Static_assert(FM_STATE_SERVER_LISTS >= KV_SERVER_LISTS_KEPT, "the file keeps what a handle reads");
+_Static_assert(FM_STATE_SERVERS_MAX >= FM_MC_SERVERS_MAX, "a recorded list holds any list");
+
+static bool servers_kept(const struct daemon *d)
+{
+	return fm_state_dir_on(&d->sdir) && !strcmp(d->cfg.store_backend, "memcached");
+}
+
+int daemon_servers_record(struct daemon *d, const char *list)
+{
+	int rc;
+
+	if (!servers_kept(d))
+		return 0;
+	if (!d->srv.n)
+		fm_state_servers_push(&d->srv, d->cfg.mc.servers);
+	rc = fm_state_servers_push(&d->srv, list);
+	return rc < 0 ? rc : fm_state_servers_write(&d->sdir, &d->srv);
+}
+
+/* A drain finished: the shards forgot their previous lists, so does the
+ * file. */
+static void servers_settled(struct daemon *d)
+{
+	int rc;
+
+	if (!servers_kept(d))
+		return;
+	d->srv.n = 0;
+	fm_state_servers_push(&d->srv, d->cfg.mc.servers);
+	if ((rc = fm_state_servers_write(&d->sdir, &d->srv)) < 0)
+		FM_WARN("cannot record the store servers in %s/servers: %s", d->sdir.path,
+			strerror(-rc));
+}
+
+int daemon_set_servers(struct daemon *d, const char *list)
+{
+	uint64_t a[FM_MAX_SHARDS], det[FM_MAX_SHARDS];
+	int64_t res[FM_MAX_SHARDS];
+	int failed = 0;
+
+	for (unsigned i = 0; i < d->nshards; i++)
+		a[i] = (uint64_t)(uintptr_t)strdup(list);
+	if (daemon_shard_request(d, FM_MSG_SET_SERVERS, a, NULL, res, det) < 0)
+		failed = -ETIMEDOUT;
+	for (unsigned i = 0; i < d->nshards; i++) {
+		/* A message that never left is still ours to free. */
+		if (res[i] == -EBUSY)
+			free((char *)(uintptr_t)a[i]);
+		if (res[i] < 0 && !failed)
+			failed = (int)res[i];
+	}
+	return failed;
+}
+
+void daemon_servers_choose(struct daemon *d, int waiting)
+{
+	struct fm_state_servers *s = &d->srv;
+	const char *cfg = d->cfg.mc.servers;
+	int rc;
+
+	s->n = 0;
+	d->srv_replay = false;
+	if (!servers_kept(d))
+		return;
+	rc = fm_state_servers_read(&d->sdir, s);
+	if (rc < 0 && rc != -ENOENT)
+		FM_WARN("%s/servers: %s: ignored, the store servers are the config's", d->sdir.path,
+			rc == -EINVAL ? "not a server list file" : strerror(-rc));
+	if (rc == 0 && waiting > 0 && (s->n > 1 || strcmp(s->list[0], cfg))) {
+		const char *run = s->list[s->n - 1];
+
+		if (ctl_cluster_on(d)) {
+			/* Unchanged with the cluster on: its watch brings the
+			 * list in ZooKeeper, which every node follows. */
+			FM_INFO("store servers: \"%s\" was recorded at the last run; with the cluster "
+				"on, the list in ZooKeeper replaces the config's \"%s\"", run, cfg);
+		} else {
+			if (strcmp(run, cfg))
+				FM_WARN("store servers: the config names \"%s\", but the list was "
+					"changed at run time to \"%s\" (`fluidmemctl servers drain`) "
+					"and %d region(s) stored with it wait for re-adoption: using "
+					"\"%s\" (recorded in %s/servers). Update store.memcached.servers "
+					"in the config to it: a start with no region waiting uses the "
+					"config's list", cfg, run, waiting, run, d->sdir.path);
+			if (s->n > 1)
+				FM_WARN("store servers: a drain to \"%s\" did not finish before the "
+					"restart: pages are also read with the %u earlier list(s) "
+					"(from \"%s\"), and the drain runs again", run, s->n - 1,
+					s->list[0]);
+			/* The shards open the oldest; daemon_servers_replay
+			 * switches them through the rest. */
+			snprintf(d->cfg.mc.servers, sizeof(d->cfg.mc.servers), "%s", s->list[0]);
+			d->srv_replay = s->n > 1;
+			return;
+		}
+	}
+	s->n = 0;
+	fm_state_servers_push(s, cfg);
+	if ((rc = fm_state_servers_write(&d->sdir, s)) < 0)
+		FM_WARN("cannot record the store servers in %s/servers: %s; a restart after "
+			"`servers drain` would use the config's list", d->sdir.path, strerror(-rc));
+}
+
+void daemon_servers_replay(struct daemon *d)
+{
+	char old[FM_MC_SERVERS_MAX], name[FM_DRAIN_NAME_MAX];
+
+	if (!d->srv_replay)
+		return;
+	d->srv_replay = false;
+	snprintf(old, sizeof(old), "%s", d->srv.list[0]);
+	for (unsigned i = 1; i < d->srv.n; i++) {
+		int rc = daemon_set_servers(d, d->srv.list[i]);
+
+		if (rc < 0) {
+			FM_ERR("store servers: the shards could not switch to the recorded \"%s\" "
+			       "(%s): pages stored with it may be missed", d->srv.list[i],
+			       strerror(-rc));
+			return;
+		}
+		snprintf(d->cfg.mc.servers, sizeof(d->cfg.mc.servers), "%s", d->srv.list[i]);
+	}
+	FM_INFO("store servers now \"%s\" (recorded), reading also \"%s\"", d->cfg.mc.servers, old);
+	/* The drain moves the pages of attached regions only: it waits for
+	 * the waiting ones (daemon_servers_tick). */
+	if (first_removed(old, d->cfg.mc.servers, name)) {
+		daemon_drain_start(d, name, true);
+		d->srv_resume = true;
+		FM_INFO("drain: %s is drained again once the %u waiting region(s) are re-adopted "
+			"or collected", name, d->npending);
+	}
+}
+
+void daemon_servers_tick(struct daemon *d)
+{
+	if (!d->srv_resume || d->npending)
+		return;
+	for (unsigned s = 0; s < FM_MAX_REGIONS; s++)
+		if (d->regions[s] && d->regions[s]->state == UFFD_REGION_ATTACHING)
+			return;
+	d->srv_resume = false;
+	if (d->drain.state == DRAIN_WAITING)
+		daemon_drain_list_changed(d, d->srv.list[0], d->cfg.mc.servers);
+}
+
+/* ---- a drain's steps ---- */
 
 static void drain_end(struct daemon *d, bool ok, const char *why)
 {
@@ -101,6 +259,7 @@ static void drain_end(struct daemon *d, bool ok, const char *why)
 			d->drain.server, d->drain.moved,
 			(double)(d->drain.ended_ns - d->drain.started_ns) / 1e9);
 		ctl_cluster_drained(d);
+		servers_settled(d);
 	} else {
 		d->drains_failed++;
 		snprintf(d->drain.why, sizeof(d->drain.why), "%s", why);
@@ -157,23 +316,21 @@ void daemon_drain_tick(struct daemon *d)
 /* Without the cluster: this daemon's list is the one to change. */
 void daemon_drain_cmd(struct daemon *d, const char *server, struct strbuf *out)
 {
-	uint64_t a[FM_MAX_SHARDS], det[FM_MAX_SHARDS];
-	int64_t res[FM_MAX_SHARDS];
 	char next[FM_MC_SERVERS_MAX];
-	int failed = 0;
+	int failed;
 	json_t *o;
 
 	daemon_list_without(d->cfg.mc.servers, server, next, sizeof(next));
-	for (unsigned i = 0; i < d->nshards; i++)
-		a[i] = (uint64_t)(uintptr_t)strdup(next);
-	if (daemon_shard_request(d, FM_MSG_SET_SERVERS, a, NULL, res, det) < 0)
-		failed = -ETIMEDOUT;
-	for (unsigned i = 0; i < d->nshards; i++) {
-		if (res[i] == -EBUSY)
-			free((char *)(uintptr_t)a[i]);
-		if (res[i] < 0 && !failed)
-			failed = (int)res[i];
+	/* Before any shard writes with it: a restart with regions waiting
+	 * must find their pages where this list put them. */
+	failed = daemon_servers_record(d, next);
+	if (failed) {
+		cj_fail(out, "cannot record the new server list in %s/servers (%s): a restart "
+			     "would look pages up with the old one; nothing changed",
+			d->sdir.path, strerror(-failed));
+		return;
 	}
+	failed = daemon_set_servers(d, next);
 	if (failed) {
 		/* Shards that switched still read the old list: nothing is
 		 * lost, and the command can be repeated. */

@@ -38,6 +38,7 @@ void daemon_state_open(struct daemon *d)
 		return;
 	}
 	n = fm_state_scan(&d->sdir, note_pending, d);
+	daemon_servers_choose(d, n);
 	if (n > 0) {
 		d->readopt_deadline_ns = fm_now_ns() + (uint64_t)d->cfg.readopt_grace_s * 1000000000ull;
 		FM_INFO("state %s (generation %u): %d region(s) of a previous run wait %u s for "

@@ -355,3 +355,104 @@ int fm_state_scan(struct fm_state_dir *sd, void (*fn)(uint64_t id, void *arg), v
 	closedir(dir);
 	return n;
 }
+
+/* ---- the store's server lists (file "servers") ---- */
+
+#define SERVERS_FILE "servers"
+#define SERVERS_MAGIC "fluidmem-servers 1"
+
+int fm_state_servers_push(struct fm_state_servers *s, const char *list)
+{
+	size_t len = strlen(list);
+
+	if (len >= FM_STATE_SERVERS_MAX)
+		return -ENAMETOOLONG;
+	if (s->n && !strcmp(s->list[s->n - 1], list))
+		return 0;
+	if (s->n == FM_STATE_SERVER_LISTS) {
+		memmove(s->list[0], s->list[1], sizeof(s->list[0]) * (FM_STATE_SERVER_LISTS - 1));
+		s->n--;
+	}
+	memcpy(s->list[s->n++], list, len + 1);
+	return 0;
+}
+
+int fm_state_servers_write(struct fm_state_dir *sd, const struct fm_state_servers *s)
+{
+	char buf[sizeof(SERVERS_MAGIC) + FM_STATE_SERVER_LISTS * FM_STATE_SERVERS_MAX];
+	const char *tmp = "." SERVERS_FILE ".tmp";
+	size_t o;
+	int fd, rc;
+
+	if (!fm_state_dir_on(sd))
+		return -ENOENT;
+	o = (size_t)snprintf(buf, sizeof(buf), SERVERS_MAGIC "\n");
+	for (unsigned i = 0; i < s->n && i < FM_STATE_SERVER_LISTS; i++)
+		o += (size_t)snprintf(buf + o, sizeof(buf) - o, "%s\n", s->list[i]);
+	fd = openat(sd->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	rc = write_all(fd, buf, o);
+	/* The data before the name: a crash never leaves an empty file. */
+	if (rc == 0 && fsync(fd) < 0)
+		rc = -errno;
+	close(fd);
+	if (rc == 0 && renameat(sd->dirfd, tmp, sd->dirfd, SERVERS_FILE) < 0)
+		rc = -errno;
+	if (rc < 0) {
+		unlinkat(sd->dirfd, tmp, 0);
+		return rc;
+	}
+	return fsync(sd->dirfd) < 0 ? -errno : 0;
+}
+
+int fm_state_servers_read(struct fm_state_dir *sd, struct fm_state_servers *s)
+{
+	char buf[sizeof(SERVERS_MAGIC) + FM_STATE_SERVER_LISTS * FM_STATE_SERVERS_MAX + 1];
+	size_t got = 0, ml = strlen(SERVERS_MAGIC);
+	int fd, rc = 0;
+	char *p;
+
+	s->n = 0;
+	if (!fm_state_dir_on(sd))
+		return -ENOENT;
+	fd = openat(sd->dirfd, SERVERS_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	while (got < sizeof(buf)) {
+		ssize_t k = read(fd, buf + got, sizeof(buf) - got);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			rc = -errno;
+		if (k <= 0)
+			break;
+		got += (size_t)k;
+	}
+	close(fd);
+	if (rc < 0)
+		return rc;
+	/* Whole lines only: the last ends with '\n'. */
+	if (got == sizeof(buf) || got <= ml + 1 || memcmp(buf, SERVERS_MAGIC "\n", ml + 1) ||
+	    buf[got - 1] != '\n')
+		return -EINVAL;
+	for (p = buf + ml + 1; p < buf + got;) {
+		char *e = memchr(p, '\n', (size_t)(buf + got - p));
+		size_t len = (size_t)(e - p);
+
+		if (len == 0 || len >= FM_STATE_SERVERS_MAX || s->n == FM_STATE_SERVER_LISTS)
+			goto bad;
+		for (size_t i = 0; i < len; i++)
+			if ((unsigned char)p[i] <= ' ' || p[i] == 0x7f)
+				goto bad;
+		memcpy(s->list[s->n], p, len);
+		s->list[s->n++][len] = '\0';
+		p = e + 1;
+	}
+	if (s->n)
+		return 0;
+bad:
+	s->n = 0;
+	return -EINVAL;
+}

@@ -106,4 +106,33 @@ void fm_state_map_close(struct fm_state_map *m);
  * number of files, or -errno. */
 int fm_state_scan(struct fm_state_dir *sd, void (*fn)(uint64_t id, void *arg), void *arg);
 
+/* ---- the store's server lists: file "servers" ----
+ * What the shards' store handles were last told (memcached): the running
+ * list and, before it, the lists still read for pages not yet moved off
+ * their old owners (kv_set_servers keeps them until a drain finishes),
+ * oldest first. A line "fluidmem-servers 1", then one list a line, the
+ * running one last. Rewritten rename-atomic and fsync'd whenever the list
+ * changes (ctl/drain.c): at start, before the shards switch, and when a
+ * drain finished (the running list alone). A restart with regions waiting
+ * for re-adoption opens the oldest list and replays the rest; the config's
+ * store.memcached.servers names what a fresh start uses. */
+#define FM_STATE_SERVER_LISTS 4      /* as many as a memcached handle keeps */
+#define FM_STATE_SERVERS_MAX 1024    /* bytes of one list, NUL included (FM_MC_SERVERS_MAX) */
+
+struct fm_state_servers {
+	unsigned n;                  /* lists held; 0: none */
+	char list[FM_STATE_SERVER_LISTS][FM_STATE_SERVERS_MAX];   /* list[n - 1] runs */
+};
+
+/* Make `list` the running one: appended unless it already is, the oldest
+ * dropped beyond FM_STATE_SERVER_LISTS. -ENAMETOOLONG (too long, nothing
+ * changed) or 0. */
+int fm_state_servers_push(struct fm_state_servers *s, const char *list);
+/* Write the file (rename-atomic, fsync'd, mode 0600). 0 or -errno. */
+int fm_state_servers_write(struct fm_state_dir *sd, const struct fm_state_servers *s);
+/* Read it: 0, -ENOENT (none written), -EINVAL (not such a file: no lists,
+ * an empty or overlong one, a control character or a space in one, more
+ * than FM_STATE_SERVER_LISTS), -errno. On error s->n is 0. */
+int fm_state_servers_read(struct fm_state_dir *sd, struct fm_state_servers *s);
+
 #endif

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "base/failpoint.h"
 #include "base/log.h"
 
 #define DRAIN_STEP_MOVES 256   /* a round trip or three each */
@@ -43,6 +44,7 @@ static void drain_page(struct shard *s, struct shard_region *sr, uint32_t id, ui
 	if (rc == 0) {
 		(*moved)++;
 		s->st.drain_moved++;
+		(void)fm_failpoint(FM_FP_DRAIN_AFTER_MOVE);
 		return;
 	}
 	if (rc == 1)

@@ -360,6 +360,19 @@ Test(readopt, crash_and_readopt_memcached, .init = setup_mc, .fini = teardown, .
 	crash_and_readopt();
 }
 
+/* The running list in `servers list`, into buf. */
+static void running_servers(char *buf, size_t len)
+{
+	char *rep = td_ctl(&fmd, "v1 servers list"), *p;
+
+	snprintf(buf, len, "?");
+	if (rep && (p = strstr(rep, "\"servers\":\""))) {
+		p += 11;
+		snprintf(buf, len, "%.*s", (int)strcspn(p, "\""), p);
+	}
+	free(rep);
+}
+
 /* With [cluster] on, a re-adopted region has its ZooKeeper record again:
  * here the record was only queued (ZooKeeper down at the registration) when
  * the daemon was killed, so it never reached ZooKeeper; after the restart
@@ -386,7 +399,21 @@ Test(readopt, cluster_record_comes_back, .init = setup_mc, .fini = teardown, .ti
 	cr_expect_geq(td_stat(&fmd, "cluster_queue_len"), 1, "the record was not queued");
 	crash();
 	cr_assert_eq(zkh_restart(&z), 0);
-	spawn(NULL, extra);
+	/* A recorded server list is not used with the cluster on, even with
+	 * a region waiting: the config's, until ZooKeeper has one. */
+	{
+		char path[128], run[512];
+		FILE *f;
+
+		snprintf(path, sizeof(path), "%s/state/servers", dir);
+		f = fopen(path, "w");
+		cr_assert_not_null(f);
+		fprintf(f, "fluidmem-servers 1\n127.0.0.1:1\n");
+		fclose(f);
+		spawn(NULL, extra);
+		running_servers(run, sizeof(run));
+		cr_expect_str_eq(run, mc.addr);
+	}
 	cr_expect(!cd_cluster_lists(&fmd, r.id, 1), "the record reached ZooKeeper before the crash");
 	rc = raw_readopt(&r, &rep);
 	cr_assert_eq(rc, 0, "READOPT: %d %s", rc, rep.reason);
@@ -627,6 +654,127 @@ Test(readopt, second_region_readopted_alone_memcached, .init = setup_mc, .fini =
 	second_region_readopted_alone();
 }
 
+/* `servers drain` without [cluster] changes the running server list; the
+ * config still names the drained server. A restart with a region waiting
+ * must keep the drained list (the state directory's `servers` file):
+ * with the config's list, ketama looked the pages moved off b up on b
+ * again (misses: poisoned) and evicted onto b again. Without waiting
+ * regions the config wins. `graceful`: `shutdown --keep-clients` instead
+ * of kill -9. With `fp`, the daemon dies in the middle of the
+ * drain: the restart reads with both lists and drains b again once the
+ * region is re-adopted. */
+static bool drain_state_is(const char *state)
+{
+	char *rep = td_ctl(&fmd, "v1 servers list"), want[48];
+	bool is;
+
+	snprintf(want, sizeof(want), "\"state\":\"%s\"", state);
+	is = rep && strstr(rep, want);
+	free(rep);
+	return is;
+}
+
+static void drain_and_restart(const char *fp, bool graceful)
+{
+	struct raw r = { .sock = -1 };
+	struct fm_reg_reply rep;
+	struct mcd b, c;
+	static char list[512];
+	const char *extra[] = { list, NULL };
+	char *out, run[512];
+	unsigned bad, bus;
+	long held, left = 0;
+	int rc;
+
+	cr_assert_eq(mcd_start(&b, 64, false), 0);
+	cr_assert_eq(mcd_start(&c, 64, false), 0);
+	snprintf(list, sizeof(list), "store.memcached.servers=\"%s,%s,%s\"", mc.addr, b.addr,
+		 c.addr);
+	spawn(fp, extra);
+	raw_register(&r);
+	write_rounds(&(struct writer){ .addr = r.addr, .rounds = ROUNDS });
+	held = cd_mc_stat(&b, "curr_items");
+	cr_assert_gt(held, 0, "b holds no page before the drain");
+	out = td_ctl(&fmd, "v1 servers drain %s", b.addr);
+	cr_assert(out && strstr(out, "\"ok\":true"), "%s", out);
+	free(out);
+	if (fp) {
+		cr_assert(died_within(10000), "%s never fired", fp);
+		left = cd_mc_stat(&b, "curr_items");
+		cr_assert(left > 0 && left < held, "b held %ld keys, %ld after the kill", held,
+			  left);
+	} else {
+		for (int i = 0; i < 3000 && !drain_state_is("done"); i++)
+			td_sleep_ms(10);
+		cr_assert(drain_state_is("done"), "the drain did not finish");
+		cr_assert_eq(cd_mc_stat(&b, "curr_items"), 0, "b still holds keys after the drain");
+		if (graceful) {
+			int status = -1;
+
+			out = td_ctl(&fmd, "v1 shutdown --keep-clients");
+			cr_assert(out && strstr(out, "\"ok\":true"), "%s", out);
+			free(out);
+			for (int i = 0; i < 3000 && waitpid(fmd.pid, &status, WNOHANG) != fmd.pid; i++)
+				td_sleep_ms(10);
+			cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d",
+				  status);
+			fmd.pid = 0;
+		} else {
+			crash();
+		}
+	}
+	spawn(NULL, extra);   /* the config still names b */
+	if (fp)
+		cr_expect(drain_state_is("waiting"), "the drain does not wait for the region");
+	rc = raw_readopt(&r, &rep);
+	cr_assert_eq(rc, 0, "READOPT: %d %s", rc, rep.reason);
+	bad = verify_catching_bus(r.addr, ROUNDS - 1, &bus);
+	cr_expect_eq(bad, 0, "%u page(s) differ after the restart, %u of them poisoned", bad, bus);
+	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
+	for (int i = 0; fp && i < 3000 && !drain_state_is("done"); i++)
+		td_sleep_ms(10);
+	/* The verify evicted again (a 64-page budget): never onto b. */
+	cr_expect_gt(td_stat(&fmd, "evictions"), 0);
+	cr_expect_eq(cd_mc_stat(&b, "curr_items"), 0, "the drained server is used again");
+	running_servers(run, sizeof(run));
+	cr_expect(!strstr(run, b.addr) && strstr(run, c.addr), "the running list: %s", run);
+	out = td_ctl(&fmd, "v1 servers list");
+	fprintf(stderr, "drain_and_restart(%s): b held %ld keys before its drain, %ld at the "
+		"kill; after the restart: %s\n", fp ? fp : "-", held, left, out);
+	free(out);
+	bad = verify_catching_bus(r.addr, ROUNDS - 1, &bus);
+	cr_expect_eq(bad, 0, "%u page(s) differ after the drain", bad);
+
+	/* Freed, so no region waits: the next start takes the config's list. */
+	close(r.sock);
+	r.sock = -1;
+	for (int i = 0; i < 500 && region_files() > 0; i++)
+		td_sleep_ms(10);
+	cr_expect_eq(region_files(), 0);
+	crash();
+	spawn(NULL, extra);
+	running_servers(run, sizeof(run));
+	cr_expect(strstr(run, b.addr), "the config's list did not win: %s", run);
+	mcd_stop(&b);
+	mcd_stop(&c);
+}
+
+Test(readopt, drained_server_stays_drained, .init = setup_mc, .fini = teardown, .timeout = 180)
+{
+	drain_and_restart(NULL, false);
+}
+
+Test(readopt, drained_server_stays_drained_keep_clients, .init = setup_mc, .fini = teardown,
+     .timeout = 180)
+{
+	drain_and_restart(NULL, true);
+}
+
+Test(readopt, killed_mid_drain, .init = setup_mc, .fini = teardown, .timeout = 180)
+{
+	drain_and_restart("drain.after_move=kill@40", false);
+}
+
 /* Nobody re-adopts within the grace: pages and file are deleted, and a late
  * READOPT finds nothing. */
 Test(readopt, orphan_collected, .init = setup, .fini = teardown, .timeout = 60)
@@ -720,6 +868,101 @@ Test(statefile, torn_or_foreign_files_are_refused)
 	close(fd);
 	cr_expect_eq(fm_state_region_open(&sd, 7, &m), -EINVAL);
 	fm_state_dir_close(&sd);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
+	cr_expect_eq(system(cmd), 0);
+}
+
+/* The `servers` file: what is written reads back, the oldest list goes
+ * beyond FM_STATE_SERVER_LISTS, and anything but such a file is refused. */
+static void put_file(const char *dirpath, const char *name, const char *body, size_t len)
+{
+	char path[128];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", dirpath, name);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, body, len), (ssize_t)len);
+	close(fd);
+}
+
+Test(statefile, servers_round_trip_and_garbage)
+{
+	char tmp[] = "/tmp/fmstate.XXXXXX", cmd[64], big[2100];
+	struct fm_state_dir sd;
+	static struct fm_state_servers s, t;
+	static const struct {
+		const char *body;
+		size_t len;
+	} bad[] = {
+		{ "", 0 },
+		{ "fluidmem-servers 1\n", 19 },                       /* no list */
+		{ "fluidmem-servers 2\na:1\n", 23 },                  /* another version */
+		{ "fluidmem-servers 1\na:1", 22 },                    /* no last newline */
+		{ "fluidmem-servers 1\na:1\n\nb:2\n", 28 },           /* an empty list */
+		{ "fluidmem-servers 1\na:1, b:2\n", 28 },             /* a space */
+		{ "fluidmem-servers 1\na:1\tb\n", 25 },               /* a control character */
+		{ "fluidmem-servers 1\na\0b\n", 23 },                 /* a NUL */
+		{ "fluidmem-servers 1\na\nb\nc\nd\ne\n", 29 },        /* five lists */
+		{ "\x7f" "ELF\x02\x01\x01\0\0\0\0\0\0\0\0\0", 16 },
+	};
+
+	cr_assert_not_null(mkdtemp(tmp));
+	cr_assert_eq(fm_state_dir_open(&sd, tmp), 0);
+	cr_expect_eq(fm_state_servers_read(&sd, &t), -ENOENT);
+	cr_expect_eq(fm_state_servers_push(&s, "a:1,b:2,c:3"), 0);
+	cr_expect_eq(fm_state_servers_push(&s, "a:1,b:2,c:3"), 0);
+	cr_expect_eq(s.n, 1, "the running list twice is one list");
+	cr_expect_eq(fm_state_servers_push(&s, "a:1,c:3"), 0);
+	cr_assert_eq(fm_state_servers_write(&sd, &s), 0);
+	cr_assert_eq(fm_state_servers_read(&sd, &t), 0);
+	cr_expect_eq(t.n, 2);
+	cr_expect_str_eq(t.list[0], "a:1,b:2,c:3");
+	cr_expect_str_eq(t.list[1], "a:1,c:3");
+	/* Beyond FM_STATE_SERVER_LISTS the oldest goes. */
+	for (int i = 0; i < 5; i++) {
+		char l[32];
+
+		snprintf(l, sizeof(l), "/run/mc%d.sock", i);
+		cr_expect_eq(fm_state_servers_push(&s, l), 0);
+	}
+	cr_expect_eq(s.n, FM_STATE_SERVER_LISTS);
+	cr_assert_eq(fm_state_servers_write(&sd, &s), 0);
+	cr_assert_eq(fm_state_servers_read(&sd, &t), 0);
+	cr_expect_eq(t.n, FM_STATE_SERVER_LISTS);
+	cr_expect_str_eq(t.list[0], "/run/mc1.sock");
+	cr_expect_str_eq(t.list[FM_STATE_SERVER_LISTS - 1], "/run/mc4.sock");
+	/* A list too long is refused and changes nothing. */
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	cr_expect_eq(fm_state_servers_push(&s, big), -ENAMETOOLONG);
+	cr_expect_eq(s.n, FM_STATE_SERVER_LISTS);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		put_file(tmp, "servers", bad[i].body, bad[i].len);
+		t.n = 3;
+		cr_expect_eq(fm_state_servers_read(&sd, &t), -EINVAL, "case %zu read", i);
+		cr_expect_eq(t.n, 0, "case %zu", i);
+	}
+	/* An overlong line, and a whole file of garbage. */
+	snprintf(big, sizeof(big), "fluidmem-servers 1\n");
+	memset(big + 19, 'y', sizeof(big) - 21);
+	big[sizeof(big) - 2] = '\n';
+	put_file(tmp, "servers", big, sizeof(big) - 1);
+	cr_expect_eq(fm_state_servers_read(&sd, &t), -EINVAL);
+	{
+		static char junk[8192];
+
+		for (size_t i = 0; i < sizeof(junk); i++)
+			junk[i] = (char)(i * 2654435761u >> 13);
+		put_file(tmp, "servers", junk, sizeof(junk));
+		cr_expect_eq(fm_state_servers_read(&sd, &t), -EINVAL);
+	}
+	/* Written again over garbage, and no temporary left behind. */
+	cr_assert_eq(fm_state_servers_write(&sd, &s), 0);
+	cr_expect_eq(fm_state_servers_read(&sd, &t), 0);
+	cr_expect_eq(access(strcat(strcpy(big, tmp), "/.servers.tmp"), F_OK), -1);
+	fm_state_dir_close(&sd);
+	cr_expect_eq(fm_state_servers_write(&sd, &s), -ENOENT, "no directory, no file");
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
 	cr_expect_eq(system(cmd), 0);
 }
