@@ -650,10 +650,11 @@ Test(shard, a_batch_never_overtakes_a_discard, .timeout = 60)
 
 /* Over memcached, with one of two servers killed while faults wait: pages
  * of the live server are served by the batch with their bytes, pages of the
- * dead one are poisoned (retries 0: the single path gives up at once), and
+ * dead one go to the single path, which parks them while the store still
+ * retries the server (retries > 0) and poisons them once it gives up, and
  * first touches in between are zero-filled. Nothing hangs, nothing stored
  * comes back as a zero page. */
-Test(shard, a_killed_server_fails_its_pages_and_the_batch_serves_the_rest, .timeout = 120)
+static void killed_server(unsigned retries)
 {
 	struct fm_config cfg;
 	struct rig g;
@@ -669,7 +670,8 @@ Test(shard, a_killed_server_fails_its_pages_and_the_batch_serves_the_rest, .time
 	local_config(&cfg);
 	snprintf(cfg.store_backend, sizeof(cfg.store_backend), "memcached");
 	snprintf(cfg.mc.servers, sizeof(cfg.mc.servers), "%s,%s", srv[0].addr, srv[1].addr);
-	cfg.mc.retries = 0;
+	cfg.mc.retries = retries;
+	cfg.mc.retry_delay_ms = 5;
 	cfg.mc.io_timeout_ms = 500;
 	kv = kv_open_cfg(&cfg, 0);
 	cr_assert_not_null(kv);
@@ -695,6 +697,15 @@ Test(shard, a_killed_server_fails_its_pages_and_the_batch_serves_the_rest, .time
 	barrier(&g);
 	cr_assert_gt(live, 0);
 	cr_assert_gt(dead, 0);
+	/* parked faults are served again every millisecond until given up */
+	for (uint64_t deadline = fm_now_ns() + 30000000000ull;;) {
+		st = stats(&g);
+		if (st.poison_faults >= dead)
+			break;
+		cr_assert_lt(fm_now_ns(), deadline, "parked faults never given up: %lu of %lu",
+			     (unsigned long)st.poison_faults, (unsigned long)dead);
+		usleep(10000);
+	}
 	for (uint64_t p = 0; p < 64; p++) {
 		if (own[p] == 0)
 			cr_expect(holds(&g, p, 4), "page %lu (live server) came back wrong", (unsigned long)p);
@@ -711,10 +722,23 @@ Test(shard, a_killed_server_fails_its_pages_and_the_batch_serves_the_rest, .time
 	cr_expect_geq(st.fault_batches, 1);
 	cr_expect_gt(st.batched_get_faults, 0);
 	cr_expect_leq(st.batched_get_faults, live);
-	fprintf(stderr, "killed server: %lu live, %lu dead, %lu batches, %lu batched\n",
-		(unsigned long)live, (unsigned long)dead, (unsigned long)st.fault_batches,
-		(unsigned long)st.batched_get_faults);
+	if (retries)
+		cr_expect_gt(st.parked, 0, "the store still retried: the dead pages wait parked");
+	fprintf(stderr, "killed server, retries %u: %lu live, %lu dead, %lu batches, %lu batched, "
+		"%lu parkings\n", retries, (unsigned long)live, (unsigned long)dead,
+		(unsigned long)st.fault_batches, (unsigned long)st.batched_get_faults,
+		(unsigned long)st.parked);
 	rig_stop(&g);
 	mcd_stop(&srv[0]);
 	mcd_stop(&srv[1]);
+}
+
+Test(shard, a_killed_server_fails_its_pages_and_the_batch_serves_the_rest, .timeout = 120)
+{
+	killed_server(0);
+}
+
+Test(shard, a_killed_servers_pages_park_while_the_batch_serves_the_rest, .timeout = 120)
+{
+	killed_server(3);
 }
