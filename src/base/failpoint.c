@@ -22,6 +22,7 @@ static const char *const fp_names[FM_FP_NR] = {
 	[FM_FP_READOPT_REBUILD] = "readopt.rebuild",
 	[FM_FP_SHARD_DETACH_STALL] = "shard.detach_stall",
 	[FM_FP_DRAIN_AFTER_MOVE] = "drain.after_move",
+	[FM_FP_SHARD_FAULT_STALL] = "shard.fault_stall",
 };
 #define FP_KILL 0x10000   /* fp_errno: raise SIGKILL (above every errno) */
 static int fp_errno[FM_FP_NR];

@@ -24,7 +24,10 @@
  *   evict.store_alternate the store refuses every second page of each eviction
  *                        run (pages in the middle of runs)
  *   shard.detach_stall   a shard takes 6 s to acknowledge a region's detach
- *                        (past the 5 s shutdown deadline) */
+ *                        (past the 5 s shutdown deadline)
+ *   shard.fault_stall    a shard sleeps 20 ms before serving a fault on a
+ *                        stored page, so the faults behind it pile up in its
+ *                        ring (memory.fault_batch tests); any errno arms it */
 #ifndef FM_FAILPOINT_H
 #define FM_FAILPOINT_H
 
@@ -41,6 +44,7 @@ enum fm_failpoint_id {
 	FM_FP_EVICT_STORE_ALTERNATE,
 	FM_FP_SHARD_DETACH_STALL,
 	FM_FP_DRAIN_AFTER_MOVE,
+	FM_FP_SHARD_FAULT_STALL,
 	FM_FP_NR
 };
 

@@ -150,6 +150,10 @@ static const struct opt opts[] = {
 	{ .key = "memory.prefetch_pages", .type = OPT_UINT, FIELD(prefetch_pages), .min = 0,
 	  .max = 512, .def = "32",
 	  .help = "largest window a sequential or strided fault stream prefetches; 0 = off" },
+	{ .key = "memory.fault_batch", .type = OPT_UINT, FIELD(fault_batch), .min = 0,
+	  .max = 256, .def = "16",
+	  .help = "faults on stored pages queued behind one that a shard fetches with it in one "
+		  "batched store read; 0 = off" },
 	{ .key = "memory.policy", .type = OPT_ENUM, FIELD(policy), .def = "s3fifo",
 	  .choices = &policy_choices, .help = "page replacement policy" },
 

@@ -50,6 +50,7 @@ struct fm_config {
 	uint32_t free_low_pct;             /* evict ahead below this much free budget */
 	uint32_t free_high_pct;            /* ... until this much is free */
 	uint32_t prefetch_pages;           /* largest prefetch window; 0 = off */
+	uint32_t fault_batch;              /* queued stored-page faults fetched with one; 0 = off */
 	int policy;                        /* enum fm_policy_kind; "s3fifo" | "fifo" */
 	/* [register] */
 	char register_path[FM_SOCK_PATH_MAX];

@@ -31,6 +31,7 @@ void fm_config_shard_params(const struct fm_config *c, unsigned idx, struct shar
 	out->free_low_pct = c->free_low_pct;
 	out->free_high_pct = FM_MAX(c->free_high_pct, c->free_low_pct);
 	out->prefetch_pages = c->prefetch_pages;
+	out->fault_batch = c->fault_batch;
 	out->policy = c->policy;
 	fm_config_kv_params(c, &out->kv);
 }

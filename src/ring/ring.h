@@ -224,6 +224,22 @@ static inline bool fm_ring_pending_any(const struct fm_ring *r,
 	return false;
 }
 
+/* Consumer only: copy the i-th waiting message (0 = the one the next pop
+ * returns) into *m without taking it. False when fewer than i + 1 wait. As
+ * for fm_ring_pending_any, the producer never rewrites a waiting slot, so
+ * the copy is whole, and the next pops return the same messages in order. */
+static inline bool fm_ring_peek(const struct fm_ring *r, unsigned i, struct fm_msg *m)
+{
+	unsigned c = ck_pr_load_uint(&r->ring.c_head);
+	unsigned p = ck_pr_load_uint(&r->ring.p_tail);
+
+	ck_pr_fence_load();
+	if (p - c <= i)
+		return false;
+	*m = r->slots[(c + i) & r->ring.mask];
+	return true;
+}
+
 /* Either side; a snapshot that may be stale by the time it returns. */
 static inline unsigned fm_ring_depth(const struct fm_ring *r)
 {

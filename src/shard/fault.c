@@ -247,7 +247,8 @@ static bool park(struct shard *s, struct shard_region *sr, const struct fm_msg *
 	return true;
 }
 
-void shard_handle_fault(struct shard *s, const struct fm_msg *m)
+/* The single-fault path: serve one fault message on its own. */
+static void handle_one(struct shard *s, const struct fm_msg *m)
 {
 	struct uffd_region *r = m->fault.region;
 	struct shard_region *sr = s->regions[r->slot];
@@ -271,6 +272,196 @@ void shard_handle_fault(struct shard *s, const struct fm_msg *m)
 	/* After the faulting thread is woken: fetch ahead of its stream. */
 	if (s->pf && (out == &s->st.fetches || out == &s->st.zero_fills))
 		prefetch_after_fault(s, sr, m->fault.page);
+}
+
+/* ---- fault batching (memory.fault_batch) ----
+ *
+ * A fault on a stored page costs a store round trip. When more faults on
+ * stored pages already wait in the ring right behind it, the shard reads
+ * them all with one kv_mget (memcached: one multi-get per server; local: one
+ * batched lookup) and then serves every message it took, in ring order.
+ * The look-ahead takes only a run of FAULT messages: it stops at the first
+ * message of any other type (REMOVE, UNMAP, region add/del), so nothing
+ * overtakes a discard. Faults in the run that are not on stored pages, or
+ * repeat a page already in the batch, are taken too and served by the
+ * single path at their turn. A page whose batched read failed, or whose
+ * copy fails its content check, or whose state changed meanwhile (a
+ * prefetch of an earlier fault installed it), is served by the single path
+ * too, exactly as without batching: retries, parking, poisoning; never a
+ * zero page for a stored page. */
+struct shard_fault_batch {
+	uint32_t max;            /* faults on stored pages read with the first */
+	uint32_t window;         /* messages looked at behind the first */
+	uint8_t *pages;          /* max + 1 pages, page aligned */
+	void **ptrs;
+	struct kv_key *keys;
+	int *res;
+	struct fm_msg *msgs;     /* window + 1: the first, then those taken */
+	int32_t *item;           /* per message: its index in keys, or -1 */
+};
+
+int shard_fault_batch_setup(struct shard *s, uint32_t max)
+{
+	struct shard_fault_batch *b;
+
+	s->fb = NULL;
+	if (max == 0)
+		return 0;
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	s->fb = b;
+	b->max = max;
+	/* Faults on other pages may sit between the stored ones: look at
+	 * twice as many messages as the batch takes. */
+	b->window = 2 * max;
+	b->pages = aligned_alloc(FM_PAGE_SIZE, (size_t)(max + 1) * FM_PAGE_SIZE);
+	b->ptrs = calloc(max + 1, sizeof(*b->ptrs));
+	b->keys = calloc(max + 1, sizeof(*b->keys));
+	b->res = calloc(max + 1, sizeof(*b->res));
+	b->msgs = calloc(b->window + 1, sizeof(*b->msgs));
+	b->item = calloc(b->window + 1, sizeof(*b->item));
+	if (!b->pages || !b->ptrs || !b->keys || !b->res || !b->msgs || !b->item) {
+		shard_fault_batch_teardown(s);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i <= max; i++)
+		b->ptrs[i] = b->pages + (size_t)i * FM_PAGE_SIZE;
+	return 0;
+}
+
+void shard_fault_batch_teardown(struct shard *s)
+{
+	struct shard_fault_batch *b = s->fb;
+
+	if (!b)
+		return;
+	free(b->pages);
+	free(b->ptrs);
+	free(b->keys);
+	free(b->res);
+	free(b->msgs);
+	free(b->item);
+	free(b);
+	s->fb = NULL;
+}
+
+/* The region of a fault on a page in state PS_STORED (a MISSING fault: a
+ * write-protect fault never fetches), or NULL. */
+static struct shard_region *stored_fault(struct shard *s, const struct fm_msg *m)
+{
+	struct uffd_region *r = m->fault.region;
+	struct shard_region *sr = s->regions[r->slot];
+
+	if (!sr || sr->r != r || m->fault.page >= r->npages || (m->flags & FM_FAULT_WP) ||
+	    !pt_has_stripe(&s->pt, &sr->pt, m->fault.page))
+		return NULL;
+	return (s->pt.state[page_id(s, sr, m->fault.page)] & PS_MASK) == PS_STORED ? sr : NULL;
+}
+
+/* Serve fault message m from batch item k. False, changing nothing, when
+ * the single path must serve it instead. */
+static bool serve_batched(struct shard *s, const struct fm_msg *m, uint32_t k)
+{
+	struct shard_fault_batch *b = s->fb;
+	struct shard_region *sr = stored_fault(s, m);
+	uint64_t page = m->fault.page, addr, want;
+	struct uffd_region *r;
+	uint32_t id;
+	int rc;
+
+	if (!sr || b->res[k] != 0)
+		return false;
+	r = sr->r;
+	id = page_id(s, sr, page);
+	if (sc_synced_hash(&s->sc, id, &want) && page_hash(&sr->hkey, b->ptrs[k]) != want)
+		return false;   /* a stale or corrupt copy: the single path tries the others */
+	s->st.faults++;
+	sr->faults++;
+	addr = sr->base + (page << FM_PAGE_SHIFT);
+	rc = uffd_copy(r->uffd, addr, b->ptrs[k], FM_PAGE_SIZE, &s->st.eagain_retries);
+	if (rc == -EEXIST)
+		rc = uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
+	if (rc < 0) {
+		shard_note_ioctl_error(s, sr, "serving a fault", rc, page);
+		s->st.fault_errors++;
+		fm_hist_add(&s->st.fault_ns, fm_now_ns() - m->fault.read_ns);
+		return true;
+	}
+	make_resident(s, sr, id);
+	if (!s->kv_keeps && kv_del(s->kv, (struct kv_key){ r->id, page }) < 0)
+		s->st.store_errors++;
+	s->st.fetches++;
+	s->st.batched_get_faults++;
+	fm_hist_add(&s->st.fault_ns, fm_now_ns() - m->fault.read_ns);
+	if (s->pf)
+		prefetch_after_fault(s, sr, page);
+	return true;
+}
+
+/* m is a fault on a stored page: take the faults queued behind it and read
+ * the stored pages among them with one kv_mget. False when there were none
+ * (nothing taken: the caller serves m alone). */
+static bool fault_batch(struct shard *s, const struct fm_msg *m)
+{
+	struct shard_fault_batch *b = s->fb;
+	uint32_t n = 1, last = 0;
+	uint64_t t0, per;
+
+	b->msgs[0] = *m;
+	b->item[0] = 0;
+	b->keys[0] = (struct kv_key){ m->fault.region->id, m->fault.page };
+	for (uint32_t i = 1; i <= b->window && n <= b->max; i++) {
+		struct fm_msg *q = &b->msgs[i];
+		bool dup = false;
+
+		if (!fm_ring_peek(&s->data, i - 1, q) || q->type != FM_MSG_FAULT)
+			break;   /* never past a discard, an unmap or a region message */
+		b->item[i] = -1;
+		if (!stored_fault(s, q))
+			continue;
+		for (uint32_t k = 0; k < n && !dup; k++)
+			dup = b->keys[k].region == q->fault.region->id && b->keys[k].page == q->fault.page;
+		if (dup)
+			continue;   /* a second thread on the page: woken at its turn */
+		b->item[i] = (int32_t)n;
+		b->keys[n++] = (struct kv_key){ q->fault.region->id, q->fault.page };
+		last = i;
+	}
+	if (n < 2)
+		return false;
+	/* Take what was looked at, up to the last page in the batch; what
+	 * follows stays queued. The ring is ours to pop: the same messages. */
+	for (uint32_t i = 1; i <= last; i++) {
+		struct fm_msg q;
+
+		if (!fm_ring_pop(&s->data, &q)) {
+			last = i - 1;   /* cannot happen: only this thread pops */
+			break;
+		}
+	}
+	t0 = fm_now_ns();
+	kv_mget(s->kv, b->keys, b->ptrs, b->res, n);
+	per = (fm_now_ns() - t0) / n;
+	for (uint32_t k = 0; k < n; k++)
+		fm_hist_add(&s->st.fetch_ns, per);
+	s->st.fault_batches++;
+	for (uint32_t i = 0; i <= last; i++)
+		if (b->item[i] < 0 || !serve_batched(s, &b->msgs[i], (uint32_t)b->item[i]))
+			handle_one(s, &b->msgs[i]);
+	return true;
+}
+
+void shard_handle_fault(struct shard *s, const struct fm_msg *m)
+{
+	if (stored_fault(s, m)) {
+		/* shard.fault_stall: faults pile up behind this one (tests). */
+		if (unlikely(fm_failpoint(FM_FP_SHARD_FAULT_STALL)))
+			usleep(20000);
+		if (s->fb && fault_batch(s, m))
+			return;
+	}
+	handle_one(s, m);
 }
 
 void shard_retry_parked(struct shard *s, bool wait)

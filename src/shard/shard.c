@@ -658,7 +658,7 @@ struct shard *shard_create(const struct shard_params *p, unsigned idx, uint64_t 
 	s->evict_backoff_ns = EVICT_BACKOFF_NS;
 	if (!s->policy || !s->bounce || !s->ev_keys || !s->ev_pages || !s->ev_results || !s->ev_put_results ||
 	    !s->ev_ids || !s->ev_hash || !s->ev_rc || !s->ev_idx || !s->ev_runs ||
-	    prefetch_setup(s, p->prefetch_pages) < 0)
+	    prefetch_setup(s, p->prefetch_pages) < 0 || shard_fault_batch_setup(s, p->fault_batch) < 0)
 		goto fail;
 	s->kv = kv_open(&p->kv, idx);
 	if (!s->kv) {
@@ -709,6 +709,7 @@ void shard_destroy(struct shard *s)
 	pt_destroy(&s->pt);
 	free(s->bounce);
 	prefetch_teardown(s);
+	shard_fault_batch_teardown(s);
 	free(s->park);
 	free(s->ev_keys);
 	free(s->ev_pages);

@@ -62,7 +62,9 @@ struct uffd_region;
 	X(prefetched, "pages installed ahead of their fault by prefetch")            \
 	X(prefetch_hits, "prefetched pages used (a fault or the stream passed them)")\
 	X(prefetch_wasted, "prefetched pages evicted or dropped before any use")     \
-	X(parked, "faults parked while their store server did not answer (served later)")
+	X(parked, "faults parked while their store server did not answer (served later)") \
+	X(fault_batches, "batched store reads serving several queued faults at once")   \
+	X(batched_get_faults, "faults served by a batched store read (counted in fetches)")
 
 #define SHARD_GAUGE_FIELDS(X)                                                         \
 	X(resident, "resident pages now")                                             \
@@ -141,6 +143,7 @@ struct shard_params {
 	uint32_t free_low_pct;     /* evict ahead below this % of the budget free; 0 = off */
 	uint32_t free_high_pct;    /* ... up to this % free (>= free_low_pct) */
 	uint32_t prefetch_pages;   /* largest prefetch window; 0 = off */
+	uint32_t fault_batch;      /* queued stored-page faults read with one; 0 = off */
 	int policy;                /* enum fm_policy_kind */
 	struct kv_params kv;       /* this shard's store handle */
 };

@@ -76,6 +76,7 @@ struct shard {
 	struct shard_parked *park;      /* faults waiting for a store server (fault.c) */
 	uint32_t npark;
 	uint64_t park_due;              /* ns: when they are served again */
+	struct shard_fault_batch *fb;   /* queued faults read together (fault.c); NULL = off */
 
 	/* cold */
 	struct fm_ring reply FM_ALIGNED_CL;
@@ -152,8 +153,12 @@ int shard_drain_step(struct shard *s, uint32_t flags, uint64_t budget, uint64_t 
  * is expected while a dead client's region waits to be torn down. */
 void shard_note_ioctl_error(struct shard *s, struct shard_region *sr, const char *what, int rc,
 			    uint64_t page);
-/* FM_MSG_FAULT: serve one page fault. */
+/* FM_MSG_FAULT: serve one page fault, and with memory.fault_batch the
+ * faults on stored pages queued right behind it, with one batched read. */
 void shard_handle_fault(struct shard *s, const struct fm_msg *m);
+/* The batch's buffers for up to max faults behind the first (0 = off). */
+int shard_fault_batch_setup(struct shard *s, uint32_t max);
+void shard_fault_batch_teardown(struct shard *s);
 /* Serve the parked faults again if their time has come (or now, with
  * wait: a stopping shard, where the store's blocking retries decide). */
 void shard_retry_parked(struct shard *s, bool wait);

@@ -21,6 +21,8 @@ expect_config_error '[memory]\nresident_pages = 10\nbogus = 1\n' "bad.toml:3: me
 expect_config_error '[nosuchtable]\nx = 1\n' "bad.toml:1: nosuchtable"
 expect_config_error '[shards]\ncount = 2\ncpus = [0]\n' "shards.cpus"
 expect_config_error '[shards]\nring_slots = 100\n' "shards.ring_slots"
+expect_config_error '[memory]\nfault_batch = 257\n' "bad.toml:2: memory.fault_batch: 257 is above the maximum 256"
+expect_config_error '[memory]\n\nfault_batch = -3\n' "bad.toml:3: memory.fault_batch"
 expect_config_error '[store]\nbackend = "floppy"\n' "bad.toml:2: store.backend"
 expect_config_error '[daemon]\nlog_level = "loud"\n' "bad.toml:2: daemon.log_level"
 expect_config_error '[register]\npath = "unterminated\n' "bad.toml:2"

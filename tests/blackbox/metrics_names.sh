@@ -75,7 +75,8 @@ if len(ring) != 1:
     bad.append("ring-full exported %d times: %s" % (len(ring), ring))
 for need in ("fluidmem_build_info", "process_resident_memory_bytes", "process_open_fds",
              "fluidmem_dispatch_parked_max_messages", "fluidmem_region_faults_total",
-             "fluidmem_region_resident_pages", "fluidmem_region_stored_pages"):
+             "fluidmem_region_resident_pages", "fluidmem_region_stored_pages",
+             "fluidmem_fault_batches_total", "fluidmem_batched_get_faults_total"):
     if need not in types:
         bad.append(need + " missing")
 if types.get("fluidmem_dispatch_parked_max_messages") != "gauge":

@@ -89,6 +89,7 @@ Test(config, defaults_are_documented_values_and_valid)
 	cr_assert_eq(c.dispatcher_spin_us, 50);
 	cr_assert_eq(c.resident_pages, 16384);
 	cr_assert_eq(c.evict_batch, 32);
+	cr_assert_eq(c.fault_batch, 16);
 	cr_assert_eq(c.policy, FM_POLICY_S3FIFO);
 	cr_assert_str_eq(c.register_path, "/run/fluidmem/register.sock");
 	cr_assert_eq(c.register_mode, 0660);
@@ -292,6 +293,18 @@ Test(config, cross_key_rules_name_key_and_line)
 		   "x.toml:3: shards.cpus: has 3 items but shards.count is 2 ([] leaves all unpinned)");
 	load_fails("[shards]\nring_slots = 1000\n",
 		   "x.toml:2: shards.ring_slots: 1000 is not a power of two");
+	/* memory.fault_batch: 0 (off) .. 256 */
+	load_fails("[memory]\nfault_batch = 257\n",
+		   "x.toml:2: memory.fault_batch: 257 is above the maximum 256");
+	load_fails("[memory]\nfault_batch = -1\n",
+		   "x.toml:2: memory.fault_batch: -1 is below the minimum 0");
+	load_fails("[memory]\nfault_batch = \"all\"\n", "x.toml:2: memory.fault_batch: expected an integer, got a string");
+	fm_config_defaults(&c);
+	cr_assert_eq(fm_config_load_string(&c, "x.toml", "[memory]\nfault_batch = 0\n", err,
+					   sizeof(err)), 0, "%s", err);
+	cr_assert_eq(c.fault_batch, 0);
+	cr_assert_eq(fm_config_set(&c, "memory.fault_batch", "256", err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(c.fault_batch, 256);
 	load_fails("[shards]\ncount = 8\n[memory]\nresident_pages = 4\n",
 		   "x.toml:4: memory.resident_pages: 4 is below shards.count (8): every shard needs a page");
 	/* The key at fault was set before this file: no line. */
@@ -480,6 +493,7 @@ Test(config, dump_format)
 			       "free_low_pct = 2\n"
 			       "free_high_pct = 4\n"
 			       "prefetch_pages = 32\n"
+			       "fault_batch = 16\n"
 			       "policy = \"s3fifo\"\n"
 			       "\n"
 			       "[register]\n"

@@ -41,6 +41,42 @@ Test(ring, full_ring_refuses_and_keeps_order)
 	fm_ring_destroy(&r);
 }
 
+/* Peek copies the i-th waiting message without taking it, across the
+ * wrap-around, and answers false past the last one. */
+Test(ring, peek_sees_waiting_messages_in_order_without_taking_them)
+{
+	struct fm_ring r;
+	struct fm_msg m = { 0 }, out;
+	uint64_t next = 0;
+
+	cr_assert_eq(fm_ring_init(&r, 8), 0);
+	cr_expect_not(fm_ring_peek(&r, 0, &out), "an empty ring has nothing to peek");
+	for (unsigned round = 0; round < 20; round++) {
+		unsigned n = 1 + round % r.capacity;
+
+		for (unsigned i = 0; i < n; i++) {
+			m.fault.page = next + i;
+			cr_assert(fm_ring_push(&r, &m));
+		}
+		for (unsigned i = 0; i < n; i++) {
+			cr_assert(fm_ring_peek(&r, i, &out));
+			cr_expect_eq(out.fault.page, next + i);
+		}
+		cr_expect_not(fm_ring_peek(&r, n, &out), "peeked past the last message");
+		cr_expect_eq(fm_ring_depth(&r), n, "peek took a message");
+		/* pops return the same messages, and peek(0) follows the head */
+		for (unsigned i = 0; i < n; i++) {
+			cr_assert(fm_ring_peek(&r, 0, &out));
+			cr_expect_eq(out.fault.page, next + i);
+			cr_assert(fm_ring_pop(&r, &out));
+			cr_expect_eq(out.fault.page, next + i);
+		}
+		cr_expect_not(fm_ring_peek(&r, 0, &out));
+		next += n;
+	}
+	fm_ring_destroy(&r);
+}
+
 Test(ring, wraps_around_many_times)
 {
 	struct fm_ring r;

@@ -16,11 +16,14 @@
  * through a second, unregistered mapping of the memfd instead. */
 #include <criterion/criterion.h>
 #include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 
 #include "config_params.h"
+#include "kv/kv.h"
 #include "base/base.h"
 #include "base/failpoint.h"
 #include "ctl/config.h"
@@ -471,4 +474,271 @@ Test(shard, a_full_reply_ring_parks_replies_and_faults_go_on, .timeout = 120)
 	cr_assert_gt(st.replies_parked, 0);
 	cr_assert_eq(st.faults, 1);
 	rig_stop(&g);
+}
+
+/* ---- fault batching (memory.fault_batch) ---- */
+
+/* A stand-in for the dispatcher: reads the rig's uffd and pushes each
+ * page fault to the shard, until told to stop. */
+struct mini_dispatch {
+	struct rig *g;
+	volatile bool stop;
+	uint64_t pushed;
+};
+
+static void *mini_dispatch_main(void *arg)
+{
+	struct mini_dispatch *d = arg;
+	struct rig *g = d->g;
+
+	while (!d->stop) {
+		struct pollfd pfd = { .fd = g->r.uffd, .events = POLLIN };
+		struct uffd_msg msg;
+
+		if (poll(&pfd, 1, 10) <= 0)
+			continue;
+		if (read(g->r.uffd, &msg, sizeof(msg)) != sizeof(msg) ||
+		    msg.event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		fault(g, &g->r, (msg.arg.pagefault.address - g->r.base) / PAGE,
+		      msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE ? FM_FAULT_WRITE : 0);
+		d->pushed++;
+	}
+	return NULL;
+}
+
+#define READERS 8
+#define PER_READER 6
+
+struct reader {
+	struct rig *g;
+	unsigned id;
+	uint64_t got[PER_READER];   /* the first word of each page, as read */
+};
+
+/* Reader i reads pages i, i + READERS, ...: real faults on the client
+ * mapping, each blocking until the shard serves it. */
+static void *reader_main(void *arg)
+{
+	struct reader *rd = arg;
+
+	for (unsigned k = 0; k < PER_READER; k++)
+		memcpy(&rd->got[k], rd->g->mem + (uint64_t)(k * READERS + rd->id) * PAGE,
+		       sizeof(rd->got[k]));
+	return NULL;
+}
+
+/* Several threads fault distinct stored pages while the shard stalls on
+ * each stored-page fault (shard.fault_stall): the faults pile up, and with
+ * batching on they are read together. Every byte comes back either way. */
+static void readers_refault(unsigned batch)
+{
+	const uint64_t npg = READERS * PER_READER;
+	struct fm_config cfg;
+	struct rig g;
+	struct shard_stats st;
+	struct mini_dispatch d = { .g = &g };
+	struct reader rd[READERS];
+	pthread_t th[READERS], disp;
+
+	cr_assert_eq(fm_failpoints_parse("shard.fault_stall=EIO"), 0);
+	local_config(&cfg);
+	cfg.fault_batch = batch;
+	rig_start(&g, &cfg);
+	cr_assert_eq(data_req(&g, FM_MSG_REGION_ADD, &g.r).done.result, 0);
+	resident_stamped(&g, 0, npg, 7);
+	cr_assert_eq(ctl_req(&g, FM_MSG_SET_BUDGET, 0, NULL).done.result, 0);
+	expect_states(&g, 0, npg, 0);
+	cr_assert_eq(ctl_req(&g, FM_MSG_SET_BUDGET, 1000, NULL).done.result, 0);
+
+	pthread_create(&disp, NULL, mini_dispatch_main, &d);
+	for (unsigned i = 0; i < READERS; i++) {
+		rd[i] = (struct reader){ .g = &g, .id = i };
+		pthread_create(&th[i], NULL, reader_main, &rd[i]);
+	}
+	for (unsigned i = 0; i < READERS; i++)
+		pthread_join(th[i], NULL);
+	d.stop = true;
+	pthread_join(disp, NULL);
+
+	/* every read against the mirror (the stamps written before eviction) */
+	for (unsigned i = 0; i < READERS; i++)
+		for (unsigned k = 0; k < PER_READER; k++) {
+			uint64_t p = (uint64_t)k * READERS + i;
+
+			cr_expect_eq(rd[i].got[k], stamp_of(p, 7), "page %lu read %#lx, want %#lx",
+				     (unsigned long)p, (unsigned long)rd[i].got[k],
+				     (unsigned long)stamp_of(p, 7));
+		}
+	for (uint64_t p = 0; p < npg; p++)
+		cr_expect(holds(&g, p, 7), "page %lu came back wrong", (unsigned long)p);
+	st = stats(&g);
+	cr_expect_eq(st.fetches, npg);
+	cr_expect_eq(st.poisoned, 0);
+	cr_expect_eq(st.fault_errors, 0);
+	expect_states(&g, npg, 0, 0);
+	fprintf(stderr, "fault_batch %u: %lu faults, %lu batches, %lu batched\n", batch,
+		(unsigned long)st.faults, (unsigned long)st.fault_batches,
+		(unsigned long)st.batched_get_faults);
+	if (batch) {
+		cr_expect_gt(st.fault_batches, 0, "faults piled up, yet no batched read");
+		cr_expect_geq(st.batched_get_faults, 2 * st.fault_batches);
+		cr_expect_leq(st.batched_get_faults, st.fault_batches * (batch + 1));
+	} else {
+		cr_expect_eq(st.fault_batches, 0);
+		cr_expect_eq(st.batched_get_faults, 0);
+	}
+	rig_stop(&g);
+}
+
+Test(shard, queued_stored_faults_are_read_in_one_batch, .timeout = 60)
+{
+	readers_refault(16);
+}
+
+Test(shard, batches_of_two_still_serve_every_fault, .timeout = 60)
+{
+	readers_refault(1);
+}
+
+Test(shard, fault_batch_zero_reads_page_by_page, .timeout = 60)
+{
+	readers_refault(0);
+}
+
+/* The look-ahead never passes a discard: a fault queued behind a REMOVE
+ * of its page reads zero, not the discarded bytes. A page faulted twice in
+ * one batch is read once, the second fault a duplicate. */
+Test(shard, a_batch_never_overtakes_a_discard, .timeout = 60)
+{
+	struct fm_config cfg;
+	struct rig g;
+	struct shard_stats st;
+	struct fm_msg rm = { .type = FM_MSG_REMOVE, .range = { .region = NULL, .first = 5, .count = 1 } };
+
+	cr_assert_eq(fm_failpoints_parse("shard.fault_stall=EIO"), 0);
+	local_config(&cfg);
+	rig_start(&g, &cfg);
+	rm.range.region = &g.r;
+	cr_assert_eq(data_req(&g, FM_MSG_REGION_ADD, &g.r).done.result, 0);
+	resident_stamped(&g, 0, 8, 3);
+	cr_assert_eq(ctl_req(&g, FM_MSG_SET_BUDGET, 0, NULL).done.result, 0);
+	cr_assert_eq(ctl_req(&g, FM_MSG_SET_BUDGET, 1000, NULL).done.result, 0);
+
+	/* all queued before the shard looks (the first one stalls it) */
+	fault(&g, &g.r, 0, 0);
+	fault(&g, &g.r, 1, 0);
+	fault(&g, &g.r, 1, 0);
+	fault(&g, &g.r, 2, 0);
+	push(&g, shard_data_ring(g.sh), &rm);
+	fault(&g, &g.r, 5, 0);
+	fault(&g, &g.r, 6, 0);
+	barrier(&g);
+	for (uint64_t p = 0; p < 3; p++)
+		cr_expect(holds(&g, p, 3), "page %lu came back wrong", (unsigned long)p);
+	cr_expect(holds(&g, 5, 0), "a fault overtook the discard of its page");
+	cr_expect(holds(&g, 6, 3));
+	st = stats(&g);
+	cr_expect_eq(st.discarded, 1);
+	cr_expect_eq(st.dup_faults, 1);
+	cr_expect_eq(st.fetches, 4);
+	cr_expect_eq(st.zero_fills, 8 + 1);
+	cr_expect_geq(st.fault_batches, 1);
+	cr_expect_geq(st.batched_get_faults, 3, "pages 0, 1, 2 were queued together");
+	rig_stop(&g);
+}
+
+/* Over memcached, with one of two servers killed while faults wait: pages
+ * of the live server are served by the batch with their bytes, pages of the
+ * dead one go to the single path, which parks them while the store still
+ * retries the server (retries > 0) and poisons them once it gives up, and
+ * first touches in between are zero-filled. Nothing hangs, nothing stored
+ * comes back as a zero page. */
+static void killed_server(unsigned retries)
+{
+	struct fm_config cfg;
+	struct rig g;
+	struct shard_stats st;
+	struct mcd srv[2];
+	struct kv_store *kv;
+	int own[64];
+	uint64_t live = 0, dead = 0;
+
+	cr_assert_eq(fm_failpoints_parse("shard.fault_stall=EIO"), 0);
+	for (unsigned i = 0; i < 2; i++)
+		cr_assert_eq(mcd_start(&srv[i], 16, false), 0, "cannot start memcached (scripts/test installs it)");
+	local_config(&cfg);
+	snprintf(cfg.store_backend, sizeof(cfg.store_backend), "memcached");
+	snprintf(cfg.mc.servers, sizeof(cfg.mc.servers), "%s,%s", srv[0].addr, srv[1].addr);
+	cfg.mc.retries = retries;
+	cfg.mc.retry_delay_ms = 5;
+	cfg.mc.io_timeout_ms = 500;
+	kv = kv_open_cfg(&cfg, 0);
+	cr_assert_not_null(kv);
+	for (uint64_t p = 0; p < 64; p++)
+		own[p] = kv_memcached_server_of(kv, (struct kv_key){ 5, p }, 0);
+	kv_close(kv);
+	rig_start(&g, &cfg);
+	cr_assert_eq(data_req(&g, FM_MSG_REGION_ADD, &g.r).done.result, 0);
+	resident_stamped(&g, 0, 64, 4);
+	cr_assert_eq(ctl_req(&g, FM_MSG_SET_BUDGET, 0, NULL).done.result, 0);
+	expect_states(&g, 0, 64, 0);
+	cr_assert_eq(ctl_req(&g, FM_MSG_SET_BUDGET, 1000, NULL).done.result, 0);
+
+	mcd_kill(&srv[1], SIGKILL);
+	/* every stored page, a first touch after every fourth */
+	for (uint64_t p = 0; p < 64; p++) {
+		fault(&g, &g.r, p, 0);
+		if (p % 4 == 3)
+			fault(&g, &g.r, 600 + p, 0);
+		live += own[p] == 0;
+		dead += own[p] == 1;
+	}
+	barrier(&g);
+	cr_assert_gt(live, 0);
+	cr_assert_gt(dead, 0);
+	/* parked faults are served again every millisecond until given up */
+	for (uint64_t deadline = fm_now_ns() + 30000000000ull;;) {
+		st = stats(&g);
+		if (st.poison_faults >= dead)
+			break;
+		cr_assert_lt(fm_now_ns(), deadline, "parked faults never given up: %lu of %lu",
+			     (unsigned long)st.poison_faults, (unsigned long)dead);
+		usleep(10000);
+	}
+	for (uint64_t p = 0; p < 64; p++) {
+		if (own[p] == 0)
+			cr_expect(holds(&g, p, 4), "page %lu (live server) came back wrong", (unsigned long)p);
+		else
+			cr_expect(!in_memfd(&g, p), "page %lu (dead server) was filled", (unsigned long)p);
+	}
+	for (uint64_t p = 3; p < 64; p += 4)
+		cr_expect(holds(&g, 600 + p, 0));
+	st = stats(&g);
+	cr_expect_eq(st.fetches, live);
+	cr_expect_eq(st.poisoned, dead);
+	cr_expect_eq(st.poison_faults, dead);
+	cr_expect_eq(st.zero_fills, 64 + 16);
+	cr_expect_geq(st.fault_batches, 1);
+	cr_expect_gt(st.batched_get_faults, 0);
+	cr_expect_leq(st.batched_get_faults, live);
+	if (retries)
+		cr_expect_gt(st.parked, 0, "the store still retried: the dead pages wait parked");
+	fprintf(stderr, "killed server, retries %u: %lu live, %lu dead, %lu batches, %lu batched, "
+		"%lu parkings\n", retries, (unsigned long)live, (unsigned long)dead,
+		(unsigned long)st.fault_batches, (unsigned long)st.batched_get_faults,
+		(unsigned long)st.parked);
+	rig_stop(&g);
+	mcd_stop(&srv[0]);
+	mcd_stop(&srv[1]);
+}
+
+Test(shard, a_killed_server_fails_its_pages_and_the_batch_serves_the_rest, .timeout = 120)
+{
+	killed_server(0);
+}
+
+Test(shard, a_killed_servers_pages_park_while_the_batch_serves_the_rest, .timeout = 120)
+{
+	killed_server(3);
 }
