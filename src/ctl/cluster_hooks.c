@@ -193,17 +193,20 @@ int ctl_cluster_start(struct daemon *d)
 		d->node_id = (uint16_t)want;
 		return 0;
 	}
-	/* "auto" with regions of a previous run waiting: their store keys and
-	 * records are the recorded node's, so that node it must be. Free once
+	/* Regions of a previous run waiting: their store keys and records are
+	 * the recorded node's, so that node it must be ("auto" asks for it;
+	 * another number was refused by daemon_state_node_check). Free once
 	 * the dead daemon's session expired (or at once, when the lease names
 	 * a dead process of this host); until then, wait for it. */
-	if (want == CLUSTER_NODE_AUTO && d->state_node >= 0 && d->npending > 0) {
+	if (d->state_node >= 0 && d->npending > 0 &&
+	    (want == CLUSTER_NODE_AUTO || want == d->state_node)) {
 		again = true;
+		if (want == CLUSTER_NODE_AUTO)
+			FM_INFO("cluster: daemon.node_id = \"auto\": asking for node %d again, the "
+				"node the %u region(s) awaiting re-adoption in %s were written by",
+				d->state_node, d->npending, d->sdir.path);
 		want = d->state_node;
 		wait_ms = FM_MAX(d->cfg.cluster_session_timeout_ms, 2000u) + 2000u;
-		FM_INFO("cluster: daemon.node_id = \"auto\": asking for node %d again, the node "
-			"the %u region(s) awaiting re-adoption in %s were written by", want,
-			d->npending, d->sdir.path);
 	}
 	cl = calloc(1, sizeof(*cl));
 	if (!cl)
