@@ -271,6 +271,16 @@ int ctl_cluster_start(struct daemon *d)
 	d->node_id = cluster_node_id(c);
 	FM_INFO("cluster: this is node %u (daemon.node_id = %s%s)", d->node_id, d->cfg.node_id,
 		again ? ", the node of the regions awaiting re-adoption" : "");
+	/* The node's records dir was made by this lease: whatever it held is
+	 * gone, most likely collected (after cluster.orphan_grace_s without a
+	 * lease) with the waiting regions' stored pages. */
+	if (again && cluster_generation(c) == 1)
+		FM_WARN("cluster: node %u had no state in ZooKeeper (%s%s): it was collected as "
+			"an orphan while no daemon held it (longer than cluster.orphan_grace_s), "
+			"or ZooKeeper's data is new. The stored pages of the %u region(s) awaiting "
+			"re-adoption are likely deleted: their clients get SIGBUS on those pages, "
+			"never zeros", d->node_id, d->cfg.cluster_hosts, d->cfg.cluster_root,
+			d->npending);
 	return 0;
 }
 

@@ -740,6 +740,7 @@ Test(readopt, auto_node_takes_its_node_again, .init = setup_mc, .fini = teardown
 	cr_expect(cd_cluster_lists(&fmd, r.id, (unsigned)node), "no record after READOPT");
 	cr_expect_eq(node_file(), node);
 	cr_expect(log_has("asking for node"), "the log does not say which node it asked for");
+	cr_expect(!log_has("had no state in ZooKeeper"), "a collection was told that did not happen");
 	close(r.sock);
 	r.sock = -1;
 	for (int i = 0; i < 500 && region_files() > 0; i++)
@@ -812,6 +813,60 @@ Test(readopt, auto_node_waits_for_its_lease, .init = setup_mc, .fini = teardown,
 	bad = verify_catching_bus(r.addr, ROUNDS - 1, &bus);
 	cr_expect_eq(bad, 0, "%u page(s) differ after the restart, %u of them poisoned", bad, bus);
 	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
+	zkh_stop(&z);
+}
+
+/* The node was collected while no daemon held it (here by a leader in the
+ * test whose collect step deletes no keys, so the pages survive to be
+ * checked): the restarted daemon still takes its node, and says that the
+ * waiting regions' stored pages are likely gone. */
+Test(readopt, auto_node_collected_while_down_is_told, .init = setup_mc, .fini = teardown,
+     .timeout = 180)
+{
+	struct raw r = { .sock = -1 };
+	struct fm_reg_reply rep;
+	struct zk_sets zs;
+	struct zkh z;
+	struct cluster *c;
+	struct cluster_opts o;
+	struct cluster_stats st = { 0 };
+	const char *const *extra;
+	char root[96];
+	int64_t node;
+	int rc;
+
+	cr_assert_eq(zkh_start(&z), 0, "ZooKeeper did not start (java, package zookeeper?)");
+	extra = zk_sets(&zs, &z, "collected");
+	snprintf(root, sizeof(root), "/fmreadopt-%d-collected", (int)getpid());
+	spawn(NULL, extra);
+	node = td_stat(&fmd, "node_id");
+	raw_register(&r);
+	write_rounds(&(struct writer){ .addr = r.addr, .rounds = ROUNDS });
+	crash();
+	/* Release the dead daemon's lease at once (take it over, leave)... */
+	o = (struct cluster_opts){ .hosts = z.hosts, .root = root, .node_id = (int32_t)node,
+				   .session_timeout_ms = 20000, .orphan_grace_ms = 600000 };
+	c = cluster_create(&o);
+	cr_assert(c, "cannot take node %" PRId64 ": %s", node, strerror(errno));
+	cluster_destroy(c);
+	/* ...and let another node, the leader, collect it. */
+	o.node_id = CLUSTER_NODE_AUTO;
+	o.orphan_grace_ms = 300;
+	c = cluster_create(&o);
+	cr_assert(c, "no collector: %s", strerror(errno));
+	for (int i = 0; i < 1000 && st.collected == 0; i++) {
+		td_sleep_ms(10);
+		cluster_get_stats(c, &st);
+	}
+	cluster_destroy(c);
+	cr_assert_eq(st.collected, 1, "node %" PRId64 " was not collected", node);
+
+	spawn(NULL, extra);
+	cr_expect_eq(td_stat(&fmd, "node_id"), node);
+	cr_expect(log_has("had no state in ZooKeeper"), "the collection is not told");
+	rc = raw_readopt(&r, &rep);
+	cr_assert_eq(rc, 0, "READOPT: %d %s", rc, rep.reason);
+	cr_expect_eq(verify(r.addr, ROUNDS - 1), 0);
 	zkh_stop(&z);
 }
 
