@@ -122,6 +122,10 @@ struct cluster *cluster_create(const struct cluster_opts *o);
 void cluster_destroy(struct cluster *c);
 
 uint16_t cluster_node_id(const struct cluster *c);
+/* This lease's generation: regions/N's data version, bumped at each lease.
+ * 1 means regions/N was created by this lease: the node had no state in
+ * ZooKeeper (new, or collected as an orphan, keys and records deleted). */
+uint16_t cluster_generation(const struct cluster *c);
 enum cluster_state cluster_state(const struct cluster *c);
 const char *cluster_state_name(enum cluster_state s);
 void cluster_get_stats(const struct cluster *c, struct cluster_stats *s);

@@ -566,6 +566,11 @@ uint16_t cluster_node_id(const struct cluster *c)
 	return c->node;
 }
 
+uint16_t cluster_generation(const struct cluster *c)
+{
+	return c->gen;
+}
+
 enum cluster_state cluster_state(const struct cluster *c)
 {
 	return (enum cluster_state)atomic_load(&((struct cluster *)c)->state);

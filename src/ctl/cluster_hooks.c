@@ -179,11 +179,28 @@ int ctl_cluster_start(struct daemon *d)
 	struct cluster_opts o;
 	int32_t want = fm_config_node_id(&d->cfg);
 	struct cluster *c;
+	bool again = false;
+	uint32_t wait_ms = 0, waited = 0;
 
 	d->cl = NULL;
 	if (!d->cfg.cluster_hosts[0]) {
 		d->node_id = (uint16_t)want;
 		return 0;
+	}
+	/* Regions of a previous run waiting: their store keys and records are
+	 * the recorded node's, so that node it must be ("auto" asks for it;
+	 * another number was refused by daemon_state_node_check). Free once
+	 * the dead daemon's session expired (or at once, when the lease names
+	 * a dead process of this host); until then, wait for it. */
+	if (d->state_node >= 0 && d->npending > 0 &&
+	    (want == CLUSTER_NODE_AUTO || want == d->state_node)) {
+		again = true;
+		if (want == CLUSTER_NODE_AUTO)
+			FM_INFO("cluster: daemon.node_id = \"auto\": asking for node %d again, the "
+				"node the %u region(s) awaiting re-adoption in %s were written by",
+				d->state_node, d->npending, d->sdir.path);
+		want = d->state_node;
+		wait_ms = FM_MAX(d->cfg.cluster_session_timeout_ms, 2000u) + 2000u;
 	}
 	cl = calloc(1, sizeof(*cl));
 	if (!cl)
@@ -201,11 +218,32 @@ int ctl_cluster_start(struct daemon *d)
 		.servers_changed = servers_changed,
 		.arg = cl,
 	};
-	c = cluster_create(&o);
+	for (uint64_t t0 = fm_now_ns();; waited = (uint32_t)((fm_now_ns() - t0) / 1000000u)) {
+		errno = 0;
+		c = cluster_create(&o);
+		if (c || !again || errno != EEXIST || waited >= wait_ms)
+			break;
+		if (!waited)
+			FM_WARN("cluster: node %d is still leased, by the dead daemon's ZooKeeper "
+				"session until it expires (or by the leader collecting it): asking "
+				"again every second for up to %u ms", want, wait_ms);
+		usleep(1000000);
+	}
+	if (c && waited)
+		FM_INFO("cluster: node %d is free again after %u ms", want, waited);
 	if (!c) {
 		int err = errno ? errno : EIO;
 
-		if (err == EEXIST)
+		if (err == EEXIST && again)
+			FM_ERR("cluster: node id %d, which the %u region(s) awaiting re-adoption in %s "
+			       "were written by, is still leased in ZooKeeper (%s%s) after %u ms, by "
+			       "another live fluidmemd or the leader collecting it. Not starting as "
+			       "another node: those regions' store keys and records are node %d's. "
+			       "Stop the daemon that holds it, or remove %s/region-*.state to give "
+			       "the regions up",
+			       want, d->npending, d->sdir.path, d->cfg.cluster_hosts,
+			       d->cfg.cluster_root, waited, want, d->sdir.path);
+		else if (err == EEXIST)
 			FM_ERR("node id %s is leased in ZooKeeper (%s%s) by another live fluidmemd, "
 			       "or is being collected: give this daemon another daemon.node_id, or "
 			       "\"auto\"",
@@ -225,7 +263,18 @@ int ctl_cluster_start(struct daemon *d)
 	atomic_store(&cl->c, c);
 	d->cl = cl;
 	d->node_id = cluster_node_id(c);
-	FM_INFO("cluster: this is node %u (daemon.node_id = %s)", d->node_id, d->cfg.node_id);
+	FM_INFO("cluster: this is node %u (daemon.node_id = %s%s)", d->node_id, d->cfg.node_id,
+		again ? ", the node of the regions awaiting re-adoption" : "");
+	/* The node's records dir was made by this lease: whatever it held is
+	 * gone, most likely collected (after cluster.orphan_grace_s without a
+	 * lease) with the waiting regions' stored pages. */
+	if (again && cluster_generation(c) == 1)
+		FM_WARN("cluster: node %u had no state in ZooKeeper (%s%s): it was collected as "
+			"an orphan while no daemon held it (longer than cluster.orphan_grace_s), "
+			"or ZooKeeper's data is new. The stored pages of the %u region(s) awaiting "
+			"re-adoption are likely deleted: their clients get SIGBUS on those pages, "
+			"never zeros", d->node_id, d->cfg.cluster_hosts, d->cfg.cluster_root,
+			d->npending);
 	return 0;
 }
 

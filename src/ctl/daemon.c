@@ -170,14 +170,22 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 	sigaddset(&sigs, SIGHUP);   /* reload, never the default (which kills) */
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	/* The node id first: a refused node binds no socket. The ZooKeeper
+	/* The state directory before the node id: its regions must be served
+	 * as the node that wrote them (an "auto" id asks for that node again;
+	 * another explicit id is refused). */
+	daemon_state_open(d);
+	if ((rc = daemon_state_node_check(d)) < 0)
+		goto fail;
+	/* The node id next: a refused node binds no socket. The ZooKeeper
 	 * client's threads start here, with the mask above. Nothing may fork
 	 * from now on (their locks would deadlock a child). */
 	if ((rc = ctl_cluster_start(d)) < 0)
 		goto fail;
-	/* The state directory before the shards: the server list they open
-	 * depends on the regions waiting there (daemon_servers_choose). */
-	daemon_state_open(d);
+	daemon_state_started(d);
+	/* The server list after the cluster (with it on, the list in ZooKeeper
+	 * wins) and before the shards open the store: it depends on the regions
+	 * waiting in the state directory. */
+	daemon_servers_choose(d, (int)d->npending);
 	if ((rc = fm_doorbell_init(&d->reply_bell)) < 0)
 		goto fail;
 	d->reply_bell.sleeping = 1;   /* the control plane always wants the wake */

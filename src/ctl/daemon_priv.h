@@ -97,6 +97,7 @@ struct daemon {
 	uint64_t *pending;               /* region files of a previous run awaiting READOPT */
 	unsigned npending;
 	uint64_t readopt_deadline_ns;    /* then the pending ones are orphans; 0 = none */
+	int32_t state_node;              /* the node id sdir's regions were written by; -1 none */
 	uint32_t region_counter;         /* low 32 bits of region ids (region_id_alloc) */
 	uint64_t readopts, orphans;      /* regions re-adopted / collected as orphans */
 	bool stuck_orphan;               /* a shard never answered ORPHAN_DROP: stop collecting */
@@ -274,6 +275,14 @@ int region_id_alloc(struct daemon *d, uint64_t *id);
  * re-adoption (daemon start). Without a usable directory, re-adoption is
  * off: logged, never fatal. */
 void daemon_state_open(struct daemon *d);
+/* Before the node id is leased: -EINVAL (logged, naming both ids and the
+ * way out) when daemon.node_id is a number other than the node the pending
+ * regions were written by; they would be served as the wrong node. */
+int daemon_state_node_check(struct daemon *d);
+/* Once d->node_id is final: record it in the directory (unless regions of
+ * another node still wait, which the check and the lease rule out) and
+ * start the re-adoption grace. */
+void daemon_state_started(struct daemon *d);
 void daemon_state_close(struct daemon *d);
 /* Collect pending regions whose grace ran out (orphans). Epoll loop. */
 void daemon_state_tick(struct daemon *d, uint64_t now);

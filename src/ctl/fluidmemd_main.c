@@ -48,7 +48,8 @@ static void usage(FILE *f)
 		"  -c, --config FILE   TOML configuration (every key: configs/local.toml)\n"
 		"  -s, --set KEY=VAL   override one key, e.g. --set memory.resident_pages=1024\n"
 		"                      (applied after the file, in order; TOML value syntax)\n"
-		"      --check         validate the configuration, print it, and exit\n"
+		"      --check         validate the configuration (and the shard count of an\n"
+		"                      existing local store), print it, and exit\n"
 		"  -V, --version       print \"fluidmemd VERSION\" and exit\n"
 		"  -h, --help          this text\n"
 		"\n"
@@ -115,6 +116,13 @@ int main(int argc, char **argv)
 
 	fm_config_layout_text(&cfg, layout, sizeof(layout));
 	if (check) {
+		/* What a start would refuse (exit 2) before touching anything:
+		 * a shards.count other than the local store's. */
+		if (fm_shard_count_check(cfg.store_backend, cfg.local_path, cfg.shard_count, err,
+					 sizeof(err)) < 0) {
+			fprintf(stderr, "fluidmemd: %s: %s\n", config, err);
+			return 2;
+		}
 		printf("# %s: valid\n# layout: %s\n", config, layout);
 		fm_config_dump(&cfg, stdout);
 		return 0;

@@ -29,6 +29,7 @@ void daemon_state_open(struct daemon *d)
 	int rc, n;
 
 	d->sdir.dirfd = d->sdir.lockfd = -1;
+	d->state_node = -1;
 	d->smaps = calloc(FM_MAX_REGIONS, sizeof(*d->smaps));
 	fm_state_dir_default(d->cfg.state_dir, path, sizeof(path));
 	rc = d->smaps ? fm_state_dir_open(&d->sdir, path) : -ENOMEM;
@@ -38,15 +39,80 @@ void daemon_state_open(struct daemon *d)
 		return;
 	}
 	n = fm_state_scan(&d->sdir, note_pending, d);
-	daemon_servers_choose(d, n);
+	rc = fm_state_node_read(&d->sdir);
+	if (rc >= 0)
+		d->state_node = rc;
+	else if (rc != -ENOENT)
+		FM_WARN("%s/" FM_STATE_NODE_FILE ": %s: not a node id; ignored", path,
+			rc == -EINVAL ? "torn or foreign contents" : strerror(-rc));
+	if (d->state_node < 0 && d->npending > 0) {
+		/* A directory older than the node file: a region id's top 16
+		 * bits are the node that made it. */
+		d->state_node = (int32_t)(d->pending[0] >> 48);
+		FM_INFO("state %s: no node id recorded; node %d, from the region ids", path,
+			d->state_node);
+	}
 	if (n > 0) {
-		d->readopt_deadline_ns = fm_now_ns() + (uint64_t)d->cfg.readopt_grace_s * 1000000000ull;
-		FM_INFO("state %s (generation %u): %d region(s) of a previous run wait %u s for "
-			"their clients to re-adopt them", path, d->sdir.generation, n,
-			d->cfg.readopt_grace_s);
+		unsigned other = 0;
+
+		for (unsigned i = 0; i < d->npending; i++)
+			other += (int32_t)(d->pending[i] >> 48) != d->state_node;
+		if (other)
+			FM_WARN("state %s: %u of the waiting region(s) carry the id of another node "
+				"than %d (written before the node id was kept): their ZooKeeper "
+				"records cannot be rewritten by this node", path, other,
+				d->state_node);
+		FM_INFO("state %s (generation %u, node %d): %d region(s) of a previous run wait %u s "
+			"for their clients to re-adopt them", path, d->sdir.generation, d->state_node,
+			n, d->cfg.readopt_grace_s);
 	} else {
 		FM_INFO("state %s (generation %u)", path, d->sdir.generation);
 	}
+}
+
+int daemon_state_node_check(struct daemon *d)
+{
+	int32_t want = fm_config_node_id(&d->cfg);   /* < 0: "auto" */
+
+	if (d->state_node < 0 || d->npending == 0 || want < 0 || want == d->state_node)
+		return 0;
+	FM_ERR("daemon.node_id = %d, but the %u region(s) awaiting re-adoption in %s were written "
+	       "by node %d: their store keys and records belong to node %d, and this daemon "
+	       "would look them up as node %d. Start with daemon.node_id = %d%s to re-adopt "
+	       "them, or remove %s/region-*.state to give them up (with the cluster on, node "
+	       "%d's stored pages are then collected after cluster.orphan_grace_s)",
+	       want, d->npending, d->sdir.path, d->state_node, d->state_node, want, d->state_node,
+	       d->cfg.cluster_hosts[0] ? " (or \"auto\")" : "", d->sdir.path, d->state_node);
+	return -EINVAL;
+}
+
+void daemon_state_started(struct daemon *d)
+{
+	int rc;
+
+	if (!fm_state_dir_on(&d->sdir))
+		return;
+	if (d->npending > 0)
+		d->readopt_deadline_ns =
+			fm_now_ns() + (uint64_t)d->cfg.readopt_grace_s * 1000000000ull;
+	if (d->state_node == (int32_t)d->node_id && fm_state_node_read(&d->sdir) == d->state_node)
+		return;
+	if (d->npending > 0 && d->state_node >= 0 && d->state_node != (int32_t)d->node_id) {
+		/* Ruled out by the check and the lease; never overwrite the
+		 * id the waiting regions need. */
+		FM_ERR("state %s: serving as node %u, but %u region(s) of node %d wait: not "
+		       "recording node %u", d->sdir.path, d->node_id, d->npending, d->state_node,
+		       d->node_id);
+		return;
+	}
+	rc = fm_state_node_write(&d->sdir, d->node_id);
+	if (rc < 0) {
+		FM_WARN("state %s: cannot record node id %u: %s; a restart with daemon.node_id = "
+			"\"auto\" may lease another id and lose this run's regions", d->sdir.path,
+			d->node_id, strerror(-rc));
+		return;
+	}
+	d->state_node = d->node_id;
 }
 
 void daemon_state_close(struct daemon *d)

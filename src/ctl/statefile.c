@@ -99,8 +99,14 @@ static int replace_file(int dirfd, const char *name, const void *buf, size_t len
 	if (fd < 0)
 		return -errno;
 	rc = write_all(fd, buf, len);
+	/* The contents reach the disk before the name does, and the name
+	 * before we return: a power cut leaves the old file or the new one. */
+	if (rc == 0 && fsync(fd) < 0)
+		rc = -errno;
 	close(fd);
 	if (rc == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
+		rc = -errno;
+	if (rc == 0 && fsync(dirfd) < 0)
 		rc = -errno;
 	if (rc < 0)
 		unlinkat(dirfd, tmp, 0);
@@ -187,6 +193,45 @@ int fm_state_dir_open(struct fm_state_dir *sd, const char *path)
 fail:
 	fm_state_dir_close(sd);
 	return rc;
+}
+
+int32_t fm_state_node_read(const struct fm_state_dir *sd)
+{
+	char buf[16];
+	unsigned long v;
+	char *end;
+	ssize_t n;
+	int fd;
+
+	if (!fm_state_dir_on(sd))
+		return -ENOENT;
+	fd = openat(sd->dirfd, FM_STATE_NODE_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n < 0)
+		return -EIO;
+	buf[n] = '\0';
+	/* Exactly "<1..5 digits>\n": anything else (empty, torn, a sign,
+	 * spaces, trailing bytes, > 65535) is not an id this code wrote. */
+	if (n < 2 || n > 6 || buf[0] < '0' || buf[0] > '9' || buf[n - 1] != '\n')
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(buf, &end, 10);
+	if (errno || end != buf + n - 1 || v > 65535)
+		return -EINVAL;
+	return (int32_t)v;
+}
+
+int fm_state_node_write(struct fm_state_dir *sd, uint16_t node)
+{
+	char buf[16];
+	int n = snprintf(buf, sizeof(buf), "%u\n", (unsigned)node);
+
+	if (!fm_state_dir_on(sd))
+		return -EBADF;
+	return replace_file(sd->dirfd, FM_STATE_NODE_FILE, buf, (size_t)n, 0600);
 }
 
 void fm_state_dir_close(struct fm_state_dir *sd)

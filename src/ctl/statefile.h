@@ -4,6 +4,13 @@
  *   generation    a counter bumped (rename-atomic) at every start: region ids
  *                 never repeat across restarts
  *   lock          flock'd while a daemon uses the directory
+ *   node          the node id (daemon.node_id, or the one ZooKeeper leased)
+ *                 the region files were written with, "<decimal>\n"
+ *                 (rename-atomic, fsync'd): a restarted daemon serves them
+ *                 as that node again (ctl/state.c)
+ *   servers       memcached only: the running store server list, and the
+ *                 older lists a drain still reads (rename-atomic, fsync'd;
+ *                 fm_state_servers_*, below)
  *   region-<16 hex id>.state   one per registered region: a 4 KiB header,
  *                 then 1 bit per page, "a copy of this page is in the store"
  * Region files are mapped MAP_SHARED and written in place without fsync:
@@ -72,6 +79,15 @@ void fm_state_dir_default(const char *configured, char *out, size_t cap);
  * bump the generation. 0; -EBUSY when another daemon holds it; -errno. On
  * error sd->dirfd is -1. */
 int fm_state_dir_open(struct fm_state_dir *sd, const char *path);
+/* The node id file (FM_STATE_NODE_FILE): region ids, store keys and
+ * ZooKeeper records of the directory's regions belong to that node.
+ * read: the id 0..65535; -ENOENT (no file, or no directory); -EINVAL (not
+ * exactly one decimal id <= 65535 and a newline: torn or foreign); -errno.
+ * write: under a temporary name, fsync, rename, fsync the directory.
+ * 0 or -errno. */
+#define FM_STATE_NODE_FILE "node"
+int32_t fm_state_node_read(const struct fm_state_dir *sd);
+int fm_state_node_write(struct fm_state_dir *sd, uint16_t node);
 void fm_state_dir_close(struct fm_state_dir *sd);
 static inline bool fm_state_dir_on(const struct fm_state_dir *sd)
 {

@@ -3,7 +3,8 @@
 # written with is refused (exit 2, naming both counts), its store and state
 # files untouched; restarted with the same count it re-adopts the live
 # client's region and loses nothing (docs/design.md section 12, "Stripe
-# ownership survives the restart").
+# ownership survives the restart"). `fluidmemd --check` refuses the changed
+# count the same way.
 BUILD="$1" SRC="$2"
 source "$SRC/tests/blackbox/lib.bash"
 
@@ -73,7 +74,24 @@ for n in 1 3; do
 		"$RUN/refused.log"
 	check "shards.count=$n: says to set shards.count = 2" grep -qF "Set shards.count = 2" "$RUN/refused.log"
 	check "shards.count=$n: store and state files untouched" test "$(snapshot)" = "$before"
+	# --check says the same, before a start is tried.
+	rc=0
+	"$BIN/fluidmemd" --config "$SRC/configs/local.toml" --check \
+		--set "store.local.path=\"$RUN/store\"" --set "shards.count=$n" --set "shards.cpus=[]" \
+		>"$RUN/fmcheck.out" 2>"$RUN/fmcheck.err" || rc=$?
+	check "--check with shards.count=$n: exit 2 (got $rc)" test $rc -eq 2
+	check "--check with shards.count=$n: names both counts and the fix" \
+		grep -qF "shards.count is $n but the local store under $RUN/store was written with 2 shards" \
+		"$RUN/fmcheck.err"
+	check "--check with shards.count=$n: not called valid" test ! -s "$RUN/fmcheck.out"
+	check "--check with shards.count=$n: store and state files untouched" test "$(snapshot)" = "$before"
 done
+rc=0
+"$BIN/fluidmemd" --config "$SRC/configs/local.toml" --check \
+	--set "store.local.path=\"$RUN/store\"" --set "shards.count=2" --set "shards.cpus=[]" \
+	>"$RUN/fmcheck.out" 2>"$RUN/fmcheck.err" || rc=$?
+check "--check with the store's shards.count=2: exit 0 (got $rc)" test $rc -eq 0
+check "--check with the store's shards.count=2: valid" grep -qF ": valid" "$RUN/fmcheck.out"
 
 run_fmd 2 || { tail -30 "$RUN/fluidmemd.log" >&2; exit 1; }
 rc=0
