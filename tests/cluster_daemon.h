@@ -181,6 +181,50 @@ static inline uint64_t cd_check(struct fm_region *r, uint64_t pages, uint64_t sa
 	return bad;
 }
 
+/* The daemon's ZooKeeper session state as `stats` shows it ("?" if none). */
+static inline const char *cd_cluster_state(const struct td *t, char *out, size_t len)
+{
+	char *rep = td_ctl(t, "v1 stats"), *p;
+
+	snprintf(out, len, "?");
+	if (rep && (p = strstr(rep, "\"cluster_state\":\"")))
+		snprintf(out, len, "%.*s", (int)strcspn(p + 17, "\""), p + 17);
+	free(rep);
+	return out;
+}
+
+/* A verifying fault-storm against t in the background: 2 threads, 4096
+ * pages (4x the tests' 1024-page budget), random, half writes. */
+static inline FILE *cd_storm_start(const struct td *t, unsigned passes)
+{
+	char cmd[512];
+
+	snprintf(cmd, sizeof(cmd),
+		 FM_BUILD_DIR "/bin/fault-storm --socket %s --control %s --pages 4096 --threads 2 "
+			      "--passes %u --pattern random --write-ratio 0.5 --verify --quiet --json",
+		 t->reg, t->ctl, passes);
+	return popen(cmd, "r");
+}
+
+/* Waits for a command started with popen, its output in out; its exit
+ * status. */
+static inline int cd_pclose_read(FILE *f, char *out, size_t len)
+{
+	size_t got = fread(out, 1, len - 1, f);
+
+	out[got] = '\0';
+	return pclose(f);
+}
+
+/* Waits for cd_storm_start's storm: it must exit 0 with no verify error. */
+static inline void cd_storm_finish(FILE *storm, char *out, size_t len)
+{
+	int status = cd_pclose_read(storm, out, len);
+
+	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "fault-storm failed: %s", out);
+	cr_expect(strstr(out, "\"verify_errors\":0"), "%s", out);
+}
+
 /* memcached's "STAT <name> N" of server m, or -1. */
 static inline long cd_mc_stat(const struct mcd *m, const char *name)
 {

@@ -173,20 +173,14 @@ Test(cluster_daemon, server_added_mid_storm, .timeout = 120)
 	struct mcd a, b;
 	struct td n1;
 	struct cd_sets s1;
-	char root[96], cmd[512], out[8192] = { 0 }, *rep;
+	char root[96], out[8192] = { 0 }, *rep;
 	FILE *storm;
-	size_t got;
-	int status;
 
 	root_for(root, sizeof(root), "addserver");
 	cr_assert_eq(mcd_start(&a, 128, false), 0);
 	cr_assert_eq(mcd_start(&b, 128, false), 0);
 	cr_assert_eq(td_start(&n1, cd_node_sets(&s1, zk_hosts(), root, &a, "1", extra)), 0);
-	snprintf(cmd, sizeof(cmd),
-		 FM_BUILD_DIR "/bin/fault-storm --socket %s --control %s --pages 4096 --threads 2 "
-			      "--passes 10 --pattern random --write-ratio 0.5 --verify --quiet --json",
-		 n1.reg, n1.ctl);
-	storm = popen(cmd, "r");
+	storm = cd_storm_start(&n1, 10);
 	cr_assert_not_null(storm);
 	/* Half-way into the first pass: many pages already live on a. */
 	for (int i = 0; i < 3000 && td_stat(&n1, "evictions") < 4096; i++)
@@ -205,11 +199,7 @@ Test(cluster_daemon, server_added_mid_storm, .timeout = 120)
 	free(rep);
 	cr_expect_eq(td_stat(&n1, "regions"), 1, "the storm ended before the switch");
 
-	got = fread(out, 1, sizeof(out) - 1, storm);
-	out[got] = '\0';
-	status = pclose(storm);
-	cr_expect_eq(WEXITSTATUS(status), 0, "fault-storm failed: %s", out);
-	cr_expect(strstr(out, "\"verify_errors\":0"), "%s", out);
+	cd_storm_finish(storm, out, sizeof(out));
 	cr_expect_eq(td_stat(&n1, "poisoned"), 0);
 	cr_expect_eq(td_stat(&n1, "cluster_server_change_errors"), 0);
 	/* The region is gone and its pages with it: b's counter of stores

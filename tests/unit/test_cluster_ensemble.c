@@ -114,17 +114,6 @@ static int zk_read(const char *hosts, const char *path, char *buf, int len)
 	return rc;
 }
 
-static const char *cluster_state_of(const struct td *t, char *out, size_t len)
-{
-	char *rep = td_ctl(t, "v1 stats"), *p;
-
-	snprintf(out, len, "?");
-	if (rep && (p = strstr(rep, "\"cluster_state\":\"")))
-		snprintf(out, len, "%.*s", (int)strcspn(p + 17, "\""), p + 17);
-	free(rep);
-	return out;
-}
-
 /* fluidmemd on the ensemble, a verifying 2-thread storm over 4x its budget,
  * the ZooKeeper leader killed -9 in the middle: the storm sees no error, the
  * daemon's session comes back through a survivor with its lease still held,
@@ -139,22 +128,17 @@ Test(cluster_ensemble, leader_killed_under_daemon_storm, .timeout = 180)
 	struct cd_sets s1;
 	struct fm_client *c;
 	struct fm_region *r;
-	char cmd[512], out[8192] = { 0 }, lease[256], state[32], host[128], boot[64];
+	char out[8192] = { 0 }, lease[256], state[32], host[128], boot[64];
 	FILE *storm;
 	uint64_t t_kill, t_back = 0, id;
-	int leader, pid = 0, status;
-	size_t got;
+	int leader, pid = 0;
 
 	cr_assert_eq(zke_start(&e), 0, "the ensemble did not form (see /tmp/fmzk.*/zk.log)");
 	cr_assert_eq(mcd_start(&m, 128, false), 0);
 	cr_assert_eq(td_start(&n1, cd_node_sets(&s1, e.hosts, "/fmtest/ensemble", &m, "1", extra)),
 		     0);
 	cr_assert_eq(td_stat(&n1, "cluster_disconnects"), 0);
-	snprintf(cmd, sizeof(cmd),
-		 FM_BUILD_DIR "/bin/fault-storm --socket %s --control %s --pages 4096 --threads 2 "
-			      "--passes 12 --pattern random --write-ratio 0.5 --verify --quiet --json",
-		 n1.reg, n1.ctl);
-	storm = popen(cmd, "r");
+	storm = cd_storm_start(&n1, 12);
 	cr_assert_not_null(storm);
 	/* Half-way into the first pass: pages live in memcached already. */
 	for (int i = 0; i < 3000 && td_stat(&n1, "evictions") < 2048; i++)
@@ -171,7 +155,7 @@ Test(cluster_ensemble, leader_killed_under_daemon_storm, .timeout = 180)
 	cr_expect_geq(td_stat(&n1, "cluster_disconnects"), 1,
 		      "the daemon's connection outlived the leader");
 	for (uint64_t end = cd_ms() + 60000; cd_ms() < end; td_sleep_ms(50))
-		if (!strcmp(cluster_state_of(&n1, state, sizeof(state)), "connected")) {
+		if (!strcmp(cd_cluster_state(&n1, state, sizeof(state)), "connected")) {
 			t_back = cd_ms();
 			break;
 		}
@@ -197,17 +181,13 @@ Test(cluster_ensemble, leader_killed_under_daemon_storm, .timeout = 180)
 	cr_expect(cd_cluster_lists(&n1, id, 1), "the record of a region made after the leader "
 						"change is not listed");
 
-	got = fread(out, 1, sizeof(out) - 1, storm);
-	out[got] = '\0';
-	status = pclose(storm);
-	cr_expect_eq(WEXITSTATUS(status), 0, "fault-storm failed: %s", out);
-	cr_expect(strstr(out, "\"verify_errors\":0"), "%s", out);
+	cd_storm_finish(storm, out, sizeof(out));
 	fprintf(stderr, "leader_killed_under_daemon_storm: storm %s\n", out);
 	cr_expect_eq(cd_check(r, 256, 7), 0);
 	cr_expect_eq(td_stat(&n1, "poisoned"), 0);
 	cr_expect_eq(td_stat(&n1, "cluster_records_failed"), 0);
 	cr_expect_eq(td_stat(&n1, "cluster_write_errors"), 0);
-	cluster_state_of(&n1, state, sizeof(state));
+	cd_cluster_state(&n1, state, sizeof(state));
 	cr_expect_str_eq(state, "connected");
 	fm_region_destroy(r);
 	fm_disconnect(c);

@@ -14,11 +14,9 @@
 
 static bool cluster_connected(const struct td *t)
 {
-	char *rep = td_ctl(t, "v1 stats");
-	bool yes = rep && strstr(rep, "\"cluster_state\":\"connected\"");
+	char state[32];
 
-	free(rep);
-	return yes;
+	return !strcmp(cd_cluster_state(t, state, sizeof(state)), "connected");
 }
 
 Test(cluster_zkdown, storm_and_registration_while_zookeeper_is_down, .timeout = 150)
@@ -33,22 +31,16 @@ Test(cluster_zkdown, storm_and_registration_while_zookeeper_is_down, .timeout = 
 	struct cd_sets s1;
 	struct fm_client *c;
 	struct fm_region *r;
-	char cmd[512], out[8192] = { 0 };
+	char out[8192] = { 0 };
 	FILE *storm;
 	uint64_t t0, reg_ms, id;
-	size_t got;
-	int status;
 
 	cr_assert_eq(zkh_start(&z), 0, "ZooKeeper did not start (java, package zookeeper?)");
 	cr_assert_eq(mcd_start(&m, 128, false), 0);
 	cr_assert_eq(td_start(&n1, cd_node_sets(&s1, z.hosts, "/fmtest/zkdown", &m, "1", extra)),
 		     0);
 	/* Working set 4x the budget, 2 threads, every read verified. */
-	snprintf(cmd, sizeof(cmd),
-		 FM_BUILD_DIR "/bin/fault-storm --socket %s --control %s --pages 4096 --threads 2 "
-			      "--passes 12 --pattern random --write-ratio 0.5 --verify --quiet --json",
-		 n1.reg, n1.ctl);
-	storm = popen(cmd, "r");
+	storm = cd_storm_start(&n1, 12);
 	cr_assert_not_null(storm);
 	for (int i = 0; i < 1000 && td_stat(&n1, "regions") < 1; i++)
 		td_sleep_ms(10);
@@ -74,11 +66,7 @@ Test(cluster_zkdown, storm_and_registration_while_zookeeper_is_down, .timeout = 
 	cr_expect(cd_cluster_lists(&n1, id, 1), "the record made while ZooKeeper was down never "
 						"appeared");
 
-	got = fread(out, 1, sizeof(out) - 1, storm);
-	out[got] = '\0';
-	status = pclose(storm);
-	cr_expect_eq(WEXITSTATUS(status), 0, "fault-storm failed: %s", out);
-	cr_expect(strstr(out, "\"verify_errors\":0"), "%s", out);
+	cd_storm_finish(storm, out, sizeof(out));
 	cr_expect_eq(cd_check(r, 256, 5), 0);
 	/* The storm's region is gone: its record too, once the queue drains. */
 	for (uint64_t end = cd_ms() + 20000; cd_ms() < end && td_stat(&n1, "cluster_queue_len");)

@@ -33,7 +33,6 @@ Test(drain, server_drained_mid_storm, .timeout = 180)
 	char servers[512], cmd[512], out[8192] = { 0 }, st[32], *rep;
 	const char *sets[6];
 	FILE *storm;
-	size_t got;
 	int status;
 	long items;
 
@@ -54,11 +53,7 @@ Test(drain, server_drained_mid_storm, .timeout = 180)
 		  rep);
 	free(rep);
 
-	snprintf(cmd, sizeof(cmd),
-		 FM_BUILD_DIR "/bin/fault-storm --socket %s --control %s --pages 4096 --threads 2 "
-			      "--passes 8 --pattern random --write-ratio 0.5 --verify --quiet --json",
-		 t.reg, t.ctl);
-	storm = popen(cmd, "r");
+	storm = cd_storm_start(&t, 8);
 	cr_assert_not_null(storm);
 	/* Into the first pass: b holds some thousand pages. */
 	for (int i = 0; i < 3000 && td_stat(&t, "evictions") < 4096; i++)
@@ -91,11 +86,7 @@ Test(drain, server_drained_mid_storm, .timeout = 180)
 	mcd_stop(&b);
 	cr_expect_eq(td_stat(&t, "regions"), 1, "the storm ended before the drain did");
 
-	got = fread(out, 1, sizeof(out) - 1, storm);
-	out[got] = '\0';
-	status = pclose(storm);
-	cr_expect_eq(WEXITSTATUS(status), 0, "fault-storm failed: %s", out);
-	cr_expect(strstr(out, "\"verify_errors\":0"), "%s", out);
+	cd_storm_finish(storm, out, sizeof(out));
 	cr_expect_eq(td_stat(&t, "poisoned"), 0);
 	cr_expect_eq(td_stat(&t, "drains"), 1);
 	cr_expect_eq(td_stat(&t, "drains_failed"), 0);
@@ -108,9 +99,7 @@ Test(drain, server_drained_mid_storm, .timeout = 180)
 		 t.ctl, c.addr);
 	storm = popen(cmd, "r");
 	cr_assert_not_null(storm);
-	got = fread(out, 1, sizeof(out) - 1, storm);
-	out[got] = '\0';
-	status = pclose(storm);
+	status = cd_pclose_read(storm, out, sizeof(out));
 	cr_expect_eq(WEXITSTATUS(status), 0, "%s", out);
 	cr_expect(strstr(out, "servers drain: ended in") && strstr(out, "\"state\":\"done\""), "%s",
 		  out);
