@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/base.h"
 #include "base/log.h"
@@ -21,6 +22,9 @@ static const char *const fp_names[FM_FP_NR] = {
 	[FM_FP_EVICT_AFTER_UNPROTECT] = "evict.after_unprotect",
 	[FM_FP_READOPT_REBUILD] = "readopt.rebuild",
 	[FM_FP_SHARD_DETACH_STALL] = "shard.detach_stall",
+	[FM_FP_DISPATCH_REMOVE_READ] = "dispatch.remove_read",
+	[FM_FP_PREFETCH_BEFORE_INSTALL] = "prefetch.before_install",
+	[FM_FP_FAULT_BEFORE_INSTALL] = "fault.before_install",
 };
 #define FP_KILL 0x10000   /* fp_errno: raise SIGKILL (above every errno) */
 static int fp_errno[FM_FP_NR];
@@ -114,4 +118,15 @@ int fm_failpoint_errno(enum fm_failpoint_id fp)
 		raise(SIGKILL);
 	}
 	return -fp_errno[fp];
+}
+
+void fm_failpoint_sleep(enum fm_failpoint_id fp)
+{
+	int e = fm_failpoint_errno(fp);
+
+	if (e < 0) {
+		struct timespec ts = { -e / 1000, (long)(-e % 1000) * 1000000L };
+
+		nanosleep(&ts, NULL);
+	}
 }

@@ -389,13 +389,23 @@ FM_API int fm_region_discard(struct fm_region *r, size_t offset, size_t len)
 		return -EINVAL;
 	if (len == 0)
 		return 0;
-	/* Punch first: the pages are gone before anyone can write them again.
-	 * MADV_DONTNEED then zaps our page tables and raises the REMOVE event
-	 * that tells fluidmemd to drop its state and stored copies. */
+	/* Punch first: the pages are gone before anyone can write them again,
+	 * and fluidmemd, handling the REMOVE that MADV_DONTNEED then raises,
+	 * finds them gone and drops their state and stored copies. Punch once
+	 * more after it: until the REMOVE is pending nothing stops fluidmemd
+	 * from installing a stored page (a prefetch, a fault of another
+	 * thread) into the hole just punched, and MADV_DONTNEED of a shared
+	 * mapping only zaps page tables, so that page's old data would stay in
+	 * the memfd and be read back. Once the REMOVE has been read (madvise
+	 * returned), fluidmemd installs no stored page of ours until it has
+	 * handled it (docs/design.md, "Prefetch", Discards). */
 	if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
 		      (off_t)len) < 0)
 		return -errno;
 	if (madvise((char *)r->addr + offset, len, MADV_DONTNEED) < 0)
+		return -errno;
+	if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
+		      (off_t)len) < 0)
 		return -errno;
 	return 0;
 }

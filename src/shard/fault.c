@@ -179,13 +179,19 @@ static uint64_t *serve_fault(struct shard *s, struct shard_region *sr, uint64_t 
 		rc = fetch(s, sr, page, may_park);
 		if (rc == -EAGAIN && may_park)
 			return &s->st.parked;
+		fm_failpoint_delay(FM_FP_FAULT_BEFORE_INSTALL);
+		if (shard_discard_pending(s))
+			goto discarding;
 		if (rc < 0) {
 			rc = poison(s, sr, id, page, rc);
 			if (rc < 0 && rc != -EEXIST)
 				goto fail;
 			return &s->st.poison_faults;
 		}
-		rc = uffd_copy(r->uffd, addr, s->bounce, FM_PAGE_SIZE, &s->st.eagain_retries);
+		rc = uffd_copy_unless_discard(r->uffd, &s->discards_routed, s->discards_handled, addr,
+					      s->bounce, FM_PAGE_SIZE, &s->st.eagain_retries);
+		if (rc == -ECANCELED)
+			goto discarding;
 		if (rc == -EEXIST)
 			rc = uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
 		if (rc < 0)
@@ -210,6 +216,19 @@ static uint64_t *serve_fault(struct shard *s, struct shard_region *sr, uint64_t 
 fail:
 	shard_note_ioctl_error(s, sr, "serving a fault", rc, page);
 	return &s->st.fault_errors;
+discarding:
+	/* The dispatcher read a discard for us that we have not handled: the
+	 * client may have dropped this page since we fetched it, and the
+	 * fetched data (or a poison) installed now would outlive the discard.
+	 * Install nothing and wake the thread: its access faults again, and
+	 * that fault is read after the discard, so it reaches us behind it and
+	 * is served from the state the discard leaves (docs/design.md,
+	 * "Prefetch", Discards). */
+	s->st.discard_waits++;
+	rc = uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
+	if (rc < 0)
+		goto fail;
+	return &s->st.dup_faults;
 }
 
 /* Parked faults: their page's store server is down or did not answer, and
@@ -314,8 +333,12 @@ void shard_handle_range(struct shard *s, const struct fm_msg *m)
 	uint64_t first = m->range.first, end = m->range.first + m->range.count;
 	bool unmap = m->type == FM_MSG_UNMAP;
 
-	if (!sr || sr->r != r)
+	/* Counted when done, whatever it was for: installs of stored data
+	 * wait for this (shard_discard_pending). */
+	if (!sr || sr->r != r) {
+		s->discards_handled++;
 		return;
+	}
 	if (end > r->npages)
 		end = r->npages;
 	for (uint64_t page = first; page < end; page++) {
@@ -353,6 +376,12 @@ void shard_handle_range(struct shard *s, const struct fm_msg *m)
 		shard_set_state(s, sr, id, PS_NONE);
 		s->st.discarded++;
 	}
+	s->discards_handled++;
+}
+
+uint64_t *shard_discards_routed(struct shard *s)
+{
+	return &s->discards_routed;
 }
 
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/base.h"
+#include "base/failpoint.h"
 #include "base/log.h"
 #include "kv/kv.h"
 #include "shard/page_hash.h"
@@ -278,11 +279,6 @@ static void installed(struct shard *s, struct shard_region *sr, uint32_t id, uin
 		s->st.store_errors++;
 }
 
-static bool discards_region(const struct fm_msg *m, const void *r)
-{
-	return (m->type == FM_MSG_REMOVE || m->type == FM_MSG_UNMAP) && m->range.region == r;
-}
-
 void prefetch_after_fault(struct shard *s, struct shard_region *sr, uint64_t page)
 {
 	struct pf_buffers *b = s->pf;
@@ -339,14 +335,20 @@ void prefetch_after_fault(struct shard *s, struct shard_region *sr, uint64_t pag
 	}
 	if (n > 0) {
 		kv_mget(s->kv, b->keys, b->ptrs, b->res, n);
-		/* A discard of this region waiting behind us may cover these
-		 * pages: installing them first would resurrect their data. */
-		if (fm_ring_pending_any(&s->data, discards_region, r))
-			n = 0;
+		fm_failpoint_delay(FM_FP_PREFETCH_BEFORE_INSTALL);
 		for (uint32_t i = 0; i < n; i++) {
 			uint64_t want;
 			int rc;
 
+			/* A discard the dispatcher read for us (in our ring,
+			 * parked, or just read) may cover these pages: one
+			 * installed before we handled it would bring back the
+			 * data the client dropped. Checked before each install:
+			 * the client may discard at any moment. */
+			if (shard_discard_pending(s)) {
+				s->st.discard_waits++;
+				break;
+			}
 			/* A failed or doubtful copy is left to the demand
 			 * fault, which retries replicas or poisons: a prefetch
 			 * never decides a page is lost. */

@@ -108,3 +108,161 @@ Test(prefetch_daemon, strided_writers_race_eviction_and_prefetch, .timeout = 240
 {
 	scan_storm(4, "strided");
 }
+
+/* ---- discards racing installs of stored data ----
+ *
+ * The client discards pages (fm_region_discard) whose stored copies the
+ * daemon is about to install: after the discard they must read all zero,
+ * never their old data. Delay failpoints (base/failpoint.h) hold each side
+ * at the racy step, so the race is met every run: the install waits
+ * INSTALL_MS after its store read, the client discards SETTLE_MS into that
+ * wait, and the dispatcher waits ROUTE_MS after reading the REMOVE (the
+ * client's madvise has returned by then) before it routes it: the install
+ * comes while the discard is read but not handled. */
+#define RACE_PAGES 128u
+#define INSTALL_MS "1000"
+#define ROUTE_MS "2000"
+#define SETTLE_MS 300       /* well inside INSTALL_MS, even under ASan */
+
+/* A daemon with the failpoints set, and a region whose pages hold stamps
+ * (version 1) and are all evicted to the store. */
+static struct fm_region *stored_region(const char *failpoints, struct fm_client **c)
+{
+	const char *sets[] = { "memory.resident_pages=4096", "memory.prefetch_pages=32", NULL };
+	struct fm_region *r;
+	uint8_t *base;
+	int64_t resident = -1;
+
+	setenv("FLUIDMEM_FAILPOINTS", failpoints, 1);
+	td_must_start(&fmd, sets);
+	unsetenv("FLUIDMEM_FAILPOINTS");
+	r = td_region(&fmd, c, RACE_PAGES, "discard-race");
+	base = fm_region_addr(r);
+	for (uint64_t p = 0; p < RACE_PAGES; p++)
+		stamp(base + p * MIRROR_PAGE, p, 1);
+	for (int i = 0; i < 50 && resident != 0; i++) {
+		free(td_ctl(&fmd, "v1 evict 4096"));
+		resident = td_stat(&fmd, "resident");
+	}
+	cr_assert_eq(resident, 0, "%ld pages still resident: cannot evict them all", (long)resident);
+	return r;
+}
+
+/* Pages [first, end) must read zero (discarded) or their stamp (kept). */
+static uint64_t check_pages(const uint8_t *base, uint64_t first, uint64_t end, uint32_t version,
+			    const char *what)
+{
+	uint64_t bad = 0;
+
+	for (uint64_t p = first; p < end; p++) {
+		if (check(base + p * MIRROR_PAGE, p, version))
+			continue;
+		if (bad++ < 5)
+			fprintf(stderr, "%s: page %lu does not read %s (word 0 = %lu, word 1 = %lu)\n",
+				what, (unsigned long)p, version ? "its stamp" : "zero",
+				(unsigned long)((const uint64_t *)(base + p * MIRROR_PAGE))[0],
+				(unsigned long)((const uint64_t *)(base + p * MIRROR_PAGE))[1]);
+	}
+	return bad;
+}
+
+struct streamer {
+	const uint8_t *base;
+	uint64_t end;
+};
+
+static void *stream_main(void *arg)
+{
+	const struct streamer *st = arg;
+	volatile uint64_t sink = 0;
+
+	for (uint64_t p = 0; p < st->end; p++)
+		sink += ((const volatile uint64_t *)(st->base + p * MIRROR_PAGE))[0];
+	(void)sink;
+	return NULL;
+}
+
+/* A thread streams through stored pages; their prefetch, whichever window
+ * comes first (at the stream's first fault when the stamping writes left a
+ * trend, else at its third), waits to install when the client discards the
+ * pages ahead of the stream. */
+Test(prefetch_daemon, discard_while_prefetching_reads_zero, .timeout = 120)
+{
+	const uint64_t first = 1, end = RACE_PAGES / 2;
+	struct fm_client *c;
+	struct fm_region *r = stored_region("prefetch.before_install=" INSTALL_MS
+					    ",dispatch.remove_read=" ROUTE_MS, &c);
+	uint8_t *base = fm_region_addr(r);
+	struct streamer st = { base, end };
+	pthread_t th;
+	uint64_t bad;
+
+	cr_assert_eq(pthread_create(&th, NULL, stream_main, &st), 0);
+	td_sleep_ms(SETTLE_MS);   /* the first window waits in its failpoint */
+	cr_assert_eq(fm_region_discard(r, first * MIRROR_PAGE, (end - first) * MIRROR_PAGE), 0);
+	bad = check_pages(base, first, end, 0, "discarded");
+	pthread_join(th, NULL);
+	bad += check_pages(base, first, end, 0, "discarded, after the stream");
+	bad += check_pages(base, 0, first, 1, "before");
+	bad += check_pages(base, end, RACE_PAGES, 1, "after");
+	int64_t pf = td_stat(&fmd, "prefetched"), waits = td_stat(&fmd, "discard_waits");
+
+	fprintf(stderr, "discard during prefetch: %lu bad pages, prefetched %ld, discard_waits %ld\n",
+		(unsigned long)bad, (long)pf, (long)waits);
+	cr_expect_eq(bad, 0, "%lu pages read wrong after the discard", (unsigned long)bad);
+	cr_expect_gt(pf, 0, "nothing prefetched: the stream was not seen");
+	cr_expect_gt(waits, 0, "no install met the discard: the race was not provoked");
+	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
+	cr_expect_eq(td_stat(&fmd, "fault_errors"), 0);
+	fm_region_destroy(r);
+	fm_disconnect(c);
+	td_expect_stop(&fmd);
+}
+
+struct toucher {
+	const volatile uint64_t *word;
+	uint64_t seen;
+};
+
+static void *touch_main(void *arg)
+{
+	struct toucher *t = arg;
+
+	t->seen = *t->word;
+	return NULL;
+}
+
+/* A demand fault fetched its stored page and waits to install it when
+ * another thread discards the page. */
+Test(prefetch_daemon, discard_while_fault_fetches_reads_zero, .timeout = 120)
+{
+	const uint64_t page = 40;
+	struct fm_client *c;
+	struct fm_region *r = stored_region("fault.before_install=" INSTALL_MS
+					    ",dispatch.remove_read=" ROUTE_MS, &c);
+	uint8_t *base = fm_region_addr(r);
+	struct toucher t = { (const volatile uint64_t *)(base + page * MIRROR_PAGE), 0 };
+	pthread_t th;
+	uint64_t bad;
+
+	cr_assert_eq(pthread_create(&th, NULL, touch_main, &t), 0);
+	td_sleep_ms(SETTLE_MS);   /* its fault is read and fetched; the install waits */
+	cr_assert_eq(fm_region_discard(r, page * MIRROR_PAGE, MIRROR_PAGE), 0);
+	bad = check_pages(base, page, page + 1, 0, "discarded");
+	pthread_join(th, NULL);
+	/* the toucher ran concurrently with the discard: either is right */
+	cr_expect(t.seen == 0 || t.seen == page, "the toucher read %lu", (unsigned long)t.seen);
+	bad += check_pages(base, page, page + 1, 0, "discarded, after the toucher");
+	bad += check_pages(base, page + 1, page + 3, 1, "after");
+	int64_t waits = td_stat(&fmd, "discard_waits");
+
+	fprintf(stderr, "discard during a fault's fetch: %lu bad pages, discard_waits %ld\n",
+		(unsigned long)bad, (long)waits);
+	cr_expect_eq(bad, 0, "%lu pages read wrong after the discard", (unsigned long)bad);
+	cr_expect_gt(waits, 0, "no install met the discard: the race was not provoked");
+	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
+	cr_expect_eq(td_stat(&fmd, "fault_errors"), 0);
+	fm_region_destroy(r);
+	fm_disconnect(c);
+	td_expect_stop(&fmd);
+}
