@@ -219,6 +219,45 @@ Test(prefetch_daemon, discard_while_prefetching_reads_zero, .timeout = 120)
 	td_expect_stop(&fmd);
 }
 
+/* The same stream, but the prefetch installs while the client's discard
+ * has punched the memfd and not yet called madvise: no event is pending, so
+ * nothing stops the install, and only fm_region_discard's second punch
+ * (after the madvise) keeps the old data from surviving the discard. */
+Test(prefetch_daemon, discard_between_punch_and_madvise_reads_zero, .timeout = 120)
+{
+	const uint64_t first = 1, end = RACE_PAGES / 2;
+	struct fm_client *c;
+	struct fm_region *r = stored_region("prefetch.before_install=" INSTALL_MS, &c);
+	uint8_t *base = fm_region_addr(r);
+	struct streamer st = { base, end };
+	pthread_t th;
+	uint64_t bad;
+	int rc;
+
+	cr_assert_eq(pthread_create(&th, NULL, stream_main, &st), 0);
+	td_sleep_ms(SETTLE_MS);   /* the first window waits in its failpoint */
+	setenv("FLUIDMEM_TEST_DISCARD_PAUSE_MS", ROUTE_MS, 1);   /* past its install */
+	rc = fm_region_discard(r, first * MIRROR_PAGE, (end - first) * MIRROR_PAGE);
+	unsetenv("FLUIDMEM_TEST_DISCARD_PAUSE_MS");
+	cr_assert_eq(rc, 0);
+	bad = check_pages(base, first, end, 0, "discarded");
+	pthread_join(th, NULL);
+	bad += check_pages(base, first, end, 0, "discarded, after the stream");
+	bad += check_pages(base, 0, first, 1, "before");
+	bad += check_pages(base, end, RACE_PAGES, 1, "after");
+	int64_t pf = td_stat(&fmd, "prefetched");
+
+	fprintf(stderr, "discard between punch and madvise: %lu bad pages, prefetched %ld\n",
+		(unsigned long)bad, (long)pf);
+	cr_expect_eq(bad, 0, "%lu pages read wrong after the discard", (unsigned long)bad);
+	cr_expect_gt(pf, 0, "nothing prefetched: the stream was not seen");
+	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
+	cr_expect_eq(td_stat(&fmd, "fault_errors"), 0);
+	fm_region_destroy(r);
+	fm_disconnect(c);
+	td_expect_stop(&fmd);
+}
+
 struct toucher {
 	const volatile uint64_t *word;
 	uint64_t seen;
