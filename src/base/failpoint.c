@@ -92,9 +92,14 @@ int fm_failpoints_parse(const char *spec)
 		fp_at[id] = n;
 		fp_hits[id] = 0;
 		fm_failpoints_armed = true;
-		FM_WARN("failpoint %s armed: it %s%s on %s hit %llu (testing only)", fp_names[id],
-			e == FP_KILL ? "kills the daemon" : "fails with ",
-			e == FP_KILL ? "" : strerror(e), n ? "" : "every", (unsigned long long)n);
+		if (id == FM_FP_DISPATCH_REMOVE_READ || id == FM_FP_PREFETCH_BEFORE_INSTALL ||
+		    id == FM_FP_FAULT_BEFORE_INSTALL)
+			FM_WARN("failpoint %s armed: it sleeps %d ms on %s hit %llu (testing only)",
+				fp_names[id], e, n ? "" : "every", (unsigned long long)n);
+		else
+			FM_WARN("failpoint %s armed: it %s%s on %s hit %llu (testing only)", fp_names[id],
+				e == FP_KILL ? "kills the daemon" : "fails with ",
+				e == FP_KILL ? "" : strerror(e), n ? "" : "every", (unsigned long long)n);
 		p = comma ? comma + 1 : NULL;
 	}
 	return 0;

@@ -180,9 +180,9 @@ static uint64_t *serve_fault(struct shard *s, struct shard_region *sr, uint64_t 
 		if (rc == -EAGAIN && may_park)
 			return &s->st.parked;
 		fm_failpoint_delay(FM_FP_FAULT_BEFORE_INSTALL);
-		if (shard_discard_pending(s))
-			goto discarding;
 		if (rc < 0) {
+			if (shard_discard_pending(s))
+				goto discarding;   /* no SIGBUS for a page just dropped */
 			rc = poison(s, sr, id, page, rc);
 			if (rc < 0 && rc != -EEXIST)
 				goto fail;
