@@ -305,3 +305,105 @@ Test(prefetch_daemon, discard_while_fault_fetches_reads_zero, .timeout = 120)
 	fm_disconnect(c);
 	td_expect_stop(&fmd);
 }
+
+/* No failpoints: streams through stored pages while another thread
+ * discards blocks ahead of them, round after round, with eviction pressure
+ * (two spans of 1024 pages against a budget of 512). A discarded page must
+ * read zero once its discard returned, every other page its stamp. */
+#define SPAN 1024u
+#define BLOCK 16u
+#define ROUNDS 16u
+
+struct span_job {
+	struct fm_region *r;
+	uint8_t *base;
+	uint64_t first;      /* the span's first page */
+	uint32_t version;
+	uint64_t errors;
+};
+
+static bool dropped_block(uint64_t off)
+{
+	return (off / BLOCK) % 3 == 1;
+}
+
+static void *span_reader(void *arg)
+{
+	struct span_job *j = arg;
+
+	for (uint64_t off = 0; off < SPAN; off++) {
+		uint64_t p = j->first + off;
+		const uint8_t *page = j->base + p * MIRROR_PAGE;
+
+		/* racing the discard: either content is right here */
+		if (!check(page, p, j->version) && !(dropped_block(off) && check(page, p, 0)) &&
+		    j->errors++ < 5)
+			fprintf(stderr, "stream: page %lu reads neither its stamp nor zero\n",
+				(unsigned long)p);
+	}
+	return NULL;
+}
+
+static void *span_discarder(void *arg)
+{
+	struct span_job *j = arg;
+
+	for (uint64_t off = BLOCK; off < SPAN; off += 3 * BLOCK)
+		if (fm_region_discard(j->r, (j->first + off) * MIRROR_PAGE, BLOCK * MIRROR_PAGE) < 0)
+			j->errors++;
+	return NULL;
+}
+
+Test(prefetch_daemon, discards_ahead_of_streams_keep_data, .timeout = 240)
+{
+	const char *sets[] = { "memory.resident_pages=512", "memory.prefetch_pages=32", NULL };
+	struct fm_client *c;
+	struct fm_region *r;
+	struct span_job rd[2], dc[2];
+	pthread_t th[4];
+	uint64_t bad = 0, errors = 0;
+	uint8_t *base;
+
+	td_must_start(&fmd, sets);
+	r = td_region(&fmd, &c, 2 * SPAN, "discard-storm");
+	base = fm_region_addr(r);
+	for (uint32_t v = 1; v <= ROUNDS; v++) {
+		for (uint64_t p = 0; p < 2 * SPAN; p++)
+			stamp(base + p * MIRROR_PAGE, p, v);
+		for (unsigned i = 0; i < 2; i++) {
+			rd[i] = (struct span_job){ r, base, i * SPAN, v, 0 };
+			dc[i] = rd[i];
+			cr_assert_eq(pthread_create(&th[2 * i], NULL, span_reader, &rd[i]), 0);
+			cr_assert_eq(pthread_create(&th[2 * i + 1], NULL, span_discarder, &dc[i]), 0);
+		}
+		for (unsigned i = 0; i < 4; i++)
+			pthread_join(th[i], NULL);
+		for (unsigned i = 0; i < 2; i++) {
+			errors += rd[i].errors + dc[i].errors;
+			for (uint64_t off = 0; off < SPAN; off++) {
+				uint64_t p = i * SPAN + off;
+
+				if (!check(base + p * MIRROR_PAGE, p, dropped_block(off) ? 0 : v) &&
+				    bad++ < 5)
+					fprintf(stderr, "round %u: page %lu should read %s\n", v,
+						(unsigned long)p, dropped_block(off) ? "zero" : "its stamp");
+			}
+		}
+	}
+	int64_t pf = td_stat(&fmd, "prefetched"), ev = td_stat(&fmd, "evictions");
+	int64_t waits = td_stat(&fmd, "discard_waits"), disc = td_stat(&fmd, "discarded");
+
+	fprintf(stderr, "discard storm: %lu bad, %lu errors; prefetched %ld, evictions %ld, "
+		"discarded %ld, discard_waits %ld\n", (unsigned long)bad, (unsigned long)errors,
+		(long)pf, (long)ev, (long)disc, (long)waits);
+	cr_expect_eq(bad, 0, "%lu pages read wrong after their round", (unsigned long)bad);
+	cr_expect_eq(errors, 0, "%lu reads or discards went wrong during the rounds",
+		     (unsigned long)errors);
+	cr_expect_gt(pf, 0, "nothing prefetched");
+	cr_expect_gt(ev, 1000, "only %ld evictions: no pressure", (long)ev);
+	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
+	cr_expect_eq(td_stat(&fmd, "fault_errors"), 0);
+	fm_region_destroy(r);
+	fm_disconnect(c);
+	td_expect_stop(&fmd);
+}
