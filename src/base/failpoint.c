@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/base.h"
 #include "base/log.h"
@@ -23,6 +24,9 @@ static const char *const fp_names[FM_FP_NR] = {
 	[FM_FP_SHARD_DETACH_STALL] = "shard.detach_stall",
 	[FM_FP_DRAIN_AFTER_MOVE] = "drain.after_move",
 	[FM_FP_SHARD_FAULT_STALL] = "shard.fault_stall",
+	[FM_FP_DISPATCH_REMOVE_READ] = "dispatch.remove_read",
+	[FM_FP_PREFETCH_BEFORE_INSTALL] = "prefetch.before_install",
+	[FM_FP_FAULT_BEFORE_INSTALL] = "fault.before_install",
 };
 #define FP_KILL 0x10000   /* fp_errno: raise SIGKILL (above every errno) */
 static int fp_errno[FM_FP_NR];
@@ -90,9 +94,14 @@ int fm_failpoints_parse(const char *spec)
 		fp_at[id] = n;
 		fp_hits[id] = 0;
 		fm_failpoints_armed = true;
-		FM_WARN("failpoint %s armed: it %s%s on %s hit %llu (testing only)", fp_names[id],
-			e == FP_KILL ? "kills the daemon" : "fails with ",
-			e == FP_KILL ? "" : strerror(e), n ? "" : "every", (unsigned long long)n);
+		if (id == FM_FP_DISPATCH_REMOVE_READ || id == FM_FP_PREFETCH_BEFORE_INSTALL ||
+		    id == FM_FP_FAULT_BEFORE_INSTALL)
+			FM_WARN("failpoint %s armed: it sleeps %d ms on %s hit %llu (testing only)",
+				fp_names[id], e, n ? "" : "every", (unsigned long long)n);
+		else
+			FM_WARN("failpoint %s armed: it %s%s on %s hit %llu (testing only)", fp_names[id],
+				e == FP_KILL ? "kills the daemon" : "fails with ",
+				e == FP_KILL ? "" : strerror(e), n ? "" : "every", (unsigned long long)n);
 		p = comma ? comma + 1 : NULL;
 	}
 	return 0;
@@ -116,4 +125,15 @@ int fm_failpoint_errno(enum fm_failpoint_id fp)
 		raise(SIGKILL);
 	}
 	return -fp_errno[fp];
+}
+
+void fm_failpoint_sleep(enum fm_failpoint_id fp)
+{
+	int e = fm_failpoint_errno(fp);
+
+	if (e < 0) {
+		struct timespec ts = { -e / 1000, (long)(-e % 1000) * 1000000L };
+
+		nanosleep(&ts, NULL);
+	}
 }

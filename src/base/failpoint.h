@@ -27,7 +27,17 @@
  *                        (past the 5 s shutdown deadline)
  *   shard.fault_stall    a shard sleeps 20 ms before serving a fault on a
  *                        stored page, so the faults behind it pile up in its
- *                        ring (memory.fault_batch tests); any errno arms it */
+ *                        ring (memory.fault_batch tests); any errno arms it
+ *
+ * Delay points (fm_failpoint_delay) read the number as milliseconds to
+ * sleep there, e.g. "prefetch.before_install=200" (names are accepted too,
+ * as their errno value, but mean nothing useful):
+ *   dispatch.remove_read the dispatcher read a REMOVE or UNMAP (and counted
+ *                        it for its shard: shard_discard_pending), before routing it
+ *   prefetch.before_install a prefetch window read its stored pages, before
+ *                        installing them
+ *   fault.before_install a fault fetched its stored page, before installing
+ *                        it */
 #ifndef FM_FAILPOINT_H
 #define FM_FAILPOINT_H
 
@@ -45,6 +55,9 @@ enum fm_failpoint_id {
 	FM_FP_SHARD_DETACH_STALL,
 	FM_FP_DRAIN_AFTER_MOVE,
 	FM_FP_SHARD_FAULT_STALL,
+	FM_FP_DISPATCH_REMOVE_READ,
+	FM_FP_PREFETCH_BEFORE_INSTALL,
+	FM_FP_FAULT_BEFORE_INSTALL,
 	FM_FP_NR
 };
 
@@ -63,6 +76,15 @@ int fm_failpoint_errno(enum fm_failpoint_id fp);
 static inline int fm_failpoint(enum fm_failpoint_id fp)
 {
 	return __builtin_expect(fm_failpoints_armed, 0) ? fm_failpoint_errno(fp) : 0;
+}
+
+/* A delay point: sleep the set number of milliseconds when it is due. */
+void fm_failpoint_sleep(enum fm_failpoint_id fp);
+
+static inline void fm_failpoint_delay(enum fm_failpoint_id fp)
+{
+	if (__builtin_expect(fm_failpoints_armed, 0))
+		fm_failpoint_sleep(fp);
 }
 
 #endif

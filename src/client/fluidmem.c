@@ -383,19 +383,43 @@ FM_API int fm_region_status(const struct fm_region *r)
 	return r ? __atomic_load_n(&r->status, __ATOMIC_ACQUIRE) : -EINVAL;
 }
 
+/* Testing only: FLUIDMEM_TEST_DISCARD_PAUSE_MS=N holds each discard N ms
+ * between its first punch and its madvise, where a stored page installed
+ * meanwhile would survive without the second punch (test_prefetch_daemon,
+ * discard_between_punch_and_madvise_reads_zero). Unset, it costs a getenv. */
+static void test_pause_after_punch(void)
+{
+	const char *v = getenv("FLUIDMEM_TEST_DISCARD_PAUSE_MS");
+	long ms = v ? strtol(v, NULL, 10) : 0;
+
+	if (ms > 0 && ms < 60000)
+		usleep((useconds_t)ms * 1000);
+}
+
 FM_API int fm_region_discard(struct fm_region *r, size_t offset, size_t len)
 {
 	if (!r || offset % FM_PAGE_SIZE || len % FM_PAGE_SIZE || offset > r->size || len > r->size - offset)
 		return -EINVAL;
 	if (len == 0)
 		return 0;
-	/* Punch first: the pages are gone before anyone can write them again.
-	 * MADV_DONTNEED then zaps our page tables and raises the REMOVE event
-	 * that tells fluidmemd to drop its state and stored copies. */
+	/* Punch first: the pages are gone before anyone can write them again,
+	 * and fluidmemd, handling the REMOVE that MADV_DONTNEED then raises,
+	 * finds them gone and drops their state and stored copies. Punch once
+	 * more after it: until the REMOVE is pending nothing stops fluidmemd
+	 * from installing a stored page (a prefetch, a fault of another
+	 * thread) into the hole just punched, and MADV_DONTNEED of a shared
+	 * mapping only zaps page tables, so that page's old data would stay in
+	 * the memfd and be read back. Once the REMOVE has been read (madvise
+	 * returned), fluidmemd installs no stored page of ours until it has
+	 * handled it (docs/design.md, "Prefetch", Discards). */
 	if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
 		      (off_t)len) < 0)
 		return -errno;
+	test_pause_after_punch();
 	if (madvise((char *)r->addr + offset, len, MADV_DONTNEED) < 0)
+		return -errno;
+	if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
+		      (off_t)len) < 0)
 		return -errno;
 	return 0;
 }

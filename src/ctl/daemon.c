@@ -216,7 +216,8 @@ struct daemon *daemon_create(const struct fm_config *cfg)
 
 	for (unsigned i = 0; i < d->nshards; i++)
 		targets[i] = (struct dispatch_target){ shard_data_ring(d->shards[i]),
-						       shard_doorbell(d->shards[i]) };
+						       shard_doorbell(d->shards[i]),
+						       shard_discards_routed(d->shards[i]) };
 	d->disp = dispatcher_create(targets, d->nshards, cfg->dispatcher_cpu, cfg->dispatcher_batch,
 				   cfg->dispatcher_spin_us, &d->reply_bell);
 	if (!d->disp) {

@@ -179,13 +179,19 @@ static uint64_t *serve_fault(struct shard *s, struct shard_region *sr, uint64_t 
 		rc = fetch(s, sr, page, may_park);
 		if (rc == -EAGAIN && may_park)
 			return &s->st.parked;
+		fm_failpoint_delay(FM_FP_FAULT_BEFORE_INSTALL);
 		if (rc < 0) {
+			if (shard_discard_pending(s))
+				goto discarding;   /* no SIGBUS for a page just dropped */
 			rc = poison(s, sr, id, page, rc);
 			if (rc < 0 && rc != -EEXIST)
 				goto fail;
 			return &s->st.poison_faults;
 		}
-		rc = uffd_copy(r->uffd, addr, s->bounce, FM_PAGE_SIZE, &s->st.eagain_retries);
+		rc = uffd_copy_unless_discard(r->uffd, &s->discards_routed, s->discards_handled, addr,
+					      s->bounce, FM_PAGE_SIZE, &s->st.eagain_retries);
+		if (rc == -ECANCELED)
+			goto discarding;
 		if (rc == -EEXIST)
 			rc = uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
 		if (rc < 0)
@@ -210,6 +216,19 @@ static uint64_t *serve_fault(struct shard *s, struct shard_region *sr, uint64_t 
 fail:
 	shard_note_ioctl_error(s, sr, "serving a fault", rc, page);
 	return &s->st.fault_errors;
+discarding:
+	/* The dispatcher read a discard for us that we have not handled: the
+	 * client may have dropped this page since we fetched it, and the
+	 * fetched data (or a poison) installed now would outlive the discard.
+	 * Install nothing and wake the thread: its access faults again, and
+	 * that fault is read after the discard, so it reaches us behind it and
+	 * is served from the state the discard leaves (docs/design.md,
+	 * "Prefetch", Discards). */
+	s->st.discard_waits++;
+	rc = uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
+	if (rc < 0)
+		goto fail;
+	return &s->st.dup_faults;
 }
 
 /* Parked faults: their page's store server is down or did not answer, and
@@ -274,6 +293,30 @@ static void handle_one(struct shard *s, const struct fm_msg *m)
 		prefetch_after_fault(s, sr, m->fault.page);
 }
 
+int shard_getbuf_init(struct shard_getbuf *g, uint32_t n)
+{
+	g->pages = aligned_alloc(FM_PAGE_SIZE, (size_t)n * FM_PAGE_SIZE);
+	g->ptrs = calloc(n, sizeof(*g->ptrs));
+	g->keys = calloc(n, sizeof(*g->keys));
+	g->res = calloc(n, sizeof(*g->res));
+	if (!g->pages || !g->ptrs || !g->keys || !g->res) {
+		shard_getbuf_free(g);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < n; i++)
+		g->ptrs[i] = g->pages + (size_t)i * FM_PAGE_SIZE;
+	return 0;
+}
+
+void shard_getbuf_free(struct shard_getbuf *g)
+{
+	free(g->pages);
+	free(g->ptrs);
+	free(g->keys);
+	free(g->res);
+	*g = (struct shard_getbuf){ 0 };
+}
+
 /* ---- fault batching (memory.fault_batch) ----
  *
  * A fault on a stored page costs a store round trip. When more faults on
@@ -292,10 +335,7 @@ static void handle_one(struct shard *s, const struct fm_msg *m)
 struct shard_fault_batch {
 	uint32_t max;            /* faults on stored pages read with the first */
 	uint32_t window;         /* messages looked at behind the first */
-	uint8_t *pages;          /* max + 1 pages, page aligned */
-	void **ptrs;
-	struct kv_key *keys;
-	int *res;
+	struct shard_getbuf g;   /* max + 1 pages */
 	struct fm_msg *msgs;     /* window + 1: the first, then those taken */
 	int32_t *item;           /* per message: its index in keys, or -1 */
 };
@@ -315,18 +355,12 @@ int shard_fault_batch_setup(struct shard *s, uint32_t max)
 	/* Faults on other pages may sit between the stored ones: look at
 	 * twice as many messages as the batch takes. */
 	b->window = 2 * max;
-	b->pages = aligned_alloc(FM_PAGE_SIZE, (size_t)(max + 1) * FM_PAGE_SIZE);
-	b->ptrs = calloc(max + 1, sizeof(*b->ptrs));
-	b->keys = calloc(max + 1, sizeof(*b->keys));
-	b->res = calloc(max + 1, sizeof(*b->res));
 	b->msgs = calloc(b->window + 1, sizeof(*b->msgs));
 	b->item = calloc(b->window + 1, sizeof(*b->item));
-	if (!b->pages || !b->ptrs || !b->keys || !b->res || !b->msgs || !b->item) {
+	if (shard_getbuf_init(&b->g, max + 1) < 0 || !b->msgs || !b->item) {
 		shard_fault_batch_teardown(s);
 		return -ENOMEM;
 	}
-	for (uint32_t i = 0; i <= max; i++)
-		b->ptrs[i] = b->pages + (size_t)i * FM_PAGE_SIZE;
 	return 0;
 }
 
@@ -336,10 +370,7 @@ void shard_fault_batch_teardown(struct shard *s)
 
 	if (!b)
 		return;
-	free(b->pages);
-	free(b->ptrs);
-	free(b->keys);
-	free(b->res);
+	shard_getbuf_free(&b->g);
 	free(b->msgs);
 	free(b->item);
 	free(b);
@@ -370,18 +401,31 @@ static bool serve_batched(struct shard *s, const struct fm_msg *m, uint32_t k)
 	uint32_t id;
 	int rc;
 
-	if (!sr || b->res[k] != 0)
+	if (!sr || b->g.res[k] != 0)
 		return false;
 	r = sr->r;
 	id = page_id(s, sr, page);
-	if (sc_synced_hash(&s->sc, id, &want) && page_hash(&sr->hkey, b->ptrs[k]) != want)
+	if (sc_synced_hash(&s->sc, id, &want) && page_hash(&sr->hkey, b->g.ptrs[k]) != want)
 		return false;   /* a stale or corrupt copy: the single path tries the others */
 	s->st.faults++;
 	sr->faults++;
 	addr = sr->base + (page << FM_PAGE_SHIFT);
-	rc = uffd_copy(r->uffd, addr, b->ptrs[k], FM_PAGE_SIZE, &s->st.eagain_retries);
-	if (rc == -EEXIST)
+	/* The same fence as serve_fault's: never over a discard not handled yet. */
+	rc = uffd_copy_unless_discard(r->uffd, &s->discards_routed, s->discards_handled, addr,
+				      b->g.ptrs[k], FM_PAGE_SIZE, &s->st.eagain_retries);
+	if (rc == -ECANCELED) {
+		/* As serve_fault's "discarding": install nothing, wake the
+		 * thread, its refault comes behind the discard. */
+		s->st.discard_waits++;
 		rc = uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
+		if (rc == 0) {
+			s->st.dup_faults++;
+			fm_hist_add(&s->st.fault_ns, fm_now_ns() - m->fault.read_ns);
+			return true;
+		}
+	} else if (rc == -EEXIST) {
+		rc = uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
+	}
 	if (rc < 0) {
 		shard_note_ioctl_error(s, sr, "serving a fault", rc, page);
 		s->st.fault_errors++;
@@ -410,7 +454,7 @@ static bool fault_batch(struct shard *s, const struct fm_msg *m)
 
 	b->msgs[0] = *m;
 	b->item[0] = 0;
-	b->keys[0] = (struct kv_key){ m->fault.region->id, m->fault.page };
+	b->g.keys[0] = (struct kv_key){ m->fault.region->id, m->fault.page };
 	for (uint32_t i = 1; i <= b->window && n <= b->max; i++) {
 		struct fm_msg *q = &b->msgs[i];
 		bool dup = false;
@@ -421,11 +465,11 @@ static bool fault_batch(struct shard *s, const struct fm_msg *m)
 		if (!stored_fault(s, q))
 			continue;
 		for (uint32_t k = 0; k < n && !dup; k++)
-			dup = b->keys[k].region == q->fault.region->id && b->keys[k].page == q->fault.page;
+			dup = b->g.keys[k].region == q->fault.region->id && b->g.keys[k].page == q->fault.page;
 		if (dup)
 			continue;   /* a second thread on the page: woken at its turn */
 		b->item[i] = (int32_t)n;
-		b->keys[n++] = (struct kv_key){ q->fault.region->id, q->fault.page };
+		b->g.keys[n++] = (struct kv_key){ q->fault.region->id, q->fault.page };
 		last = i;
 	}
 	if (n < 2)
@@ -441,7 +485,7 @@ static bool fault_batch(struct shard *s, const struct fm_msg *m)
 		}
 	}
 	t0 = fm_now_ns();
-	kv_mget(s->kv, b->keys, b->ptrs, b->res, n);
+	kv_mget(s->kv, b->g.keys, b->g.ptrs, b->g.res, n);
 	per = (fm_now_ns() - t0) / n;
 	for (uint32_t k = 0; k < n; k++)
 		fm_hist_add(&s->st.fetch_ns, per);
@@ -505,8 +549,12 @@ void shard_handle_range(struct shard *s, const struct fm_msg *m)
 	uint64_t first = m->range.first, end = m->range.first + m->range.count;
 	bool unmap = m->type == FM_MSG_UNMAP;
 
-	if (!sr || sr->r != r)
+	/* Counted when done, whatever it was for: installs of stored data
+	 * wait for this (shard_discard_pending). */
+	if (!sr || sr->r != r) {
+		s->discards_handled++;
 		return;
+	}
 	if (end > r->npages)
 		end = r->npages;
 	for (uint64_t page = first; page < end; page++) {
@@ -544,6 +592,12 @@ void shard_handle_range(struct shard *s, const struct fm_msg *m)
 		shard_set_state(s, sr, id, PS_NONE);
 		s->st.discarded++;
 	}
+	s->discards_handled++;
+}
+
+uint64_t *shard_discards_routed(struct shard *s)
+{
+	return &s->discards_routed;
 }
 
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/base.h"
+#include "base/failpoint.h"
 #include "base/log.h"
 #include "kv/kv.h"
 #include "shard/page_hash.h"
@@ -175,10 +176,7 @@ bool pf_next(uint64_t p, int64_t delta, uint64_t npages, uint32_t rot, unsigned 
 
 struct pf_buffers {
 	uint32_t max;
-	uint8_t *pages;            /* max pages, page aligned */
-	void **ptrs;
-	struct kv_key *keys;
-	int *res;
+	struct shard_getbuf g;     /* max pages */
 	uint64_t *page;            /* region page index of each */
 	uint32_t *id;
 };
@@ -196,19 +194,13 @@ int prefetch_setup(struct shard *s, uint32_t max_pages)
 	if (!b)
 		return -ENOMEM;
 	b->max = max_pages;
-	b->pages = aligned_alloc(FM_PAGE_SIZE, (size_t)max_pages * FM_PAGE_SIZE);
-	b->ptrs = calloc(max_pages, sizeof(*b->ptrs));
-	b->keys = calloc(max_pages, sizeof(*b->keys));
-	b->res = calloc(max_pages, sizeof(*b->res));
 	b->page = calloc(max_pages, sizeof(*b->page));
 	b->id = calloc(max_pages, sizeof(*b->id));
 	s->pf = b;
-	if (!b->pages || !b->ptrs || !b->keys || !b->res || !b->page || !b->id) {
+	if (shard_getbuf_init(&b->g, max_pages) < 0 || !b->page || !b->id) {
 		prefetch_teardown(s);
 		return -ENOMEM;
 	}
-	for (uint32_t i = 0; i < max_pages; i++)
-		b->ptrs[i] = b->pages + (size_t)i * FM_PAGE_SIZE;
 	return 0;
 }
 
@@ -218,10 +210,7 @@ void prefetch_teardown(struct shard *s)
 
 	if (!b)
 		return;
-	free(b->pages);
-	free(b->ptrs);
-	free(b->keys);
-	free(b->res);
+	shard_getbuf_free(&b->g);
 	free(b->page);
 	free(b->id);
 	free(b);
@@ -278,11 +267,6 @@ static void installed(struct shard *s, struct shard_region *sr, uint32_t id, uin
 		s->st.store_errors++;
 }
 
-static bool discards_region(const struct fm_msg *m, const void *r)
-{
-	return (m->type == FM_MSG_REMOVE || m->type == FM_MSG_UNMAP) && m->range.region == r;
-}
-
 void prefetch_after_fault(struct shard *s, struct shard_region *sr, uint64_t page)
 {
 	struct pf_buffers *b = s->pf;
@@ -323,7 +307,7 @@ void prefetch_after_fault(struct shard *s, struct shard_region *sr, uint64_t pag
 		id = page_id(s, sr, q);
 		ps = s->pt.state[id] & PS_MASK;
 		if (ps == PS_STORED) {
-			b->keys[n] = (struct kv_key){ r->id, q };
+			b->g.keys[n] = (struct kv_key){ r->id, q };
 			b->page[n] = q;
 			b->id[n++] = id;
 		} else if (ps == PS_ZERO) {
@@ -338,24 +322,30 @@ void prefetch_after_fault(struct shard *s, struct shard_region *sr, uint64_t pag
 		}
 	}
 	if (n > 0) {
-		kv_mget(s->kv, b->keys, b->ptrs, b->res, n);
-		/* A discard of this region waiting behind us may cover these
-		 * pages: installing them first would resurrect their data. */
-		if (fm_ring_pending_any(&s->data, discards_region, r))
-			n = 0;
+		kv_mget(s->kv, b->g.keys, b->g.ptrs, b->g.res, n);
+		fm_failpoint_delay(FM_FP_PREFETCH_BEFORE_INSTALL);
 		for (uint32_t i = 0; i < n; i++) {
 			uint64_t want;
 			int rc;
 
+			/* A discard the dispatcher read for us (in our ring,
+			 * parked, or just read) may cover these pages: one
+			 * installed before we handled it would bring back the
+			 * data the client dropped. Checked before each install:
+			 * the client may discard at any moment. */
+			if (shard_discard_pending(s)) {
+				s->st.discard_waits++;
+				break;
+			}
 			/* A failed or doubtful copy is left to the demand
 			 * fault, which retries replicas or poisons: a prefetch
 			 * never decides a page is lost. */
-			if (b->res[i] != 0)
+			if (b->g.res[i] != 0)
 				continue;
 			if (sc_synced_hash(&s->sc, b->id[i], &want) &&
-			    page_hash(&sr->hkey, b->ptrs[i]) != want)
+			    page_hash(&sr->hkey, b->g.ptrs[i]) != want)
 				continue;
-			rc = uffd_copy_nowake(r->uffd, sr->base + (b->page[i] << FM_PAGE_SHIFT), b->ptrs[i],
+			rc = uffd_copy_nowake(r->uffd, sr->base + (b->page[i] << FM_PAGE_SHIFT), b->g.ptrs[i],
 					      FM_PAGE_SIZE);
 			if (rc == -ESRCH || rc == -EAGAIN)
 				break;   /* client gone, or a discard pending: stop */

@@ -64,7 +64,8 @@ struct uffd_region;
 	X(prefetch_wasted, "prefetched pages evicted or dropped before any use")     \
 	X(parked, "faults parked while their store server did not answer (served later)") \
 	X(fault_batches, "batched store reads serving several queued faults at once")   \
-	X(batched_get_faults, "faults served by a batched store read (counted in fetches)")
+	X(batched_get_faults, "faults served by a batched store read (counted in fetches)") \
+	X(discard_waits, "stored-page installs dropped while a discard was not handled yet")
 
 #define SHARD_GAUGE_FIELDS(X)                                                         \
 	X(resident, "resident pages now")                                             \
@@ -160,6 +161,8 @@ struct fm_ring *shard_data_ring(struct shard *s);     /* dispatcher -> shard */
 struct fm_ring *shard_ctl_ring(struct shard *s);      /* control -> shard */
 struct fm_ring *shard_reply_ring(struct shard *s);    /* shard -> control */
 struct fm_doorbell *shard_doorbell(struct shard *s);
+/* The dispatcher's count of discards routed to the shard (dispatch_target). */
+uint64_t *shard_discards_routed(struct shard *s);
 unsigned shard_index(const struct shard *s);
 
 /* Metadata bytes this shard spends per tracked page (state + policy). A

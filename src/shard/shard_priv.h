@@ -77,6 +77,7 @@ struct shard {
 	uint32_t npark;
 	uint64_t park_due;              /* ns: when they are served again */
 	struct shard_fault_batch *fb;   /* queued faults read together (fault.c); NULL = off */
+	uint64_t discards_handled;      /* REMOVE/UNMAP messages handled (fault.c) */
 
 	/* cold */
 	struct fm_ring reply FM_ALIGNED_CL;
@@ -108,7 +109,33 @@ struct shard {
 	/* FM_MSG_DRAIN's cursor: region slot, local stripe, page in it */
 	uint32_t drain_slot, drain_off;
 	uint64_t drain_ls;
+
+	/* REMOVE/UNMAP messages routed to this shard: written by the
+	 * dispatcher only, as soon as it read them (uffd.h, dispatch_target);
+	 * the shard only loads it, before each install of stored data. Shards
+	 * share nothing writable but this one-writer counter, so it sits alone
+	 * on its cache line, away from everything the shard writes. */
+	uint64_t discards_routed FM_ALIGNED_CL;
+	char discards_pad_[FM_CACHELINE - sizeof(uint64_t)];
 };
+
+/* Buffers for one batched store read (kv_mget) of up to n pages: the
+ * demand-fault batch (fault.c) and prefetch windows (prefetch.c). */
+struct shard_getbuf {
+	uint8_t *pages;            /* n pages, page aligned */
+	void **ptrs;               /* ptrs[i] = pages + i pages */
+	struct kv_key *keys;
+	int *res;
+};
+/* 0 or -ENOMEM (nothing left allocated). */
+int shard_getbuf_init(struct shard_getbuf *g, uint32_t n);
+void shard_getbuf_free(struct shard_getbuf *g);
+
+/* A discard routed to us is not handled yet: install no stored data. */
+static inline bool shard_discard_pending(const struct shard *s)
+{
+	return uffd_discard_pending(&s->discards_routed, s->discards_handled);
+}
 
 /* ---- page ids ---- */
 static inline uint32_t page_id(const struct shard *s, const struct shard_region *sr, uint64_t page)

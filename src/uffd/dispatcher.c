@@ -27,6 +27,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "base/failpoint.h"
 #include "base/log.h"
 #include "uffd/peek.h"
 
@@ -286,6 +287,37 @@ static void handle_msg(struct dispatcher *d, struct dslot *s, const struct uffd_
 	}
 }
 
+/* The REMOVEs and UNMAPs in the batch just read: count each, for every
+ * shard it will be routed to, before anything of the batch is routed.
+ * Reading the event let the client's madvise go on, so the pages may be
+ * gone from the client any moment now, while a shard learns of it only when
+ * it pops the message (which may wait behind others, or be parked here). A
+ * shard checks its count against the discards it handled right before each
+ * install of stored data (uffd_discard_pending), so from here on it installs
+ * no old data until it has handled them (docs/design.md, "Prefetch",
+ * Discards). Only this thread writes the counts. */
+static void note_discards(struct dispatcher *d, struct dslot *s, size_t k)
+{
+	bool any = false;
+
+	if (s->state == DS_DRAINING)
+		return;   /* read, not routed (handle_msg) */
+	for (size_t i = 0; i < k; i++) {
+		const struct uffd_msg *u = &d->msgs[i];
+		struct uffd_route rt;
+
+		if ((u->event != UFFD_EVENT_REMOVE && u->event != UFFD_EVENT_UNMAP) ||
+		    !uffd_route_range(s->r, d->nshards, u->arg.remove.start, u->arg.remove.end, &rt))
+			continue;
+		for (unsigned sh = 0; sh < d->nshards; sh++)
+			if ((rt.owner < 0 || (unsigned)rt.owner == sh) && d->targets[sh].discards)
+				__atomic_add_fetch(d->targets[sh].discards, 1, __ATOMIC_SEQ_CST);
+		any = true;
+	}
+	if (any)
+		fm_failpoint_delay(FM_FP_DISPATCH_REMOVE_READ);
+}
+
 /* Read a region's uffd: one batch, or until empty (at most DRAIN_MAX_MSGS)
  * when `to_empty` or the region is polled edge-triggered. Never blocks
  * (uffd_read_nowait), whatever the client did to the file's flags. */
@@ -308,6 +340,7 @@ static void read_region(struct dispatcher *d, uint32_t slot, bool to_empty)
 			return;
 		}
 		k = (size_t)n / sizeof(struct uffd_msg);
+		note_discards(d, s, k);
 		for (size_t i = 0; i < k; i++)
 			handle_msg(d, s, &d->msgs[i], now);
 		total += k;

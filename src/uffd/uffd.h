@@ -82,6 +82,12 @@ void region_release(struct uffd_region *r);
 int uffd_zeropage(int uffd, uint64_t addr, uint64_t len, uint64_t *retries);
 int uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len, uint64_t *retries);
 int uffd_wake(int uffd, uint64_t addr, uint64_t len);
+/* uffd_copy of stored data, given up with -ECANCELED (nothing installed)
+ * once uffd_discard_pending(routed, handled): checked before each try, the
+ * EAGAIN retries included, since a pending REMOVE is read (and the client's
+ * discard goes on) during them. */
+int uffd_copy_unless_discard(int uffd, const uint64_t *routed, uint64_t handled, uint64_t dst,
+			     const void *src, uint64_t len, uint64_t *retries);
 /* The same without waking threads waiting in the range (prefetch), and
  * without retrying EAGAIN: a non-fault event is pending, give up. */
 int uffd_copy_nowake(int uffd, uint64_t dst, const void *src, uint64_t len);
@@ -124,7 +130,22 @@ struct dispatcher;
 struct dispatch_target {
 	struct fm_ring *ring;
 	struct fm_doorbell *bell;
+	/* The shard's count of REMOVE/UNMAP messages routed to it, or NULL.
+	 * Written by the dispatcher only, read by the shard, alone on its cache
+	 * line (docs/design.md, "Prefetch", Discards): bumped as soon as a read
+	 * returned the event, before it is routed. */
+	uint64_t *discards;
 };
+
+/* A discard routed to the shard (*routed, the dispatch target's counter)
+ * that it has not handled yet (`handled` REMOVE/UNMAP messages so far): its
+ * client may have dropped data the shard still takes for stored, so no
+ * stored data may be installed now. One acquire load. Signed: a test that
+ * pushes discards past the dispatcher only makes `handled` run ahead. */
+static inline bool uffd_discard_pending(const uint64_t *routed, uint64_t handled)
+{
+	return (int64_t)(__atomic_load_n(routed, __ATOMIC_ACQUIRE) - handled) > 0;
+}
 
 /* Create the dispatcher over `nshards` targets (copied). Its replies to the
  * control plane go on its reply ring and ring `reply_bell`. NULL + errno on

@@ -60,11 +60,14 @@ int uffd_zeropage(int uffd, uint64_t addr, uint64_t len, uint64_t *retries)
 	}
 }
 
-int uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len, uint64_t *retries)
+static int copy_retrying(int uffd, const uint64_t *routed, uint64_t handled, uint64_t dst,
+			 const void *src, uint64_t len, uint64_t *retries)
 {
 	for (unsigned loop = 0;; loop++) {
 		struct uffdio_copy c = { .dst = dst, .src = (uint64_t)(uintptr_t)src, .len = len };
 
+		if (routed && uffd_discard_pending(routed, handled))
+			return -ECANCELED;
 		if (ioctl(uffd, UFFDIO_COPY, &c) == 0)
 			return 0;
 		if (errno != EAGAIN)
@@ -80,6 +83,17 @@ int uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len, uint64_t *r
 		if (!eagain_pause(loop))
 			return -EAGAIN;
 	}
+}
+
+int uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len, uint64_t *retries)
+{
+	return copy_retrying(uffd, NULL, 0, dst, src, len, retries);
+}
+
+int uffd_copy_unless_discard(int uffd, const uint64_t *routed, uint64_t handled, uint64_t dst,
+			     const void *src, uint64_t len, uint64_t *retries)
+{
+	return copy_retrying(uffd, routed, handled, dst, src, len, retries);
 }
 
 /* Prefetch installs: nobody waits on these pages (a thread that does has

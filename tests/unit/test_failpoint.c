@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <signal.h>
+#include <time.h>
 
 #include "base/failpoint.h"
 
@@ -50,4 +51,27 @@ Test(failpoint, kill_raises_sigkill, .signal = SIGKILL)
 	(void)fm_failpoint(FM_FP_READOPT_REBUILD);
 	(void)fm_failpoint(FM_FP_READOPT_REBUILD);
 	cr_assert_fail("still alive after the 2nd hit");
+}
+
+/* A delay point sleeps its number in milliseconds, on its N-th hit only
+ * with @N, and not at all when unset. */
+Test(failpoint, delay_sleeps_milliseconds)
+{
+	struct timespec a, b;
+
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	fm_failpoint_delay(FM_FP_PREFETCH_BEFORE_INSTALL);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	cr_assert_lt((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec), 50000000L,
+		     "an unset delay point slept");
+	cr_assert_eq(fm_failpoints_parse("dispatch.remove_read=120@2,fault.before_install=1"), 0);
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	fm_failpoint_delay(FM_FP_DISPATCH_REMOVE_READ);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	cr_assert_lt((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec), 50000000L,
+		     "slept before its 2nd hit");
+	fm_failpoint_delay(FM_FP_DISPATCH_REMOVE_READ);
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	cr_assert_geq((a.tv_sec - b.tv_sec) * 1000000000L + (a.tv_nsec - b.tv_nsec), 120000000L,
+		      "the 2nd hit slept less than 120 ms");
 }

@@ -662,7 +662,7 @@ Test(hostile_dataplane, unpollable_uffd_fails_attach, .timeout = 30)
 	cr_assert_eq(fm_doorbell_init(&bell), 0);
 	bell.sleeping = 1;
 	cr_assert_not_null(sh = shard_create_cfg(&cfg, 0, 64, &bell));
-	struct dispatch_target t = { shard_data_ring(sh), shard_doorbell(sh) };
+	struct dispatch_target t = { shard_data_ring(sh), shard_doorbell(sh), shard_discards_routed(sh) };
 	cr_assert_not_null(d = dispatcher_create(&t, 1, -1, 64, 0, &bell));
 	cr_assert_eq(shard_start(sh), 0);
 	cr_assert_eq(dispatcher_start(d), 0);

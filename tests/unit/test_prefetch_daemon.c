@@ -108,3 +108,302 @@ Test(prefetch_daemon, strided_writers_race_eviction_and_prefetch, .timeout = 240
 {
 	scan_storm(4, "strided");
 }
+
+/* ---- discards racing installs of stored data ----
+ *
+ * The client discards pages (fm_region_discard) whose stored copies the
+ * daemon is about to install: after the discard they must read all zero,
+ * never their old data. Delay failpoints (base/failpoint.h) hold each side
+ * at the racy step, so the race is met every run: the install waits
+ * INSTALL_MS after its store read, the client discards SETTLE_MS into that
+ * wait, and the dispatcher waits ROUTE_MS after reading the REMOVE (the
+ * client's madvise has returned by then) before it routes it: the install
+ * comes while the discard is read but not handled. */
+#define RACE_PAGES 128u
+#define INSTALL_MS "1000"
+#define ROUTE_MS "2000"
+#define SETTLE_MS 300       /* well inside INSTALL_MS, even under ASan */
+
+/* A daemon with the failpoints set, and a region whose pages hold stamps
+ * (version 1) and are all evicted to the store. */
+static struct fm_region *stored_region(const char *failpoints, struct fm_client **c)
+{
+	const char *sets[] = { "memory.resident_pages=4096", "memory.prefetch_pages=32", NULL };
+	struct fm_region *r;
+	uint8_t *base;
+	int64_t resident = -1;
+
+	setenv("FLUIDMEM_FAILPOINTS", failpoints, 1);
+	td_must_start(&fmd, sets);
+	unsetenv("FLUIDMEM_FAILPOINTS");
+	r = td_region(&fmd, c, RACE_PAGES, "discard-race");
+	base = fm_region_addr(r);
+	for (uint64_t p = 0; p < RACE_PAGES; p++)
+		stamp(base + p * MIRROR_PAGE, p, 1);
+	for (int i = 0; i < 50 && resident != 0; i++) {
+		free(td_ctl(&fmd, "v1 evict 4096"));
+		resident = td_stat(&fmd, "resident");
+	}
+	cr_assert_eq(resident, 0, "%ld pages still resident: cannot evict them all", (long)resident);
+	return r;
+}
+
+/* Pages [first, end) must read zero (discarded) or their stamp (kept). */
+static uint64_t check_pages(const uint8_t *base, uint64_t first, uint64_t end, uint32_t version,
+			    const char *what)
+{
+	uint64_t bad = 0;
+
+	for (uint64_t p = first; p < end; p++) {
+		if (check(base + p * MIRROR_PAGE, p, version))
+			continue;
+		if (bad++ < 5)
+			fprintf(stderr, "%s: page %lu does not read %s (word 0 = %lu, word 1 = %lu)\n",
+				what, (unsigned long)p, version ? "its stamp" : "zero",
+				(unsigned long)((const uint64_t *)(base + p * MIRROR_PAGE))[0],
+				(unsigned long)((const uint64_t *)(base + p * MIRROR_PAGE))[1]);
+	}
+	return bad;
+}
+
+struct streamer {
+	const uint8_t *base;
+	uint64_t end;
+};
+
+static void *stream_main(void *arg)
+{
+	const struct streamer *st = arg;
+	volatile uint64_t sink = 0;
+
+	for (uint64_t p = 0; p < st->end; p++)
+		sink += ((const volatile uint64_t *)(st->base + p * MIRROR_PAGE))[0];
+	(void)sink;
+	return NULL;
+}
+
+/* A thread streams through stored pages; their prefetch, whichever window
+ * comes first (at the stream's first fault when the stamping writes left a
+ * trend, else at its third), waits to install when the client discards the
+ * pages ahead of the stream. */
+Test(prefetch_daemon, discard_while_prefetching_reads_zero, .timeout = 120)
+{
+	const uint64_t first = 1, end = RACE_PAGES / 2;
+	struct fm_client *c;
+	struct fm_region *r = stored_region("prefetch.before_install=" INSTALL_MS
+					    ",dispatch.remove_read=" ROUTE_MS, &c);
+	uint8_t *base = fm_region_addr(r);
+	struct streamer st = { base, end };
+	pthread_t th;
+	uint64_t bad;
+
+	cr_assert_eq(pthread_create(&th, NULL, stream_main, &st), 0);
+	td_sleep_ms(SETTLE_MS);   /* the first window waits in its failpoint */
+	cr_assert_eq(fm_region_discard(r, first * MIRROR_PAGE, (end - first) * MIRROR_PAGE), 0);
+	bad = check_pages(base, first, end, 0, "discarded");
+	pthread_join(th, NULL);
+	bad += check_pages(base, first, end, 0, "discarded, after the stream");
+	bad += check_pages(base, 0, first, 1, "before");
+	bad += check_pages(base, end, RACE_PAGES, 1, "after");
+	int64_t pf = td_stat(&fmd, "prefetched"), waits = td_stat(&fmd, "discard_waits");
+
+	fprintf(stderr, "discard during prefetch: %lu bad pages, prefetched %ld, discard_waits %ld\n",
+		(unsigned long)bad, (long)pf, (long)waits);
+	cr_expect_eq(bad, 0, "%lu pages read wrong after the discard", (unsigned long)bad);
+	cr_expect_gt(pf, 0, "nothing prefetched: the stream was not seen");
+	cr_expect_gt(waits, 0, "no install met the discard: the race was not provoked");
+	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
+	cr_expect_eq(td_stat(&fmd, "fault_errors"), 0);
+	fm_region_destroy(r);
+	fm_disconnect(c);
+	td_expect_stop(&fmd);
+}
+
+/* The same stream, but the prefetch installs while the client's discard
+ * has punched the memfd and not yet called madvise: no event is pending, so
+ * nothing stops the install, and only fm_region_discard's second punch
+ * (after the madvise) keeps the old data from surviving the discard. */
+Test(prefetch_daemon, discard_between_punch_and_madvise_reads_zero, .timeout = 120)
+{
+	const uint64_t first = 1, end = RACE_PAGES / 2;
+	struct fm_client *c;
+	struct fm_region *r = stored_region("prefetch.before_install=" INSTALL_MS, &c);
+	uint8_t *base = fm_region_addr(r);
+	struct streamer st = { base, end };
+	pthread_t th;
+	uint64_t bad;
+	int rc;
+
+	cr_assert_eq(pthread_create(&th, NULL, stream_main, &st), 0);
+	td_sleep_ms(SETTLE_MS);   /* the first window waits in its failpoint */
+	setenv("FLUIDMEM_TEST_DISCARD_PAUSE_MS", ROUTE_MS, 1);   /* past its install */
+	rc = fm_region_discard(r, first * MIRROR_PAGE, (end - first) * MIRROR_PAGE);
+	unsetenv("FLUIDMEM_TEST_DISCARD_PAUSE_MS");
+	cr_assert_eq(rc, 0);
+	bad = check_pages(base, first, end, 0, "discarded");
+	pthread_join(th, NULL);
+	bad += check_pages(base, first, end, 0, "discarded, after the stream");
+	bad += check_pages(base, 0, first, 1, "before");
+	bad += check_pages(base, end, RACE_PAGES, 1, "after");
+	int64_t pf = td_stat(&fmd, "prefetched");
+
+	fprintf(stderr, "discard between punch and madvise: %lu bad pages, prefetched %ld\n",
+		(unsigned long)bad, (long)pf);
+	cr_expect_eq(bad, 0, "%lu pages read wrong after the discard", (unsigned long)bad);
+	cr_expect_gt(pf, 0, "nothing prefetched: the stream was not seen");
+	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
+	cr_expect_eq(td_stat(&fmd, "fault_errors"), 0);
+	fm_region_destroy(r);
+	fm_disconnect(c);
+	td_expect_stop(&fmd);
+}
+
+struct toucher {
+	const volatile uint64_t *word;
+	uint64_t seen;
+};
+
+static void *touch_main(void *arg)
+{
+	struct toucher *t = arg;
+
+	t->seen = *t->word;
+	return NULL;
+}
+
+/* A demand fault fetched its stored page and waits to install it when
+ * another thread discards the page. */
+Test(prefetch_daemon, discard_while_fault_fetches_reads_zero, .timeout = 120)
+{
+	const uint64_t page = 40;
+	struct fm_client *c;
+	struct fm_region *r = stored_region("fault.before_install=" INSTALL_MS
+					    ",dispatch.remove_read=" ROUTE_MS, &c);
+	uint8_t *base = fm_region_addr(r);
+	struct toucher t = { (const volatile uint64_t *)(base + page * MIRROR_PAGE), 0 };
+	pthread_t th;
+	uint64_t bad;
+
+	cr_assert_eq(pthread_create(&th, NULL, touch_main, &t), 0);
+	td_sleep_ms(SETTLE_MS);   /* its fault is read and fetched; the install waits */
+	cr_assert_eq(fm_region_discard(r, page * MIRROR_PAGE, MIRROR_PAGE), 0);
+	bad = check_pages(base, page, page + 1, 0, "discarded");
+	pthread_join(th, NULL);
+	/* the toucher ran concurrently with the discard: either is right */
+	cr_expect(t.seen == 0 || t.seen == page, "the toucher read %lu", (unsigned long)t.seen);
+	bad += check_pages(base, page, page + 1, 0, "discarded, after the toucher");
+	bad += check_pages(base, page + 1, page + 3, 1, "after");
+	int64_t waits = td_stat(&fmd, "discard_waits");
+
+	fprintf(stderr, "discard during a fault's fetch: %lu bad pages, discard_waits %ld\n",
+		(unsigned long)bad, (long)waits);
+	cr_expect_eq(bad, 0, "%lu pages read wrong after the discard", (unsigned long)bad);
+	cr_expect_gt(waits, 0, "no install met the discard: the race was not provoked");
+	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
+	cr_expect_eq(td_stat(&fmd, "fault_errors"), 0);
+	fm_region_destroy(r);
+	fm_disconnect(c);
+	td_expect_stop(&fmd);
+}
+
+/* No failpoints: streams through stored pages while another thread
+ * discards blocks ahead of them, round after round, with eviction pressure
+ * (two spans of 1024 pages against a budget of 512). A discarded page must
+ * read zero once its discard returned, every other page its stamp. */
+#define SPAN 1024u
+#define BLOCK 16u
+#define ROUNDS 16u
+
+struct span_job {
+	struct fm_region *r;
+	uint8_t *base;
+	uint64_t first;      /* the span's first page */
+	uint32_t version;
+	uint64_t errors;
+};
+
+static bool dropped_block(uint64_t off)
+{
+	return (off / BLOCK) % 3 == 1;
+}
+
+static void *span_reader(void *arg)
+{
+	struct span_job *j = arg;
+
+	for (uint64_t off = 0; off < SPAN; off++) {
+		uint64_t p = j->first + off;
+		const uint8_t *page = j->base + p * MIRROR_PAGE;
+
+		/* racing the discard: either content is right here */
+		if (!check(page, p, j->version) && !(dropped_block(off) && check(page, p, 0)) &&
+		    j->errors++ < 5)
+			fprintf(stderr, "stream: page %lu reads neither its stamp nor zero\n",
+				(unsigned long)p);
+	}
+	return NULL;
+}
+
+static void *span_discarder(void *arg)
+{
+	struct span_job *j = arg;
+
+	for (uint64_t off = BLOCK; off < SPAN; off += 3 * BLOCK)
+		if (fm_region_discard(j->r, (j->first + off) * MIRROR_PAGE, BLOCK * MIRROR_PAGE) < 0)
+			j->errors++;
+	return NULL;
+}
+
+Test(prefetch_daemon, discards_ahead_of_streams_keep_data, .timeout = 240)
+{
+	const char *sets[] = { "memory.resident_pages=512", "memory.prefetch_pages=32", NULL };
+	struct fm_client *c;
+	struct fm_region *r;
+	struct span_job rd[2], dc[2];
+	pthread_t th[4];
+	uint64_t bad = 0, errors = 0;
+	uint8_t *base;
+
+	td_must_start(&fmd, sets);
+	r = td_region(&fmd, &c, 2 * SPAN, "discard-storm");
+	base = fm_region_addr(r);
+	for (uint32_t v = 1; v <= ROUNDS; v++) {
+		for (uint64_t p = 0; p < 2 * SPAN; p++)
+			stamp(base + p * MIRROR_PAGE, p, v);
+		for (unsigned i = 0; i < 2; i++) {
+			rd[i] = (struct span_job){ r, base, i * SPAN, v, 0 };
+			dc[i] = rd[i];
+			cr_assert_eq(pthread_create(&th[2 * i], NULL, span_reader, &rd[i]), 0);
+			cr_assert_eq(pthread_create(&th[2 * i + 1], NULL, span_discarder, &dc[i]), 0);
+		}
+		for (unsigned i = 0; i < 4; i++)
+			pthread_join(th[i], NULL);
+		for (unsigned i = 0; i < 2; i++) {
+			errors += rd[i].errors + dc[i].errors;
+			for (uint64_t off = 0; off < SPAN; off++) {
+				uint64_t p = i * SPAN + off;
+
+				if (!check(base + p * MIRROR_PAGE, p, dropped_block(off) ? 0 : v) &&
+				    bad++ < 5)
+					fprintf(stderr, "round %u: page %lu should read %s\n", v,
+						(unsigned long)p, dropped_block(off) ? "zero" : "its stamp");
+			}
+		}
+	}
+	int64_t pf = td_stat(&fmd, "prefetched"), ev = td_stat(&fmd, "evictions");
+	int64_t waits = td_stat(&fmd, "discard_waits"), disc = td_stat(&fmd, "discarded");
+
+	fprintf(stderr, "discard storm: %lu bad, %lu errors; prefetched %ld, evictions %ld, "
+		"discarded %ld, discard_waits %ld\n", (unsigned long)bad, (unsigned long)errors,
+		(long)pf, (long)ev, (long)disc, (long)waits);
+	cr_expect_eq(bad, 0, "%lu pages read wrong after their round", (unsigned long)bad);
+	cr_expect_eq(errors, 0, "%lu reads or discards went wrong during the rounds",
+		     (unsigned long)errors);
+	cr_expect_gt(pf, 0, "nothing prefetched");
+	cr_expect_gt(ev, 1000, "only %ld evictions: no pressure", (long)ev);
+	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
+	cr_expect_eq(td_stat(&fmd, "fault_errors"), 0);
+	fm_region_destroy(r);
+	fm_disconnect(c);
+	td_expect_stop(&fmd);
+}

@@ -75,8 +75,10 @@ Test(ring_overflow, parked_faults_are_all_served, .timeout = 60)
 	bell.sleeping = 1;
 	for (unsigned i = 0; i < 2; i++)
 		cr_assert_not_null(shards[i] = shard_create_cfg(&cfg, i, 2048, &bell));
-	struct dispatch_target targets[2] = { { shard_data_ring(shards[0]), shard_doorbell(shards[0]) },
-					{ shard_data_ring(shards[1]), shard_doorbell(shards[1]) } };
+	struct dispatch_target targets[2] = {
+		{ shard_data_ring(shards[0]), shard_doorbell(shards[0]), shard_discards_routed(shards[0]) },
+		{ shard_data_ring(shards[1]), shard_doorbell(shards[1]), shard_discards_routed(shards[1]) }
+	};
 	cr_assert_not_null(d = dispatcher_create(targets, 2, -1, 64, 0, &bell));
 	cr_assert_eq(dispatcher_start(d), 0);
 
