@@ -113,6 +113,30 @@ static int replace_file(int dirfd, const char *name, const void *buf, size_t len
 	return rc;
 }
 
+/* Read a small file of the directory whole: *got bytes, at most cap (a
+ * file of cap bytes or more is reported as cap). 0 or -errno. */
+static int read_small(int dirfd, const char *name, char *buf, size_t cap, size_t *got)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), rc = 0;
+
+	*got = 0;
+	if (fd < 0)
+		return -errno;
+	while (*got < cap) {
+		ssize_t k = read(fd, buf + *got, cap - *got);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			rc = -errno;
+		if (k <= 0)
+			break;
+		*got += (size_t)k;
+	}
+	close(fd);
+	return rc;
+}
+
 static int load_secret(struct fm_state_dir *sd)
 {
 	int fd = openat(sd->dirfd, "secret", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -195,33 +219,38 @@ fail:
 	return rc;
 }
 
-int32_t fm_state_node_read(const struct fm_state_dir *sd)
+int32_t fm_state_node_parse(const char *data, size_t n)
 {
-	char buf[16];
+	char buf[8];
 	unsigned long v;
 	char *end;
-	ssize_t n;
-	int fd;
 
-	if (!fm_state_dir_on(sd))
-		return -ENOENT;
-	fd = openat(sd->dirfd, FM_STATE_NODE_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n < 0)
-		return -EIO;
-	buf[n] = '\0';
 	/* Exactly "<1..5 digits>\n": anything else (empty, torn, a sign,
-	 * spaces, trailing bytes, > 65535) is not an id this code wrote. */
-	if (n < 2 || n > 6 || buf[0] < '0' || buf[0] > '9' || buf[n - 1] != '\n')
+	 * spaces, leading zeros, trailing bytes, > 65535) is not an id this code wrote. */
+	if (n < 2 || n > 6 || data[0] < '0' || data[0] > '9' || data[n - 1] != '\n' ||
+	    (data[0] == '0' && n > 2))   /* a leading zero: not written by us */
 		return -EINVAL;
+	memcpy(buf, data, n);
+	buf[n] = '\0';
 	errno = 0;
 	v = strtoul(buf, &end, 10);
 	if (errno || end != buf + n - 1 || v > 65535)
 		return -EINVAL;
 	return (int32_t)v;
+}
+
+int32_t fm_state_node_read(const struct fm_state_dir *sd)
+{
+	char buf[16];
+	size_t n;
+	int rc;
+
+	if (!fm_state_dir_on(sd))
+		return -ENOENT;
+	rc = read_small(sd->dirfd, FM_STATE_NODE_FILE, buf, sizeof(buf), &n);
+	if (rc < 0)
+		return rc;
+	return fm_state_node_parse(buf, n);
 }
 
 int fm_state_node_write(struct fm_state_dir *sd, uint16_t node)
@@ -405,6 +434,8 @@ int fm_state_scan(struct fm_state_dir *sd, void (*fn)(uint64_t id, void *arg), v
 
 #define SERVERS_FILE "servers"
 #define SERVERS_MAGIC "fluidmem-servers 1"
+_Static_assert(sizeof(SERVERS_MAGIC) + FM_STATE_SERVER_LISTS * FM_STATE_SERVERS_MAX < FM_STATE_SERVERS_FILE_MAX,
+	       "a full servers file fits below the limit that marks it overlong");
 
 int fm_state_servers_push(struct fm_state_servers *s, const char *list)
 {
@@ -422,68 +453,37 @@ int fm_state_servers_push(struct fm_state_servers *s, const char *list)
 	return 0;
 }
 
-int fm_state_servers_write(struct fm_state_dir *sd, const struct fm_state_servers *s)
+size_t fm_state_servers_format(const struct fm_state_servers *s, char *buf, size_t cap)
 {
-	char buf[sizeof(SERVERS_MAGIC) + FM_STATE_SERVER_LISTS * FM_STATE_SERVERS_MAX];
-	const char *tmp = "." SERVERS_FILE ".tmp";
-	size_t o;
-	int fd, rc;
+	size_t o = (size_t)snprintf(buf, cap, SERVERS_MAGIC "\n");
 
-	if (!fm_state_dir_on(sd))
-		return -ENOENT;
-	o = (size_t)snprintf(buf, sizeof(buf), SERVERS_MAGIC "\n");
-	for (unsigned i = 0; i < s->n && i < FM_STATE_SERVER_LISTS; i++)
-		o += (size_t)snprintf(buf + o, sizeof(buf) - o, "%s\n", s->list[i]);
-	fd = openat(sd->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	rc = write_all(fd, buf, o);
-	/* The data before the name: a crash never leaves an empty file. */
-	if (rc == 0 && fsync(fd) < 0)
-		rc = -errno;
-	close(fd);
-	if (rc == 0 && renameat(sd->dirfd, tmp, sd->dirfd, SERVERS_FILE) < 0)
-		rc = -errno;
-	if (rc < 0) {
-		unlinkat(sd->dirfd, tmp, 0);
-		return rc;
-	}
-	return fsync(sd->dirfd) < 0 ? -errno : 0;
+	for (unsigned i = 0; i < s->n && i < FM_STATE_SERVER_LISTS && o < cap; i++)
+		o += (size_t)snprintf(buf + o, cap - o, "%s\n", s->list[i]);
+	return o < cap ? o : cap;
 }
 
-int fm_state_servers_read(struct fm_state_dir *sd, struct fm_state_servers *s)
+int fm_state_servers_write(struct fm_state_dir *sd, const struct fm_state_servers *s)
 {
-	char buf[sizeof(SERVERS_MAGIC) + FM_STATE_SERVER_LISTS * FM_STATE_SERVERS_MAX + 1];
-	size_t got = 0, ml = strlen(SERVERS_MAGIC);
-	int fd, rc = 0;
-	char *p;
+	char buf[FM_STATE_SERVERS_FILE_MAX];
 
-	s->n = 0;
 	if (!fm_state_dir_on(sd))
 		return -ENOENT;
-	fd = openat(sd->dirfd, SERVERS_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return -errno;
-	while (got < sizeof(buf)) {
-		ssize_t k = read(fd, buf + got, sizeof(buf) - got);
+	return replace_file(sd->dirfd, SERVERS_FILE, buf, fm_state_servers_format(s, buf, sizeof(buf)),
+			    0600);
+}
 
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0)
-			rc = -errno;
-		if (k <= 0)
-			break;
-		got += (size_t)k;
-	}
-	close(fd);
-	if (rc < 0)
-		return rc;
+int fm_state_servers_parse(const char *buf, size_t got, struct fm_state_servers *s)
+{
+	size_t ml = strlen(SERVERS_MAGIC);
+	const char *p;
+
+	s->n = 0;
 	/* Whole lines only: the last ends with '\n'. */
-	if (got == sizeof(buf) || got <= ml + 1 || memcmp(buf, SERVERS_MAGIC "\n", ml + 1) ||
-	    buf[got - 1] != '\n')
+	if (got >= FM_STATE_SERVERS_FILE_MAX || got <= ml + 1 ||
+	    memcmp(buf, SERVERS_MAGIC "\n", ml + 1) || buf[got - 1] != '\n')
 		return -EINVAL;
 	for (p = buf + ml + 1; p < buf + got;) {
-		char *e = memchr(p, '\n', (size_t)(buf + got - p));
+		const char *e = memchr(p, '\n', (size_t)(buf + got - p));
 		size_t len = (size_t)(e - p);
 
 		if (len == 0 || len >= FM_STATE_SERVERS_MAX || s->n == FM_STATE_SERVER_LISTS)
@@ -500,4 +500,18 @@ int fm_state_servers_read(struct fm_state_dir *sd, struct fm_state_servers *s)
 bad:
 	s->n = 0;
 	return -EINVAL;
+}
+
+int fm_state_servers_read(struct fm_state_dir *sd, struct fm_state_servers *s)
+{
+	char buf[FM_STATE_SERVERS_FILE_MAX];
+	size_t got;
+	int rc;
+
+	s->n = 0;
+	if (!fm_state_dir_on(sd))
+		return -ENOENT;
+	if ((rc = read_small(sd->dirfd, SERVERS_FILE, buf, sizeof(buf), &got)) < 0)
+		return rc;
+	return fm_state_servers_parse(buf, got, s);
 }

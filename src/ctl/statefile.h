@@ -87,6 +87,8 @@ int fm_state_dir_open(struct fm_state_dir *sd, const char *path);
  * 0 or -errno. */
 #define FM_STATE_NODE_FILE "node"
 int32_t fm_state_node_read(const struct fm_state_dir *sd);
+/* The node file's n bytes: the id, or -EINVAL (fuzzed: tests/fuzz). */
+int32_t fm_state_node_parse(const char *buf, size_t n);
 int fm_state_node_write(struct fm_state_dir *sd, uint16_t node);
 void fm_state_dir_close(struct fm_state_dir *sd);
 static inline bool fm_state_dir_on(const struct fm_state_dir *sd)
@@ -134,6 +136,7 @@ int fm_state_scan(struct fm_state_dir *sd, void (*fn)(uint64_t id, void *arg), v
  * store.memcached.servers names what a fresh start uses. */
 #define FM_STATE_SERVER_LISTS 4      /* as many as a memcached handle keeps */
 #define FM_STATE_SERVERS_MAX 1024    /* bytes of one list, NUL included (FM_MC_SERVERS_MAX) */
+#define FM_STATE_SERVERS_FILE_MAX (FM_STATE_SERVER_LISTS * FM_STATE_SERVERS_MAX + 64)
 
 struct fm_state_servers {
 	unsigned n;                  /* lists held; 0: none */
@@ -150,5 +153,9 @@ int fm_state_servers_write(struct fm_state_dir *sd, const struct fm_state_server
  * an empty or overlong one, a control character or a space in one, more
  * than FM_STATE_SERVER_LISTS), -errno. On error s->n is 0. */
 int fm_state_servers_read(struct fm_state_dir *sd, struct fm_state_servers *s);
+/* The same on the file's len bytes (fuzzed: tests/fuzz), and the file's
+ * bytes for s: their length (cap when they did not fit). */
+int fm_state_servers_parse(const char *buf, size_t len, struct fm_state_servers *s);
+size_t fm_state_servers_format(const struct fm_state_servers *s, char *buf, size_t cap);
 
 #endif

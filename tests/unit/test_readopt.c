@@ -1260,7 +1260,7 @@ Test(statefile, node_file_round_trip_and_garbage)
 {
 	static const char *const bad[] = { "", "1", "\n", "12x\n", "-1\n", " 7\n", "7 \n",
 					   "65536\n", "99999\n", "7\n7\n", "+7\n", "0x10\n",
-					   "123456\n" };
+					   "123456\n", "007\n", "00\n" };
 	char tmp[] = "/tmp/fmstate.XXXXXX", path[128], cmd[64], buf[16] = "";
 	struct fm_state_dir sd;
 	struct stat st;
