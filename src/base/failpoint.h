@@ -36,8 +36,8 @@
  *                        it for its shard: shard_discard_pending), before routing it
  *   prefetch.before_install a prefetch window read its stored pages, before
  *                        installing them
- *   fault.before_install a fault fetched its stored page, before installing
- *                        it */
+ *   fault.before_install a fault fetched its stored page, or a fault batch
+ *                        read its stored pages, before installing them */
 #ifndef FM_FAILPOINT_H
 #define FM_FAILPOINT_H
 

@@ -490,6 +490,9 @@ static bool fault_batch(struct shard *s, const struct fm_msg *m)
 	for (uint32_t k = 0; k < n; k++)
 		fm_hist_add(&s->st.fetch_ns, per);
 	s->st.fault_batches++;
+	/* fault.before_install (tests): hold the installs after the read, as
+	 * serve_fault does, so a discard can be routed meanwhile. */
+	fm_failpoint_delay(FM_FP_FAULT_BEFORE_INSTALL);
 	for (uint32_t i = 0; i <= last; i++)
 		if (b->item[i] < 0 || !serve_batched(s, &b->msgs[i], (uint32_t)b->item[i]))
 			handle_one(s, &b->msgs[i]);

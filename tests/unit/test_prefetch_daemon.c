@@ -126,9 +126,9 @@ Test(prefetch_daemon, strided_writers_race_eviction_and_prefetch, .timeout = 240
 
 /* A daemon with the failpoints set, and a region whose pages hold stamps
  * (version 1) and are all evicted to the store. */
-static struct fm_region *stored_region(const char *failpoints, struct fm_client **c)
+static struct fm_region *stored_region_set(const char *const *sets, const char *failpoints,
+					   struct fm_client **c)
 {
-	const char *sets[] = { "memory.resident_pages=4096", "memory.prefetch_pages=32", NULL };
 	struct fm_region *r;
 	uint8_t *base;
 	int64_t resident = -1;
@@ -146,6 +146,13 @@ static struct fm_region *stored_region(const char *failpoints, struct fm_client 
 	}
 	cr_assert_eq(resident, 0, "%ld pages still resident: cannot evict them all", (long)resident);
 	return r;
+}
+
+static struct fm_region *stored_region(const char *failpoints, struct fm_client **c)
+{
+	const char *sets[] = { "memory.resident_pages=4096", "memory.prefetch_pages=32", NULL };
+
+	return stored_region_set(sets, failpoints, c);
 }
 
 /* Pages [first, end) must read zero (discarded) or their stamp (kept). */
@@ -299,6 +306,91 @@ Test(prefetch_daemon, discard_while_fault_fetches_reads_zero, .timeout = 120)
 		(unsigned long)bad, (long)waits);
 	cr_expect_eq(bad, 0, "%lu pages read wrong after the discard", (unsigned long)bad);
 	cr_expect_gt(waits, 0, "no install met the discard: the race was not provoked");
+	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
+	cr_expect_eq(td_stat(&fmd, "fault_errors"), 0);
+	fm_region_destroy(r);
+	fm_disconnect(c);
+	td_expect_stop(&fmd);
+}
+
+/* Demand faults of several threads on distinct stored pages pile up behind
+ * a stalled one (shard.fault_stall) and are read in one batch
+ * (memory.fault_batch; no prefetch, so only the batch installs); the batch
+ * waits to install them (fault.before_install) when the client discards
+ * some of those pages. The discarded ones must read zero, the others their
+ * stamps. */
+#define BATCH_THREADS 12u
+#define BATCH_FIRST 8u            /* the threads fault BATCH_FIRST + i */
+#define BATCH_DROP_FIRST 11u      /* discarded: [BATCH_DROP_FIRST, BATCH_DROP_END) */
+#define BATCH_DROP_END 17u
+
+struct batch_toucher {
+	struct toucher t;
+	pthread_barrier_t *go;
+};
+
+static void *batch_touch_main(void *arg)
+{
+	struct batch_toucher *bt = arg;
+
+	pthread_barrier_wait(bt->go);
+	return touch_main(&bt->t);
+}
+
+Test(prefetch_daemon, discard_while_fault_batch_fetches_reads_zero, .timeout = 120)
+{
+	const char *sets[] = { "memory.resident_pages=4096", "memory.prefetch_pages=0",
+			       "memory.fault_batch=16", NULL };
+	struct fm_client *c;
+	struct fm_region *r = stored_region_set(sets,
+						"shard.fault_stall=EIO,fault.before_install=" INSTALL_MS
+						",dispatch.remove_read=" ROUTE_MS, &c);
+	uint8_t *base = fm_region_addr(r);
+	struct batch_toucher bt[BATCH_THREADS];
+	pthread_t th[BATCH_THREADS];
+	pthread_barrier_t go;
+	uint64_t bad;
+
+	cr_assert_eq(pthread_barrier_init(&go, NULL, BATCH_THREADS), 0);
+	for (unsigned i = 0; i < BATCH_THREADS; i++) {
+		uint64_t p = BATCH_FIRST + i;
+
+		bt[i] = (struct batch_toucher){
+			{ (const volatile uint64_t *)(base + p * MIRROR_PAGE), 0 }, &go };
+		cr_assert_eq(pthread_create(&th[i], NULL, batch_touch_main, &bt[i]), 0);
+	}
+	/* the faults pile up behind the first, are read together, and the
+	 * batch's installs wait */
+	td_sleep_ms(SETTLE_MS);
+	cr_assert_eq(fm_region_discard(r, BATCH_DROP_FIRST * MIRROR_PAGE,
+				       (BATCH_DROP_END - BATCH_DROP_FIRST) * MIRROR_PAGE), 0);
+	bad = check_pages(base, BATCH_DROP_FIRST, BATCH_DROP_END, 0, "discarded");
+	for (unsigned i = 0; i < BATCH_THREADS; i++) {
+		uint64_t p = BATCH_FIRST + i;
+		bool dropped = p >= BATCH_DROP_FIRST && p < BATCH_DROP_END;
+
+		pthread_join(th[i], NULL);
+		/* a discarded page's toucher ran concurrently with the discard */
+		cr_expect(bt[i].t.seen == p || (dropped && bt[i].t.seen == 0),
+			  "the toucher of page %lu read %lu", (unsigned long)p,
+			  (unsigned long)bt[i].t.seen);
+	}
+	pthread_barrier_destroy(&go);
+	bad += check_pages(base, BATCH_DROP_FIRST, BATCH_DROP_END, 0, "discarded, after the touchers");
+	/* only the touched pages: every other stored fault waits INSTALL_MS */
+	bad += check_pages(base, BATCH_FIRST, BATCH_DROP_FIRST, 1, "before");
+	bad += check_pages(base, BATCH_DROP_END, BATCH_FIRST + BATCH_THREADS, 1, "after");
+	int64_t batches = td_stat(&fmd, "fault_batches"), batched = td_stat(&fmd, "batched_get_faults");
+	int64_t waits = td_stat(&fmd, "discard_waits"), pf = td_stat(&fmd, "prefetched");
+
+	fprintf(stderr,
+		"discard during a fault batch: %lu bad pages, fault_batches %ld, batched_get_faults %ld, "
+		"discard_waits %ld, prefetched %ld\n",
+		(unsigned long)bad, (long)batches, (long)batched, (long)waits, (long)pf);
+	cr_expect_eq(bad, 0, "%lu pages read wrong after the discard", (unsigned long)bad);
+	cr_expect_gt(batches, 0, "no fault batch: the faults did not pile up");
+	cr_expect_gt(waits, 0, "no install met the discard: the race was not provoked");
+	cr_expect_eq(pf, 0, "prefetch installed pages: memory.prefetch_pages=0 not honoured");
 	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
 	cr_expect_eq(td_stat(&fmd, "fault_errors"), 0);
 	fm_region_destroy(r);
