@@ -127,7 +127,7 @@ vm_pick_accel() {
 	case $accel in
 	kvm) accel_args=(-enable-kvm -cpu host) ;;
 	tcg) accel_args=(-accel tcg -cpu max)
-		"$QEMU" -accel help 2>/dev/null | grep -qx tcg || skip "QEMU has no TCG and KVM is not usable" ;;
+		"$QEMU" -accel help 2>/dev/null | grep -cx tcg >/dev/null || skip "QEMU has no TCG and KVM is not usable" ;;
 	*) die "FM_VM_ACCEL must be tcg or kvm" ;;
 	esac
 }

@@ -227,7 +227,7 @@ r0=$(dstat registrations)
 [ $(($(dstat registrations) - r0)) -eq 1 ] || die "the DIMM was not registered with fluidmemd"
 mapfile -t regs < <(regions_of "$DOM")
 [ ${#regs[@]} -eq 2 ] || die "expected 2 regions named $DOM after the hot-plug: $(ctljson regions)"
-"${V[@]}" dumpxml "$DOM" | grep -q "<memory model='dimm'" || die "libvirt does not list the DIMM"
+"${V[@]}" dumpxml "$DOM" | grep -c "<memory model='dimm'" >/dev/null || die "libvirt does not list the DIMM"
 wait_serial "$glog" 'FMTEST: hotplug-done' 300
 grep -E 'FMTEST: hotplug-online|memtest\[hotplug\]: (write|verify|OK)' "$glog" | sed 's/^/   guest: /'
 dimm_faults=0
