@@ -62,8 +62,8 @@ void ctl_cluster_metrics_text(struct daemon *d, struct strbuf *out);
 void ctl_cluster_regions_json(struct daemon *d, struct strbuf *out);
 /* "servers list | add HOST:PORT | drain HOST:PORT": the store's server
  * list. add writes the cluster's servers znode; every node (this one too)
- * switches when its watch fires, through a message to each shard. drain is
- * refused: not implemented. */
+ * switches when its watch fires, through a message to each shard. drain
+ * moves this node's keys off the server (ctl/drain.c), then records it. */
 /* This node finished draining (ctl/drain.c): record it in ZooKeeper. */
 void ctl_cluster_drained(struct daemon *d);
 void ctl_cluster_servers_cmd(struct daemon *d, int argc, char **argv, struct strbuf *out);

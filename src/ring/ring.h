@@ -207,27 +207,10 @@ static inline bool fm_ring_pop(struct fm_ring *r, struct fm_msg *m)
 	return ck_ring_dequeue_spsc_fm_msg(&r->ring, r->slots, m);
 }
 
-/* Consumer only: whether a message waiting (pushed, not yet popped)
- * satisfies match(m, arg), without taking any. The producer never rewrites
- * a slot before the consumer pops it, so the scan reads whole messages. */
-static inline bool fm_ring_pending_any(const struct fm_ring *r,
-				       bool (*match)(const struct fm_msg *m, const void *arg),
-				       const void *arg)
-{
-	unsigned c = ck_pr_load_uint(&r->ring.c_head);
-	unsigned p = ck_pr_load_uint(&r->ring.p_tail);
-
-	ck_pr_fence_load();
-	for (; c != p; c++)
-		if (match(&r->slots[c & r->ring.mask], arg))
-			return true;
-	return false;
-}
-
 /* Consumer only: copy the i-th waiting message (0 = the one the next pop
- * returns) into *m without taking it. False when fewer than i + 1 wait. As
- * for fm_ring_pending_any, the producer never rewrites a waiting slot, so
- * the copy is whole, and the next pops return the same messages in order. */
+ * returns) into *m without taking it. False when fewer than i + 1 wait. The
+ * producer never rewrites a slot before the consumer pops it, so the copy
+ * is whole, and the next pops return the same messages in order. */
 static inline bool fm_ring_peek(const struct fm_ring *r, unsigned i, struct fm_msg *m)
 {
 	unsigned c = ck_pr_load_uint(&r->ring.c_head);
