@@ -151,6 +151,33 @@ static inline void mcd_kill(struct mcd *m, int sig)
 	m->pid = 0;
 }
 
+/* Stop the server with SIGSTOP (a slow server: the kernel still accepts
+ * its connections and requests, nothing answers) and wait until it has
+ * stopped. kill() only queues the signal: memcached is multi-threaded, the
+ * thread that takes the signal stops the others when it next runs, and
+ * until then (long enough under CPU load) a worker may still answer a
+ * request, or write half an answer (a get's value without its end marker)
+ * and stop after that write. The parent's waitpid(WUNTRACED) returns once
+ * the whole thread group has stopped. 0 or -1. */
+static inline int mcd_pause(struct mcd *m)
+{
+	int st;
+
+	if (m->pid <= 0 || kill(m->pid, SIGSTOP) < 0)
+		return -1;
+	while (waitpid(m->pid, &st, WUNTRACED) < 0)
+		if (errno != EINTR)
+			return -1;
+	return WIFSTOPPED(st) ? 0 : -1;
+}
+
+/* Let a paused server run again. */
+static inline void mcd_resume(struct mcd *m)
+{
+	if (m->pid > 0)
+		kill(m->pid, SIGCONT);
+}
+
 /* Start again on the same address (empty, like a restarted server). */
 static inline int mcd_restart(struct mcd *m)
 {

@@ -130,12 +130,18 @@ static int sv_get(struct mc_store *ms, struct mc_server *sv, const char *key, vo
 			    sv->name, memcached_result_length(res), key);
 		ret = -EBADMSG;
 	}
-	/* Read the end marker, so the next request starts on a clean stream. */
+	/* Read the end marker, so the next request starts on a clean stream.
+	 * The page came whole, but a server whose end marker does not come
+	 * (it stopped between the two writes, or the stream is out of step)
+	 * did not answer: it is down like one that timed out on the value,
+	 * else the next get would wait io_timeout_ms on it again (and a
+	 * kv_get_try must not wait on a server that just failed). */
 	while (memcached_fetch_result(sv->mc, &sv->result, &rc))
 		;
 	if (rc != MEMCACHED_END && rc != MEMCACHED_NOTFOUND)
-		sv->mc_reset = true;
-	mc_sv_answered(ms, sv);
+		mc_sv_lm_error(ms, sv, "get (end of the answer)", rc);
+	else
+		mc_sv_answered(ms, sv);
 	return ret;
 }
 

@@ -192,7 +192,7 @@ Test(slow_server, healthy_servers_pages_served_while_one_is_stopped, .timeout = 
 			   &done0);
 	cr_expect_eq(bad, 0);
 
-	kill(srv[1].pid, SIGSTOP);
+	cr_assert_eq(mcd_pause(&srv[1]), 0);
 	w.words = words;
 	w.pages = stopped;
 	w.n = ns;
@@ -220,7 +220,7 @@ Test(slow_server, healthy_servers_pages_served_while_one_is_stopped, .timeout = 
 	cr_expect_gt(td_stat(&fmd, "fetches") - fetches0, HEALTHY_TOUCHES / 4,
 		     "healthy pages were not fetched during the stop");
 
-	kill(srv[1].pid, SIGCONT);
+	mcd_resume(&srv[1]);
 	pthread_join(t, NULL);
 	signal(SIGBUS, SIG_DFL);
 	cr_expect_eq(w.bad, 0, "%zu pages of the stopped server came back wrong", w.bad);
