@@ -155,6 +155,37 @@ static int timed_try(struct kv_store *kv, uint64_t pno, void *page, double *wall
 	return rc;
 }
 
+/* Try page pno of a server that stopped answering until the store gives up
+ * on it: every try but the last is -EAGAIN at once (never asleep on the
+ * server for most of an io timeout), more than 10 of them, then -EIO. A
+ * healthy page (UINT64_MAX: none) reads right between the tries. */
+static void tries_until_given_up(struct kv_store *kv, uint64_t pno, void *page, uint64_t healthy)
+{
+	double worst_ms = 0, worst_wall_ms = 0;
+	int rc, eagain = 0;
+
+	for (;;) {
+		double wall_ms, blocked_ms;
+
+		rc = timed_try(kv, pno, page, &wall_ms, &blocked_ms);
+		worst_ms = FM_MAX(worst_ms, blocked_ms);
+		worst_wall_ms = FM_MAX(worst_wall_ms, wall_ms);
+		if (rc != -EAGAIN)
+			break;
+		eagain++;
+		if (healthy != UINT64_MAX) {
+			cr_assert_eq(kv_get_try(kv, (struct kv_key){ 9, healthy }, page, NULL, NULL), 0);
+			cr_assert(same(page, healthy));
+		}
+		lb_sleep_ms(2);
+	}
+	cr_expect_eq(rc, -EIO, "gave up with %d", rc);
+	cr_expect_gt(eagain, 10);
+	cr_expect_lt(worst_ms, IO_MS * 0.8,
+		     "a try waited %.0f ms on the stopped server (%.0f ms wall time)", worst_ms,
+		     worst_wall_ms);
+}
+
 static void mget_matches_gets(bool binary)
 {
 	uint64_t pno[2 * NPAGES];
@@ -301,8 +332,7 @@ Test(kv_mget, get_try_never_waits_on_a_stopped_server, .timeout = 90)
 	static uint8_t page[PAGE];
 	struct kv_store *kv;
 	uint64_t victim = UINT64_MAX, healthy = UINT64_MAX;
-	int rc, eagain = 0;
-	double worst_ms = 0, worst_wall_ms = 0;
+	int rc;
 
 	start_servers(3);
 	kv = open_store(0, true, 3);
@@ -321,24 +351,7 @@ Test(kv_mget, get_try_never_waits_on_a_stopped_server, .timeout = 90)
 	cr_expect_eq(kv_get_try(kv, (struct kv_key){ 9, victim }, page, NULL, NULL), -EAGAIN);
 	/* Then every try answers at once, until the store gives up
 	 * (retries + 1 = 4 failures: probes timing out, io_timeout each). */
-	for (;;) {
-		double wall_ms, blocked_ms;
-
-		rc = timed_try(kv, victim, page, &wall_ms, &blocked_ms);
-		worst_ms = FM_MAX(worst_ms, blocked_ms);
-		worst_wall_ms = FM_MAX(worst_wall_ms, wall_ms);
-		if (rc != -EAGAIN)
-			break;
-		eagain++;
-		cr_assert_eq(kv_get_try(kv, (struct kv_key){ 9, healthy }, page, NULL, NULL), 0);
-		cr_assert(same(page, healthy));
-		lb_sleep_ms(2);
-	}
-	cr_expect_eq(rc, -EIO, "gave up with %d", rc);
-	cr_expect_gt(eagain, 10);
-	cr_expect_lt(worst_ms, IO_MS * 0.8,
-		     "a try waited %.0f ms on the stopped server (%.0f ms wall time)", worst_ms,
-		     worst_wall_ms);
+	tries_until_given_up(kv, victim, page, healthy);
 	mcd_resume(&srv[1]);
 	for (int i = 0; i < 500; i++) {
 		rc = kv_get_try(kv, (struct kv_key){ 9, victim }, page, NULL, NULL);
@@ -509,8 +522,8 @@ static void get_try_after_a_half_answer(bool binary)
 	struct half_server h;
 	struct kv_store *kv;
 	uint64_t t0;
-	double first_ms, worst_ms = 0, worst_wall_ms = 0;
-	int rc, eagain = 0;
+	double first_ms;
+	int rc;
 
 	half_start(&h, binary, 7);
 	kv = open_store_on(h.addr, 1, 0, binary, 3);
@@ -522,22 +535,7 @@ static void get_try_after_a_half_answer(bool binary)
 	cr_expect(same(page, 7));
 	cr_expect_eq(atomic_load(&h.answered), 1);
 	cr_expect_geq(first_ms, IO_MS * 0.9, "the end marker was not waited for (%.0f ms)", first_ms);
-	for (;;) {
-		double wall_ms, blocked_ms;
-
-		rc = timed_try(kv, 7, page, &wall_ms, &blocked_ms);
-		worst_ms = FM_MAX(worst_ms, blocked_ms);
-		worst_wall_ms = FM_MAX(worst_wall_ms, wall_ms);
-		if (rc != -EAGAIN)
-			break;
-		eagain++;
-		lb_sleep_ms(2);
-	}
-	cr_expect_eq(rc, -EIO, "gave up with %d", rc);
-	cr_expect_gt(eagain, 10);
-	cr_expect_lt(worst_ms, IO_MS * 0.8,
-		     "a try waited %.0f ms on the stopped server (%.0f ms wall time)", worst_ms,
-		     worst_wall_ms);
+	tries_until_given_up(kv, 7, page, UINT64_MAX);
 	kv_close(kv);
 	half_stop(&h);
 }

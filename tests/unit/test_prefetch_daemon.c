@@ -14,6 +14,17 @@
 
 static struct td fmd;
 
+/* Every test ends so: no page was poisoned, no fault failed, and the
+ * daemon stops cleanly once the client is gone. */
+static void end_clean(struct fm_region *r, struct fm_client *c)
+{
+	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
+	cr_expect_eq(td_stat(&fmd, "fault_errors"), 0);
+	fm_region_destroy(r);
+	fm_disconnect(c);
+	td_expect_stop(&fmd);
+}
+
 struct scanner {
 	uint8_t *base;
 	unsigned id;
@@ -91,11 +102,7 @@ static void scan_storm(unsigned stride, const char *why)
 	cr_expect_leq(hits + wasted, pf, "%s: %ld hits + %ld wasted > %ld prefetched", why,
 		      (long)hits, (long)wasted, (long)pf);
 	cr_expect_leq(td_stat(&fmd, "resident"), 512 + 2 * 32, "budget not honoured");
-	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
-	cr_expect_eq(td_stat(&fmd, "fault_errors"), 0);
-	fm_region_destroy(r);
-	fm_disconnect(c);
-	td_expect_stop(&fmd);
+	end_clean(r, c);
 	free(mirror);
 }
 
@@ -219,11 +226,7 @@ Test(prefetch_daemon, discard_while_prefetching_reads_zero, .timeout = 120)
 	cr_expect_eq(bad, 0, "%lu pages read wrong after the discard", (unsigned long)bad);
 	cr_expect_gt(pf, 0, "nothing prefetched: the stream was not seen");
 	cr_expect_gt(waits, 0, "no install met the discard: the race was not provoked");
-	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
-	cr_expect_eq(td_stat(&fmd, "fault_errors"), 0);
-	fm_region_destroy(r);
-	fm_disconnect(c);
-	td_expect_stop(&fmd);
+	end_clean(r, c);
 }
 
 /* The same stream, but the prefetch installs while the client's discard
@@ -258,11 +261,7 @@ Test(prefetch_daemon, discard_between_punch_and_madvise_reads_zero, .timeout = 1
 		(unsigned long)bad, (long)pf);
 	cr_expect_eq(bad, 0, "%lu pages read wrong after the discard", (unsigned long)bad);
 	cr_expect_gt(pf, 0, "nothing prefetched: the stream was not seen");
-	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
-	cr_expect_eq(td_stat(&fmd, "fault_errors"), 0);
-	fm_region_destroy(r);
-	fm_disconnect(c);
-	td_expect_stop(&fmd);
+	end_clean(r, c);
 }
 
 struct toucher {
@@ -306,11 +305,7 @@ Test(prefetch_daemon, discard_while_fault_fetches_reads_zero, .timeout = 120)
 		(unsigned long)bad, (long)waits);
 	cr_expect_eq(bad, 0, "%lu pages read wrong after the discard", (unsigned long)bad);
 	cr_expect_gt(waits, 0, "no install met the discard: the race was not provoked");
-	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
-	cr_expect_eq(td_stat(&fmd, "fault_errors"), 0);
-	fm_region_destroy(r);
-	fm_disconnect(c);
-	td_expect_stop(&fmd);
+	end_clean(r, c);
 }
 
 /* Demand faults of several threads on distinct stored pages pile up behind
@@ -391,11 +386,7 @@ Test(prefetch_daemon, discard_while_fault_batch_fetches_reads_zero, .timeout = 1
 	cr_expect_gt(batches, 0, "no fault batch: the faults did not pile up");
 	cr_expect_gt(waits, 0, "no install met the discard: the race was not provoked");
 	cr_expect_eq(pf, 0, "prefetch installed pages: memory.prefetch_pages=0 not honoured");
-	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
-	cr_expect_eq(td_stat(&fmd, "fault_errors"), 0);
-	fm_region_destroy(r);
-	fm_disconnect(c);
-	td_expect_stop(&fmd);
+	end_clean(r, c);
 }
 
 /* No failpoints: streams through stored pages while another thread
@@ -493,9 +484,5 @@ Test(prefetch_daemon, discards_ahead_of_streams_keep_data, .timeout = 240)
 		     (unsigned long)errors);
 	cr_expect_gt(pf, 0, "nothing prefetched");
 	cr_expect_gt(ev, 1000, "only %ld evictions: no pressure", (long)ev);
-	cr_expect_eq(td_stat(&fmd, "poisoned"), 0);
-	cr_expect_eq(td_stat(&fmd, "fault_errors"), 0);
-	fm_region_destroy(r);
-	fm_disconnect(c);
-	td_expect_stop(&fmd);
+	end_clean(r, c);
 }
