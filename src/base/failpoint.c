@@ -27,6 +27,7 @@ static const char *const fp_names[FM_FP_NR] = {
 	[FM_FP_DISPATCH_REMOVE_READ] = "dispatch.remove_read",
 	[FM_FP_PREFETCH_BEFORE_INSTALL] = "prefetch.before_install",
 	[FM_FP_FAULT_BEFORE_INSTALL] = "fault.before_install",
+	[FM_FP_REGISTER_BEFORE_CLOSE] = "register.before_close",
 };
 #define FP_KILL 0x10000   /* fp_errno: raise SIGKILL (above every errno) */
 static int fp_errno[FM_FP_NR];

@@ -37,7 +37,10 @@
  *   prefetch.before_install a prefetch window read its stored pages, before
  *                        installing them
  *   fault.before_install a fault fetched its stored page, or a fault batch
- *                        read its stored pages, before installing them */
+ *                        read its stored pages, before installing them
+ *   register.before_close a refused registration connection got its reason
+ *                        and was drained, before the daemon closes it (a
+ *                        request landing then resets the client's socket) */
 #ifndef FM_FAILPOINT_H
 #define FM_FAILPOINT_H
 
@@ -58,6 +61,7 @@ enum fm_failpoint_id {
 	FM_FP_DISPATCH_REMOVE_READ,
 	FM_FP_PREFETCH_BEFORE_INSTALL,
 	FM_FP_FAULT_BEFORE_INSTALL,
+	FM_FP_REGISTER_BEFORE_CLOSE,
 	FM_FP_NR
 };
 

@@ -45,6 +45,19 @@ int fmc_dial(const char *path, int timeout_ms)
 	return fd;
 }
 
+/* recv without waiting. A daemon that closes a connection over a request
+ * it has not read resets ours: the first recv reports ECONNRESET (and
+ * clears it) even when a reply was queued before the close, so read once
+ * more to get that reply. */
+static ssize_t recv_queued(int fd, struct fm_reg_reply *rep)
+{
+	ssize_t n = recv(fd, rep, sizeof(*rep), MSG_DONTWAIT);
+
+	if (n < 0 && errno == ECONNRESET)
+		n = recv(fd, rep, sizeof(*rep), MSG_DONTWAIT);
+	return n;
+}
+
 /* Wait up to the client's timeout for one reply. 0, -ETIMEDOUT or -EPROTO
  * (with c->error set); -ECANCELED in the watcher when fm_disconnect stops it. */
 static int recv_reply(struct fm_client *c, struct fm_reg_reply *rep)
@@ -68,7 +81,7 @@ static int recv_reply(struct fm_client *c, struct fm_reg_reply *rep)
 			fmc_set_error(c, "fluidmemd did not answer within %d s", c->timeout_ms / 1000);
 			return -ETIMEDOUT;
 		}
-		n = recv(c->fd, rep, sizeof(*rep), MSG_DONTWAIT);
+		n = recv_queued(c->fd, rep);
 		if (n < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		break;
@@ -131,7 +144,7 @@ int fmc_exchange(struct fm_client *c, struct fm_reg_req *q, const int *fds, int 
 		/* A daemon that refused us at accept has queued its reason and
 		 * closed: read that rather than report a broken pipe. */
 		if ((err == EPIPE || err == ECONNRESET) &&
-		    recv(c->fd, rep, sizeof(*rep), MSG_DONTWAIT) == (ssize_t)sizeof(*rep) &&
+		    recv_queued(c->fd, rep) == (ssize_t)sizeof(*rep) &&
 		    rep->magic == FM_PROTO_MAGIC && rep->status < 0) {
 			rep->reason[sizeof(rep->reason) - 1] = '\0';
 			fmc_set_error(c, "fluidmemd refused: %s", rep->reason);

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/failpoint.h"
 #include "base/log.h"
 #include "ctl/cluster_hooks.h"
 #include "ctl/registration.h"
@@ -693,6 +694,7 @@ static void reg_turn_away(struct daemon *d, int fd, const struct ucred *cred, in
 			}
 		}
 	}
+	fm_failpoint_delay(FM_FP_REGISTER_BEFORE_CLOSE);
 	close(fd);
 }
 

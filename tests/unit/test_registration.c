@@ -1,6 +1,7 @@
 /* Hostile clients: malformed registrations, refused uids, clients killed
  * mid-run. The daemon must refuse with a reason and keep serving others. */
 #include <criterion/criterion.h>
+#include <dlfcn.h>
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -191,6 +192,52 @@ Test(registration, uid_not_allowed_is_refused, .timeout = 60)
 	cr_assert_not_null(c);
 	cr_expect_null(fm_region_create(c, 16 * PAGE, "denied"));
 	cr_expect_eq(errno, EPERM);
+	cr_expect(strstr(fm_client_error(c), "uid 0") != NULL, "reason: %s", fm_client_error(c));
+	fm_disconnect(c);
+	td_expect_stop(&fmd);
+}
+
+/* Every recv in this process (libfluidmem's included) goes through here;
+ * while recv_delay_ms is set it sleeps first, as a client descheduled
+ * between its send and its recv would. */
+static volatile int recv_delay_ms;
+
+ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+	static ssize_t (*real_recv)(int, void *, size_t, int);
+
+	if (!real_recv)
+		real_recv = (ssize_t(*)(int, void *, size_t, int))dlsym(RTLD_NEXT, "recv");
+	if (recv_delay_ms)
+		td_sleep_ms(recv_delay_ms);
+	return real_recv(fd, buf, len, flags);
+}
+
+/* Regression: the daemon closes a refused connection after queueing the
+ * reason and reading what the client had sent. A request landing after
+ * that read is closed over, which resets the client's socket: its first
+ * recv reports ECONNRESET even though the reason is queued, and the client
+ * said "closed the connection" instead of the reason (1 run in 10 under
+ * load). Here the failpoint holds the daemon 300 ms between its read and
+ * its close, the request is sent 100 ms in, and the client reads 500 ms
+ * after sending, past the close. */
+Test(registration, refusal_read_after_reset, .timeout = 60)
+{
+	const char *sets[] = { "register.allowed_uids=[4242]", NULL };
+	struct fm_client *c;
+	void *r;
+
+	setenv("FLUIDMEM_FAILPOINTS", "register.before_close=300", 1);
+	cr_assert_eq(td_start(&fmd, sets), 0);
+	unsetenv("FLUIDMEM_FAILPOINTS");
+	c = fm_connect(fmd.reg);
+	cr_assert_not_null(c);
+	td_sleep_ms(100);
+	recv_delay_ms = 500;
+	r = fm_region_create(c, 16 * PAGE, "denied");
+	recv_delay_ms = 0;
+	cr_expect_null(r);
+	cr_expect_eq(errno, EPERM, "errno %d: %s", errno, fm_client_error(c));
 	cr_expect(strstr(fm_client_error(c), "uid 0") != NULL, "reason: %s", fm_client_error(c));
 	fm_disconnect(c);
 	td_expect_stop(&fmd);
