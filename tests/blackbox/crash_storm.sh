@@ -33,9 +33,18 @@ crash_cleanup() {
 }
 trap crash_cleanup EXIT
 
+# How many times a kill failpoint has fired, from the daemon's log.
+failpoints_fired() {
+	local n
+	n=$(grep -c ': killing the daemon$' "$RUN/fluidmemd.log" 2>/dev/null || true)
+	echo "${n:-0}"
+}
+
 # start_fmd [env...]: a daemon on this backend's store and state (appending
 # to one log, so every restart's lines stay).
 start_fmd() {
+	local fired
+	fired=$(failpoints_fired)
 	env "$@" "$BIN/fluidmemd" --config "$SRC/configs/local.toml" \
 		--set "register.path=\"$REG\"" --set "control.path=\"$CTL\"" \
 		--set "daemon.state_dir=\"$RUN/state-$BACKEND\"" --set "memory.resident_pages=$BUDGET" \
@@ -46,6 +55,13 @@ start_fmd() {
 		kill -0 "$DAEMON_PID" 2>/dev/null || break
 		sleep 0.025
 	done
+	# A kill failpoint can fire before the daemon answers a ping: a
+	# re-adopted region over the budget is evicted at once, and
+	# evict.after_put=kill@40 came 38 ms after the start under ASan. The
+	# daemon did start.
+	if ! kill -0 "$DAEMON_PID" 2>/dev/null && [ "$(failpoints_fired)" -gt "$fired" ]; then
+		return 0
+	fi
 	tail -30 "$RUN/fluidmemd.log" >&2
 	echo "fluidmemd did not start" >&2
 	return 1
