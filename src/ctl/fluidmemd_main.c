@@ -16,6 +16,7 @@
 #include "ctl/config.h"
 #include "ctl/ctl.h"
 #include "ctl/shardcount.h"
+#include "ctl/statefile.h"
 #include "kv/kv.h"
 #include "shard/shard.h"
 #include "uffd/uffd.h"
@@ -49,7 +50,9 @@ static void usage(FILE *f)
 		"  -s, --set KEY=VAL   override one key, e.g. --set memory.resident_pages=1024\n"
 		"                      (applied after the file, in order; TOML value syntax)\n"
 		"      --check         validate the configuration (and the shard count of an\n"
-		"                      existing local store), print it, and exit\n"
+		"                      existing local store, and an explicit daemon.node_id\n"
+		"                      against regions waiting in daemon.state_dir), print\n"
+		"                      it, and exit (2 when a start would refuse it)\n"
 		"  -V, --version       print \"fluidmemd VERSION\" and exit\n"
 		"  -h, --help          this text\n"
 		"\n"
@@ -116,10 +119,17 @@ int main(int argc, char **argv)
 
 	fm_config_layout_text(&cfg, layout, sizeof(layout));
 	if (check) {
-		/* What a start would refuse (exit 2) before touching anything:
-		 * a shards.count other than the local store's. */
+		char sdir[FM_STATE_PATH_MAX];
+
+		/* What a start would refuse, before touching anything: a
+		 * shards.count other than the local store's (a start exits 2),
+		 * an explicit node_id other than the node whose regions wait in
+		 * the state directory (a start exits 1 from daemon_create). */
+		fm_state_dir_default(cfg.state_dir, sdir, sizeof(sdir));
 		if (fm_shard_count_check(cfg.store_backend, cfg.local_path, cfg.shard_count, err,
-					 sizeof(err)) < 0) {
+					 sizeof(err)) < 0 ||
+		    fm_state_node_check(sdir, fm_config_node_id(&cfg), cfg.cluster_hosts[0] != '\0',
+					err, sizeof(err)) < 0) {
 			fprintf(stderr, "fluidmemd: %s: %s\n", config, err);
 			return 2;
 		}

@@ -73,16 +73,13 @@ void daemon_state_open(struct daemon *d)
 int daemon_state_node_check(struct daemon *d)
 {
 	int32_t want = fm_config_node_id(&d->cfg);   /* < 0: "auto" */
+	char err[1024];
 
 	if (d->state_node < 0 || d->npending == 0 || want < 0 || want == d->state_node)
 		return 0;
-	FM_ERR("daemon.node_id = %d, but the %u region(s) awaiting re-adoption in %s were written "
-	       "by node %d: their store keys and records belong to node %d, and this daemon "
-	       "would look them up as node %d. Start with daemon.node_id = %d%s to re-adopt "
-	       "them, or remove %s/region-*.state to give them up (with the cluster on, node "
-	       "%d's stored pages are then collected after cluster.orphan_grace_s)",
-	       want, d->npending, d->sdir.path, d->state_node, d->state_node, want, d->state_node,
-	       d->cfg.cluster_hosts[0] ? " (or \"auto\")" : "", d->sdir.path, d->state_node);
+	fm_state_node_mismatch(err, sizeof(err), want, d->npending, d->sdir.path, d->state_node,
+			       d->cfg.cluster_hosts[0] != '\0');
+	FM_ERR("%s", err);
 	return -EINVAL;
 }
 

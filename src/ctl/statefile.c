@@ -263,6 +263,75 @@ int fm_state_node_write(struct fm_state_dir *sd, uint16_t node)
 	return replace_file(sd->dirfd, FM_STATE_NODE_FILE, buf, (size_t)n, 0600);
 }
 
+/* The id of a region file's name, "region-<16 hex>.state"; -1 for any other. */
+static int region_name_id(const char *name, uint64_t *id)
+{
+	unsigned long long v;
+	char tail[8];
+
+	if (strlen(name) != 7 + 16 + 6 || sscanf(name, "region-%16llx%7s", &v, tail) != 2 ||
+	    strcmp(tail, ".state"))
+		return -1;
+	*id = (uint64_t)v;
+	return 0;
+}
+
+void fm_state_node_mismatch(char *err, size_t cap, int32_t want, unsigned n, const char *path,
+			    int32_t node, bool cluster)
+{
+	snprintf(err, cap,
+		 "daemon.node_id = %d, but the %u region(s) awaiting re-adoption in %s were written "
+		 "by node %d: their store keys and records belong to node %d, and this daemon "
+		 "would look them up as node %d. Start with daemon.node_id = %d%s to re-adopt "
+		 "them, or remove %s/region-*.state to give them up (with the cluster on, node "
+		 "%d's stored pages are then collected after cluster.orphan_grace_s)",
+		 want, n, path, node, node, want, node, cluster ? " (or \"auto\")" : "", path, node);
+}
+
+int fm_state_node_check(const char *path, int32_t want, bool cluster, char *err, size_t cap)
+{
+	struct fm_state_dir sd = { .lockfd = -1 };
+	int32_t node = -1;
+	int fd;
+	unsigned n = 0;
+	struct dirent *e;
+	DIR *dir;
+
+	if (want < 0)
+		return 0;
+	sd.dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (sd.dirfd < 0)
+		return 0;
+	fd = dup(sd.dirfd);
+	dir = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!dir && fd >= 0)
+		close(fd);
+	if (dir) {
+		/* The names fm_state_scan takes, in its order (daemon_state_open
+		 * takes the first one's node when no node file says it). */
+		while ((e = readdir(dir)) != NULL) {
+			uint64_t id;
+
+			if (region_name_id(e->d_name, &id) < 0)
+				continue;
+			if (n++ == 0)
+				node = (int32_t)(id >> 48);
+		}
+		closedir(dir);
+	}
+	if (n > 0) {
+		int32_t rec = fm_state_node_read(&sd);
+
+		if (rec >= 0)
+			node = rec;
+	}
+	close(sd.dirfd);
+	if (n == 0 || node == want)
+		return 0;
+	fm_state_node_mismatch(err, cap, want, n, path, node, cluster);
+	return -1;
+}
+
 void fm_state_dir_close(struct fm_state_dir *sd)
 {
 	if (sd->lockfd >= 0)
@@ -412,18 +481,16 @@ int fm_state_scan(struct fm_state_dir *sd, void (*fn)(uint64_t id, void *arg), v
 		return -errno;
 	}
 	while ((e = readdir(dir)) != NULL) {
-		unsigned long long id;
-		char tail[8];
+		uint64_t id;
 
 		/* Temporaries of an interrupted create start with '.'. */
 		if (e->d_name[0] == '.' && strncmp(e->d_name, ".region-", 8) == 0) {
 			unlinkat(sd->dirfd, e->d_name, 0);
 			continue;
 		}
-		if (strlen(e->d_name) != 7 + 16 + 6 ||
-		    sscanf(e->d_name, "region-%16llx%7s", &id, tail) != 2 || strcmp(tail, ".state"))
+		if (region_name_id(e->d_name, &id) < 0)
 			continue;
-		fn((uint64_t)id, arg);
+		fn(id, arg);
 		n++;
 	}
 	closedir(dir);

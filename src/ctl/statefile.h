@@ -90,6 +90,18 @@ int32_t fm_state_node_read(const struct fm_state_dir *sd);
 /* The node file's n bytes: the id, or -EINVAL (fuzzed: tests/fuzz). */
 int32_t fm_state_node_parse(const char *buf, size_t n);
 int fm_state_node_write(struct fm_state_dir *sd, uint16_t node);
+/* The refusal of a start configured as node `want` (an explicit
+ * daemon.node_id) while n regions of node `node` wait in path: its text in
+ * err (ctl/state.c logs it; fluidmemd --check prints it). */
+void fm_state_node_mismatch(char *err, size_t cap, int32_t want, unsigned n, const char *path,
+			    int32_t node, bool cluster);
+/* What a start's node check would find in the state directory at path,
+ * read only (no lock, no generation bump, no clean-up): -1 with the refusal
+ * in err when regions of a node other than `want` wait there (the node
+ * file's, or without a valid one the first region id's top 16 bits), else 0
+ * (also when the directory is missing or unreadable: a start then runs
+ * without one). want < 0 ("auto") is never refused. */
+int fm_state_node_check(const char *path, int32_t want, bool cluster, char *err, size_t cap);
 void fm_state_dir_close(struct fm_state_dir *sd);
 static inline bool fm_state_dir_on(const struct fm_state_dir *sd)
 {

@@ -138,6 +138,7 @@ Test(cluster_ensemble, leader_killed_under_daemon_storm, .timeout = 180)
 	cr_assert_eq(td_start(&n1, cd_node_sets(&s1, e.hosts, "/fmtest/ensemble", &m, "1", extra)),
 		     0);
 	cr_assert_eq(td_stat(&n1, "cluster_disconnects"), 0);
+	cr_assert_eq(td_stat(&n1, "cluster_reconnects"), 0);
 	storm = cd_storm_start(&n1, 12);
 	cr_assert_not_null(storm);
 	/* Half-way into the first pass: pages live in memcached already. */
@@ -166,6 +167,12 @@ Test(cluster_ensemble, leader_killed_under_daemon_storm, .timeout = 180)
 			"\n",
 		leader + 1, t_back - t_kill, td_stat(&n1, "cluster_disconnects"),
 		td_stat(&n1, "cluster_reconnects"));
+	/* cluster_reconnects counts sessions re-made after expiry
+	 * (src/cluster/session.c): the election takes about 0.5 s, well
+	 * within the 10 s session timeout, so the same session resumed on a
+	 * survivor, as in leader_killed_module_keeps_working. */
+	cr_expect_eq(td_stat(&n1, "cluster_reconnects"), 0,
+		     "the session expired and was re-made: it should survive a leader change");
 
 	/* The lease is still held, by this fluidmemd. */
 	cr_assert_eq(zk_read(e.hosts, "/fmtest/ensemble/nodes/1", lease, sizeof(lease)), 0,
@@ -187,6 +194,7 @@ Test(cluster_ensemble, leader_killed_under_daemon_storm, .timeout = 180)
 	cr_expect_eq(td_stat(&n1, "poisoned"), 0);
 	cr_expect_eq(td_stat(&n1, "cluster_records_failed"), 0);
 	cr_expect_eq(td_stat(&n1, "cluster_write_errors"), 0);
+	cr_expect_eq(td_stat(&n1, "cluster_reconnects"), 0, "a session expired after the change");
 	cd_cluster_state(&n1, state, sizeof(state));
 	cr_expect_str_eq(state, "connected");
 	fm_region_destroy(r);
