@@ -28,6 +28,8 @@ static const char *const fp_names[FM_FP_NR] = {
 	[FM_FP_PREFETCH_BEFORE_INSTALL] = "prefetch.before_install",
 	[FM_FP_FAULT_BEFORE_INSTALL] = "fault.before_install",
 	[FM_FP_REGISTER_BEFORE_CLOSE] = "register.before_close",
+	[FM_FP_FAULT_AFTER_CHECK] = "fault.after_check",
+	[FM_FP_PREFETCH_AFTER_CHECK] = "prefetch.after_check",
 };
 #define FP_KILL 0x10000   /* fp_errno: raise SIGKILL (above every errno) */
 static int fp_errno[FM_FP_NR];
@@ -96,7 +98,8 @@ int fm_failpoints_parse(const char *spec)
 		fp_hits[id] = 0;
 		fm_failpoints_armed = true;
 		if (id == FM_FP_DISPATCH_REMOVE_READ || id == FM_FP_PREFETCH_BEFORE_INSTALL ||
-		    id == FM_FP_FAULT_BEFORE_INSTALL)
+		    id == FM_FP_FAULT_BEFORE_INSTALL || id == FM_FP_FAULT_AFTER_CHECK ||
+		    id == FM_FP_PREFETCH_AFTER_CHECK)
 			FM_WARN("failpoint %s armed: it sleeps %d ms on %s hit %llu (testing only)",
 				fp_names[id], e, n ? "" : "every", (unsigned long long)n);
 		else

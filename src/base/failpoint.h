@@ -38,6 +38,9 @@
  *                        installing them
  *   fault.before_install a fault fetched its stored page, or a fault batch
  *                        read its stored pages, before installing them
+ *   fault.after_check    a fault's (or a batch's) install found no discard
+ *                        pending (shard_discard_pending), before its UFFDIO_COPY
+ *   prefetch.after_check the same for one prefetch install
  *   register.before_close a refused registration connection got its reason
  *                        and was drained, before the daemon closes it (a
  *                        request landing then resets the client's socket) */
@@ -62,6 +65,8 @@ enum fm_failpoint_id {
 	FM_FP_PREFETCH_BEFORE_INSTALL,
 	FM_FP_FAULT_BEFORE_INSTALL,
 	FM_FP_REGISTER_BEFORE_CLOSE,
+	FM_FP_FAULT_AFTER_CHECK,
+	FM_FP_PREFETCH_AFTER_CHECK,
 	FM_FP_NR
 };
 

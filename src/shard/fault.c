@@ -190,7 +190,9 @@ static uint64_t *serve_fault(struct shard *s, struct shard_region *sr, uint64_t 
 		}
 		rc = uffd_copy_unless_discard(r->uffd, &s->discards_routed, s->discards_handled, addr,
 					      s->bounce, FM_PAGE_SIZE, &s->st.eagain_retries);
-		if (rc == -ECANCELED)
+		if (rc == -ESTALE)
+			shard_undo_install(s, sr, page);
+		if (rc == -ECANCELED || rc == -ESTALE)
 			goto discarding;
 		if (rc == -EEXIST)
 			rc = uffd_wake(r->uffd, addr, FM_PAGE_SIZE);
@@ -413,7 +415,9 @@ static bool serve_batched(struct shard *s, const struct fm_msg *m, uint32_t k)
 	/* The same fence as serve_fault's: never over a discard not handled yet. */
 	rc = uffd_copy_unless_discard(r->uffd, &s->discards_routed, s->discards_handled, addr,
 				      b->g.ptrs[k], FM_PAGE_SIZE, &s->st.eagain_retries);
-	if (rc == -ECANCELED) {
+	if (rc == -ESTALE)
+		shard_undo_install(s, sr, page);
+	if (rc == -ECANCELED || rc == -ESTALE) {
 		/* As serve_fault's "discarding": install nothing, wake the
 		 * thread, its refault comes behind the discard. */
 		s->st.discard_waits++;
@@ -537,6 +541,20 @@ void shard_retry_parked(struct shard *s, bool wait)
 	}
 	s->npark = keep;
 	s->park_due = fm_now_ns() + SHARD_PARK_RETRY_NS;
+}
+
+void shard_undo_install(struct shard *s, struct shard_region *sr, uint64_t page)
+{
+	s->st.discard_undone++;
+	if (fallocate(sr->r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)(page << FM_PAGE_SHIFT), FM_PAGE_SIZE) < 0) {
+		s->st.punch_errors++;
+		fm_log_ratelimited(FM_LOG_ERROR,
+				   "shard %u: cannot punch region %llu page %llu out after a "
+				   "discard raced its install (%s): it may keep its old data",
+				   s->idx, (unsigned long long)sr->r->id, (unsigned long long)page,
+				   strerror(errno));
+	}
 }
 
 /* REMOVE: the client discarded [first, first+n) with madvise. UNMAP: the

@@ -345,10 +345,18 @@ void prefetch_after_fault(struct shard *s, struct shard_region *sr, uint64_t pag
 			if (sc_synced_hash(&s->sc, b->id[i], &want) &&
 			    page_hash(&sr->hkey, b->g.ptrs[i]) != want)
 				continue;
+			fm_failpoint_delay(FM_FP_PREFETCH_AFTER_CHECK);
 			rc = uffd_copy_nowake(r->uffd, sr->base + (b->page[i] << FM_PAGE_SHIFT), b->g.ptrs[i],
 					      FM_PAGE_SIZE);
 			if (rc == -ESRCH || rc == -EAGAIN)
 				break;   /* client gone, or a discard pending: stop */
+			if (rc == 0 && shard_discard_pending(s)) {
+				/* read during the copy: it may have landed
+				 * after the client's discard (as serve_fault) */
+				s->st.discard_waits++;
+				shard_undo_install(s, sr, b->page[i]);
+				break;
+			}
 			if (rc == 0 || rc == -EEXIST) {
 				installed(s, sr, b->id[i], b->page[i], rc == 0, true);
 				got += rc == 0;

@@ -65,7 +65,8 @@ struct uffd_region;
 	X(parked, "faults parked while their store server did not answer (served later)") \
 	X(fault_batches, "batched store reads serving several queued faults at once")   \
 	X(batched_get_faults, "faults served by a batched store read (counted in fetches)") \
-	X(discard_waits, "stored-page installs dropped while a discard was not handled yet")
+	X(discard_waits, "stored-page installs dropped while a discard was not handled yet") \
+	X(discard_undone, "stored-page installs punched out again: a discard was read during the copy")
 
 #define SHARD_GAUGE_FIELDS(X)                                                         \
 	X(resident, "resident pages now")                                             \

@@ -189,6 +189,12 @@ void shard_fault_batch_teardown(struct shard *s);
 /* Serve the parked faults again if their time has come (or now, with
  * wait: a stopping shard, where the store's blocking retries decide). */
 void shard_retry_parked(struct shard *s, bool wait);
+/* A stored page was copied in, with nobody woken, but a discard was read
+ * for us during the copy: it may have landed after the client's discard
+ * took the page away. Punch it out again; it stays STORED (the caller does
+ * not make it resident), so the discard drops it, or if the discard was for
+ * other pages, the next fault fetches it again. */
+void shard_undo_install(struct shard *s, struct shard_region *sr, uint64_t page);
 /* FM_MSG_REMOVE, FM_MSG_UNMAP: the client discarded or unmapped a range. */
 void shard_handle_range(struct shard *s, const struct fm_msg *m);
 /* Copy every stored page of sr back into the client before sr is forgotten. */

@@ -85,7 +85,10 @@ int uffd_wake(int uffd, uint64_t addr, uint64_t len);
 /* uffd_copy of stored data, given up with -ECANCELED (nothing installed)
  * once uffd_discard_pending(routed, handled): checked before each try, the
  * EAGAIN retries included, since a pending REMOVE is read (and the client's
- * discard goes on) during them. */
+ * discard goes on) during them. The copy does not wake the range; checked
+ * again after it, it is woken (0) when still nothing is pending, else
+ * -ESTALE: installed, not woken, and the discard read meanwhile may have
+ * come after it landed (the caller takes the page out again). */
 int uffd_copy_unless_discard(int uffd, const uint64_t *routed, uint64_t handled, uint64_t dst,
 			     const void *src, uint64_t len, uint64_t *retries);
 /* The same without waking threads waiting in the range (prefetch), and

@@ -1,5 +1,6 @@
 #include "uffd/uffd.h"
 #include "uffd/uffd_compat.h"
+#include "base/failpoint.h"
 #include "base/log.h"
 
 #include <errno.h>
@@ -63,13 +64,21 @@ int uffd_zeropage(int uffd, uint64_t addr, uint64_t len, uint64_t *retries)
 static int copy_retrying(int uffd, const uint64_t *routed, uint64_t handled, uint64_t dst,
 			 const void *src, uint64_t len, uint64_t *retries)
 {
-	for (unsigned loop = 0;; loop++) {
-		struct uffdio_copy c = { .dst = dst, .src = (uint64_t)(uintptr_t)src, .len = len };
+	const uint64_t dst0 = dst, len0 = len;
 
-		if (routed && uffd_discard_pending(routed, handled))
-			return -ECANCELED;
+	for (unsigned loop = 0;; loop++) {
+		/* Fenced: do not wake the faulting threads before the check
+		 * after the copy. */
+		struct uffdio_copy c = { .dst = dst, .src = (uint64_t)(uintptr_t)src, .len = len,
+					 .mode = routed ? UFFDIO_COPY_MODE_DONTWAKE : 0 };
+
+		if (routed) {
+			if (uffd_discard_pending(routed, handled))
+				return -ECANCELED;
+			fm_failpoint_delay(FM_FP_FAULT_AFTER_CHECK);
+		}
 		if (ioctl(uffd, UFFDIO_COPY, &c) == 0)
-			return 0;
+			break;
 		if (errno != EAGAIN)
 			return -errno;
 		if (c.copy > 0) {
@@ -77,12 +86,22 @@ static int copy_retrying(int uffd, const uint64_t *routed, uint64_t handled, uin
 			src = (const uint8_t *)src + c.copy;
 			len -= (uint64_t)c.copy;
 			if (len == 0)
-				return 0;
+				break;
 		}
 		(*retries)++;
 		if (!eagain_pause(loop))
 			return -EAGAIN;
 	}
+	if (!routed)
+		return 0;
+	/* A discard read between the check and the copy may have let the
+	 * client's madvise return (and fm_region_discard punch again) before
+	 * the copy landed: the caller must take the page out again. */
+	if (uffd_discard_pending(routed, handled))
+		return -ESTALE;
+	/* The page is in: a wake-up can fail only when the client is gone. */
+	(void)uffd_wake(uffd, dst0, len0);
+	return 0;
 }
 
 int uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len, uint64_t *retries)

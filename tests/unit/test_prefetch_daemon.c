@@ -196,48 +196,18 @@ static void *stream_main(void *arg)
 	return NULL;
 }
 
-/* A thread streams through stored pages; their prefetch, whichever window
- * comes first (at the stream's first fault when the stamping writes left a
- * trend, else at its third), waits to install when the client discards the
- * pages ahead of the stream. */
-Test(prefetch_daemon, discard_while_prefetching_reads_zero, .timeout = 120)
+/* A thread streams through stored pages [0, RACE_PAGES / 2) of a daemon
+ * with `failpoints` set; the client discards [1, RACE_PAGES / 2) (its madvise
+ * held pause_ms after its first punch, unless NULL) while the stream's
+ * first prefetch window waits in its failpoint. The discarded pages must
+ * read zero, the others their stamps; `stat`, unless NULL, counts the
+ * installs the discard stopped (the race was met). */
+static void stream_discard(const char *failpoints, const char *pause_ms, const char *stat,
+			   const char *why)
 {
 	const uint64_t first = 1, end = RACE_PAGES / 2;
 	struct fm_client *c;
-	struct fm_region *r = stored_region("prefetch.before_install=" INSTALL_MS
-					    ",dispatch.remove_read=" ROUTE_MS, &c);
-	uint8_t *base = fm_region_addr(r);
-	struct streamer st = { base, end };
-	pthread_t th;
-	uint64_t bad;
-
-	cr_assert_eq(pthread_create(&th, NULL, stream_main, &st), 0);
-	td_sleep_ms(SETTLE_MS);   /* the first window waits in its failpoint */
-	cr_assert_eq(fm_region_discard(r, first * MIRROR_PAGE, (end - first) * MIRROR_PAGE), 0);
-	bad = check_pages(base, first, end, 0, "discarded");
-	pthread_join(th, NULL);
-	bad += check_pages(base, first, end, 0, "discarded, after the stream");
-	bad += check_pages(base, 0, first, 1, "before");
-	bad += check_pages(base, end, RACE_PAGES, 1, "after");
-	int64_t pf = td_stat(&fmd, "prefetched"), waits = td_stat(&fmd, "discard_waits");
-
-	fprintf(stderr, "discard during prefetch: %lu bad pages, prefetched %ld, discard_waits %ld\n",
-		(unsigned long)bad, (long)pf, (long)waits);
-	cr_expect_eq(bad, 0, "%lu pages read wrong after the discard", (unsigned long)bad);
-	cr_expect_gt(pf, 0, "nothing prefetched: the stream was not seen");
-	cr_expect_gt(waits, 0, "no install met the discard: the race was not provoked");
-	end_clean(r, c);
-}
-
-/* The same stream, but the prefetch installs while the client's discard
- * has punched the memfd and not yet called madvise: no event is pending, so
- * nothing stops the install, and only fm_region_discard's second punch
- * (after the madvise) keeps the old data from surviving the discard. */
-Test(prefetch_daemon, discard_between_punch_and_madvise_reads_zero, .timeout = 120)
-{
-	const uint64_t first = 1, end = RACE_PAGES / 2;
-	struct fm_client *c;
-	struct fm_region *r = stored_region("prefetch.before_install=" INSTALL_MS, &c);
+	struct fm_region *r = stored_region(failpoints, &c);
 	uint8_t *base = fm_region_addr(r);
 	struct streamer st = { base, end };
 	pthread_t th;
@@ -246,7 +216,8 @@ Test(prefetch_daemon, discard_between_punch_and_madvise_reads_zero, .timeout = 1
 
 	cr_assert_eq(pthread_create(&th, NULL, stream_main, &st), 0);
 	td_sleep_ms(SETTLE_MS);   /* the first window waits in its failpoint */
-	setenv("FLUIDMEM_TEST_DISCARD_PAUSE_MS", ROUTE_MS, 1);   /* past its install */
+	if (pause_ms)
+		setenv("FLUIDMEM_TEST_DISCARD_PAUSE_MS", pause_ms, 1);
 	rc = fm_region_discard(r, first * MIRROR_PAGE, (end - first) * MIRROR_PAGE);
 	unsetenv("FLUIDMEM_TEST_DISCARD_PAUSE_MS");
 	cr_assert_eq(rc, 0);
@@ -255,13 +226,34 @@ Test(prefetch_daemon, discard_between_punch_and_madvise_reads_zero, .timeout = 1
 	bad += check_pages(base, first, end, 0, "discarded, after the stream");
 	bad += check_pages(base, 0, first, 1, "before");
 	bad += check_pages(base, end, RACE_PAGES, 1, "after");
-	int64_t pf = td_stat(&fmd, "prefetched");
+	int64_t pf = td_stat(&fmd, "prefetched"), met = stat ? td_stat(&fmd, stat) : 0;
 
-	fprintf(stderr, "discard between punch and madvise: %lu bad pages, prefetched %ld\n",
-		(unsigned long)bad, (long)pf);
-	cr_expect_eq(bad, 0, "%lu pages read wrong after the discard", (unsigned long)bad);
-	cr_expect_gt(pf, 0, "nothing prefetched: the stream was not seen");
+	fprintf(stderr, "%s: %lu bad pages, prefetched %ld, %s %ld\n", why, (unsigned long)bad,
+		(long)pf, stat ? stat : "-", (long)met);
+	cr_expect_eq(bad, 0, "%s: %lu pages read wrong after the discard", why, (unsigned long)bad);
+	cr_expect_gt(pf, 0, "%s: nothing prefetched: the stream was not seen", why);
+	if (stat)
+		cr_expect_gt(met, 0, "%s: no install met the discard: the race was not provoked", why);
 	end_clean(r, c);
+}
+
+/* Their prefetch, whichever window comes first (at the stream's first fault
+ * when the stamping writes left a trend, else at its third), waits to
+ * install when the client discards the pages ahead of the stream. */
+Test(prefetch_daemon, discard_while_prefetching_reads_zero, .timeout = 120)
+{
+	stream_discard("prefetch.before_install=" INSTALL_MS ",dispatch.remove_read=" ROUTE_MS,
+		       NULL, "discard_waits", "discard during prefetch");
+}
+
+/* The same stream, but the prefetch installs while the client's discard
+ * has punched the memfd and not yet called madvise: no event is pending, so
+ * nothing stops the install, and only fm_region_discard's second punch
+ * (after the madvise) keeps the old data from surviving the discard. */
+Test(prefetch_daemon, discard_between_punch_and_madvise_reads_zero, .timeout = 120)
+{
+	stream_discard("prefetch.before_install=" INSTALL_MS, ROUTE_MS /* past its install */, NULL,
+		       "discard between punch and madvise");
 }
 
 struct toucher {
@@ -318,6 +310,7 @@ Test(prefetch_daemon, discard_while_fault_fetches_reads_zero, .timeout = 120)
 #define BATCH_FIRST 8u            /* the threads fault BATCH_FIRST + i */
 #define BATCH_DROP_FIRST 11u      /* discarded: [BATCH_DROP_FIRST, BATCH_DROP_END) */
 #define BATCH_DROP_END 17u
+#define BATCH_END (BATCH_FIRST + BATCH_THREADS)
 
 struct batch_toucher {
 	struct toucher t;
@@ -332,14 +325,15 @@ static void *batch_touch_main(void *arg)
 	return touch_main(&bt->t);
 }
 
-Test(prefetch_daemon, discard_while_fault_batch_fetches_reads_zero, .timeout = 120)
+/* The batch's installs are held as `failpoints` say, the client discards
+ * [drop, drop_end); `stat` counts the installs the discard stopped. */
+static void batch_discard(const char *failpoints, uint64_t drop, uint64_t drop_end,
+			  const char *stat)
 {
 	const char *sets[] = { "memory.resident_pages=4096", "memory.prefetch_pages=0",
 			       "memory.fault_batch=16", NULL };
 	struct fm_client *c;
-	struct fm_region *r = stored_region_set(sets,
-						"shard.fault_stall=EIO,fault.before_install=" INSTALL_MS
-						",dispatch.remove_read=" ROUTE_MS, &c);
+	struct fm_region *r = stored_region_set(sets, failpoints, &c);
 	uint8_t *base = fm_region_addr(r);
 	struct batch_toucher bt[BATCH_THREADS];
 	pthread_t th[BATCH_THREADS];
@@ -357,12 +351,11 @@ Test(prefetch_daemon, discard_while_fault_batch_fetches_reads_zero, .timeout = 1
 	/* the faults pile up behind the first, are read together, and the
 	 * batch's installs wait */
 	td_sleep_ms(SETTLE_MS);
-	cr_assert_eq(fm_region_discard(r, BATCH_DROP_FIRST * MIRROR_PAGE,
-				       (BATCH_DROP_END - BATCH_DROP_FIRST) * MIRROR_PAGE), 0);
-	bad = check_pages(base, BATCH_DROP_FIRST, BATCH_DROP_END, 0, "discarded");
+	cr_assert_eq(fm_region_discard(r, drop * MIRROR_PAGE, (drop_end - drop) * MIRROR_PAGE), 0);
+	bad = check_pages(base, drop, drop_end, 0, "discarded");
 	for (unsigned i = 0; i < BATCH_THREADS; i++) {
 		uint64_t p = BATCH_FIRST + i;
-		bool dropped = p >= BATCH_DROP_FIRST && p < BATCH_DROP_END;
+		bool dropped = p >= drop && p < drop_end;
 
 		pthread_join(th[i], NULL);
 		/* a discarded page's toucher ran concurrently with the discard */
@@ -371,22 +364,102 @@ Test(prefetch_daemon, discard_while_fault_batch_fetches_reads_zero, .timeout = 1
 			  (unsigned long)bt[i].t.seen);
 	}
 	pthread_barrier_destroy(&go);
-	bad += check_pages(base, BATCH_DROP_FIRST, BATCH_DROP_END, 0, "discarded, after the touchers");
+	bad += check_pages(base, drop, drop_end, 0, "discarded, after the touchers");
 	/* only the touched pages: every other stored fault waits INSTALL_MS */
-	bad += check_pages(base, BATCH_FIRST, BATCH_DROP_FIRST, 1, "before");
-	bad += check_pages(base, BATCH_DROP_END, BATCH_FIRST + BATCH_THREADS, 1, "after");
+	bad += check_pages(base, BATCH_FIRST, drop, 1, "before");
+	bad += check_pages(base, drop_end, BATCH_END, 1, "after");
 	int64_t batches = td_stat(&fmd, "fault_batches"), batched = td_stat(&fmd, "batched_get_faults");
-	int64_t waits = td_stat(&fmd, "discard_waits"), pf = td_stat(&fmd, "prefetched");
+	int64_t waits = td_stat(&fmd, stat), pf = td_stat(&fmd, "prefetched");
 
 	fprintf(stderr,
 		"discard during a fault batch: %lu bad pages, fault_batches %ld, batched_get_faults %ld, "
-		"discard_waits %ld, prefetched %ld\n",
-		(unsigned long)bad, (long)batches, (long)batched, (long)waits, (long)pf);
+		"%s %ld, prefetched %ld\n",
+		(unsigned long)bad, (long)batches, (long)batched, stat, (long)waits, (long)pf);
 	cr_expect_eq(bad, 0, "%lu pages read wrong after the discard", (unsigned long)bad);
 	cr_expect_gt(batches, 0, "no fault batch: the faults did not pile up");
 	cr_expect_gt(waits, 0, "no install met the discard: the race was not provoked");
 	cr_expect_eq(pf, 0, "prefetch installed pages: memory.prefetch_pages=0 not honoured");
 	end_clean(r, c);
+}
+
+Test(prefetch_daemon, discard_while_fault_batch_fetches_reads_zero, .timeout = 120)
+{
+	batch_discard("shard.fault_stall=EIO,fault.before_install=" INSTALL_MS
+		      ",dispatch.remove_read=" ROUTE_MS,
+		      BATCH_DROP_FIRST, BATCH_DROP_END, "discard_waits");
+}
+
+/* ---- a discard read between an install's check and its copy ----
+ *
+ * The install found no discard pending and is held between that check and
+ * its UFFDIO_COPY (fault.after_check, prefetch.after_check; the first
+ * install only): meanwhile the client discards the page, the dispatcher
+ * reads and counts the REMOVE (the fence is up, but the install is past
+ * its check), the client's madvise and second punch return, and only then
+ * does the copy land, in the hole the client just made. Once the discard
+ * returned, the page must read zero, for good. */
+
+/* A demand fault on page 40 has its install held after its check; the
+ * client discards page `drop` meanwhile. */
+static void fault_check_discard(uint64_t drop, const char *why)
+{
+	const uint64_t page = 40;
+	struct fm_client *c;
+	struct fm_region *r = stored_region("fault.after_check=" INSTALL_MS "@1", &c);
+	uint8_t *base = fm_region_addr(r);
+	struct toucher t = { (const volatile uint64_t *)(base + page * MIRROR_PAGE), 0 };
+	pthread_t th;
+	uint64_t bad;
+
+	cr_assert_eq(pthread_create(&th, NULL, touch_main, &t), 0);
+	td_sleep_ms(SETTLE_MS);   /* its install passed the check and waits */
+	cr_assert_eq(fm_region_discard(r, drop * MIRROR_PAGE, MIRROR_PAGE), 0);
+	bad = check_pages(base, drop, drop + 1, 0, "discarded");
+	pthread_join(th, NULL);
+	/* a toucher of the discarded page ran concurrently with the discard */
+	cr_expect(t.seen == page || (drop == page && t.seen == 0), "the toucher read %lu",
+		  (unsigned long)t.seen);
+	bad += check_pages(base, drop, drop + 1, 0, "discarded, after the toucher");
+	bad += check_pages(base, page, drop, 1, "touched, kept");
+	bad += check_pages(base, drop + 1, drop + 3, 1, "after");
+	int64_t undone = td_stat(&fmd, "discard_undone");
+
+	fprintf(stderr, "%s: %lu bad pages, discard_undone %ld\n", why, (unsigned long)bad,
+		(long)undone);
+	cr_expect_eq(bad, 0, "%s: %lu pages read wrong", why, (unsigned long)bad);
+	cr_expect_eq(undone, 1, "%s: discard_undone %ld: the race was not met once", why,
+		     (long)undone);
+	end_clean(r, c);
+}
+
+Test(prefetch_daemon, discard_after_fault_check_reads_zero, .timeout = 120)
+{
+	fault_check_discard(40, "discard after a fault's check");
+}
+
+/* A prefetch window's first install, held after its check. */
+Test(prefetch_daemon, discard_after_prefetch_check_reads_zero, .timeout = 120)
+{
+	stream_discard("prefetch.after_check=" INSTALL_MS "@1", NULL, "discard_undone",
+		       "discard after a prefetch check");
+}
+
+/* The batch's first install, held after its check: the discard comes
+ * between the check and the copy of whichever page is first, so it takes
+ * every touched page. */
+Test(prefetch_daemon, discard_after_fault_batch_check_reads_zero, .timeout = 120)
+{
+	batch_discard("shard.fault_stall=EIO,fault.after_check=" INSTALL_MS "@1", BATCH_FIRST,
+		      BATCH_END, "discard_undone");
+}
+
+/* As discard_after_fault_check_reads_zero, but the discard is of the next
+ * page: the install is taken out all the same (the shard cannot tell which
+ * pages a discard it has not handled covers), and the toucher's refault
+ * must fetch the page again, its data intact. */
+Test(prefetch_daemon, discard_of_another_page_after_fault_check_keeps_data, .timeout = 120)
+{
+	fault_check_discard(41, "discard of another page after a fault's check");
 }
 
 /* No failpoints: streams through stored pages while another thread
