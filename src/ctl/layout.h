@@ -3,9 +3,9 @@
  * pure function of the CPUs this process may use (tested for any machine);
  * fm_layout_cpus reads them from sched_getaffinity, which the kernel already
  * narrows to the cgroup's cpuset and to online CPUs, and fm_layout_cpu_quota
- * the CPU time the cgroup (v2 cpu.max, v1 cpu.cfs_quota_us) allows (a quota is not a cpuset: the
- * affinity still shows every CPU). The rules and the measurements behind
- * them: bench/README.md, "Placement". */
+ * the CPU time the cgroup (v2 cpu.max, v1 cpu.cfs_quota_us) allows (a quota
+ * is not a cpuset: the affinity still shows every CPU). The rules and the
+ * measurements behind them: bench/README.md, "Placement". */
 #ifndef FM_LAYOUT_H
 #define FM_LAYOUT_H
 
