@@ -751,21 +751,24 @@ static unsigned disk_tier_shards(const char *dir)
 
 /* The CPUs this process may use, read once: a config is parsed key by key
  * (and fuzzed), and the layout keys cannot change at run time anyway.
- * *quota: the cgroup's cpu.max in whole CPUs when it allows fewer than
- * that (0: none); the plan then uses only the first *quota of them. */
-static unsigned usable_cpus(int *cpus, unsigned *quota)
+ * *quota: the cgroup's CPU quota (v2 cpu.max or v1 cpu.cfs_quota_us, named
+ * in *file) in whole CPUs when it allows fewer than that (0: none); the plan
+ * then uses only the first *quota of them. */
+static unsigned usable_cpus(int *cpus, unsigned *quota, const char **file)
 {
 	static int cached[FM_LAYOUT_CPUS_MAX];
 	static unsigned ncached, qcached;
+	static const char *fcached;
 
 	if (!ncached) {
 		ncached = fm_layout_cpus(cached, FM_LAYOUT_CPUS_MAX);
-		qcached = fm_layout_cpu_quota();
+		qcached = fm_layout_cpu_quota(&fcached);
 		if (qcached >= ncached)
 			qcached = 0;
 	}
 	memcpy(cpus, cached, ncached * sizeof(*cpus));
 	*quota = qcached;
+	*file = fcached;
 	return ncached;
 }
 
@@ -777,13 +780,14 @@ static void resolve_layout(struct fm_config *c)
 	int cpus[FM_LAYOUT_CPUS_MAX];
 	struct fm_layout l;
 	unsigned ncpus, files, quota;
+	const char *qfile;
 	int count = (int)c->shard_count;
 
 	if (!c->dispatcher_cpu_auto && !c->shard_count_auto && !c->shard_cpus_auto) {
 		c->layout_cpus[0] = '\0';
 		return;
 	}
-	ncpus = usable_cpus(cpus, &quota);
+	ncpus = usable_cpus(cpus, &quota, &qfile);
 	fm_layout_format_cpus(cpus, ncpus, c->layout_cpus, sizeof(c->layout_cpus));
 	if (quota) {
 		/* A quota is CPU time, not CPUs: a slice allowed 1 CPU's worth
@@ -791,7 +795,7 @@ static void resolve_layout(struct fm_config *c)
 		size_t used = strlen(c->layout_cpus);
 
 		snprintf(c->layout_cpus + used, sizeof(c->layout_cpus) - used,
-			 " (cgroup cpu.max: %u CPU%s)", quota, quota == 1 ? "" : "s");
+			 " (cgroup %s: %u CPU%s)", qfile, quota, quota == 1 ? "" : "s");
 		ncpus = quota;
 	}
 	if (c->shard_count_auto) {

@@ -108,16 +108,25 @@ static bool parse_us(const char **p, uint64_t *v)
 	return true;
 }
 
-/* Whole CPUs one cpu.max file allows: "QUOTA PERIOD" (microseconds) gives
- * QUOTA/PERIOD rounded up; "max PERIOD" and anything unreadable or
- * malformed give 0 (no limit from this level). */
-static unsigned cpu_max_file(const char *file)
+/* QUOTA/PERIOD rounded up to whole CPUs, capped; period > 0. */
+static unsigned whole_cpus(uint64_t quota, uint64_t period)
 {
-	char text[64];
+	uint64_t cpus = quota / period + (quota % period != 0);
+
+	return cpus > FM_LAYOUT_CPUS_MAX ? FM_LAYOUT_CPUS_MAX : (unsigned)cpus;
+}
+
+/* Whole CPUs the cgroup v2 directory `dir` allows by its cpu.max: "QUOTA
+ * PERIOD" (microseconds) gives QUOTA/PERIOD rounded up; "max PERIOD" and
+ * anything unreadable or malformed give 0 (no limit from this level). */
+static unsigned cpu_max_level(const char *dir)
+{
+	char file[PATH_MAX + 16], text[64];
 	uint64_t quota, period = 100000;   /* the kernel's default period */
 	const char *p = text;
 
-	if (!read_small(file, text, sizeof(text)) || !parse_us(&p, &quota) || quota == 0)
+	if (snprintf(file, sizeof(file), "%s/cpu.max", dir) >= (int)sizeof(file) ||
+	    !read_small(file, text, sizeof(text)) || !parse_us(&p, &quota) || quota == 0)
 		return 0;
 	if (*p == ' ') {
 		p++;
@@ -126,29 +135,51 @@ static unsigned cpu_max_file(const char *file)
 	}
 	if (period == 0 || (*p && strcmp(p, "\n")))
 		return 0;
-	uint64_t cpus = quota / period + (quota % period != 0);
-
-	return cpus > FM_LAYOUT_CPUS_MAX ? FM_LAYOUT_CPUS_MAX : (unsigned)cpus;
+	return whole_cpus(quota, period);
 }
 
-unsigned fm_layout_cpu_quota_at(const char *root, const char *path)
+/* One number alone in the cgroup v1 file dir/name; false when unreadable,
+ * negative ("-1": no quota) or malformed. */
+static bool cfs_file(const char *dir, const char *name, uint64_t *v)
 {
-	char dir[PATH_MAX], file[PATH_MAX + 16];
+	char file[PATH_MAX + 32], text[64];
+	const char *p = text;
+
+	return snprintf(file, sizeof(file), "%s/%s", dir, name) < (int)sizeof(file) &&
+	       read_small(file, text, sizeof(text)) && parse_us(&p, v) && (!*p || !strcmp(p, "\n"));
+}
+
+/* The same for the cgroup v1 `cpu` controller's directory `dir`: its
+ * cpu.cfs_quota_us over cpu.cfs_period_us; "-1", 0, a missing or malformed
+ * file of the two give 0. */
+static unsigned cfs_level(const char *dir)
+{
+	uint64_t quota, period;
+
+	if (!cfs_file(dir, "cpu.cfs_quota_us", &quota) || quota == 0 ||
+	    !cfs_file(dir, "cpu.cfs_period_us", &period) || period == 0)
+		return 0;
+	return whole_cpus(quota, period);
+}
+
+/* The smallest non-zero level(dir) of the cgroup `path` under the mount
+ * `root` and of each ancestor, ending with the mount's root (in a
+ * container's cgroup namespace that is the container's cgroup). */
+static unsigned walk_up(const char *root, const char *path, unsigned (*level)(const char *dir))
+{
+	char dir[PATH_MAX], at[2 * PATH_MAX];
 	unsigned best = 0;
 
 	if (!root || !path || path[0] != '/' ||
 	    snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
 		return 0;
-	/* The cgroup itself, then each ancestor, ending with the mount's root
-	 * (in a container's cgroup namespace that is the container's cgroup). */
 	for (;;) {
 		size_t len = strlen(dir);
 
 		while (len > 1 && dir[len - 1] == '/')
 			dir[--len] = '\0';
-		if (snprintf(file, sizeof(file), "%s%s/cpu.max", root, len == 1 ? "" : dir) <
-		    (int)sizeof(file)) {
-			unsigned cpus = cpu_max_file(file);
+		if (snprintf(at, sizeof(at), "%s%s", root, len == 1 ? "" : dir) < (int)sizeof(at)) {
+			unsigned cpus = level(at);
 
 			if (cpus && (!best || cpus < best))
 				best = cpus;
@@ -165,35 +196,209 @@ unsigned fm_layout_cpu_quota_at(const char *root, const char *path)
 	return best;
 }
 
+unsigned fm_layout_cpu_quota_at(const char *root, const char *path)
+{
+	return walk_up(root, path, cpu_max_level);
+}
+
+unsigned fm_layout_cpu_quota_v1_at(const char *root, const char *path)
+{
+	return walk_up(root, path, cfs_level);
+}
+
+/* Whether the comma-separated list[0..n) holds the word `word`. */
+static bool has_word(const char *list, size_t n, const char *word)
+{
+	size_t wl = strlen(word);
+
+	for (size_t i = 0; i < n;) {
+		size_t k = i;
+
+		while (k < n && list[k] != ',')
+			k++;
+		if (k - i == wl && !memcmp(list + i, word, wl))
+			return true;
+		i = k + 1;
+	}
+	return false;
+}
+
 bool fm_layout_cgroup_path(const char *proc_cgroup, char *path, unsigned len)
+{
+	return fm_layout_cgroup_v1_path(proc_cgroup, NULL, path, len);
+}
+
+bool fm_layout_cgroup_v1_path(const char *proc_cgroup, const char *controller, char *path,
+			      unsigned len)
 {
 	for (const char *l = proc_cgroup; l && *l;) {
 		size_t n = strcspn(l, "\n");
+		const char *c1 = memchr(l, ':', n);
+		const char *c2 = c1 ? memchr(c1 + 1, ':', n - (size_t)(c1 + 1 - l)) : NULL;
+		bool match = c2 && (controller ? has_word(c1 + 1, (size_t)(c2 - c1 - 1), controller)
+					       : !strncmp(l, "0::", 3));
 
-		if (strncmp(l, "0::", 3) != 0) {
+		if (!match) {
 			l = l[n] ? l + n + 1 : NULL;
 			continue;
 		}
-		n = strcspn(l + 3, "\n");
-
-		if (len == 0 || n >= len || l[3] != '/')
+		n -= (size_t)(c2 + 1 - l);
+		if (len == 0 || n >= len || c2[1] != '/')
 			return false;
-		memcpy(path, l + 3, n);
+		memcpy(path, c2 + 1, n);
 		path[n] = '\0';
 		return true;
 	}
 	return false;
 }
 
-unsigned fm_layout_cpu_quota(void)
+/* Field s[0..n) of mountinfo into out[0..len), its octal escapes ("\040"
+ * for a space) decoded: false when it does not fit. */
+static bool mount_field(const char *s, size_t n, char *out, unsigned len)
 {
-	const char *root = getenv("FLUIDMEM_CGROUP_ROOT");   /* tests only */
-	char text[4096], path[PATH_MAX];
+	unsigned o = 0;
 
-	if (!read_small("/proc/self/cgroup", text, sizeof(text)) ||
-	    !fm_layout_cgroup_path(text, path, sizeof(path)))
+	for (size_t i = 0; i < n; i++) {
+		char ch = s[i];
+
+		if (ch == '\\' && i + 3 < n && s[i + 1] >= '0' && s[i + 1] <= '3' && s[i + 2] >= '0' &&
+		    s[i + 2] <= '7' && s[i + 3] >= '0' && s[i + 3] <= '7') {
+			ch = (char)((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0'));
+			i += 3;
+		}
+		if (o + 1 >= len)
+			return false;
+		out[o++] = ch;
+	}
+	if (len == 0)
+		return false;
+	out[o] = '\0';
+	return true;
+}
+
+bool fm_layout_cgroup_mount(const char *mountinfo, const char *controller, char *mnt,
+			    unsigned mlen, char *mroot, unsigned rlen)
+{
+	for (const char *l = mountinfo; l && *l;) {
+		size_t n = strcspn(l, "\n");
+		const char *next = l[n] ? l + n + 1 : NULL;
+		/* ID PARENT MAJ:MIN ROOT MOUNT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER */
+		const char *f[5], *sep = NULL;
+		size_t fl[5];
+		unsigned nf = 0;
+
+		for (size_t i = 0; i < n && nf < 5;) {
+			size_t k = i;
+
+			while (k < n && l[k] != ' ')
+				k++;
+			f[nf] = l + i;
+			fl[nf++] = k - i;
+			i = k + 1;
+		}
+		for (size_t i = 0; i + 3 <= n; i++)
+			if (!memcmp(l + i, " - ", 3)) {
+				sep = l + i + 3;
+				break;
+			}
+		if (nf == 5 && sep) {
+			size_t rest = n - (size_t)(sep - l), tl = strcspn(sep, " \n");
+			const char *src = tl < rest ? memchr(sep + tl + 1, ' ', rest - tl - 1) : NULL;
+			const char *super = src ? src + 1 : NULL;
+			size_t sl = super ? n - (size_t)(super - l) : 0;
+			bool match = controller ? tl == 6 && !memcmp(sep, "cgroup", 6) && super &&
+							  has_word(super, sl, controller)
+						: tl == 7 && !memcmp(sep, "cgroup2", 7);
+
+			if (match)
+				return mount_field(f[4], fl[4], mnt, mlen) &&
+				       mount_field(f[3], fl[3], mroot, rlen);
+		}
+		l = next;
+	}
+	return false;
+}
+
+/* All of a /proc file (mountinfo can be long), malloc'd; NULL on failure. */
+static char *read_all(const char *file)
+{
+	FILE *f = fopen(file, "re");
+	size_t cap = 16384, used = 0;
+	char *buf = f ? malloc(cap) : NULL;
+
+	while (buf) {
+		used += fread(buf + used, 1, cap - 1 - used, f);
+		if (used < cap - 1 || cap >= (4u << 20))
+			break;
+		char *more = realloc(buf, cap * 2);
+
+		if (!more) {
+			free(buf);
+			buf = NULL;
+			break;
+		}
+		buf = more;
+		cap *= 2;
+	}
+	if (f)
+		fclose(f);
+	if (buf)
+		buf[used] = '\0';
+	return buf;
+}
+
+/* The quota of one hierarchy: the cgroup from /proc/self/cgroup (the v2 line
+ * when controller is NULL, else the v1 line naming it), found under its
+ * mount from mountinfo (under `fake` instead when set), read by `at`. */
+static unsigned hierarchy_quota(const char *proc_cgroup, const char *mountinfo, const char *fake,
+				const char *controller,
+				unsigned (*at)(const char *root, const char *path))
+{
+	char path[PATH_MAX], mnt[PATH_MAX], mroot[PATH_MAX];
+	const char *rel;
+	size_t rl;
+
+	if (!fm_layout_cgroup_v1_path(proc_cgroup, controller, path, sizeof(path)))
 		return 0;
-	return fm_layout_cpu_quota_at(root && root[0] ? root : "/sys/fs/cgroup", path);
+	if (fake)
+		return at(fake, path);
+	if (!mountinfo || !fm_layout_cgroup_mount(mountinfo, controller, mnt, sizeof(mnt), mroot,
+						  sizeof(mroot)))
+		return !controller && !mountinfo ? at("/sys/fs/cgroup", path) : 0;
+	/* A mount of a subtree (a container's cgroup bind-mounted without a
+	 * cgroup namespace) shows the process's path with the subtree in front. */
+	rel = path;
+	rl = strlen(mroot);
+	if (strcmp(mroot, "/") && !strncmp(path, mroot, rl) && (path[rl] == '/' || !path[rl]))
+		rel = path[rl] ? path + rl : "/";
+	return at(mnt, rel);
+}
+
+unsigned fm_layout_cpu_quota(const char **file)
+{
+	const char *fake = getenv("FLUIDMEM_CGROUP_ROOT");   /* tests only */
+	char text[4096];
+	char *mountinfo;
+	unsigned v2, v1;
+
+	if (file)
+		*file = NULL;
+	if (!read_small("/proc/self/cgroup", text, sizeof(text)))
+		return 0;
+	if (fake && !fake[0])
+		fake = NULL;
+	mountinfo = fake ? NULL : read_all("/proc/self/mountinfo");
+	v2 = hierarchy_quota(text, mountinfo, fake, NULL, fm_layout_cpu_quota_at);
+	v1 = hierarchy_quota(text, mountinfo, fake, "cpu", fm_layout_cpu_quota_v1_at);
+	free(mountinfo);
+	if (v1 && (!v2 || v1 < v2)) {
+		if (file)
+			*file = "cpu.cfs_quota_us";
+		return v1;
+	}
+	if (v2 && file)
+		*file = "cpu.max";
+	return v2;
 }
 
 void fm_layout_format_cpus(const int *cpus, unsigned n, char *buf, unsigned len)

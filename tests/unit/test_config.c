@@ -11,6 +11,7 @@
 #include "base/base.h"
 #include "base/log.h"
 #include "ctl/config.h"
+#include "ctl/layout.h"
 #include "ctl/toml.h"
 
 static char err[512];
@@ -918,36 +919,35 @@ Test(config, layout_auto_count_follows_disk_tier)
 	rmdir(dir);
 }
 
-/* "auto" honours the cgroup v2 CPU quota (cpu.max) of the daemon's cgroup:
- * a container or slice allowed 1 CPU's worth of time on a bigger machine
- * gets the 1-CPU plan (one unpinned shard), not a busy-polling dispatcher
- * and a shard per CPU it can see. FLUIDMEM_CGROUP_ROOT stands in for
- * /sys/fs/cgroup, with this process's own cgroup path under it. */
-Test(config, layout_auto_honours_cgroup_cpu_quota)
+/* Under a scratch FLUIDMEM_CGROUP_ROOT, with this process's cgroup path of
+ * the hierarchy `controller` names (NULL: v2) under it and files[0..n)
+ * ({ name, content } pairs) in it, "auto" plans as on 1 CPU and the layout
+ * text names `quota_file`. Skips without that hierarchy or 2 CPUs. */
+static void one_cpu_plan_under(const char *controller, const char *const files[][2], int n,
+			       const char *quota_file)
 {
-	char root[] = "/tmp/fmcg.XXXXXX", line[512], cg[512] = "", dir[560], path[600], cmd[640];
+	char root[] = "/tmp/fmcg.XXXXXX", text[4096] = "", line[512], cg[512], dir[560], path[640],
+	     cmd[640];
 	struct fm_config c;
 	FILE *f = fopen("/proc/self/cgroup", "r");
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
 	cr_assert(f);
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, "0::", 3)) {
-			snprintf(cg, sizeof(cg), "%s", line + 3);
-			cg[strcspn(cg, "\n")] = '\0';
-		}
+	text[fread(text, 1, sizeof(text) - 1, f)] = '\0';
 	fclose(f);
-	if (!cg[0] || ncpu < 2)
-		cr_skip_test("needs a cgroup v2 entry in /proc/self/cgroup and 2+ CPUs");
+	if (!fm_layout_cgroup_v1_path(text, controller, cg, sizeof(cg)) ||
+	    sysconf(_SC_NPROCESSORS_ONLN) < 2)
+		cr_skip_test("needs this cgroup hierarchy in /proc/self/cgroup and 2+ CPUs");
 	cr_assert(mkdtemp(root));
 	snprintf(dir, sizeof(dir), "%s%s", root, cg);
 	snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", dir);
 	cr_assert_eq(system(cmd), 0);
-	snprintf(path, sizeof(path), "%s/cpu.max", dir);
-	f = fopen(path, "w");
-	cr_assert(f);
-	fputs("100000 100000\n", f);
-	fclose(f);
+	for (int i = 0; i < n; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, files[i][0]);
+		f = fopen(path, "w");
+		cr_assert(f);
+		fputs(files[i][1], f);
+		fclose(f);
+	}
 	cr_assert_eq(setenv("FLUIDMEM_CGROUP_ROOT", root, 1), 0);
 
 	load_ok(&c, "[dispatcher]\ncpu = \"auto\"\n[shards]\ncount = \"auto\"\ncpus = \"auto\"\n");
@@ -956,9 +956,33 @@ Test(config, layout_auto_honours_cgroup_cpu_quota)
 	cr_assert_eq(c.shard_count, 1, "%s", line);
 	cr_assert_eq(c.dispatcher_cpu, -1, "%s", line);
 	cr_assert_eq(c.shard_cpus_n, 0, "%s", line);
-	cr_assert(strstr(line, "cpu.max"), "%s", line);
+	snprintf(path, sizeof(path), "(cgroup %s: 1 CPU)", quota_file);
+	cr_assert(strstr(line, path), "%s", line);
 
 	unsetenv("FLUIDMEM_CGROUP_ROOT");
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
 	cr_assert_eq(system(cmd), 0);
+}
+
+/* "auto" honours the cgroup v2 CPU quota (cpu.max) of the daemon's cgroup:
+ * a container or slice allowed 1 CPU's worth of time on a bigger machine
+ * gets the 1-CPU plan (one unpinned shard), not a busy-polling dispatcher
+ * and a shard per CPU it can see. FLUIDMEM_CGROUP_ROOT stands in for
+ * /sys/fs/cgroup, with this process's own cgroup path under it. */
+Test(config, layout_auto_honours_cgroup_cpu_quota)
+{
+	static const char *const files[][2] = { { "cpu.max", "100000 100000\n" } };
+
+	one_cpu_plan_under(NULL, files, 1, "cpu.max");
+}
+
+/* The same for a cgroup v1 `cpu` controller's quota (a hybrid or v1 host):
+ * cpu.cfs_quota_us = cpu.cfs_period_us in the daemon's v1 cpu cgroup (the
+ * /proc/self/cgroup line naming `cpu`) plans as on 1 CPU. */
+Test(config, layout_auto_honours_cgroup_v1_cpu_quota)
+{
+	static const char *const files[][2] = { { "cpu.cfs_quota_us", "100000\n" },
+						{ "cpu.cfs_period_us", "100000\n" } };
+
+	one_cpu_plan_under("cpu", files, 2, "cpu.cfs_quota_us");
 }
