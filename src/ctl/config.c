@@ -212,9 +212,6 @@ static const struct opt opts[] = {
 	{ .key = "store.local.segment_mib", .type = OPT_UINT, FIELD(local_segment_mib),
 	  .min = 1, .max = 1024, .def = "16",
 	  .help = "MiB per disk-tier segment, the unit of compaction (new files only)" },
-	{ .key = "store.local.lazy_pages", .type = OPT_UINT, FIELD(local_lazy_pages),
-	  .min = 0, .max = 65536, .def = "512",
-	  .help = "pages per shard a put may keep raw, compressed while the shard is idle; 0 = compress in every put" },
 
 	{ .key = "store.memcached.servers", .type = OPT_STR, STRING(mc.servers),
 	  .def = "127.0.0.1:11211",

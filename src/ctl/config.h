@@ -77,7 +77,6 @@ struct fm_config {
 	char local_path[FM_LOCAL_PATH_MAX]; /* disk tier directory; "" = RAM only */
 	uint64_t local_disk_mib;           /* disk tier cap, all shards; 0 = the file system's */
 	uint32_t local_segment_mib;        /* disk tier segment size (new files) */
-	uint32_t local_lazy_pages;         /* pages a put may keep raw, compressed while idle */
 	/* [store.memcached] (src/kv/memcached.c; documented in configs/memcached.toml):
 	 * the backend's own parameters, as kv_open takes them */
 	struct kv_mc_params mc;

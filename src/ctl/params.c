@@ -14,7 +14,6 @@ void fm_config_kv_params(const struct fm_config *c, struct kv_params *out)
 	memcpy(out->local.path, c->local_path, sizeof(out->local.path));
 	out->local.disk_mib = c->local_disk_mib;
 	out->local.segment_mib = c->local_segment_mib;
-	out->local.lazy_pages = c->local_lazy_pages;
 	out->local.shard_count = c->shard_count;
 
 	out->mc = c->mc;

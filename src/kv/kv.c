@@ -279,8 +279,3 @@ void kv_forget_previous(struct kv_store *kv)
 	if (kv && kv->ops->forget_previous)
 		kv->ops->forget_previous(kv);
 }
-
-size_t kv_idle(struct kv_store *kv, size_t max)
-{
-	return kv && kv->ops->idle ? kv->ops->idle(kv, max) : 0;
-}

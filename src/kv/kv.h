@@ -59,7 +59,6 @@ struct kv_local_params {
 	uint64_t disk_mib;             /* disk tier cap, all shards; 0 = the file system's */
 	uint32_t segment_mib;          /* disk tier segment size (new files) */
 	uint32_t shard_count;          /* the caps above are divided among this many */
-	uint32_t lazy_pages;           /* RAM tier: pages a put may keep raw for kv_idle; 0 = none */
 };
 
 struct kv_mc_params {
@@ -218,10 +217,6 @@ int kv_rehome(struct kv_store *kv, struct kv_key key, kv_check_fn *check, void *
  * their servers can be stopped (reads and deletes no longer go there).
  * No-op for backends without server lists. */
 void kv_forget_previous(struct kv_store *kv);
-/* Background work the shard runs while idle, at most `max` pages of it
- * (local: compress pages a put kept raw to stay off the eviction's path).
- * Returns the pages of such work still pending; 0 for backends without. */
-size_t kv_idle(struct kv_store *kv, size_t max);
 
 /* Backend name ("local", "memcached"). */
 const char *kv_name(const struct kv_store *kv);
@@ -267,8 +262,6 @@ struct kv_ops {
 	int (*rehome)(struct kv_store *kv, struct kv_key key, kv_check_fn *check, void *arg,
 		      void *buf);
 	void (*forget_previous)(struct kv_store *kv);
-	/* Optional: see kv_idle. */
-	size_t (*idle)(struct kv_store *kv, size_t max);
 };
 
 /* Every backend handle starts with this header. */

@@ -20,13 +20,6 @@
  * copy and are read from the file with one pread. Without a path the RAM
  * tier is the store, and a full tier refuses puts (-ENOSPC).
  *
- * Lazy compression (RAM tier only, store.local.lazy_pages): compressing a
- * page costs several microseconds, most of an eviction. So a put keeps the
- * page raw (one copy) and queues its key; kv_idle, which the shard calls
- * while it has no fault to serve, compresses the queued pages into smaller
- * slots. With the queue full, or no raw slot to be had, a put compresses
- * at once as before. A get of a page still raw is a copy.
- *
  * Metadata: one 40-byte entry per table cell at 35-70% load (57-114 bytes
  * per page), plus 24 bytes per RAM-cached page in the FIFO with a path. */
 #include "kv/kv.h"
@@ -88,11 +81,6 @@ struct local_store {
 	/* local_mput's batch: encoded pages, their records' items and places */
 	uint8_t *mblob;
 	struct dlog_item *mitems;
-	/* Keys of pages put raw, to compress while idle (oldest first); an
-	 * item is stale once its key is gone or no longer raw. */
-	struct kv_key *lazy;
-	size_t lazy_cap, lazy_head, lazy_n; /* cap 0: off */
-	enum kv_enc enc;                    /* what puts compress with */
 	uint64_t *mlocs;
 	size_t mcap;
 	uint8_t blob[KV_CODEC_MAX];
@@ -492,7 +480,7 @@ static int local_mput(struct kv_store *kv, const struct kv_key *keys, const void
 }
 
 static int local_put_ram(struct local_store *ls, struct kv_key key, uint32_t h, size_t i,
-			 bool found, uint32_t len, uint8_t enc, const void *blob)
+			 bool found, uint32_t len, uint8_t enc)
 {
 	unsigned c = kv_slab_class_of(len);
 	uint32_t slot;
@@ -526,68 +514,11 @@ static int local_put_ram(struct local_store *ls, struct kv_key key, uint32_t h, 
 	*e = (struct local_ent){ .region = key.region, .page = key.page, .disk = LOCAL_NODISK,
 				 .hash = h, .slot = slot, .len = (uint16_t)len, .enc = enc,
 				 .live = 1 };
-	memcpy(kv_slab_ptr(&ls->slab, c, slot), blob, len);
-	ls->ram_pages++;
-	ls->ram_blob_bytes += len;
-	account_new(ls, e, 1);
-	return 0;
-}
-
-/* Put the page raw and queue it for local_idle: 0, or -errno (no raw slot,
- * queue full or off) with nothing changed. */
-static int put_lazy(struct local_store *ls, struct kv_key key, uint32_t h, const void *page)
-{
-	bool found;
-	size_t i;
-	int rc;
-
-	if (ls->dlog || ls->enc == KV_ENC_RAW || ls->lazy_n == ls->lazy_cap)
-		return -ENOSPC;
-	i = local_find(ls, key, h, &found);
-	rc = local_put_ram(ls, key, h, i, found, FM_PAGE_SIZE, KV_ENC_RAW, page);
-	if (rc)
-		return rc;
-	ls->lazy[(ls->lazy_head + ls->lazy_n++) % ls->lazy_cap] = key;
-	return 0;
-}
-
-/* Compress e's raw RAM copy into a smaller slot; it stays raw when that
- * saves too little or no such slot is free. */
-static void compress_raw(struct local_store *ls, struct local_ent *e)
-{
-	uint8_t enc;
-	uint32_t slot;
-	const uint8_t *raw = kv_slab_ptr(&ls->slab, kv_slab_class_of(e->len), e->slot);
-	uint32_t len = kv_codec_encode(ls->codec, raw, ls->blob, KV_SLAB_STEP, &enc);
-	unsigned c = kv_slab_class_of(len);
-
-	if (enc == KV_ENC_RAW || kv_slab_alloc(&ls->slab, c, &slot) != 0)
-		return;
 	memcpy(kv_slab_ptr(&ls->slab, c, slot), ls->blob, len);
-	account_new(ls, e, -1);
-	ram_drop(ls, e);
-	e->slot = slot;
-	e->len = (uint16_t)len;
-	e->enc = enc;
 	ls->ram_pages++;
 	ls->ram_blob_bytes += len;
 	account_new(ls, e, 1);
-}
-
-static size_t local_idle(struct kv_store *kv, size_t max)
-{
-	struct local_store *ls = to_local(kv);
-
-	for (size_t k = 0; k < max && ls->lazy_n; k++) {
-		struct kv_key key = ls->lazy[ls->lazy_head];
-		struct local_ent *e = local_lookup(ls, key);
-
-		ls->lazy_head = (ls->lazy_head + 1) % ls->lazy_cap;
-		ls->lazy_n--;
-		if (e && e->slot != LOCAL_NONE && e->enc == KV_ENC_RAW)
-			compress_raw(ls, e);
-	}
-	return ls->lazy_n;
+	return 0;
 }
 
 static int local_put(struct kv_store *kv, struct kv_key key, const void *page)
@@ -595,19 +526,14 @@ static int local_put(struct kv_store *kv, struct kv_key key, const void *page)
 	struct local_store *ls = to_local(kv);
 	uint32_t h = local_hash(key);
 	bool found;
-	size_t i;
+	size_t i = local_find(ls, key, h, &found);
 	uint8_t enc;
-	uint32_t len;
-	int rc = put_lazy(ls, key, h, page);
-
-	if (rc == 0)
-		return 0;
 	/* A blob that would land in the last class saves nothing: keep it raw
 	 * and skip the decode on every get. */
-	i = local_find(ls, key, h, &found);
-	len = kv_codec_encode(ls->codec, page, ls->blob, KV_SLAB_STEP, &enc);
-	rc = ls->dlog ? local_put_disk(ls, key, h, i, found, len, enc)
-		      : local_put_ram(ls, key, h, i, found, len, enc, ls->blob);
+	uint32_t len = kv_codec_encode(ls->codec, page, ls->blob, KV_SLAB_STEP, &enc);
+	int rc = ls->dlog ? local_put_disk(ls, key, h, i, found, len, enc)
+			  : local_put_ram(ls, key, h, i, found, len, enc);
+
 	if (rc == -ENOMEM) {
 		fm_log_once(FM_LOG_WARN,
 			    "kv/local: shard %u: out of host memory at %zu pages; put refused",
@@ -733,7 +659,6 @@ static void local_close(struct kv_store *kv)
 	free(ls->mblob);
 	free(ls->mitems);
 	free(ls->mlocs);
-	free(ls->lazy);
 	free(ls);
 }
 
@@ -773,13 +698,6 @@ static struct kv_store *local_open(const struct kv_params *p, unsigned shard)
 	kv_slab_init(&ls->slab, ((total + shards - 1) / shards) << FM_PAGE_SHIFT);
 	ls->tab = calloc(LOCAL_TABLE_MIN, sizeof(*ls->tab));
 	ls->codec = kv_codec_create(enc_of_choice[lp->compression]);
-	ls->enc = enc_of_choice[lp->compression];
-	if (lp->lazy_pages && !lp->path[0] && ls->enc != KV_ENC_RAW) {
-		ls->lazy_cap = lp->lazy_pages;
-		ls->lazy = malloc(ls->lazy_cap * sizeof(*ls->lazy));
-		if (!ls->lazy)
-			ls->lazy_cap = 0;
-	}
 	if (!ls->tab || !ls->codec) {
 		err = ENOMEM;
 		goto fail;
@@ -848,8 +766,7 @@ int kv_local_info(const struct kv_store *kv, struct kv_local_info *out)
 		.chunks_released = kv_slab_released(&ls->slab),
 		.slots_carved = carved,
 		.meta_bytes = sizeof(*ls) + (ls->mask + 1) * sizeof(struct local_ent) +
-			      ls->fifo_cap * sizeof(struct fifo_ent) +
-			      ls->lazy_cap * sizeof(struct kv_key),
+			      ls->fifo_cap * sizeof(struct fifo_ent),
 		.ram_pages = ls->ram_pages,
 		.ram_held_bytes = ls->slab.held,
 		.ram_live_bytes = ls->slab.live_bytes,
@@ -887,5 +804,4 @@ const struct kv_ops kv_local_ops = {
 	.stats = local_stats,
 	.foreach_key = local_foreach_key,
 	.region_delete = local_region_delete,
-	.idle = local_idle,
 };

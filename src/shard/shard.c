@@ -559,12 +559,6 @@ static void *shard_main(void *arg)
 			idle_since = 0;
 			continue;
 		}
-		/* Then the store's deferred work (the local store compresses
-		 * the pages evictions put raw), one page per turn. */
-		if (n == 0 && kv_idle(s->kv, 1) > 0) {
-			idle_since = 0;
-			continue;
-		}
 		if (n > 0) {
 			idle_since = 0;
 			continue;

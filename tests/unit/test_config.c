@@ -523,7 +523,6 @@ Test(config, dump_format)
 			       "path = \"\"\n"
 			       "disk_mib = 0\n"
 			       "segment_mib = 16\n"
-			       "lazy_pages = 512\n"
 			       "\n"
 			       "[store.memcached]\n"
 			       "servers = \"127.0.0.1:11211\"\n"
