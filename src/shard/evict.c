@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "base/failpoint.h"
@@ -100,7 +99,7 @@ static void confirm_clean(struct shard *s, uint32_t n)
 		s->ev_results[i] = EV_PUT;
 		s->ev_idx[w] = i;
 		s->ev_keys[w] = (struct kv_key){ sr->r->id, page };
-		s->ev_pages[w++] = s->ev_src[i];
+		s->ev_pages[w++] = sr->r->view + (page << FM_PAGE_SHIFT);
 	}
 	if (w == 0)
 		return;
@@ -265,37 +264,6 @@ static uint32_t evict_select(struct shard *s, uint64_t want, struct shard_region
 	return m;
 }
 
-/* Read each run's victims (s->ev_src) with one preadv from the memfd into
- * s->ev_buf, its bridged pages into a scratch page. Not through our view:
- * a read there maps the page into the daemon (a minor fault per page), and
- * the punch must then unmap it from the daemon too, with a TLB flush of
- * the daemon's CPUs. The pages are write-protected, so the copy is what
- * the store must keep. A run the read fails for is read through the view. */
-static void evict_read(struct shard *s)
-{
-	for (uint32_t r = 0; r < s->ev_nruns; r++) {
-		const struct ev_run *run = &s->ev_runs[r];
-		uint32_t first = s->ev_ids[run->first], end = run->first + run->n, k = run->first;
-		uint32_t span = s->ev_ids[end - 1] - first + 1;
-		uint64_t page;
-		struct shard_region *sr = region_of_id(s, first, &page);
-		bool ok;
-
-		for (uint32_t d = 0; d < span; d++) {
-			void *dst = s->ev_gap;
-
-			if (k < end && s->ev_ids[k] == first + d)
-				dst = s->ev_buf + ((size_t)k++ << FM_PAGE_SHIFT);
-			s->ev_iov[d] = (struct iovec){ dst, FM_PAGE_SIZE };
-		}
-		ok = preadv(sr->r->memfd, s->ev_iov, (int)span, (off_t)(page << FM_PAGE_SHIFT)) ==
-		     (ssize_t)span << FM_PAGE_SHIFT;
-		for (k = run->first; k < end; k++)
-			s->ev_src[k] = ok ? s->ev_buf + ((size_t)k << FM_PAGE_SHIFT)
-					  : sr->r->view + ((page + s->ev_ids[k] - first) << FM_PAGE_SHIFT);
-	}
-}
-
 /* Eviction, step 2: decide per page (s->ev_results) and store the ones that
  * need it in one batch (s->ev_rc: 0 or -errno). Zero pages are remembered,
  * not stored; clean ones are only confirmed (confirm_clean). */
@@ -303,7 +271,6 @@ static void evict_store(struct shard *s, uint32_t n)
 {
 	uint32_t nput = 0, r = 0;
 
-	evict_read(s);
 	for (uint32_t i = 0; i < n; i++) {
 		struct shard_region *sr;
 		uint64_t page;
@@ -318,7 +285,7 @@ static void evict_store(struct shard *s, uint32_t n)
 			continue;
 		}
 		sr = region_of_id(s, s->ev_ids[i], &page);
-		src = s->ev_src[i];
+		src = sr->r->view + (page << FM_PAGE_SHIFT);
 		if (fm_page_is_zero(src)) {
 			s->ev_results[i] = EV_ZERO;
 			continue;

@@ -655,14 +655,9 @@ struct shard *shard_create(const struct shard_params *p, unsigned idx, uint64_t 
 	s->ev_rc = calloc(s->evict_batch, sizeof(*s->ev_rc));
 	s->ev_idx = calloc(s->evict_batch, sizeof(*s->ev_idx));
 	s->ev_runs = calloc(s->evict_batch, sizeof(*s->ev_runs));
-	s->ev_buf = aligned_alloc(FM_PAGE_SIZE, (size_t)s->evict_batch << FM_PAGE_SHIFT);
-	s->ev_src = calloc(s->evict_batch, sizeof(*s->ev_src));
-	s->ev_iov = calloc(FM_STRIPE_PAGES, sizeof(*s->ev_iov));
-	s->ev_gap = aligned_alloc(FM_PAGE_SIZE, FM_PAGE_SIZE);
 	s->evict_backoff_ns = EVICT_BACKOFF_NS;
 	if (!s->policy || !s->bounce || !s->ev_keys || !s->ev_pages || !s->ev_results || !s->ev_put_results ||
-	    !s->ev_ids || !s->ev_hash || !s->ev_rc || !s->ev_idx || !s->ev_runs || !s->ev_buf ||
-	    !s->ev_src || !s->ev_iov || !s->ev_gap ||
+	    !s->ev_ids || !s->ev_hash || !s->ev_rc || !s->ev_idx || !s->ev_runs ||
 	    prefetch_setup(s, p->prefetch_pages) < 0 || shard_fault_batch_setup(s, p->fault_batch) < 0)
 		goto fail;
 	s->kv = kv_open(&p->kv, idx);
@@ -725,10 +720,6 @@ void shard_destroy(struct shard *s)
 	free(s->ev_rc);
 	free(s->ev_idx);
 	free(s->ev_runs);
-	free(s->ev_buf);
-	free(s->ev_src);
-	free(s->ev_iov);
-	free(s->ev_gap);
 	free(s->parked);
 	free(s);
 }

@@ -93,10 +93,6 @@ struct shard {
 	int *ev_rc;                     /* per evicted page: the store's answer */
 	uint32_t *ev_idx;
 	struct ev_run *ev_runs;         /* this round's runs */
-	uint8_t *ev_buf;                /* evict_batch pages: the victims, read with preadv */
-	const uint8_t **ev_src;         /* per evicted page: its content (ev_buf or the view) */
-	struct iovec *ev_iov;           /* one per page of a run's span (a stripe at most) */
-	uint8_t *ev_gap;                /* where a run's bridged pages are read to */
 	uint32_t ev_nruns;
 	uint32_t evict_run;             /* pages a run may span; 1 = one page each */
 	uint32_t free_low_pct, free_high_pct;
