@@ -62,6 +62,12 @@ static const struct metric_name {
 	{ "orphan_keys", "orphan_pages_deleted_total", M_COUNTER },
 	{ "drains", "drains_total", M_COUNTER },
 	{ "drains_failed", "drains_failed_total", M_COUNTER },
+	/* eviction steps' time (stats JSON only: a diagnostic in ns, not a
+	 * rate anyone alerts on) */
+	{ "evict_protect_ns", NULL, M_COUNTER },
+	{ "evict_store_ns", NULL, M_COUNTER },
+	{ "evict_punch_ns", NULL, M_COUNTER },
+	{ "evict_unprotect_ns", NULL, M_COUNTER },
 	/* shard gauges */
 	{ "resident", "resident_pages", M_GAUGE },
 	{ "resident_max", "resident_max_pages", M_GAUGE },

@@ -352,6 +352,8 @@ static int punch_items(struct shard *s, uint32_t a, uint32_t b)
 	int rc;
 
 	region_of_id(s, s->ev_ids[b - 1], &last);
+	uint64_t t0 = fm_now_ns();
+
 	for (uint32_t i = a; i < b; i++)
 		before_punch(s, i);
 	rc = fm_failpoint(FM_FP_EVICT_PUNCH);
@@ -359,6 +361,7 @@ static int punch_items(struct shard *s, uint32_t a, uint32_t b)
 				 (off_t)(first << FM_PAGE_SHIFT),
 				 (off_t)((last - first + 1) << FM_PAGE_SHIFT)) < 0)
 		rc = -errno;
+	s->st.evict_punch_ns += fm_now_ns() - t0;
 	if (rc == 0)
 		return 0;
 	s->st.punch_errors++;
@@ -397,7 +400,7 @@ static void record_evicted(struct shard *s, uint32_t i)
 static uint32_t commit_run(struct shard *s, const struct ev_run *run, bool only, bool *refused)
 {
 	uint32_t done = 0, end = run->first + run->n;
-	uint64_t page;
+	uint64_t page, t0;
 	struct shard_region *sr = region_of_id(s, s->ev_ids[run->first], &page);
 	int rc;
 
@@ -451,7 +454,9 @@ static uint32_t commit_run(struct shard *s, const struct ev_run *run, bool only,
 	 * MISSING fault once woken, so wake even if the un-protect failed; a
 	 * kept page's writer that is not woken raises a WP fault, whose
 	 * handler un-protects a resident page again. */
+	t0 = fm_now_ns();
 	rc = protect_range(s, s->ev_ids[run->first], s->ev_ids[end - 1], false);
+	s->st.evict_unprotect_ns += fm_now_ns() - t0;
 	if (rc < 0) {
 		if (rc != -ESRCH)
 			s->st.unprotect_errors++;
@@ -490,10 +495,13 @@ uint64_t shard_evict(struct shard *s, uint64_t want, struct shard_region *only)
 		uint64_t t0 = fm_now_ns();
 		bool refused = false;
 		uint32_t n = evict_select(s, want - done, only);
+		uint64_t t1 = fm_now_ns();
 
+		s->st.evict_protect_ns += t1 - t0;
 		if (n == 0)
 			break;
 		evict_store(s, n);
+		s->st.evict_store_ns += fm_now_ns() - t1;
 		done += evict_commit(s, only != NULL, &refused);
 		s->st.evict_runs += s->ev_nruns;
 		fm_hist_add(&s->st.evict_ns, (fm_now_ns() - t0) / n);

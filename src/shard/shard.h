@@ -66,7 +66,11 @@ struct uffd_region;
 	X(fault_batches, "batched store reads serving several queued faults at once")   \
 	X(batched_get_faults, "faults served by a batched store read (counted in fetches)") \
 	X(discard_waits, "stored-page installs dropped while a discard was not handled yet") \
-	X(discard_undone, "stored-page installs punched out again: a discard was read during the copy")
+	X(discard_undone, "stored-page installs punched out again: a discard was read during the copy") \
+	X(evict_protect_ns, "eviction time in choosing victims and write-protecting runs (ns)") \
+	X(evict_store_ns, "eviction time in zero checks, hashing and store puts (ns)")  \
+	X(evict_punch_ns, "eviction time in marking and punching pages out (ns)")     \
+	X(evict_unprotect_ns, "eviction time in un-protecting runs, waking writers (ns)")
 
 #define SHARD_GAUGE_FIELDS(X)                                                         \
 	X(resident, "resident pages now")                                             \
