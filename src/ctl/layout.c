@@ -377,13 +377,15 @@ static unsigned hierarchy_quota(const char *proc_cgroup, const char *mountinfo, 
 unsigned fm_layout_cpu_quota(const char **file)
 {
 	const char *fake = getenv("FLUIDMEM_CGROUP_ROOT");   /* tests only */
-	char text[4096];
-	char *mountinfo;
+	char *text, *mountinfo;
 	unsigned v2, v1;
 
 	if (file)
 		*file = NULL;
-	if (!read_small("/proc/self/cgroup", text, sizeof(text)))
+	/* Whole, however long: a cut-off file could lose the line that names
+	 * the quota's cgroup, read as "no quota". */
+	text = read_all("/proc/self/cgroup");
+	if (!text)
 		return 0;
 	if (fake && !fake[0])
 		fake = NULL;
@@ -391,6 +393,7 @@ unsigned fm_layout_cpu_quota(const char **file)
 	v2 = hierarchy_quota(text, mountinfo, fake, NULL, fm_layout_cpu_quota_at);
 	v1 = hierarchy_quota(text, mountinfo, fake, "cpu", fm_layout_cpu_quota_v1_at);
 	free(mountinfo);
+	free(text);
 	if (v1 && (!v2 || v1 < v2)) {
 		if (file)
 			*file = "cpu.cfs_quota_us";

@@ -26,7 +26,10 @@ if ! mkdir "$CG" 2>/dev/null || [ ! -w "$CG/cpu.cfs_quota_us" ]; then
 	echo "SKIP: cannot make a writable cgroup under the v1 cpu mount $MNT${SELF%/}"
 	exit 0
 fi
+LONG_DIRS=()   # made by the long-path check below, removed deepest first
 undo() {
+	local i
+	for ((i = ${#LONG_DIRS[@]} - 1; i >= 0; i--)); do rmdir "${LONG_DIRS[i]}" 2>/dev/null || true; done
 	rmdir "$CG" 2>/dev/null || true
 	cleanup
 }
@@ -34,12 +37,14 @@ trap undo EXIT
 period=$(cat "$CG/cpu.cfs_period_us")
 echo "$period" >"$CG/cpu.cfs_quota_us"
 
-# plan [IN-CGROUP]: the layout line of fluidmemd --check with every
-# placement key "auto", run inside $CG when an argument is given.
+# plan [CGROUP]: the layout line of fluidmemd --check with every placement
+# key "auto", run inside the v1 cpu cgroup CGROUP when given (and first in
+# the cgroups listed in $JOIN, if any).
 plan() {
 	local wrap=() rc=0
 
-	[ $# -eq 0 ] || wrap=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG")
+	[ $# -eq 0 ] || wrap=(sh -c 'for g in $JOIN "$0"; do echo $$ >"$g/cgroup.procs" || exit 1; done
+		exec "$@"' "$1")
 	"${wrap[@]}" "$BIN/fluidmemd" --config "$SRC/configs/local.toml" --check \
 		--set "daemon.state_dir=\"$RUN/state\"" --set 'dispatcher.cpu="auto"' \
 		--set 'shards.count="auto"' --set 'shards.cpus="auto"' \
@@ -53,7 +58,7 @@ echo "outside: $outside"
 check "outside the cgroup: a pinned dispatcher (all $(nproc) CPUs)" \
 	grep -qE 'dispatcher on CPU [0-9]+, [0-9]+ shards on CPUs' <<<"$outside"
 
-inside=$(plan in)
+inside=$(plan "$CG")
 echo "inside (quota $period/$period us): $inside"
 check "inside: planned as on 1 CPU, dispatcher unpinned and 1 unpinned shard" \
 	grep -qF 'dispatcher unpinned, 1 shard unpinned' <<<"$inside"
@@ -64,7 +69,34 @@ check "inside: the layout names the v1 quota" \
 # cgroup plans as outside.
 echo $((period / 2)) >"$CG/cpu.cfs_quota_us"
 check "a half-CPU quota also plans 1 unpinned shard" \
-	grep -qF 'dispatcher unpinned, 1 shard unpinned' <<<"$(plan in)"
+	grep -qF 'dispatcher unpinned, 1 shard unpinned' <<<"$(plan "$CG")"
 echo -1 >"$CG/cpu.cfs_quota_us"
-check "quota -1 (none): the same plan as outside" test "$(plan in)" = "$outside"
+check "quota -1 (none): the same plan as outside" test "$(plan "$CG")" = "$outside"
+
+# Regression: /proc/self/cgroup was read into 4 KiB, so a `cpu` line listed
+# after long paths of other hierarchies was cut off and read as "no quota".
+# Here the memory cgroup's path is ~3.6 KiB (the memory line comes before
+# the cpu line), and the cpu cgroup, 4 levels of 200-character names below
+# $CG (no quota), has a quota of 1 CPU: the plan must still see it.
+MEMMNT=$(awk '{ for (i = 7; i <= NF && $i != "-"; i++); if ($(i + 1) == "cgroup" &&
+	(("," $(i + 3) ",") ~ /,memory,/)) { print $5; exit } }' /proc/self/mountinfo)
+MEMSELF=$(awk -F: '("," $2 ",") ~ /,memory,/ { print $3; exit }' /proc/self/cgroup)
+name=$(printf 'd%.0s' $(seq 200))
+if [ -n "$MEMMNT" ] && mkdir "$MEMMNT${MEMSELF%/}/fm-place-$$" 2>/dev/null; then
+	mem="$MEMMNT${MEMSELF%/}/fm-place-$$"
+	LONG_DIRS+=("$mem")
+	for _ in $(seq 17); do mem="$mem/$name" && mkdir "$mem" && LONG_DIRS+=("$mem"); done
+	cpu="$CG"
+	for _ in $(seq 4); do cpu="$cpu/$name" && mkdir "$cpu" && LONG_DIRS+=("$cpu"); done
+	echo "$period" >"$cpu/cpu.cfs_quota_us"
+	long=$(JOIN="$mem" plan "$cpu")
+	bytes=$(JOIN="$mem $cpu" sh -c 'for g in $JOIN; do echo $$ >"$g/cgroup.procs"; done
+		wc -c </proc/self/cgroup' | tr -d ' ')
+	echo "long paths: /proc/self/cgroup is $bytes bytes; $long"
+	check "long cgroup paths: /proc/self/cgroup is over 4 KiB ($bytes bytes)" test "$bytes" -gt 4096
+	check "long cgroup paths: the quota is still read (1 unpinned shard)" \
+		grep -qF 'dispatcher unpinned, 1 shard unpinned' <<<"$long"
+else
+	echo "SKIP (long paths): no writable v1 memory hierarchy"
+fi
 finish
